@@ -1,0 +1,518 @@
+//! What the two backends share: the SQL text (both drivers accept `$n` parameters and the same
+//! `ON CONFLICT` / `RETURNING` forms), row decoding, time conversion and error mapping.
+
+use std::time::Duration;
+
+use callrelay_links::{add_duration, Link, LinkId, LinkKind, LinkStatus, Revocation, UserId};
+use chrono::{DateTime, Utc};
+use sqlx::error::ErrorKind;
+use sqlx::migrate::MigrateError;
+
+use crate::{CallLogEntry, JoinOutcome, Role, StoreError};
+
+/// The columns of `links`, in the order [`LinkRow`] reads them.
+macro_rules! link_columns {
+    () => {
+        "id, kind, creator, title, scheduled_at, created_at, last_used_at, expires_at, \
+         revoked_at, revoke_reason"
+    };
+}
+
+pub(crate) const PING: &str = "SELECT 1";
+
+pub(crate) const INSERT_LINK: &str = concat!(
+    "INSERT INTO links (",
+    link_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+);
+
+/// `$1` creator, `$2` link, `$3` creation time.
+pub(crate) const INSERT_CREATOR_LOG: &str = "INSERT INTO call_log \
+     (user_id, link_id, role, last_joined_at, last_activity_at) \
+     VALUES ($1, $2, 'creator', NULL, $3)";
+
+pub(crate) const GET_LINK: &str = concat!("SELECT ", link_columns!(), " FROM links WHERE id = $1");
+
+/// `$1` link, `$2` now, `$3` now + ttl. Renews only a link neither revoked nor expired at `now`.
+///
+/// Joins may reach the database out of order (several nodes, a slow request): a join older than
+/// the last recorded use does not move `last_used_at` (nor the expiry computed from it) backwards.
+/// Both assignments read the row as it was before the update.
+pub(crate) const RENEW_LINK: &str = concat!(
+    "UPDATE links SET \
+     last_used_at = CASE WHEN last_used_at > $2 THEN last_used_at ELSE $2 END, \
+     expires_at = CASE WHEN last_used_at > $2 THEN expires_at ELSE $3 END \
+     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+     RETURNING ",
+    link_columns!()
+);
+
+/// `$1` user, `$2` link, `$3` role, `$4` join time. Keeps an existing entry's role, and never
+/// moves its times backwards.
+pub(crate) const UPSERT_JOIN_LOG: &str = "INSERT INTO call_log \
+     (user_id, link_id, role, last_joined_at, last_activity_at) \
+     VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (user_id, link_id) DO UPDATE SET \
+     last_joined_at = CASE \
+         WHEN call_log.last_joined_at IS NULL OR call_log.last_joined_at < excluded.last_joined_at \
+         THEN excluded.last_joined_at ELSE call_log.last_joined_at END, \
+     last_activity_at = CASE \
+         WHEN call_log.last_activity_at < excluded.last_activity_at \
+         THEN excluded.last_activity_at ELSE call_log.last_activity_at END";
+
+/// `$1` link, `$2` now, `$3` reason. The first revocation's time and reason stay.
+pub(crate) const REVOKE_LINK: &str = concat!(
+    "UPDATE links SET \
+     revoke_reason = CASE WHEN revoked_at IS NULL THEN $3 ELSE revoke_reason END, \
+     revoked_at = COALESCE(revoked_at, $2) \
+     WHERE id = $1 \
+     RETURNING ",
+    link_columns!()
+);
+
+pub(crate) const BLOCK: &str = "INSERT INTO blocks (blocker, blocked, created_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (blocker, blocked) DO NOTHING";
+
+pub(crate) const UNBLOCK: &str = "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2";
+
+/// Byte order in both backends (PostgreSQL's identifier columns use the "C" collation).
+pub(crate) const BLOCKED_BY: &str =
+    "SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked";
+
+pub(crate) const IS_BLOCKED: &str = "SELECT 1 FROM blocks WHERE blocker = $1 AND blocked = $2";
+
+/// `$1` user, `$2` limit.
+pub(crate) const CALL_LOG: &str = "SELECT \
+     l.id, l.kind, l.creator, l.title, l.scheduled_at, l.created_at, l.last_used_at, \
+     l.expires_at, l.revoked_at, l.revoke_reason, \
+     c.role, c.last_joined_at, c.last_activity_at \
+     FROM call_log c JOIN links l ON l.id = c.link_id \
+     WHERE c.user_id = $1 \
+     ORDER BY c.last_activity_at DESC, c.link_id DESC \
+     LIMIT $2";
+
+/// `$1` the latest expiry that may be purged (`now - grace`). Call-log rows go by cascade.
+pub(crate) const PURGE_EXPIRED: &str = "DELETE FROM links WHERE expires_at <= $1";
+
+/// How many times `record_join` re-tries when the link changed between its conditional update and
+/// the read that explains a refusal (only possible with joins from clocks that disagree).
+pub(crate) const JOIN_ATTEMPTS: usize = 3;
+
+/// A `links` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LinkRow {
+    id: String,
+    kind: String,
+    creator: String,
+    title: Option<String>,
+    scheduled_at: Option<i64>,
+    created_at: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+}
+
+impl LinkRow {
+    /// Decodes the row into the domain type; anything that does not fit is [`StoreError::Corrupt`].
+    pub(crate) fn into_link(self) -> Result<Link, StoreError> {
+        let id =
+            LinkId::parse(&self.id).map_err(|e| StoreError::Corrupt(format!("links.id: {e}")))?;
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("links.{what} of {id}: {e}"))
+        };
+        let kind: LinkKind = self.kind.parse().map_err(|e| corrupt("kind", &e))?;
+        let creator = UserId::parse(&self.creator).map_err(|e| corrupt("creator", &e))?;
+        let revoked = match self.revoked_at {
+            Some(at) => Some(Revocation {
+                at: from_millis(at, "links.revoked_at")?,
+                reason: self.revoke_reason.unwrap_or_default(),
+            }),
+            None => None,
+        };
+        Ok(Link {
+            id,
+            kind,
+            creator,
+            title: self.title,
+            scheduled_at: self
+                .scheduled_at
+                .map(|t| from_millis(t, "links.scheduled_at"))
+                .transpose()?,
+            created_at: from_millis(self.created_at, "links.created_at")?,
+            last_used_at: from_millis(self.last_used_at, "links.last_used_at")?,
+            expires_at: from_millis(self.expires_at, "links.expires_at")?,
+            revoked,
+        })
+    }
+}
+
+/// Decodes an optional row.
+pub(crate) fn decode_opt(row: Option<LinkRow>) -> Result<Option<Link>, StoreError> {
+    row.map(LinkRow::into_link).transpose()
+}
+
+/// A call-log row joined with its link.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CallLogRow {
+    #[sqlx(flatten)]
+    link: LinkRow,
+    role: String,
+    last_joined_at: Option<i64>,
+    last_activity_at: i64,
+}
+
+impl CallLogRow {
+    pub(crate) fn into_entry(self) -> Result<CallLogEntry, StoreError> {
+        let role = match self.role.as_str() {
+            "creator" => Role::Creator,
+            "participant" => Role::Participant,
+            other => return Err(StoreError::Corrupt(format!("call_log.role: {other:?}"))),
+        };
+        Ok(CallLogEntry {
+            link: self.link.into_link()?,
+            role,
+            last_joined_at: self
+                .last_joined_at
+                .map(|t| from_millis(t, "call_log.last_joined_at"))
+                .transpose()?,
+            last_activity_at: from_millis(self.last_activity_at, "call_log.last_activity_at")?,
+        })
+    }
+}
+
+/// Decodes a user id read from the `blocks` table.
+pub(crate) fn decode_user(s: &str) -> Result<UserId, StoreError> {
+    UserId::parse(s).map_err(|e| StoreError::Corrupt(format!("blocks.blocked: {e}")))
+}
+
+/// A timestamp as stored: milliseconds since the Unix epoch.
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored timestamp back into a `DateTime`.
+fn from_millis(ms: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column}: {ms} is out of range")))
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The stored expiry of a link renewed at `now` for `ttl`.
+pub(crate) fn renewed_expiry(now: DateTime<Utc>, ttl: Duration) -> i64 {
+    millis(add_duration(now, ttl))
+}
+
+/// The latest expiry that [`crate::LinkStore::purge_expired`] deletes at `now`.
+pub(crate) fn purge_threshold(now: DateTime<Utc>, grace: Duration) -> i64 {
+    millis(now).saturating_sub(duration_millis(grace))
+}
+
+/// The call-log role of `user` in `link`.
+pub(crate) fn role_of(link: &Link, user: &UserId) -> Role {
+    if link.creator == *user {
+        Role::Creator
+    } else {
+        Role::Participant
+    }
+}
+
+/// Why a join's conditional update touched no row, from the link as read after it.
+/// `None`: the link is joinable after all (it was renewed in between), so the join should retry.
+pub(crate) fn refusal(link: Option<&Link>, now: DateTime<Utc>) -> Option<JoinOutcome> {
+    match link.map(|l| l.status(now)) {
+        None => Some(JoinOutcome::NotFound),
+        Some(LinkStatus::Revoked) => Some(JoinOutcome::Revoked),
+        Some(LinkStatus::Expired) => Some(JoinOutcome::Expired),
+        Some(LinkStatus::Active) => None,
+    }
+}
+
+/// The error `record_join` gives when the link kept changing under it.
+pub(crate) fn join_did_not_settle() -> StoreError {
+    StoreError::Database(format!(
+        "record_join: the link changed concurrently {JOIN_ATTEMPTS} times in a row"
+    ))
+}
+
+/// Maps a driver error onto [`StoreError`].
+///
+/// Unreachable, timed out, closed or crashed → `Unavailable`; a unique key taken → `Conflict`;
+/// a value that does not decode → `Corrupt`; everything else → `Database`.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut => {
+            StoreError::Unavailable("timed out waiting for a database connection".into())
+        }
+        sqlx::Error::PoolClosed => StoreError::Unavailable("the connection pool is closed".into()),
+        sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable("the database connection worker crashed".into())
+        }
+        sqlx::Error::Io(e) => StoreError::Unavailable(format!("i/o error: {e}")),
+        sqlx::Error::Tls(e) => StoreError::Unavailable(format!("tls error: {e}")),
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_owned();
+            if db.kind() == ErrorKind::UniqueViolation {
+                StoreError::Conflict(message)
+            } else if db_unavailable(db.as_ref()) {
+                StoreError::Unavailable(message)
+            } else {
+                StoreError::Database(message)
+            }
+        }
+        e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        sqlx::Error::Migrate(e) => map_migrate_err(*e),
+        e => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Maps a migration error onto [`StoreError`].
+pub(crate) fn map_migrate_err(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::Execute(e) => map_err(e),
+        MigrateError::ExecuteMigration(e, version) => match map_err(e) {
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("migration {version}: {m}"))
+            }
+            other => StoreError::Database(format!("migration {version}: {other}")),
+        },
+        e => StoreError::Database(format!("migrations: {e}")),
+    }
+}
+
+/// Whether a database error means "not reachable or not answering now" rather than "wrong".
+fn db_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        // Class 08: connection exception; 53300: too many connections;
+        // 57P01..57P03: the server is shutting down or starting up.
+        code.starts_with("08") || matches!(&*code, "53300" | "57P01" | "57P02" | "57P03")
+    } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Primary result codes: BUSY, LOCKED (the busy timeout elapsed), IOERR, CANTOPEN.
+        code.parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14))
+    } else {
+        false
+    }
+}
+
+/// The [`crate::LinkStore`] implementation, written once for both backends: the SQL above is
+/// shared, only the pools and the statement that begins a write transaction differ.
+///
+/// `read` and `write` name the store's pool fields for reads and for writes; `begin` is the pool
+/// method call that starts a write transaction.
+macro_rules! link_store_impl {
+    ($store:ty, $backend:literal, read: $read:ident, write: $write:ident, begin: $($begin:tt)+) => {
+        const _: () = {
+            use std::time::Duration;
+
+            use callrelay_links::{Link, LinkId, UserId};
+            use chrono::{DateTime, Utc};
+
+            use $crate::common::{self as c, map_err, CallLogRow, LinkRow};
+            use $crate::{CallLogEntry, JoinOutcome, LinkStore, StoreError};
+
+            #[async_trait::async_trait]
+            impl LinkStore for $store {
+                fn backend(&self) -> &'static str {
+                    $backend
+                }
+
+                async fn ping(&self) -> Result<(), StoreError> {
+                    sqlx::query(c::PING).execute(&self.$read).await.map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn close(&self) {
+                    <$store>::close(self).await
+                }
+
+                async fn create_link(&self, link: &Link) -> Result<(), StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    sqlx::query(c::INSERT_LINK)
+                        .bind(link.id.as_str())
+                        .bind(link.kind.as_str())
+                        .bind(link.creator.as_str())
+                        .bind(link.title.as_deref())
+                        .bind(link.scheduled_at.map(c::millis))
+                        .bind(c::millis(link.created_at))
+                        .bind(c::millis(link.last_used_at))
+                        .bind(c::millis(link.expires_at))
+                        .bind(link.revoked.as_ref().map(|r| c::millis(r.at)))
+                        .bind(link.revoked.as_ref().map(|r| r.reason.as_str()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    sqlx::query(c::INSERT_CREATOR_LOG)
+                        .bind(link.creator.as_str())
+                        .bind(link.id.as_str())
+                        .bind(c::millis(link.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)
+                }
+
+                async fn get_link(&self, id: &LinkId) -> Result<Option<Link>, StoreError> {
+                    let row = sqlx::query_as::<_, LinkRow>(c::GET_LINK)
+                        .bind(id.as_str())
+                        .fetch_optional(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    c::decode_opt(row)
+                }
+
+                async fn record_join(
+                    &self,
+                    id: &LinkId,
+                    user: &UserId,
+                    now: DateTime<Utc>,
+                    ttl: Duration,
+                ) -> Result<JoinOutcome, StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    for _ in 0..c::JOIN_ATTEMPTS {
+                        let renewed = sqlx::query_as::<_, LinkRow>(c::RENEW_LINK)
+                            .bind(id.as_str())
+                            .bind(c::millis(now))
+                            .bind(c::renewed_expiry(now, ttl))
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        if let Some(row) = renewed {
+                            let link = row.into_link()?;
+                            sqlx::query(c::UPSERT_JOIN_LOG)
+                                .bind(user.as_str())
+                                .bind(id.as_str())
+                                .bind(c::role_of(&link, user).as_str())
+                                .bind(c::millis(now))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(map_err)?;
+                            tx.commit().await.map_err(map_err)?;
+                            return Ok(JoinOutcome::Renewed(link));
+                        }
+                        // Nothing renewed: say why, from the link as it is now. Nothing was
+                        // written, so returning drops (rolls back) the transaction.
+                        let current = sqlx::query_as::<_, LinkRow>(c::GET_LINK)
+                            .bind(id.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        if let Some(outcome) = c::refusal(c::decode_opt(current)?.as_ref(), now) {
+                            return Ok(outcome);
+                        }
+                    }
+                    Err(c::join_did_not_settle())
+                }
+
+                async fn revoke_link(
+                    &self,
+                    id: &LinkId,
+                    reason: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<Link>, StoreError> {
+                    let row = sqlx::query_as::<_, LinkRow>(c::REVOKE_LINK)
+                        .bind(id.as_str())
+                        .bind(c::millis(now))
+                        .bind(reason)
+                        .fetch_optional(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    c::decode_opt(row)
+                }
+
+                async fn block(
+                    &self,
+                    blocker: &UserId,
+                    blocked: &UserId,
+                    now: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(c::BLOCK)
+                        .bind(blocker.as_str())
+                        .bind(blocked.as_str())
+                        .bind(c::millis(now))
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn unblock(
+                    &self,
+                    blocker: &UserId,
+                    blocked: &UserId,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(c::UNBLOCK)
+                        .bind(blocker.as_str())
+                        .bind(blocked.as_str())
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>, StoreError> {
+                    let rows: Vec<String> = sqlx::query_scalar(c::BLOCKED_BY)
+                        .bind(blocker.as_str())
+                        .fetch_all(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    rows.iter().map(|s| c::decode_user(s)).collect()
+                }
+
+                async fn is_blocked(
+                    &self,
+                    blocker: &UserId,
+                    blocked: &UserId,
+                ) -> Result<bool, StoreError> {
+                    let row = sqlx::query(c::IS_BLOCKED)
+                        .bind(blocker.as_str())
+                        .bind(blocked.as_str())
+                        .fetch_optional(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(row.is_some())
+                }
+
+                async fn call_log(
+                    &self,
+                    user: &UserId,
+                    limit: u32,
+                ) -> Result<Vec<CallLogEntry>, StoreError> {
+                    let rows = sqlx::query_as::<_, CallLogRow>(c::CALL_LOG)
+                        .bind(user.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    rows.into_iter().map(CallLogRow::into_entry).collect()
+                }
+
+                async fn purge_expired(
+                    &self,
+                    now: DateTime<Utc>,
+                    grace: Duration,
+                ) -> Result<u64, StoreError> {
+                    let done = sqlx::query(c::PURGE_EXPIRED)
+                        .bind(c::purge_threshold(now, grace))
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected())
+                }
+            }
+        };
+    };
+}
+pub(crate) use link_store_impl;
