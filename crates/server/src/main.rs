@@ -1,1 +1,234 @@
-fn main() {}
+//! `callrelay`: the call-link relay.
+//!
+//! ```text
+//! callrelay serve [--dev] [--config FILE] [--http-addr ADDR] [--public-url URL] [--data-dir DIR] [--database-url URL]
+//! callrelay token --user alice [--name Alice] [--admin] [--ttl 1h] [--config FILE]
+//! callrelay openapi
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callrelay_links::UserId;
+use callrelay_server::app::{self, SystemClock};
+use callrelay_server::auth::Tokens;
+use callrelay_server::config::{
+    Config, ConfigError, LogFormat, Overrides, Settings, StoreLocation,
+};
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit code for a configuration error (EX_USAGE of sysexits.h).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "callrelay", version, about = "A relay cluster for call links")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ConfigArgs {
+    /// A TOML configuration file (see callrelay.example.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Development mode: loopback only, a generated secret if none is set, and
+        /// POST /v1/dev/token so a browser page can get a token.
+        #[arg(long)]
+        dev: bool,
+        /// http.addr
+        #[arg(long, value_name = "ADDR")]
+        http_addr: Option<String>,
+        /// http.public_url
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// store.data_dir
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<String>,
+        /// store.database_url
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
+    /// Print a user (or operator) token signed with auth.secret.
+    Token {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// An operator token (`role: admin`).
+        #[arg(long)]
+        admin: bool,
+        /// How long the token is valid, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+}
+
+fn load(config: &ConfigArgs, overrides: &Overrides, dev: bool) -> Result<Settings, ConfigError> {
+    Config::load(config.config.as_deref(), std::env::vars())?.validate(overrides, dev)
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("callrelay: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", callrelay_server::api::openapi_json());
+            ExitCode::SUCCESS
+        }
+        Command::Token {
+            config,
+            user,
+            name,
+            admin,
+            ttl,
+        } => {
+            let settings = match load(&config, &Overrides::default(), false) {
+                Ok(s) => s,
+                Err(e) => return config_error(&e),
+            };
+            let Ok(user) = UserId::parse(&user) else {
+                eprintln!("callrelay: --user must be 1 to 64 characters of [A-Za-z0-9._@+-]");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let ttl = match callrelay_server::config::duration("--ttl", &ttl) {
+                Ok(t) => t,
+                Err(e) => return config_error(&e),
+            };
+            let tokens = Tokens::new(&settings.auth_secret, settings.leeway);
+            println!(
+                "{}",
+                tokens.issue_user(&user, name.as_deref(), admin, chrono::Utc::now(), ttl)
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve {
+            config,
+            dev,
+            http_addr,
+            public_url,
+            data_dir,
+            database_url,
+        } => {
+            let overrides = Overrides {
+                http_addr,
+                public_url,
+                data_dir,
+                database_url,
+            };
+            let settings = match load(&config, &overrides, dev) {
+                Ok(s) => s,
+                Err(e) => return config_error(&e),
+            };
+            init_tracing(&settings);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("callrelay: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "callrelay stopped");
+                    eprintln!("callrelay: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind http.addr {}: {e}", settings.http_addr))?;
+    let dev = settings.dev;
+    let public_url = settings.public_url.clone();
+    // Never print a database URL: it may carry a password.
+    let store = match &settings.store {
+        StoreLocation::Sqlite(path) => format!("SQLite file {}", path.display()),
+        StoreLocation::Postgres(_) => "PostgreSQL (store.database_url)".to_owned(),
+    };
+    let state = app::build(settings, registry, Arc::new(SystemClock)).await?;
+    tracing::info!(addr = %listener.local_addr()?, public_url, backend = state.store.backend(), "callrelay serving");
+    if dev {
+        eprintln!("\n  callrelay (dev mode) is running: open {public_url}/ in a browser\n  store: {store}\n");
+    }
+    app::serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("callrelay stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT. A second one forces exit at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; Ctrl-C will kill the process");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down (a second signal forces exit)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("callrelay: second signal, exiting now");
+        std::process::exit(130);
+    });
+    // Give in-flight requests a bounded time.
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::process::exit(0);
+    });
+}

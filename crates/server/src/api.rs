@@ -1,0 +1,946 @@
+//! The HTTP API: routes, request and response bodies, extractors, and the OpenAPI document.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use callrelay_links::{
+    check_block, decide_join, normalize_reason, normalize_title, JoinRequest, Link, LinkId,
+    LinkKind, NewLink, Refusal, UserId,
+};
+use callrelay_store::{CallLogEntry, JoinOutcome, StoreError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::app::{AppState, ControlEvent};
+use crate::auth::{Caller, GrantClaims, GRANT_AUDIENCE};
+use crate::problem::{ApiError, Problem};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+
+fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn opt_ts<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ts(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `POST /v1/links` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLink {
+    /// `video` (default) or `voice`.
+    #[schema(value_type = Option<String>, example = "video")]
+    pub kind: Option<LinkKind>,
+    /// Optional title, at most 100 characters.
+    pub title: Option<String>,
+    /// Optional scheduled start (RFC 3339).
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// A call link as its creator, a participant or an operator sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkView {
+    /// The 22-character identifier.
+    pub id: String,
+    /// `video` or `voice`.
+    #[schema(value_type = String, example = "video")]
+    pub kind: LinkKind,
+    /// `{public_url}/{kind}/{id}`.
+    pub url: String,
+    /// Optional title.
+    pub title: Option<String>,
+    /// Optional scheduled start.
+    #[serde(serialize_with = "opt_ts")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    #[serde(serialize_with = "ts")]
+    pub created_at: DateTime<Utc>,
+    /// Creation or last successful join.
+    #[serde(serialize_with = "ts")]
+    pub last_used_at: DateTime<Utc>,
+    /// When the link expires unless joined before.
+    #[serde(serialize_with = "ts")]
+    pub expires_at: DateTime<Utc>,
+    /// The creator's user id.
+    pub creator: String,
+    /// When an operator revoked it (absent if never).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_ts")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The operator's reason (absent if never revoked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+}
+
+/// What anyone holding the link sees before joining.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewView {
+    /// The 22-character identifier.
+    pub id: String,
+    /// `video` or `voice`.
+    #[schema(value_type = String, example = "video")]
+    pub kind: LinkKind,
+    /// `{public_url}/{kind}/{id}`.
+    pub url: String,
+    /// Optional title.
+    pub title: Option<String>,
+    /// Optional scheduled start.
+    #[serde(serialize_with = "opt_ts")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// When the link expires unless joined before.
+    #[serde(serialize_with = "ts")]
+    pub expires_at: DateTime<Utc>,
+    /// People admitted into the call on this node now (seats held).
+    pub participants: u32,
+}
+
+/// An ICE server a client may use (the relay is ICE-lite with public candidates, so none is needed).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IceServer {
+    /// `stun:` or `turn:` URLs.
+    pub urls: Vec<String>,
+}
+
+/// `POST /v1/links/{id}/join` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinAnswer {
+    /// The participant id allotted to this join.
+    pub participant_id: String,
+    /// A signed grant, valid at most 60 s, that the signaling socket accepts once.
+    pub grant: String,
+    /// The WebSocket URL of signaling.
+    pub signal_url: String,
+    /// ICE servers for the client.
+    pub ice_servers: Vec<IceServer>,
+    /// The link, renewed by this join.
+    pub link: LinkView,
+}
+
+/// One line of the call log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallLogItem {
+    /// The link as it is now.
+    pub link: LinkView,
+    /// `creator` or `participant`.
+    pub role: String,
+    /// The caller's last join of this link, if any.
+    #[serde(serialize_with = "opt_ts")]
+    pub last_joined_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/me/links` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallLog {
+    /// Newest first.
+    pub links: Vec<CallLogItem>,
+}
+
+/// `GET /v1/me/links` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogQuery {
+    /// At most this many lines (1–500, default 100).
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/me/blocks` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlockList {
+    /// User ids the caller has blocked, sorted.
+    pub blocked: Vec<String>,
+}
+
+/// `POST /v1/admin/links/{id}/revoke` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeLink {
+    /// Why (kept with the link; at most 500 characters).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/dev/token` body (dev mode only).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    /// The user id to issue a token for.
+    pub user: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Issue an operator token.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `POST /v1/dev/token` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevToken {
+    /// A user token valid for 12 hours.
+    pub token: String,
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the process serves HTTP.
+    pub status: String,
+}
+
+/// `GET /readyz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Whether this node should receive new joins.
+    pub ready: bool,
+    /// `ok` or `unavailable`.
+    pub store: String,
+}
+
+impl LinkView {
+    fn new(link: &Link, public_url: &str) -> LinkView {
+        LinkView {
+            id: link.id.as_str().to_owned(),
+            kind: link.kind,
+            url: link_url(public_url, link),
+            title: link.title.clone(),
+            scheduled_at: link.scheduled_at,
+            created_at: link.created_at,
+            last_used_at: link.last_used_at,
+            expires_at: link.expires_at,
+            creator: link.creator.as_str().to_owned(),
+            revoked_at: link.revoked.as_ref().map(|r| r.at),
+            revoke_reason: link.revoked.as_ref().map(|r| r.reason.clone()),
+        }
+    }
+}
+
+/// `{public_url}/{kind}/{id}`.
+pub fn link_url(public_url: &str, link: &Link) -> String {
+    format!("{public_url}/{}/{}", link.kind, link.id.as_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extractors
+
+/// A JSON body: `application/json`, at most 16 KiB, no unknown fields.
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body means `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+async fn read_json<T: DeserializeOwned, S: Send + Sync>(
+    req: Request,
+    state: &S,
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
+    let json_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::InvalidBody("the request body could not be read".into())
+        }
+    })?;
+    if bytes.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    if json_type != Some(true) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::InvalidBody(inner.to_string())
+        } else {
+            ApiError::InvalidBody(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    Ok(Some(value))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match read_json(req, state, false).await? {
+            Some(v) => Ok(JsonBody(v)),
+            None => Err(ApiError::InvalidBody("a JSON body is required".into())),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(OptionalJsonBody(
+            read_json(req, state, true).await?.unwrap_or_default(),
+        ))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(token) = token else {
+            state.metrics.auth_failures.inc();
+            return Err(ApiError::Unauthorized);
+        };
+        state.tokens.verify_user(token).map_err(|e| {
+            state.metrics.auth_failures.inc();
+            tracing::debug!(error = %e, "token refused");
+            ApiError::Unauthorized
+        })
+    }
+}
+
+/// The client's address: the socket peer, or the first `X-Forwarded-For` hop when trusted.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if state.settings.trust_forwarded_for {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return Ok(ClientIp(ip));
+            }
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        Ok(ClientIp(peer))
+    }
+}
+
+fn parse_link_id(s: &str) -> Result<LinkId, ApiError> {
+    LinkId::parse(s).map_err(|_| ApiError::InvalidLinkId)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Create a call link.
+#[utoipa::path(post, path = "/v1/links", tag = "links",
+    request_body = CreateLink,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new link", body = LinkView),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_link(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateLink>,
+) -> Result<(StatusCode, Json<LinkView>), ApiError> {
+    s.limits.check_create_user(&caller.user, &s.metrics)?;
+    let title = normalize_title(body.title.as_deref())
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let new = NewLink {
+        creator: caller.user.clone(),
+        kind: body.kind.unwrap_or_default(),
+        title,
+        scheduled_at: body.scheduled_at,
+    };
+    let now = s.now();
+    // A collision of two 131-bit random ids is practically impossible; retry once anyway rather
+    // than fail a request on it.
+    for _ in 0..3 {
+        let link = Link::create(LinkId::random(), new.clone(), now, s.settings.link_ttl);
+        match s.timed("create_link", s.store.create_link(&link)).await {
+            Ok(()) => {
+                s.metrics.links_created.inc();
+                tracing::info!(link = %link.id, kind = %link.kind, creator = %link.creator, "link created");
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(LinkView::new(&link, &s.settings.public_url)),
+                ));
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Internal)
+}
+
+/// Preview a link (no authentication; never renews it).
+#[utoipa::path(get, path = "/v1/links/{id}", tag = "links",
+    params(("id" = String, Path, description = "The 22-character link id")),
+    responses(
+        (status = 200, description = "The preview", body = PreviewView),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn preview_link(
+    State(s): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Result<Json<PreviewView>, ApiError> {
+    s.limits.check_preview_ip(ip, &s.metrics)?;
+    let link = s.active_link(&id).await?;
+    Ok(Json(PreviewView {
+        id: link.id.as_str().to_owned(),
+        kind: link.kind,
+        url: link_url(&s.settings.public_url, &link),
+        title: link.title.clone(),
+        scheduled_at: link.scheduled_at,
+        expires_at: link.expires_at,
+        participants: u32::try_from(s.seats.held(&link.id, Instant::now())).unwrap_or(u32::MAX),
+    }))
+}
+
+/// The link's URL as a QR code.
+#[utoipa::path(get, path = "/v1/links/{id}/qr.svg", tag = "links",
+    params(("id" = String, Path, description = "The 22-character link id")),
+    responses(
+        (status = 200, description = "SVG image of a QR code of the link URL", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn link_qr(
+    State(s): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    s.limits.check_preview_ip(ip, &s.metrics)?;
+    let link = s.active_link(&id).await?;
+    let svg = qr_svg(&link_url(&s.settings.public_url, &link))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            ),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// Renders `text` as an SVG QR code.
+pub fn qr_svg(text: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|_| ApiError::Internal)?;
+    Ok(code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(256, 256)
+        .quiet_zone(true)
+        .build())
+}
+
+/// Join a call link: the decision, the renewal and the call-log entry; answers a signaling grant.
+#[utoipa::path(post, path = "/v1/links/{id}/join", tag = "links",
+    params(("id" = String, Path, description = "The 22-character link id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Admitted", body = JoinAnswer),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "You can't join this call", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The call is full", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn join_link(
+    State(s): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JoinAnswer>, ApiError> {
+    let started = Instant::now();
+    let result = join_inner(&s, ip, &caller, &id).await;
+    s.metrics
+        .join_duration
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "admitted",
+        Err(ApiError::LinkNotFound) => Refusal::NotFound.as_str(),
+        Err(ApiError::LinkExpired) => Refusal::Expired.as_str(),
+        Err(ApiError::LinkRevoked) => Refusal::Revoked.as_str(),
+        Err(ApiError::JoinRefused) => Refusal::Blocked.as_str(),
+        Err(ApiError::RoomFull) => Refusal::RoomFull.as_str(),
+        Err(_) => "error",
+    };
+    s.metrics.joins.with_label_values(&[label]).inc();
+    result.map(Json)
+}
+
+async fn join_inner(
+    s: &AppState,
+    ip: IpAddr,
+    caller: &Caller,
+    id: &str,
+) -> Result<JoinAnswer, ApiError> {
+    s.limits.check_join_ip(ip, &s.metrics)?;
+    s.limits.check_join_user(&caller.user, &s.metrics)?;
+    let id = parse_link_id(id)?;
+    let link = s.timed("get_link", s.store.get_link(&id)).await?;
+    let blocked = match &link {
+        Some(l) if l.creator != caller.user => {
+            s.timed("is_blocked", s.store.is_blocked(&l.creator, &caller.user))
+                .await?
+        }
+        _ => false,
+    };
+    let now = s.now();
+    let mono = Instant::now();
+    let held = s.seats.held(&id, mono);
+    let max = s.settings.max_participants;
+    decide_join(&JoinRequest {
+        link: link.as_ref(),
+        joiner: &caller.user,
+        blocked_by_creator: blocked,
+        participants: held,
+        max_participants: max,
+        now,
+    })
+    .map_err(ApiError::from_refusal)?;
+
+    let participant_id = new_participant_id();
+    if !s
+        .seats
+        .try_take(&id, &participant_id, max, mono, s.settings.grant_ttl)
+    {
+        return Err(ApiError::RoomFull);
+    }
+    let outcome = s
+        .timed(
+            "record_join",
+            s.store
+                .record_join(&id, &caller.user, now, s.settings.link_ttl),
+        )
+        .await;
+    let link = match outcome {
+        Ok(JoinOutcome::Renewed(link)) => link,
+        other => {
+            s.seats.release(&id, &participant_id);
+            return Err(match other {
+                Ok(JoinOutcome::NotFound) => ApiError::LinkNotFound,
+                Ok(JoinOutcome::Revoked) => ApiError::LinkRevoked,
+                Ok(JoinOutcome::Expired) => ApiError::LinkExpired,
+                Ok(JoinOutcome::Renewed(_)) => unreachable!("matched above"),
+                Err(e) => e.into(),
+            });
+        }
+    };
+    // Grants use wall time: they are checked with the JWT library's clock.
+    let iat = Utc::now().timestamp();
+    let grant = s.tokens.issue_grant(&GrantClaims {
+        sub: caller.user.as_str().to_owned(),
+        aud: GRANT_AUDIENCE.into(),
+        iat,
+        exp: iat + i64::try_from(s.settings.grant_ttl.as_secs()).unwrap_or(60),
+        link: id.as_str().to_owned(),
+        pid: participant_id.clone(),
+        kind: link.kind,
+        name: caller.name.clone(),
+    });
+    tracing::info!(link = %id, user = %caller.user, participant = %participant_id, "join admitted");
+    Ok(JoinAnswer {
+        participant_id,
+        grant,
+        signal_url: signal_url(&s.settings.public_url),
+        ice_servers: Vec::new(),
+        link: LinkView::new(&link, &s.settings.public_url),
+    })
+}
+
+fn new_participant_id() -> String {
+    let mut b = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    format!(
+        "p-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// The signaling WebSocket URL for a public URL (`http` → `ws`, `https` → `wss`).
+pub fn signal_url(public_url: &str) -> String {
+    let ws = if let Some(rest) = public_url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = public_url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        public_url.to_owned()
+    };
+    format!("{ws}/v1/signal")
+}
+
+/// The caller's call log: links they created or joined, newest first.
+#[utoipa::path(get, path = "/v1/me/links", tag = "me",
+    params(CallLogQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The call log", body = CallLog),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn my_links(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<CallLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CallLog>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let entries = s
+        .timed("call_log", s.store.call_log(&caller.user, limit))
+        .await?;
+    let links = entries
+        .iter()
+        .map(|e: &CallLogEntry| CallLogItem {
+            link: LinkView::new(&e.link, &s.settings.public_url),
+            role: e.role.as_str().to_owned(),
+            last_joined_at: e.last_joined_at,
+        })
+        .collect();
+    Ok(Json(CallLog { links }))
+}
+
+/// The users the caller has blocked.
+#[utoipa::path(get, path = "/v1/me/blocks", tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Blocked user ids", body = BlockList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn my_blocks(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<BlockList>, ApiError> {
+    let blocked = s
+        .timed("blocked_by", s.store.blocked_by(&caller.user))
+        .await?;
+    Ok(Json(BlockList {
+        blocked: blocked.iter().map(|u| u.as_str().to_owned()).collect(),
+    }))
+}
+
+/// Block a user from every link the caller created (and from their calls in progress).
+#[utoipa::path(put, path = "/v1/me/blocks/{user_id}", tag = "me",
+    params(("user_id" = String, Path, description = "The user to block")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Blocked (idempotent)"),
+        (status = 400, description = "Invalid user id, or yourself", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn block_user(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let blocked = UserId::parse(&user).map_err(|_| ApiError::InvalidUserId)?;
+    check_block(&caller.user, &blocked).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    s.timed("block", s.store.block(&caller.user, &blocked, s.now()))
+        .await?;
+    tracing::info!(blocker = %caller.user, blocked = %blocked, "user blocked");
+    s.publish(ControlEvent::UserBlocked {
+        blocker: caller.user,
+        blocked,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unblock a user.
+#[utoipa::path(delete, path = "/v1/me/blocks/{user_id}", tag = "me",
+    params(("user_id" = String, Path, description = "The user to unblock")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Not blocked any more (idempotent)"),
+        (status = 400, description = "Invalid user id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn unblock_user(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let blocked = UserId::parse(&user).map_err(|_| ApiError::InvalidUserId)?;
+    s.timed("unblock", s.store.unblock(&caller.user, &blocked))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke a link (operators only): permanently invalid; everyone in its call is removed.
+#[utoipa::path(post, path = "/v1/admin/links/{id}/revoke", tag = "admin",
+    params(("id" = String, Path, description = "The 22-character link id")),
+    request_body(content = Option<RevokeLink>, description = "Optional reason"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The revoked link (idempotent)", body = LinkView),
+        (status = 400, description = "Malformed id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke_link(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<RevokeLink>,
+) -> Result<Json<LinkView>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden);
+    }
+    let id = parse_link_id(&id)?;
+    let reason =
+        normalize_reason(&body.reason).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let now = s.now();
+    let link = s
+        .timed("revoke_link", s.store.revoke_link(&id, &reason, now))
+        .await?
+        .ok_or(ApiError::LinkNotFound)?;
+    if link.revoked.as_ref().is_some_and(|r| r.at == now) {
+        s.metrics.links_revoked.inc();
+    }
+    tracing::warn!(link = %id, operator = %caller.user, "link revoked");
+    s.publish(ControlEvent::LinkRevoked { link: id });
+    Ok(Json(LinkView::new(&link, &s.settings.public_url)))
+}
+
+/// Issue a user token (dev mode only; 404 otherwise).
+#[utoipa::path(post, path = "/v1/dev/token", tag = "dev",
+    request_body = DevTokenRequest,
+    responses(
+        (status = 200, description = "A token valid 12 hours", body = DevToken),
+        (status = 400, description = "Invalid user id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not in dev mode", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn dev_token(
+    State(s): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<DevTokenRequest>,
+) -> Result<Json<DevToken>, ApiError> {
+    let user = UserId::parse(&body.user).map_err(|_| ApiError::InvalidUserId)?;
+    let name = body
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if name.is_some_and(|n| n.chars().count() > 64 || n.chars().any(char::is_control)) {
+        return Err(ApiError::InvalidRequest(
+            "name must be at most 64 characters".into(),
+        ));
+    }
+    let token = s.tokens.issue_user(
+        &user,
+        name,
+        body.admin,
+        Utc::now(),
+        Duration::from_secs(12 * 3600),
+    );
+    Ok(Json(DevToken { token }))
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness),
+    ))]
+pub async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
+    let store_ok = tokio::time::timeout(Duration::from_secs(2), s.store.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    s.metrics.store_up.set(i64::from(store_ok));
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            ready: store_ok,
+            store: if store_ok { "ok" } else { "unavailable" }.into(),
+        }),
+    )
+}
+
+/// Prometheus metrics in the text format.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(&s.registry),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts every request by route template and status, and times it. Logs the route template,
+/// never the path (a path may hold a link id).
+async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = resp.status();
+    s.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    s.metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::debug!(%method, route, status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "request");
+    resp
+}
+
+/// The router with every route, for the given state.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut r = Router::new()
+        .route("/v1/links", post(create_link))
+        .route("/v1/links/{id}", get(preview_link))
+        .route("/v1/links/{id}/qr.svg", get(link_qr))
+        .route("/v1/links/{id}/join", post(join_link))
+        .route("/v1/me/links", get(my_links))
+        .route("/v1/me/blocks", get(my_blocks))
+        .route(
+            "/v1/me/blocks/{user_id}",
+            put(block_user).delete(unblock_user),
+        )
+        .route("/v1/admin/links/{id}/revoke", post(revoke_link))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if state.settings.dev {
+        r = r.route("/v1/dev/token", post(dev_token));
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, Problem)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document as pretty JSON (what `proto/openapi.json` holds).
+pub fn openapi_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut s = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    s.push('\n');
+    s
+}

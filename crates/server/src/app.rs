@@ -1,0 +1,293 @@
+//! The running control plane: shared state, rate limits, the clock, background tasks, serving.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callrelay_links::{Link, LinkId, LinkStatus, UserId};
+use callrelay_store::{PostgresStore, SharedStore, SqliteStore, StoreError};
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::auth::Tokens;
+use crate::config::{LimitsConfig, Settings, StoreLocation};
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+use crate::seats::Seats;
+
+/// What the control plane tells the media plane (typed, pushed; never polled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// The operator revoked this link: everyone in its room is removed.
+    LinkRevoked {
+        /// The link.
+        link: LinkId,
+    },
+    /// `blocker` blocked `blocked`: `blocked` is removed from calls of links `blocker` created.
+    UserBlocked {
+        /// Who blocked.
+        blocker: UserId,
+        /// Who is blocked.
+        blocked: UserId,
+    },
+}
+
+/// Wall time, for link expiry (media never uses it). Injected so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock showing `t`.
+    pub fn new(t: DateTime<Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(t)))
+    }
+
+    /// Moves the clock forward (or back, for wall-clock steps).
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut t = self
+            .0
+            .lock()
+            .expect("the clock mutex is never poisoned: no code panics under it");
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self
+            .0
+            .lock()
+            .expect("the clock mutex is never poisoned: no code panics under it")
+    }
+}
+
+/// GCRA rate limits (per client address and per user).
+pub struct Limits {
+    join_ip: DefaultKeyedRateLimiter<IpAddr>,
+    join_user: DefaultKeyedRateLimiter<UserId>,
+    preview_ip: DefaultKeyedRateLimiter<IpAddr>,
+    create_user: DefaultKeyedRateLimiter<UserId>,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+fn check<K: Clone + std::hash::Hash + Eq>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    scope: &str,
+    metrics: &Metrics,
+) -> Result<(), ApiError> {
+    limiter.check_key(key).map_err(|not_until| {
+        metrics.rate_limited.with_label_values(&[scope]).inc();
+        ApiError::RateLimited(not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        )))
+    })
+}
+
+impl Limits {
+    /// Limiters from `[limits]`.
+    pub fn new(c: &LimitsConfig) -> Limits {
+        Limits {
+            join_ip: RateLimiter::keyed(per_minute(c.join_per_ip_per_minute)),
+            join_user: RateLimiter::keyed(per_minute(c.join_per_user_per_minute)),
+            preview_ip: RateLimiter::keyed(per_minute(c.preview_per_ip_per_minute)),
+            create_user: RateLimiter::keyed(per_minute(c.create_per_user_per_minute)),
+        }
+    }
+
+    /// A join from `ip`.
+    pub fn check_join_ip(&self, ip: IpAddr, m: &Metrics) -> Result<(), ApiError> {
+        check(&self.join_ip, &ip, "join_ip", m)
+    }
+
+    /// A join by `user`.
+    pub fn check_join_user(&self, user: &UserId, m: &Metrics) -> Result<(), ApiError> {
+        check(&self.join_user, user, "join_user", m)
+    }
+
+    /// A preview or QR code from `ip`.
+    pub fn check_preview_ip(&self, ip: IpAddr, m: &Metrics) -> Result<(), ApiError> {
+        check(&self.preview_ip, &ip, "preview_ip", m)
+    }
+
+    /// A link created by `user`.
+    pub fn check_create_user(&self, user: &UserId, m: &Metrics) -> Result<(), ApiError> {
+        check(&self.create_user, user, "create_user", m)
+    }
+
+    /// Forgets keys whose limits have fully recovered (bounded memory under floods).
+    pub fn sweep(&self) {
+        self.join_ip.retain_recent();
+        self.join_user.retain_recent();
+        self.preview_ip.retain_recent();
+        self.create_user.retain_recent();
+    }
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// Validated configuration.
+    pub settings: Settings,
+    /// The link store.
+    pub store: SharedStore,
+    /// Token issuer and checker.
+    pub tokens: Tokens,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Seats held per room.
+    pub seats: Seats,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Wall time for links.
+    pub clock: Arc<dyn Clock>,
+    /// Control events to the media plane.
+    pub events: broadcast::Sender<ControlEvent>,
+}
+
+impl AppState {
+    /// Wall time, truncated to the millisecond (the store's precision).
+    pub fn now(&self) -> DateTime<Utc> {
+        let t = self.clock.now();
+        DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+    }
+
+    /// Runs a store operation, timing it and counting its errors.
+    pub async fn timed<T>(
+        &self,
+        op: &str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let r = fut.await;
+        self.metrics
+            .store_duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &r {
+            self.metrics
+                .store_errors
+                .with_label_values(&[e.kind()])
+                .inc();
+        }
+        r
+    }
+
+    /// Reads a link that must be joinable-looking: 400 / 404 / 410 otherwise.
+    pub async fn active_link(&self, id: &str) -> Result<Link, ApiError> {
+        let id = LinkId::parse(id).map_err(|_| ApiError::InvalidLinkId)?;
+        let link = self
+            .timed("get_link", self.store.get_link(&id))
+            .await?
+            .ok_or(ApiError::LinkNotFound)?;
+        match link.status(self.now()) {
+            LinkStatus::Active => Ok(link),
+            LinkStatus::Expired => Err(ApiError::LinkExpired),
+            LinkStatus::Revoked => Err(ApiError::LinkRevoked),
+        }
+    }
+
+    /// Tells the media plane (if it listens).
+    pub fn publish(&self, event: ControlEvent) {
+        // No receiver is not an error: no room is running on this node.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(location: &StoreLocation) -> Result<SharedStore, StoreError> {
+    Ok(match location {
+        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+    })
+}
+
+/// Builds the state: opens the store, registers metrics.
+pub async fn build(
+    settings: Settings,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<AppState>> {
+    let metrics = Metrics::register(&registry)?;
+    let store = open_store(&settings.store).await?;
+    Ok(Arc::new(AppState {
+        tokens: Tokens::new(&settings.auth_secret, settings.leeway),
+        limits: Limits::new(&settings.limits),
+        seats: Seats::default(),
+        events: broadcast::channel(1024).0,
+        settings,
+        store,
+        metrics,
+        registry,
+        clock,
+    }))
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, with the background tasks (purge of
+/// expired links, sweeping of rate-limit and seat tables).
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let maintenance = tokio::spawn(maintenance(state.clone()));
+    let app = crate::api::router(state);
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    maintenance.abort();
+    result
+}
+
+async fn maintenance(state: Arc<AppState>) {
+    let mut purge = tokio::time::interval(state.settings.purge_interval);
+    let mut sweep = tokio::time::interval(Duration::from_secs(60));
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = purge.tick() => {
+                match state.timed("purge_expired", state.store.purge_expired(state.now(), state.settings.purge_grace)).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        state.metrics.links_purged.inc_by(n);
+                        tracing::info!(links = n, "purged expired links");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "purge of expired links failed"),
+                }
+            }
+            _ = sweep.tick() => {
+                state.limits.sweep();
+                state.seats.sweep(Instant::now());
+            }
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! Configuration: one documented struct, read from a TOML file, every key overridable by an
+//! environment variable (`CALLRELAY_<SECTION>_<KEY>`, e.g. `CALLRELAY_LINKS_TTL=3s`) and the main
+//! ones by command-line flags. Precedence: flag > environment > file > default.
+//!
+//! `callrelay.example.toml` at the repository root documents every key; a test checks that it
+//! lists exactly the keys of [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the key at fault. The binary exits with code 64 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `links.ttl` (or the file name for a syntax error).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration as written (durations as text such as `90d` or `3s`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API and web pages.
+    pub http: HttpConfig,
+    /// Where links, blocks and call logs are kept.
+    pub store: StoreConfig,
+    /// Link lifetime.
+    pub links: LinksConfig,
+    /// Rooms.
+    pub rooms: RoomsConfig,
+    /// Tokens.
+    pub auth: AuthConfig,
+    /// Rate limits (GCRA).
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds.
+    pub addr: String,
+    /// Base URL put in link URLs; empty means `http://{addr}`.
+    pub public_url: String,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:7700".into(),
+            public_url: String::new(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the embedded SQLite database (`callrelay.db`).
+    pub data_dir: String,
+    /// `postgres://…` to share state between nodes; empty means the embedded SQLite file.
+    pub database_url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: "./callrelay-data".into(),
+            database_url: String::new(),
+        }
+    }
+}
+
+/// `[links]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    /// How long a link stays valid after its last use (creation or join).
+    pub ttl: String,
+    /// How long an expired link still answers "expired" before it is deleted.
+    pub purge_grace: String,
+    /// How often expired links are purged.
+    pub purge_interval: String,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        LinksConfig {
+            ttl: "90days".into(),
+            purge_grace: "30days".into(),
+            purge_interval: "1h".into(),
+        }
+    }
+}
+
+/// `[rooms]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Most participants in one room.
+    pub max_participants: u32,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            max_participants: 32,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for user, admin and grant tokens (at least 32 bytes). Required outside dev mode.
+    pub secret: String,
+    /// Clock skew tolerated on token expiry (at most 60 s).
+    pub leeway: String,
+    /// How long a join grant is valid (at most 60 s).
+    pub grant_ttl: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secret: String::new(),
+            leeway: "30s".into(),
+            grant_ttl: "60s".into(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Joins per minute from one client address (burst the same).
+    pub join_per_ip_per_minute: u32,
+    /// Joins per minute by one user.
+    pub join_per_user_per_minute: u32,
+    /// Previews (and QR codes) per minute from one client address.
+    pub preview_per_ip_per_minute: u32,
+    /// Links created per minute by one user.
+    pub create_per_user_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            join_per_ip_per_minute: 60,
+            join_per_user_per_minute: 30,
+            preview_per_ip_per_minute: 120,
+            create_per_user_per_minute: 30,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `callrelay=debug,info` (`RUST_LOG` wins if set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--http-addr`
+    pub http_addr: Option<String>,
+    /// `--public-url`
+    pub public_url: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<String>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+}
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(String),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `http.addr`
+    pub http_addr: SocketAddr,
+    /// `http.public_url`, without a trailing slash.
+    pub public_url: String,
+    /// `http.trust_forwarded_for`
+    pub trust_forwarded_for: bool,
+    /// `store.*`
+    pub store: StoreLocation,
+    /// `links.ttl`
+    pub link_ttl: Duration,
+    /// `links.purge_grace`
+    pub purge_grace: Duration,
+    /// `links.purge_interval`
+    pub purge_interval: Duration,
+    /// `rooms.max_participants`
+    pub max_participants: usize,
+    /// `auth.secret` (generated in dev mode when empty).
+    pub auth_secret: Vec<u8>,
+    /// `auth.leeway`
+    pub leeway: Duration,
+    /// `auth.grant_ttl`
+    pub grant_ttl: Duration,
+    /// `limits.*`
+    pub limits: LimitsConfig,
+    /// `log.format`
+    pub log_format: LogFormat,
+    /// `log.level`
+    pub log_level: String,
+    /// `--dev`: loopback only, generated secret, `/v1/dev/token`.
+    pub dev: bool,
+}
+
+/// The prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "CALLRELAY_";
+
+impl Config {
+    /// Reads the file (if any) and applies environment overrides from `env`.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(toml::Value::Table(table), &mut track);
+        Config::deserialize(de).map_err(|e| {
+            let path = track.path().to_string();
+            ConfigError::new(
+                if path.is_empty() {
+                    "config".into()
+                } else {
+                    path
+                },
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Every key as `section.key`, in declaration order.
+    pub fn keys() -> Vec<(String, String)> {
+        let value = toml::Value::try_from(Config::default())
+            .expect("the default configuration serialises to TOML");
+        let mut out = Vec::new();
+        if let toml::Value::Table(sections) = value {
+            for (section, keys) in sections {
+                if let toml::Value::Table(keys) = keys {
+                    for key in keys.keys() {
+                        out.push((section.clone(), key.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Validates and converts to [`Settings`]. `dev` is the `--dev` flag.
+    pub fn validate(mut self, overrides: &Overrides, dev: bool) -> Result<Settings, ConfigError> {
+        if let Some(v) = &overrides.http_addr {
+            self.http.addr = v.clone();
+        }
+        if let Some(v) = &overrides.public_url {
+            self.http.public_url = v.clone();
+        }
+        if let Some(v) = &overrides.data_dir {
+            self.store.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.database_url {
+            self.store.database_url = v.clone();
+        }
+
+        let http_addr: SocketAddr = self.http.addr.parse().map_err(|_| {
+            ConfigError::new(
+                "http.addr",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:7700",
+                    self.http.addr
+                ),
+            )
+        })?;
+        if dev && !http_addr.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "http.addr",
+                "dev mode binds to a loopback address only",
+            ));
+        }
+        let public_url = if self.http.public_url.is_empty() {
+            let shown = if http_addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http_addr.port())
+            } else {
+                http_addr
+            };
+            format!("http://{shown}")
+        } else {
+            let u = self.http.public_url.trim_end_matches('/');
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => u.to_owned(),
+                _ => {
+                    return Err(ConfigError::new(
+                        "http.public_url",
+                        "must be an http:// or https:// URL without query or fragment",
+                    ))
+                }
+            }
+        };
+
+        let store = if self.store.database_url.is_empty() {
+            if self.store.data_dir.is_empty() {
+                return Err(ConfigError::new("store.data_dir", "must not be empty"));
+            }
+            StoreLocation::Sqlite(PathBuf::from(&self.store.data_dir).join("callrelay.db"))
+        } else if self.store.database_url.starts_with("postgres://")
+            || self.store.database_url.starts_with("postgresql://")
+        {
+            StoreLocation::Postgres(self.store.database_url.clone())
+        } else {
+            return Err(ConfigError::new(
+                "store.database_url",
+                "must start with postgres:// (or be empty for the embedded SQLite file)",
+            ));
+        };
+
+        let link_ttl = duration("links.ttl", &self.links.ttl)?;
+        let purge_grace = duration("links.purge_grace", &self.links.purge_grace)?;
+        let purge_interval = duration("links.purge_interval", &self.links.purge_interval)?;
+        if link_ttl.is_zero() {
+            return Err(ConfigError::new("links.ttl", "must be longer than zero"));
+        }
+        if purge_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "links.purge_interval",
+                "must be at least 1s",
+            ));
+        }
+        let max_participants = self.rooms.max_participants;
+        if !(2..=1000).contains(&max_participants) {
+            return Err(ConfigError::new(
+                "rooms.max_participants",
+                "must be between 2 and 1000",
+            ));
+        }
+
+        let auth_secret = if self.auth.secret.is_empty() {
+            if !dev {
+                return Err(ConfigError::new(
+                    "auth.secret",
+                    "required (at least 32 bytes; e.g. CALLRELAY_AUTH_SECRET) unless running with --dev",
+                ));
+            }
+            let mut s = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
+            s
+        } else if self.auth.secret.len() < 32 {
+            return Err(ConfigError::new("auth.secret", "must be at least 32 bytes"));
+        } else {
+            self.auth.secret.clone().into_bytes()
+        };
+        let leeway = duration("auth.leeway", &self.auth.leeway)?;
+        if leeway > Duration::from_secs(60) {
+            return Err(ConfigError::new("auth.leeway", "must be at most 60s"));
+        }
+        let grant_ttl = duration("auth.grant_ttl", &self.auth.grant_ttl)?;
+        if grant_ttl.is_zero() || grant_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "auth.grant_ttl",
+                "must be between 1s and 60s",
+            ));
+        }
+
+        for (key, v) in [
+            (
+                "limits.join_per_ip_per_minute",
+                self.limits.join_per_ip_per_minute,
+            ),
+            (
+                "limits.join_per_user_per_minute",
+                self.limits.join_per_user_per_minute,
+            ),
+            (
+                "limits.preview_per_ip_per_minute",
+                self.limits.preview_per_ip_per_minute,
+            ),
+            (
+                "limits.create_per_user_per_minute",
+                self.limits.create_per_user_per_minute,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+
+        let log_format = match self.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    "must be \"human\" or \"json\"",
+                ))
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new(
+                "log.level",
+                "is not a valid filter such as \"info\"",
+            ));
+        }
+
+        Ok(Settings {
+            http_addr,
+            public_url,
+            trust_forwarded_for: self.http.trust_forwarded_for,
+            store,
+            link_ttl,
+            purge_grace,
+            purge_interval,
+            max_participants: max_participants as usize,
+            auth_secret,
+            leeway,
+            grant_ttl,
+            limits: self.limits,
+            log_format,
+            log_level: self.log.level,
+            dev,
+        })
+    }
+}
+
+/// Parses a duration such as `3s`, `90d`, `1h 30m`.
+pub fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("{text:?} is not a duration such as 3s, 1h or 90d ({e})"),
+        )
+    })
+}
+
+/// Applies `CALLRELAY_<SECTION>_<KEY>` variables to the table, typed like the defaults.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = toml::Value::try_from(Config::default())
+        .expect("the default configuration serialises to TOML");
+    let keys = Config::keys();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = keys.iter().find(|(s, k)| {
+            rest.strip_prefix(s.as_str())
+                .and_then(|r| r.strip_prefix('_'))
+                == Some(k.as_str())
+        }) else {
+            continue;
+        };
+        let dotted = format!("{section}.{key}");
+        let typed = match &defaults[section.as_str()][key.as_str()] {
+            toml::Value::Integer(_) => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| {
+                    ConfigError::new(&dotted, format!("{name}={value:?} is not a whole number"))
+                })?,
+            toml::Value::Boolean(_) => match value.trim() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => {
+                    return Err(ConfigError::new(
+                        &dotted,
+                        format!("{name}={value:?} is not true or false"),
+                    ))
+                }
+            },
+            _ => toml::Value::String(value),
+        };
+        let section_table = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table {
+            toml::Value::Table(t) => {
+                t.insert(key.clone(), typed);
+            }
+            _ => return Err(ConfigError::new(section.as_str(), "must be a table")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_a_secret_outside_dev_mode() {
+        let err = Config::default()
+            .validate(&Overrides::default(), false)
+            .unwrap_err();
+        assert_eq!(err.key, "auth.secret");
+        let s = Config::default()
+            .validate(&Overrides::default(), true)
+            .unwrap();
+        assert_eq!(s.auth_secret.len(), 32);
+        assert_eq!(s.public_url, "http://127.0.0.1:7700");
+        assert_eq!(s.link_ttl, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(s.max_participants, 32);
+        assert_eq!(
+            s.store,
+            StoreLocation::Sqlite(PathBuf::from("./callrelay-data/callrelay.db"))
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[links]\nttl = \"10d\"\n[rooms]\nmax_participants = 8\n[http]\naddr = \"127.0.0.1:1\"\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[
+                ("CALLRELAY_LINKS_TTL", "3s"),
+                ("CALLRELAY_STORE_DATABASE_URL", "postgres://u@127.0.0.1/db"),
+                ("CALLRELAY_HTTP_TRUST_FORWARDED_FOR", "true"),
+                ("CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE", "5"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        let s = cfg
+            .validate(
+                &Overrides {
+                    http_addr: Some("127.0.0.1:2".into()),
+                    ..Overrides::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(s.link_ttl, Duration::from_secs(3));
+        assert_eq!(s.max_participants, 8);
+        assert_eq!(
+            s.store,
+            StoreLocation::Postgres("postgres://u@127.0.0.1/db".into())
+        );
+        assert!(s.trust_forwarded_for);
+        assert_eq!(s.limits.join_per_ip_per_minute, 5);
+        assert_eq!(s.http_addr.port(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(pairs))
+                .and_then(|c| c.validate(&Overrides::default(), true))
+                .unwrap_err()
+                .key
+        };
+        assert_eq!(bad(&[("CALLRELAY_LINKS_TTL", "soon")]), "links.ttl");
+        assert_eq!(
+            bad(&[("CALLRELAY_ROOMS_MAX_PARTICIPANTS", "many")]),
+            "rooms.max_participants"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_ROOMS_MAX_PARTICIPANTS", "1")]),
+            "rooms.max_participants"
+        );
+        assert_eq!(bad(&[("CALLRELAY_HTTP_ADDR", "nowhere")]), "http.addr");
+        assert_eq!(bad(&[("CALLRELAY_HTTP_ADDR", "0.0.0.0:7700")]), "http.addr");
+        assert_eq!(
+            bad(&[("CALLRELAY_STORE_DATABASE_URL", "mysql://x")]),
+            "store.database_url"
+        );
+        assert_eq!(bad(&[("CALLRELAY_AUTH_SECRET", "short")]), "auth.secret");
+        assert_eq!(bad(&[("CALLRELAY_AUTH_LEEWAY", "2m")]), "auth.leeway");
+        assert_eq!(bad(&[("CALLRELAY_LOG_FORMAT", "xml")]), "log.format");
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_PUBLIC_URL", "ftp://x")]),
+            "http.public_url"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_TRUST_FORWARDED_FOR", "maybe")]),
+            "http.trust_forwarded_for"
+        );
+    }
+
+    #[test]
+    fn unknown_and_mistyped_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[links]\ntll = \"3s\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(err.key.starts_with("links"), "{err}");
+        assert!(err.message.contains("tll"), "{err}");
+        std::fs::write(&file, "[rooms]\nmax_participants = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert_eq!(err.key, "rooms.max_participants", "{err}");
+        std::fs::write(&file, "[rooms\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[])).is_err());
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_and_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../callrelay.example.toml");
+        let text =
+            std::fs::read_to_string(path).expect("callrelay.example.toml at the repository root");
+        let table: toml::Table = text.parse().expect("the example parses");
+        for (section, key) in Config::keys() {
+            assert!(
+                table.get(&section).and_then(|s| s.get(&key)).is_some(),
+                "callrelay.example.toml lacks {section}.{key}"
+            );
+        }
+        let cfg =
+            Config::load(Some(std::path::Path::new(path)), env(&[])).expect("the example loads");
+        cfg.validate(&Overrides::default(), true)
+            .expect("the example validates in dev mode");
+    }
+}

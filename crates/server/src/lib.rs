@@ -1,0 +1,11 @@
+//! The `callrelay` server: configuration, the HTTP API (links, blocks, call log, admin), auth,
+//! metrics. `main.rs` is a thin command-line wrapper around this library, so integration tests
+//! can run the same server in-process on `127.0.0.1:0`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod problem;
+pub mod seats;

@@ -1,0 +1,182 @@
+//! HTTP errors as RFC 9457 `application/problem+json`, mapped to status codes in exactly one
+//! place ([`ApiError::status`] and [`ApiError::code`]).
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use callrelay_links::Refusal;
+use callrelay_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:callrelay:problem:{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// A stable, machine-readable code such as `link_expired`.
+    pub code: String,
+    /// What went wrong for this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_link_id`
+    #[error("the link id is not 22 characters of [0-9A-Za-z]")]
+    InvalidLinkId,
+    /// 400 `invalid_user_id`
+    #[error("the user id must be 1 to 64 characters of [A-Za-z0-9._@+-]")]
+    InvalidUserId,
+    /// 400 `invalid_request`: a field breaks a rule.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 400 `invalid_body`: the body is not the expected JSON (syntax, unknown field, type).
+    #[error("{0}")]
+    InvalidBody(String),
+    /// 401 `unauthorized`
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 403 `forbidden`: the caller is not an operator.
+    #[error("this needs an operator token")]
+    Forbidden,
+    /// 403 `join_refused`: the creator blocked the caller; they learn only that they cannot join.
+    #[error("you can't join this call")]
+    JoinRefused,
+    /// 404 `link_not_found`
+    #[error("no such link")]
+    LinkNotFound,
+    /// 404 `not_found`: no such route.
+    #[error("no such resource")]
+    NotFound,
+    /// 405 `method_not_allowed`
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
+    /// 409 `room_full`
+    #[error("the call is full")]
+    RoomFull,
+    /// 410 `link_expired`
+    #[error("this link has expired")]
+    LinkExpired,
+    /// 410 `link_revoked`
+    #[error("this link was revoked")]
+    LinkRevoked,
+    /// 413 `payload_too_large`
+    #[error("the request body is larger than 16 KiB")]
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// 429 `rate_limited`, with `Retry-After`.
+    #[error("too many requests; retry later")]
+    RateLimited(Duration),
+    /// 503 `store_unavailable`
+    #[error("the link store is unavailable; retry later")]
+    StoreUnavailable,
+    /// 500 `internal`
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidLinkId
+            | ApiError::InvalidUserId
+            | ApiError::InvalidRequest(_)
+            | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::JoinRefused => StatusCode::FORBIDDEN,
+            ApiError::LinkNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RoomFull => StatusCode::CONFLICT,
+            ApiError::LinkExpired | ApiError::LinkRevoked => StatusCode::GONE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidLinkId => "invalid_link_id",
+            ApiError::InvalidUserId => "invalid_user_id",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::JoinRefused => "join_refused",
+            ApiError::LinkNotFound => "link_not_found",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RoomFull => "room_full",
+            ApiError::LinkExpired => "link_expired",
+            ApiError::LinkRevoked => "link_revoked",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The error for a refused join.
+    pub fn from_refusal(r: Refusal) -> ApiError {
+        match r {
+            Refusal::NotFound => ApiError::LinkNotFound,
+            Refusal::Expired => ApiError::LinkExpired,
+            Refusal::Revoked => ApiError::LinkRevoked,
+            Refusal::Blocked => ApiError::JoinRefused,
+            Refusal::RoomFull => ApiError::RoomFull,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable,
+            other => {
+                tracing::error!(error = %other, "store operation failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = Problem {
+            kind: format!("urn:callrelay:problem:{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            code: self.code().to_owned(),
+            detail: Some(self.to_string()),
+        };
+        let body = serde_json::to_vec(&problem).expect("a Problem always serialises");
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::RateLimited(wait) = self {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}

@@ -1,0 +1,102 @@
+//! Room seats held on this node: the control plane's view of how full each room is.
+//!
+//! A successful join takes a seat for its participant, so that `rooms.max_participants` is never
+//! exceeded even when many joins race (the check and the take happen under one map-entry lock).
+//! A seat is held until the join grant it came with expires, or until it is released.
+
+use std::time::{Duration, Instant};
+
+use callrelay_links::LinkId;
+use dashmap::DashMap;
+
+/// Seats per link.
+#[derive(Debug, Default)]
+pub struct Seats {
+    rooms: DashMap<LinkId, Vec<Seat>>,
+}
+
+#[derive(Debug)]
+struct Seat {
+    participant: String,
+    until: Instant,
+}
+
+impl Seats {
+    /// Seats held in the link's room at `now`.
+    pub fn held(&self, link: &LinkId, now: Instant) -> usize {
+        self.rooms
+            .get(link)
+            .map(|seats| seats.iter().filter(|s| s.until > now).count())
+            .unwrap_or(0)
+    }
+
+    /// Takes a seat for `participant` until `now + hold` if fewer than `max` are held;
+    /// returns false when the room is full.
+    pub fn try_take(
+        &self,
+        link: &LinkId,
+        participant: &str,
+        max: usize,
+        now: Instant,
+        hold: Duration,
+    ) -> bool {
+        let mut seats = self.rooms.entry(*link).or_default();
+        seats.retain(|s| s.until > now);
+        if seats.len() >= max {
+            return false;
+        }
+        seats.push(Seat {
+            participant: participant.to_owned(),
+            until: now + hold,
+        });
+        true
+    }
+
+    /// Gives a seat back (the join failed after the seat was taken, or the participant left).
+    pub fn release(&self, link: &LinkId, participant: &str) {
+        if let Some(mut seats) = self.rooms.get_mut(link) {
+            seats.retain(|s| s.participant != participant);
+        }
+        self.rooms.remove_if(link, |_, seats| seats.is_empty());
+    }
+
+    /// Drops expired seats and empty rooms (called periodically).
+    pub fn sweep(&self, now: Instant) {
+        self.rooms.retain(|_, seats| {
+            seats.retain(|s| s.until > now);
+            !seats.is_empty()
+        });
+    }
+
+    /// Rooms with at least one held seat.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seats_cap_expire_and_release() {
+        let seats = Seats::default();
+        let link = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
+        let t = Instant::now();
+        let hold = Duration::from_secs(60);
+        assert!(seats.try_take(&link, "a", 2, t, hold));
+        assert!(seats.try_take(&link, "b", 2, t, hold));
+        assert!(!seats.try_take(&link, "c", 2, t, hold));
+        assert_eq!(seats.held(&link, t), 2);
+        seats.release(&link, "a");
+        assert!(seats.try_take(&link, "c", 2, t, hold));
+        assert_eq!(
+            seats.held(&link, t + hold),
+            0,
+            "seats expire with their grant"
+        );
+        assert!(seats.try_take(&link, "d", 2, t + hold, hold));
+        seats.sweep(t + hold * 3);
+        assert_eq!(seats.rooms(), 0);
+    }
+}

@@ -1,0 +1,295 @@
+//! The `callrelay` binary as an operator runs it: configuration errors, the token command, and
+//! link expiry end to end in real time with `CALLRELAY_LINKS_TTL=3s`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_callrelay");
+const SECRET: &str = "binary-test-secret-binary-test-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Relay {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    fn start(env: &[(&str, &str)], args: &[&str]) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(args)
+        .env_clear()
+        .env("CALLRELAY_AUTH_SECRET", SECRET)
+        .env("CALLRELAY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start callrelay");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Relay {
+                    child,
+                    base,
+                    _dir: dir,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("callrelay exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("callrelay did not listen within 20 s");
+    }
+
+    fn stop(mut self) -> String {
+        // SIGTERM, then collect the log.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "callrelay exits 0 on SIGTERM: {status}");
+        let mut log = String::new();
+        for line in BufReader::new(self.child.stderr.take().unwrap()).lines() {
+            log.push_str(&line.unwrap());
+            log.push('\n');
+        }
+        log
+    }
+}
+
+fn token(user: &str, admin: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "--user", user, "--ttl", "10m"])
+        .env_clear()
+        .env("CALLRELAY_AUTH_SECRET", SECRET);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_the_key_before_binding() {
+    let port = free_port();
+    for (env, key) in [
+        (("CALLRELAY_LINKS_TTL", "soon"), "links.ttl"),
+        (
+            ("CALLRELAY_ROOMS_MAX_PARTICIPANTS", "lots"),
+            "rooms.max_participants",
+        ),
+        (
+            ("CALLRELAY_STORE_DATABASE_URL", "mysql://x"),
+            "store.database_url",
+        ),
+        (("CALLRELAY_LOG_FORMAT", "xml"), "log.format"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("CALLRELAY_AUTH_SECRET", SECRET)
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{env:?}: {err}");
+        // Nothing was bound.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+    // No secret outside dev mode.
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.secret"));
+    // A missing config file.
+    let out = Command::new(BIN)
+        .args(["serve", "--dev", "--config", "/nonexistent/callrelay.toml"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_end_to_end_with_a_3s_ttl() {
+    let relay = Relay::start(&[("CALLRELAY_LINKS_TTL", "3s")], &[]);
+    let http = reqwest::Client::new();
+    let alice = token("alice", false);
+    let created = Instant::now();
+    let (st, a) = send(
+        http.post(format!("{}/v1/links", relay.base))
+            .bearer_auth(&alice)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, b) = send(
+        http.post(format!("{}/v1/links", relay.base))
+            .bearer_auth(&alice)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    let at = |s: f64| created + Duration::from_secs_f64(s);
+    let sleep_until = |t: Instant| tokio::time::sleep(t.saturating_duration_since(Instant::now()));
+
+    // A join at 2 s keeps `a` alive until 5 s.
+    sleep_until(at(2.0)).await;
+    let (st, j) = send(
+        http.post(format!("{}/v1/links/{a}/join", relay.base))
+            .bearer_auth(token("bob", false)),
+    )
+    .await;
+    assert_eq!(st, 200, "{j}");
+    assert!(Instant::now() < at(2.9), "the join ran in time");
+    // `b`, unused for 3 s, has expired.
+    sleep_until(at(3.4)).await;
+    let (st, p) = send(http.get(format!("{}/v1/links/{b}", relay.base))).await;
+    assert_eq!((st, p["code"].as_str()), (410, Some("link_expired")));
+    // `a` still answers at 4 s…
+    sleep_until(at(4.0)).await;
+    let (st, _) = send(http.get(format!("{}/v1/links/{a}", relay.base))).await;
+    assert_eq!(st, 200);
+    assert!(Instant::now() < at(4.9), "the preview ran in time");
+    // …and has expired after 5 s.
+    sleep_until(at(5.6)).await;
+    let (st, p) = send(http.get(format!("{}/v1/links/{a}", relay.base))).await;
+    assert_eq!((st, p["code"].as_str()), (410, Some("link_expired")));
+
+    // An operator token from the CLI works; the log never carries a link id or a token.
+    let (st, _) = send(
+        http.post(format!("{}/v1/admin/links/{a}/revoke", relay.base))
+            .bearer_auth(token("ops", true)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let log = relay.stop();
+    assert!(log.contains("link created"), "{log}");
+    for secret in [&a, &b, &alice] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret leaked into the log:\n{log}"
+        );
+    }
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tokens_exist_only_in_dev_mode() {
+    let http = reqwest::Client::new();
+    let relay = Relay::start(&[], &[]);
+    let (st, p) = send(
+        http.post(format!("{}/v1/dev/token", relay.base))
+            .json(&serde_json::json!({"user": "alice"})),
+    )
+    .await;
+    assert_eq!((st, p["code"].as_str()), (404, Some("not_found")));
+    relay.stop();
+
+    let relay = Relay::start(&[("CALLRELAY_AUTH_SECRET", "")], &["--dev"]);
+    let (st, t) = send(
+        http.post(format!("{}/v1/dev/token", relay.base))
+            .json(&serde_json::json!({"user": "alice", "name": "Alice"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let tok = t["token"].as_str().unwrap();
+    let (st, _) = send(
+        http.post(format!("{}/v1/links", relay.base))
+            .bearer_auth(tok)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, p) = send(
+        http.post(format!("{}/v1/dev/token", relay.base))
+            .json(&serde_json::json!({"user": "bad user"})),
+    )
+    .await;
+    assert_eq!((st, p["code"].as_str()), (400, Some("invalid_user_id")));
+    relay.stop();
+}
+
+#[test]
+fn the_checked_in_openapi_document_is_current() {
+    let out = Command::new(BIN).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "proto/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test -p callrelay-server --test binary` and commit it"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/links",
+        "/v1/links/{id}",
+        "/v1/links/{id}/join",
+        "/v1/me/links",
+        "/v1/me/blocks/{user_id}",
+        "/v1/admin/links/{id}/revoke",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
