@@ -18,7 +18,12 @@ fn decision(c: &mut Criterion) {
     let now = Utc::now();
     let link = Link::create(
         LinkId::random(),
-        NewLink { creator: UserId::parse("alice").unwrap(), kind: LinkKind::Video, title: None, scheduled_at: None },
+        NewLink {
+            creator: UserId::parse("alice").unwrap(),
+            kind: LinkKind::Video,
+            title: None,
+            scheduled_at: None,
+        },
         now,
         TTL,
     );
@@ -44,22 +49,42 @@ async fn join_once(store: &dyn LinkStore, id: &LinkId, user: &UserId) {
     let link = store.get_link(id).await.unwrap();
     let link_ref = link.as_ref().unwrap();
     let blocked = store.is_blocked(&link_ref.creator, user).await.unwrap();
-    decide_join(&JoinRequest { link: link.as_ref(), joiner: user, blocked_by_creator: blocked, participants: 1, max_participants: 32, now }).unwrap();
+    decide_join(&JoinRequest {
+        link: link.as_ref(),
+        joiner: user,
+        blocked_by_creator: blocked,
+        participants: 1,
+        max_participants: 32,
+        now,
+    })
+    .unwrap();
     match store.record_join(id, user, now, TTL).await.unwrap() {
         JoinOutcome::Renewed(_) => {}
         other => panic!("join refused: {other:?}"),
     }
 }
 
-fn store_join(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: Arc<dyn LinkStore>) {
+fn store_join(
+    c: &mut Criterion,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: Arc<dyn LinkStore>,
+) {
     let link = Link::create(
         LinkId::random(),
-        NewLink { creator: UserId::parse("alice").unwrap(), kind: LinkKind::Video, title: None, scheduled_at: None },
+        NewLink {
+            creator: UserId::parse("alice").unwrap(),
+            kind: LinkKind::Video,
+            title: None,
+            scheduled_at: None,
+        },
         Utc::now(),
         TTL,
     );
     rt.block_on(store.create_link(&link)).unwrap();
-    let users: Vec<UserId> = (0..64).map(|i| UserId::parse(&format!("user{i}")).unwrap()).collect();
+    let users: Vec<UserId> = (0..64)
+        .map(|i| UserId::parse(&format!("user{i}")).unwrap())
+        .collect();
     let mut i = 0usize;
     c.bench_function(&format!("join/decision+store/{name}"), |b| {
         b.to_async(rt).iter(|| {
@@ -73,9 +98,16 @@ fn store_join(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store
 }
 
 fn stores(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sqlite: Arc<dyn LinkStore> = Arc::new(rt.block_on(SqliteStore::open(&dir.path().join("bench.db"))).unwrap());
+    let sqlite: Arc<dyn LinkStore> = Arc::new(
+        rt.block_on(SqliteStore::open(&dir.path().join("bench.db")))
+            .unwrap(),
+    );
     store_join(c, "sqlite", &rt, sqlite);
 
     match std::env::var("CALLRELAY_TEST_DATABASE_URL") {
