@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::Tokens;
 use crate::config::{LimitsConfig, Settings, StoreLocation};
-use crate::metrics::Metrics;
+use crate::metrics::{MediaMetrics, Metrics};
 use crate::problem::ApiError;
 use crate::seats::Seats;
 
@@ -156,8 +156,10 @@ pub struct AppState {
     pub store: SharedStore,
     /// Token issuer and checker.
     pub tokens: Tokens,
-    /// Metric families.
+    /// Metric families of the control plane.
     pub metrics: Metrics,
+    /// Metric families of the media plane.
+    pub media_metrics: MediaMetrics,
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Seats held per room.
@@ -234,6 +236,7 @@ pub async fn build(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<AppState>> {
     let metrics = Metrics::register(&registry)?;
+    let media_metrics = MediaMetrics::register(&registry)?;
     let store = open_store(&settings.store).await?;
     Ok(Arc::new(AppState {
         tokens: Tokens::new(&settings.auth_secret, settings.leeway),
@@ -243,6 +246,7 @@ pub async fn build(
         settings,
         store,
         metrics,
+        media_metrics,
         registry,
         clock,
     }))

@@ -160,3 +160,155 @@ pub fn render(registry: &Registry) -> String {
     }
     out
 }
+
+/// Buckets of `callrelay_forward_latency_seconds`: 1 µs to 100 ms.
+pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002,
+    0.005, 0.01, 0.02, 0.05, 0.1,
+];
+
+/// Media kinds used as the `kind` label of packet and byte counters.
+pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
+
+/// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`.
+pub const DROP_REASONS: [&str; 7] =
+    ["oversized", "runt", "unknown_source", "bad_stun", "not_negotiated", "rate_limited", "error"];
+
+/// Reasons used as the `reason` label of `callrelay_participants_removed_total`.
+pub const REMOVE_REASONS: [&str; 8] = ["left", "revoked", "blocked", "room_full", "idle", "drain", "kicked", "error"];
+
+/// The metric families of the media plane (UDP workers, the forwarding core, signaling).
+#[derive(Clone, Debug)]
+pub struct MediaMetrics {
+    /// `callrelay_forward_latency_seconds`: arrival of a datagram at the socket to the moment each
+    /// forwarded copy is handed to the kernel.
+    pub forward_latency: Histogram,
+    /// `callrelay_packets_received_total{kind}`
+    pub packets_received: IntCounterVec,
+    /// `callrelay_bytes_received_total{kind}`
+    pub bytes_received: IntCounterVec,
+    /// `callrelay_packets_forwarded_total{kind}`
+    pub packets_forwarded: IntCounterVec,
+    /// `callrelay_bytes_forwarded_total{kind}`
+    pub bytes_forwarded: IntCounterVec,
+    /// `callrelay_datagrams_dropped_total{reason}`
+    pub datagrams_dropped: IntCounterVec,
+    /// `callrelay_rooms`
+    pub rooms: IntGauge,
+    /// `callrelay_participants`
+    pub participants: IntGauge,
+    /// `callrelay_published_tracks{kind}`
+    pub published_tracks: prometheus::IntGaugeVec,
+    /// `callrelay_join_to_first_packet_seconds`
+    pub join_to_first_packet: Histogram,
+    /// `callrelay_participants_removed_total{reason}`
+    pub participants_removed: IntCounterVec,
+    /// `callrelay_keyframe_requests_total`
+    pub keyframe_requests: IntCounter,
+    /// `callrelay_nacks_total`
+    pub nacks: IntCounter,
+    /// `callrelay_worker_busy_ratio{worker}`: share of the last interval a worker spent working.
+    pub worker_busy: prometheus::GaugeVec,
+    /// `callrelay_signaling_sessions`
+    pub signaling_sessions: IntGauge,
+    /// `callrelay_signaling_errors_total{code}`
+    pub signaling_errors: IntCounterVec,
+}
+
+impl MediaMetrics {
+    /// Creates and registers every family on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<MediaMetrics> {
+        let m = MediaMetrics {
+            forward_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "callrelay_forward_latency_seconds",
+                    "Time from a datagram's arrival at the relay's socket to the moment each forwarded copy is handed to the kernel.",
+                )
+                .buckets(FORWARD_LATENCY_BUCKETS.to_vec()),
+            )?,
+            packets_received: IntCounterVec::new(
+                Opts::new("callrelay_packets_received_total", "RTP/RTCP packets received from participants, by media kind."),
+                &["kind"],
+            )?,
+            bytes_received: IntCounterVec::new(
+                Opts::new("callrelay_bytes_received_total", "Bytes of RTP/RTCP packets received, by media kind."),
+                &["kind"],
+            )?,
+            packets_forwarded: IntCounterVec::new(
+                Opts::new("callrelay_packets_forwarded_total", "Packet copies forwarded to subscribers, by media kind."),
+                &["kind"],
+            )?,
+            bytes_forwarded: IntCounterVec::new(
+                Opts::new("callrelay_bytes_forwarded_total", "Bytes of packet copies forwarded to subscribers, by media kind."),
+                &["kind"],
+            )?,
+            datagrams_dropped: IntCounterVec::new(
+                Opts::new("callrelay_datagrams_dropped_total", "Datagrams dropped before or during processing, by reason."),
+                &["reason"],
+            )?,
+            rooms: IntGauge::new("callrelay_rooms", "Rooms with at least one participant on this node.")?,
+            participants: IntGauge::new("callrelay_participants", "Participants connected to this node.")?,
+            published_tracks: prometheus::IntGaugeVec::new(
+                Opts::new("callrelay_published_tracks", "Tracks published on this node, by media kind."),
+                &["kind"],
+            )?,
+            join_to_first_packet: Histogram::with_opts(
+                HistogramOpts::new(
+                    "callrelay_join_to_first_packet_seconds",
+                    "Time from an admitted join to the first media packet forwarded to that participant.",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0]),
+            )?,
+            participants_removed: IntCounterVec::new(
+                Opts::new("callrelay_participants_removed_total", "Participants removed from calls, by reason."),
+                &["reason"],
+            )?,
+            keyframe_requests: IntCounter::new(
+                "callrelay_keyframe_requests_total",
+                "Keyframe requests (PLI/FIR) sent to publishers after throttling.",
+            )?,
+            nacks: IntCounter::new("callrelay_nacks_total", "NACK feedback packets received from subscribers.")?,
+            worker_busy: prometheus::GaugeVec::new(
+                Opts::new("callrelay_worker_busy_ratio", "Share of time (0-1) each media worker spent working over the last second."),
+                &["worker"],
+            )?,
+            signaling_sessions: IntGauge::new("callrelay_signaling_sessions", "Open signaling WebSockets.")?,
+            signaling_errors: IntCounterVec::new(
+                Opts::new("callrelay_signaling_errors_total", "Signaling error messages sent to clients, by code."),
+                &["code"],
+            )?,
+        };
+        registry.register(Box::new(m.forward_latency.clone()))?;
+        registry.register(Box::new(m.packets_received.clone()))?;
+        registry.register(Box::new(m.bytes_received.clone()))?;
+        registry.register(Box::new(m.packets_forwarded.clone()))?;
+        registry.register(Box::new(m.bytes_forwarded.clone()))?;
+        registry.register(Box::new(m.datagrams_dropped.clone()))?;
+        registry.register(Box::new(m.rooms.clone()))?;
+        registry.register(Box::new(m.participants.clone()))?;
+        registry.register(Box::new(m.published_tracks.clone()))?;
+        registry.register(Box::new(m.join_to_first_packet.clone()))?;
+        registry.register(Box::new(m.participants_removed.clone()))?;
+        registry.register(Box::new(m.keyframe_requests.clone()))?;
+        registry.register(Box::new(m.nacks.clone()))?;
+        registry.register(Box::new(m.worker_busy.clone()))?;
+        registry.register(Box::new(m.signaling_sessions.clone()))?;
+        registry.register(Box::new(m.signaling_errors.clone()))?;
+        for kind in MEDIA_KINDS {
+            m.packets_received.with_label_values(&[kind]);
+            m.bytes_received.with_label_values(&[kind]);
+            m.packets_forwarded.with_label_values(&[kind]);
+            m.bytes_forwarded.with_label_values(&[kind]);
+        }
+        for kind in ["audio", "video"] {
+            m.published_tracks.with_label_values(&[kind]);
+        }
+        for reason in DROP_REASONS {
+            m.datagrams_dropped.with_label_values(&[reason]);
+        }
+        for reason in REMOVE_REASONS {
+            m.participants_removed.with_label_values(&[reason]);
+        }
+        Ok(m)
+    }
+}
