@@ -59,6 +59,8 @@ pub struct Client {
     pub sent_video: Vec<Vec<u8>>,
     pub received: Vec<Received>,
     pub keyframe_requests: usize,
+    /// The relay's ICE ufrag towards this client, from its answer.
+    pub relay_ufrag: String,
     /// Mids of m-lines the relay added towards this client (its subscriptions).
     pub subscribed_mids: Vec<Mid>,
 }
@@ -137,6 +139,12 @@ impl World {
             kind,
             &offer.to_sdp_string(),
         )?;
+        let relay_ufrag = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .expect("answer carries an ufrag")
+            .trim()
+            .to_string();
         rtc.sdp_api()
             .accept_answer(
                 pending,
@@ -158,6 +166,7 @@ impl World {
             received: Vec::new(),
             keyframe_requests: 0,
             subscribed_mids: Vec::new(),
+            relay_ufrag,
         });
         self.drain();
         Ok(self.clients.len() - 1)
