@@ -180,6 +180,9 @@ pub enum SfuError {
     /// No such participant.
     #[error("unknown participant")]
     UnknownParticipant,
+    /// No such published track, simulcast layer or subscription.
+    #[error("unknown track or layer")]
+    UnknownTrack,
     /// A voice room was offered a video m-line.
     #[error("video is not allowed in a voice room")]
     VideoNotAllowed,

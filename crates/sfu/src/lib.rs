@@ -24,8 +24,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
+use str0m::format::{
+    detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, Codec,
+};
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, IceCreds, Input, Output, Rtc};
@@ -33,7 +36,7 @@ use str0m::{Candidate, IceCreds, Input, Output, Rtc};
 pub use api::{
     Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats, TrackKind,
 };
-pub use str0m::media::Mid;
+pub use str0m::media::{Mid, Rid};
 
 use speaker::SpeakerDetector;
 
@@ -123,6 +126,8 @@ struct Participant {
 /// A published track and its subscribers (one entry of the forwarding table).
 struct Track {
     kind: TrackKind,
+    /// Simulcast layers the publisher sends, in its order; empty without simulcast.
+    layers: Vec<Rid>,
     subscribers: Vec<Subscription>,
     /// Last keyframe request relayed to the publisher, per layer.
     last_keyframe_request: Vec<(Option<Rid>, Instant)>,
@@ -131,9 +136,21 @@ struct Track {
 struct Subscription {
     subscriber: Slot,
     state: OutState,
-    /// Extended sequence number subtracted from the publisher's, fixed at the first packet so
-    /// the subscriber's stream starts with rollover counter 0.
-    seq_base: Option<u64>,
+    /// The simulcast layer being forwarded (`None` without simulcast, or before the first
+    /// keyframe of the target layer).
+    layer: Option<Rid>,
+    /// The layer wanted; the switch happens on its next keyframe.
+    target: Option<Rid>,
+    /// Added to the publisher's extended sequence number. Fixed at the first packet to
+    /// `-(first & !0xffff)` so the subscriber's stream starts with rollover counter 0 and the
+    /// low 16 bits are unchanged; recomputed at a layer switch to keep numbering contiguous.
+    seq_offset: Option<i64>,
+    /// Added (wrapping) to the publisher's RTP timestamp; non-zero only after a layer switch.
+    ts_offset: u32,
+    /// Packets of the current layer older than the switch point are not forwarded.
+    min_in_seq: u64,
+    /// Last forwarded (sequence number, timestamp, time).
+    last_out: Option<(u64, u32, Instant)>,
     /// Publisher PT → subscriber PT, filled on first use.
     pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -289,7 +306,8 @@ impl Sfu {
         let mut any = false;
         for key in &r.tracks {
             if let Some(t) = self.tracks.get_mut(key) {
-                t.subscribers.push(Subscription::new(slot));
+                let target = t.layers.first().copied();
+                t.subscribers.push(Subscription::new(slot, target));
                 any = true;
             }
         }
@@ -400,7 +418,7 @@ impl Sfu {
         }
         p.stopping.clear();
         let room = p.room;
-        let mut opened: Vec<TrackKey> = Vec::new();
+        let mut opened: Vec<(TrackKey, Option<Rid>)> = Vec::new();
         if let Some(r) = self.rooms.get(&room) {
             for key in &r.tracks {
                 let Some(t) = self.tracks.get_mut(key) else {
@@ -410,18 +428,56 @@ impl Sfu {
                     if let OutState::Negotiating(m) = sub.state {
                         sub.state = OutState::Open(m);
                         if t.kind == TrackKind::Video {
-                            opened.push(*key);
+                            opened.push((*key, sub.target));
                         }
                     }
                 }
             }
         }
         // A new video subscriber needs a keyframe to start decoding.
-        for key in opened {
-            self.request_keyframe(now, key, None, KeyframeRequestKind::Pli);
+        for (key, rid) in opened {
+            self.request_keyframe(now, key, rid, KeyframeRequestKind::Pli);
         }
         self.mark_negotiate(slot);
         self.mark_dirty(slot);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Chooses which simulcast layer of `publisher`'s track `mid` the `subscriber` receives.
+    /// The switch happens on that layer's next keyframe, which is requested now (throttled);
+    /// until then the current layer keeps flowing. Without a call, a subscriber gets the
+    /// first layer the publisher listed.
+    pub fn set_subscriber_layer(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        mid: Mid,
+        rid: Rid,
+    ) -> Result<(), SfuError> {
+        let sub_slot = *self
+            .by_id
+            .get(&subscriber)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let pub_slot = *self
+            .by_id
+            .get(&publisher)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let key = (pub_slot, mid);
+        let track = self.tracks.get_mut(&key).ok_or(SfuError::UnknownTrack)?;
+        if !track.layers.contains(&rid) {
+            return Err(SfuError::UnknownTrack);
+        }
+        let sub = track
+            .subscribers
+            .iter_mut()
+            .find(|s| s.subscriber == sub_slot)
+            .ok_or(SfuError::UnknownTrack)?;
+        sub.target = Some(rid);
+        if sub.layer != Some(rid) {
+            self.request_keyframe(now, key, Some(rid), KeyframeRequestKind::Pli);
+        }
         self.flush(now);
         Ok(())
     }
@@ -651,7 +707,14 @@ impl Sfu {
         match e {
             str0m::Event::RtpPacket(pkt) => self.forward(slot, now, pkt),
             str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
-                self.publish(slot, m.mid, m.kind);
+                let layers = m
+                    .simulcast
+                    .map(|s| {
+                        let l = if s.recv.is_empty() { s.send } else { s.recv };
+                        l.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                self.publish(slot, m.mid, m.kind, layers);
             }
             str0m::Event::KeyframeRequest(req) => {
                 self.relay_keyframe_request(now, slot, req.mid, req.kind);
@@ -660,7 +723,7 @@ impl Sfu {
         }
     }
 
-    fn publish(&mut self, slot: Slot, mid: Mid, kind: MediaKind) {
+    fn publish(&mut self, slot: Slot, mid: Mid, kind: MediaKind, layers: Vec<Rid>) {
         let p = self.participants[slot]
             .as_ref()
             .expect("publish from an occupied slot");
@@ -684,7 +747,7 @@ impl Sfu {
             .members
             .iter()
             .filter(|s| **s != slot)
-            .map(|s| Subscription::new(*s))
+            .map(|s| Subscription::new(*s, layers.first().copied()))
             .collect();
         let to_negotiate: Vec<Slot> = subscribers.iter().map(|s| s.subscriber).collect();
         room.tracks.push(key);
@@ -692,6 +755,7 @@ impl Sfu {
             key,
             Track {
                 kind,
+                layers,
                 subscribers,
                 last_keyframe_request: Vec::new(),
             },
@@ -841,12 +905,10 @@ impl Sfu {
             }
             return;
         };
-        // One layer per subscriber is the goal; until layer selection exists, only
-        // non-simulcast streams (no rid) are forwarded.
-        if rid.is_some() {
-            self.stats.rtp_dropped_unknown_track += 1;
-            return;
-        }
+        // Only a simulcast track needs to know where keyframes start (the VP8 payload
+        // descriptor and the other codecs' headers stay in clear under end-to-end encryption).
+        let keyframe = !track.layers.is_empty()
+            && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
 
         if track.kind == TrackKind::Audio {
             if let (Some(level), Some(room)) = (
@@ -870,7 +932,10 @@ impl Sfu {
             ..Default::default()
         };
         let in_seq = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
         let nackable = track.kind == TrackKind::Video;
+        // A subscriber waits for a keyframe of its target layer that may never come unsolicited.
+        let mut want_keyframe = false;
 
         for sub in &mut track.subscribers {
             let OutState::Open(out_mid) = sub.state else {
@@ -879,11 +944,21 @@ impl Sfu {
             let Some(s) = self.participants[sub.subscriber].as_mut() else {
                 continue;
             };
-            let base = *sub.seq_base.get_or_insert(in_seq & !0xffff);
-            let Some(out_seq) = in_seq.checked_sub(base) else {
-                // Reordered from before this subscriber's first packet.
+            if sub.layer != rid {
+                if sub.target != rid || !keyframe {
+                    want_keyframe |= sub.target == rid;
+                    continue;
+                }
+                sub.switch_layer(rid, in_seq, in_ts, now);
+            }
+            let offset = *sub.seq_offset.get_or_insert(-((in_seq & !0xffff) as i64));
+            let out_seq = in_seq as i64 + offset;
+            if in_seq < sub.min_in_seq || out_seq < 0 {
+                // Reordered from before this subscriber's first packet or layer switch.
                 continue;
-            };
+            }
+            let out_seq = out_seq as u64;
+            let out_ts = in_ts.wrapping_add(sub.ts_offset);
             let out_pt = match sub.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, o)) => *o,
                 None => {
@@ -902,26 +977,27 @@ impl Sfu {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    out_seq.into(),
-                    pkt.header.timestamp,
-                    now,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.header.marker)
-                .ext_vals(ext_vals.clone())
-                .nackable(nackable),
+                RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(nackable),
             );
+            if sub.last_out.is_none_or(|(s, _, _)| out_seq > s) {
+                sub.last_out = Some((out_seq, out_ts, now));
+            }
             self.stats.rtp_forwarded += 1;
             if !s.dirty {
                 s.dirty = true;
                 self.dirty.push(sub.subscriber);
             }
         }
+        if want_keyframe {
+            self.request_keyframe(now, (slot, mid), rid, KeyframeRequestKind::Pli);
+        }
     }
 
-    /// A subscriber asked for a keyframe on one of its subscription m-lines.
+    /// A subscriber asked for a keyframe on one of its subscription m-lines: ask the
+    /// publisher for the layer this subscriber gets (or is switching to).
     fn relay_keyframe_request(
         &mut self,
         now: Instant,
@@ -937,15 +1013,16 @@ impl Sfu {
         else {
             return;
         };
-        let key = room.tracks.iter().copied().find(|k| {
-            self.tracks.get(k).is_some_and(|t| {
-                t.subscribers
-                    .iter()
-                    .any(|s| s.subscriber == slot && s.state == OutState::Open(out_mid))
-            })
+        let found = room.tracks.iter().find_map(|k| {
+            let t = self.tracks.get(k)?;
+            let sub = t
+                .subscribers
+                .iter()
+                .find(|s| s.subscriber == slot && s.state == OutState::Open(out_mid))?;
+            Some((*k, sub.layer.or(sub.target)))
         });
-        if let Some(key) = key {
-            self.request_keyframe(now, key, None, kind);
+        if let Some((key, rid)) = found {
+            self.request_keyframe(now, key, rid, kind);
         }
     }
 
@@ -1055,13 +1132,51 @@ impl Sfu {
 }
 
 impl Subscription {
-    fn new(subscriber: Slot) -> Self {
+    /// Starts forwarding layer `rid` at this packet (a keyframe), continuing the sequence
+    /// numbers and timestamps the subscriber has seen so far.
+    fn switch_layer(&mut self, rid: Option<Rid>, in_seq: u64, in_ts: u32, now: Instant) {
+        self.layer = rid;
+        self.min_in_seq = in_seq;
+        match self.last_out {
+            Some((seq, ts, at)) => {
+                self.seq_offset = Some(seq as i64 + 1 - in_seq as i64);
+                // Video clock: 90 kHz. Advance by the wall time since the last packet sent.
+                let ms = now.saturating_duration_since(at).as_millis();
+                let ticks = u32::try_from(ms.saturating_mul(90))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                self.ts_offset = ts.wrapping_add(ticks).wrapping_sub(in_ts);
+            }
+            None => {
+                self.seq_offset = None;
+                self.ts_offset = 0;
+            }
+        }
+    }
+
+    fn new(subscriber: Slot, target: Option<Rid>) -> Self {
         Subscription {
             subscriber,
             state: OutState::ToOpen,
-            seq_base: None,
+            layer: None,
+            target,
+            seq_offset: None,
+            ts_offset: 0,
+            min_in_seq: 0,
+            last_out: None,
             pt_map: Vec::new(),
         }
+    }
+}
+
+/// Whether an RTP payload starts a keyframe, from what the codec leaves in clear.
+fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => detect_vp8_keyframe(payload),
+        Codec::Vp9 => detect_vp9_keyframe(payload),
+        Codec::H264 => detect_h264_keyframe(payload),
+        Codec::Av1 => detect_av1_keyframe(payload),
+        _ => false,
     }
 }
 

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Input, Output, Rtc};
@@ -39,6 +39,8 @@ pub struct InFlight {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub mid: Mid,
+    pub seq: u64,
+    pub timestamp: u32,
     pub payload: Vec<u8>,
     pub audio_level: Option<i8>,
 }
@@ -59,6 +61,8 @@ pub struct Client {
     pub sent_video: Vec<Vec<u8>>,
     pub received: Vec<Received>,
     pub keyframe_requests: usize,
+    /// The layer of each keyframe request the client received.
+    pub keyframe_request_rids: Vec<Option<Rid>>,
     /// The relay's ICE ufrag towards this client, from its answer.
     pub relay_ufrag: String,
     /// Mids of m-lines the relay added towards this client (its subscriptions).
@@ -120,6 +124,26 @@ impl World {
         audio: bool,
         video: bool,
     ) -> Result<usize, SfuError> {
+        self.join_with_layers(id, room, kind, audio, video, &[])
+    }
+
+    /// Like [`World::join`], publishing video as simulcast with `layers` (rids) if not empty.
+    pub fn join_with_layers(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+    ) -> Result<usize, SfuError> {
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for l in layers {
+                s.add_send_layer(SimulcastLayer::new(l));
+            }
+            s
+        });
         let addr = SocketAddr::new(
             std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             20_000 + id as u16,
@@ -129,8 +153,8 @@ impl World {
         let mut api = rtc.sdp_api();
         let audio_mid =
             audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid =
-            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let video_mid = video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         let (offer, pending) = api.apply().expect("an offer with media");
         let answer = self.sfu.add_participant(
             self.now,
@@ -165,6 +189,7 @@ impl World {
             sent_video: Vec::new(),
             received: Vec::new(),
             keyframe_requests: 0,
+            keyframe_request_rids: Vec::new(),
             subscribed_mids: Vec::new(),
             relay_ufrag,
         });
@@ -299,11 +324,16 @@ impl World {
                                         .expect("rtp on a declared stream");
                                     c.received.push(Received {
                                         mid,
+                                        seq: *p.seq_no,
+                                        timestamp: p.header.timestamp,
                                         payload: p.payload.to_vec(),
                                         audio_level: p.header.ext_vals.audio_level,
                                     });
                                 }
-                                str0m::Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                                str0m::Event::KeyframeRequest(r) => {
+                                    c.keyframe_requests += 1;
+                                    c.keyframe_request_rids.push(r.rid);
+                                }
                                 str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
                                     c.subscribed_mids.push(m.mid);
                                 }
