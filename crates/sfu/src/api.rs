@@ -214,6 +214,8 @@ pub struct SfuStats {
     pub dropped_bad_stun: u64,
     /// The participant's `Rtc` refused the datagram with an error (the participant is removed).
     pub dropped_rtc_error: u64,
+    /// Participants whose `Rtc` panicked (a str0m bug); each was removed alone.
+    pub sessions_panicked: u64,
     /// RTP packets received from publishers.
     pub rtp_received: u64,
     /// RTP copies handed to subscribers.

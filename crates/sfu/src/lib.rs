@@ -546,11 +546,16 @@ impl Sfu {
         let p = self.participants[slot]
             .as_mut()
             .expect("routes only point at occupied slots");
-        if p.rtc.handle_input(input).is_err() {
-            self.stats.dropped_rtc_error += 1;
-            self.remove_slot(slot, RemoveReason::Error);
-        } else {
-            self.poll_rtc(slot, now);
+        match guarded(|| p.rtc.handle_input(input)) {
+            Some(Ok(())) => self.poll_rtc(slot, now),
+            Some(Err(_)) => {
+                self.stats.dropped_rtc_error += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
+            None => {
+                self.stats.sessions_panicked += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
         }
         self.flush(now);
     }
@@ -660,9 +665,17 @@ impl Sfu {
                     continue;
                 };
                 p.dirty = false;
-                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
-                    self.remove_slot(slot, RemoveReason::Error);
-                    continue;
+                match guarded(|| p.rtc.handle_input(Input::Timeout(now))) {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => {
+                        self.remove_slot(slot, RemoveReason::Error);
+                        continue;
+                    }
+                    None => {
+                        self.stats.sessions_panicked += 1;
+                        self.remove_slot(slot, RemoveReason::Error);
+                        continue;
+                    }
                 }
                 self.poll_rtc(slot, now);
                 continue;
@@ -681,9 +694,14 @@ impl Sfu {
             let Some(p) = self.participants[slot].as_mut() else {
                 return;
             };
-            let out = match p.rtc.poll_output() {
-                Ok(o) => o,
-                Err(_) => {
+            let out = match guarded(|| p.rtc.poll_output()) {
+                Some(Ok(o)) => o,
+                Some(Err(_)) => {
+                    self.remove_slot(slot, RemoveReason::Error);
+                    return;
+                }
+                None => {
+                    self.stats.sessions_panicked += 1;
                     self.remove_slot(slot, RemoveReason::Error);
                     return;
                 }
@@ -716,6 +734,8 @@ impl Sfu {
                     .unwrap_or_default();
                 self.publish(slot, m.mid, m.kind, layers);
             }
+            // The client closed DTLS: it hung up.
+            str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
             str0m::Event::KeyframeRequest(req) => {
                 self.relay_keyframe_request(now, slot, req.mid, req.kind);
             }
@@ -1167,6 +1187,13 @@ impl Subscription {
             pt_map: Vec::new(),
         }
     }
+}
+
+/// Runs `f`, turning a panic into `None`. A bug inside one participant's `Rtc` must cost
+/// that participant only (THREATS 30); the caller removes it. The `Rtc` is dropped right after
+/// a panic, so no broken invariant is observed again.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 /// Whether an RTP payload starts a keyframe, from what the codec leaves in clear.
