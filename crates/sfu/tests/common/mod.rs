@@ -81,6 +81,9 @@ pub struct World {
     pub events: Vec<(Instant, Event)>,
     /// Datagrams the relay sent, counted.
     pub sfu_transmits: usize,
+    /// When set, relay offers are kept in `held_offers` instead of being answered.
+    pub hold_offers: bool,
+    pub held_offers: Vec<(ParticipantId, String)>,
 }
 
 impl World {
@@ -104,6 +107,8 @@ impl World {
             rng: StdRng::seed_from_u64(42),
             events: Vec::new(),
             sfu_transmits: 0,
+            hold_offers: false,
+            held_offers: Vec::new(),
         }
     }
 
@@ -293,6 +298,9 @@ impl World {
             while let Some(e) = self.sfu.poll_event() {
                 progressed = true;
                 match e {
+                    Event::SdpOffer { participant, sdp } if self.hold_offers => {
+                        self.held_offers.push((participant, sdp));
+                    }
                     Event::SdpOffer { participant, sdp } => self.answer_offer(participant, &sdp),
                     e => self.events.push((self.now, e)),
                 }
@@ -349,7 +357,7 @@ impl World {
         }
     }
 
-    fn answer_offer(&mut self, participant: ParticipantId, sdp: &str) {
+    pub fn answer_offer(&mut self, participant: ParticipantId, sdp: &str) {
         let Some(c) = self
             .clients
             .iter_mut()
