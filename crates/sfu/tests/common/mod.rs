@@ -15,7 +15,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
 
 /// The relay's (fake) worker socket.
 pub const SFU_ADDR: SocketAddr =
@@ -142,6 +142,21 @@ impl World {
         video: bool,
         layers: &[&str],
     ) -> Result<usize, SfuError> {
+        self.join_custom(id, room, kind, audio, video, layers, |c| c)
+    }
+
+    /// The general join: `configure` adjusts the client's `RtcConfig` (codecs, PTs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_custom(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+        configure: impl FnOnce(RtcConfig) -> RtcConfig,
+    ) -> Result<usize, SfuError> {
         let simulcast = (!layers.is_empty()).then(|| {
             let mut s = Simulcast::new();
             for l in layers {
@@ -153,7 +168,7 @@ impl World {
             std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
             20_000 + id as u16,
         );
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut rtc = configure(Rtc::builder().set_rtp_mode(true)).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
         let mut api = rtc.sdp_api();
         let audio_mid =
