@@ -9,7 +9,34 @@
 //! is drained with [`Sfu::poll_transmit`], [`Sfu::poll_event`] and [`Sfu::poll_timeout`].
 //!
 //! After every `handle_*` call or command, drain `poll_transmit` and `poll_event` until they
-//! return `None`, then sleep until `poll_timeout()`.
+//! return `None`, then sleep until `poll_timeout()`:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Instant;
+//! use callrelay_sfu::{Event, Sfu};
+//!
+//! /// One turn of a worker: a datagram (or nothing) arrived at `now`.
+//! fn turn(sfu: &mut Sfu, now: Instant, datagram: Option<(SocketAddr, SocketAddr, &[u8])>) {
+//!     match datagram {
+//!         Some((source, destination, bytes)) => {
+//!             sfu.handle_datagram(now, source, destination, bytes)
+//!         }
+//!         None => sfu.handle_timeout(now),
+//!     }
+//!     while let Some(t) = sfu.poll_transmit() {
+//!         // socket.send_to(&t.contents, t.destination)
+//!         let _ = t;
+//!     }
+//!     while let Some(e) = sfu.poll_event() {
+//!         match e {
+//!             Event::SdpOffer { .. } => { /* send the offer over signaling */ }
+//!             _ => { /* room events to signaling */ }
+//!         }
+//!     }
+//!     let _sleep_until: Option<Instant> = sfu.poll_timeout();
+//! }
+//! ```
 #![forbid(unsafe_code)]
 
 mod api;
@@ -1250,6 +1277,12 @@ mod tests {
         assert!(!has_active_video(
             "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
         ));
+    }
+
+    #[test]
+    fn sfu_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Sfu>();
     }
 
     #[test]
