@@ -146,6 +146,11 @@ struct Participant {
     to_stop: Vec<Mid>,
     /// Subscription m-lines in an outstanding offer that stops them.
     stopping: Vec<Mid>,
+    /// Receive-only m-lines to put in the relay's first offer (when the relay offers first).
+    recv_to_offer: Vec<MediaKind>,
+    /// Receive-only m-lines in the outstanding offer. str0m announces no `MediaAdded` for
+    /// lines the local side offered, so they are published when the answer is accepted.
+    recv_offered: Vec<Mid>,
     dirty: bool,
     negotiate: bool,
 }
@@ -252,9 +257,14 @@ impl Sfu {
             .collect()
     }
 
-    /// Adds a participant to `room` (created if absent) with the client's SDP offer and
-    /// returns the SDP answer to send back. Tracks already published in the room are offered
-    /// to the newcomer right after, through an [`Event::SdpOffer`].
+    /// Adds a participant to `room` (created if absent).
+    ///
+    /// With the client's SDP offer, returns `Some(answer)` to send back; tracks already
+    /// published in the room are then offered to the newcomer through an [`Event::SdpOffer`].
+    /// Without an offer, the relay offers first: one [`Event::SdpOffer`] with a receive-only
+    /// audio m-line (and video, in a video room) for the client to publish on, plus the
+    /// room's tracks; returns `None`, and the client's answer comes to
+    /// [`Sfu::handle_sdp_answer`].
     ///
     /// Refused without any change when the room is full, the id is taken, the SDP is bad, or
     /// a voice room is offered video.
@@ -264,8 +274,8 @@ impl Sfu {
         room: RoomKey,
         participant: ParticipantId,
         kind: RoomKind,
-        offer_sdp: &str,
-    ) -> Result<String, SfuError> {
+        offer_sdp: Option<&str>,
+    ) -> Result<Option<String>, SfuError> {
         if self.by_id.contains_key(&participant) {
             return Err(SfuError::DuplicateParticipant);
         }
@@ -276,7 +286,9 @@ impl Sfu {
             Some(r) => r.kind,
             None => kind,
         };
-        let offer = parse_offer(offer_sdp, room_kind)?;
+        let offer = offer_sdp
+            .map(|sdp| parse_offer(sdp, room_kind))
+            .transpose()?;
 
         let ufrag = self.new_ufrag();
         let creds = IceCreds {
@@ -292,10 +304,15 @@ impl Sfu {
         let candidate = Candidate::host(self.config.local_addr, "udp")
             .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
         rtc.add_local_candidate(candidate);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
+        let answer = offer
+            .map(|offer| rtc.sdp_api().accept_offer(offer))
+            .transpose()
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let recv_to_offer = match (&answer, room_kind) {
+            (Some(_), _) => Vec::new(),
+            (None, RoomKind::Voice) => vec![MediaKind::Audio],
+            (None, RoomKind::Video) => vec![MediaKind::Audio, MediaKind::Video],
+        };
 
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -316,6 +333,8 @@ impl Sfu {
             pending_offer: None,
             to_stop: Vec::new(),
             stopping: Vec::new(),
+            recv_to_offer,
+            recv_offered: Vec::new(),
             dirty: false,
             negotiate: false,
         });
@@ -338,14 +357,14 @@ impl Sfu {
                 any = true;
             }
         }
-        if any {
+        if any || answer.is_none() {
             self.mark_negotiate(slot);
         }
         self.events
             .push_back(Event::ParticipantJoined { room, participant });
         self.mark_dirty(slot);
         self.flush(now);
-        Ok(answer.to_sdp_string())
+        Ok(answer.map(|a| a.to_sdp_string()))
     }
 
     /// Removes a participant (hang-up, revocation, block, kick, drain). Emits
@@ -402,6 +421,7 @@ impl Sfu {
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
         // accept_offer rolled back our own outstanding offer: redo it after this exchange.
         if p.pending_offer.take().is_some() {
+            p.recv_offered.clear();
             let mut stopping = std::mem::take(&mut p.stopping);
             p.to_stop.append(&mut stopping);
             let room = p.room;
@@ -444,7 +464,18 @@ impl Sfu {
             return Err(SfuError::Sdp(e.to_string()));
         }
         p.stopping.clear();
+        let published: Vec<(Mid, MediaKind)> = p
+            .recv_offered
+            .drain(..)
+            .filter_map(|mid| {
+                let m = p.rtc.media(mid)?;
+                m.direction().is_receiving().then(|| (mid, m.kind()))
+            })
+            .collect();
         let room = p.room;
+        for (mid, kind) in published {
+            self.publish(slot, mid, kind, Vec::new());
+        }
         let mut opened: Vec<(TrackKey, Option<Rid>)> = Vec::new();
         if let Some(r) = self.rooms.get(&room) {
             for key in &r.tracks {
@@ -850,6 +881,11 @@ impl Sfu {
             .as_mut()
             .expect("checked occupied above");
         let mut api = p.rtc.sdp_api();
+        // If a client offer rolls this offer back, its own offer defines what it publishes.
+        for kind in p.recv_to_offer.drain(..) {
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            p.recv_offered.push(mid);
+        }
         for mid in p.to_stop.drain(..) {
             api.stop_media(mid);
             p.stopping.push(mid);

@@ -181,8 +181,9 @@ impl World {
             RoomKey(room),
             ParticipantId(id),
             kind,
-            &offer.to_sdp_string(),
+            Some(&offer.to_sdp_string()),
         )?;
+        let answer = answer.expect("an answer to the client's offer");
         let relay_ufrag = answer
             .lines()
             .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
@@ -213,6 +214,46 @@ impl World {
             subscribed_mids: Vec::new(),
             relay_ufrag,
         });
+        self.drain();
+        Ok(self.clients.len() - 1)
+    }
+
+    /// A client joins without an offer: the relay offers first and the client answers.
+    pub fn join_relay_offers(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+    ) -> Result<usize, SfuError> {
+        let addr = SocketAddr::new(
+            std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            20_000 + id as u16,
+        );
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let answer =
+            self.sfu
+                .add_participant(self.now, RoomKey(room), ParticipantId(id), kind, None)?;
+        assert!(answer.is_none(), "the relay offers instead of answering");
+        self.clients.push(Client {
+            id: ParticipantId(id),
+            addr,
+            rtc,
+            timeout: self.now,
+            online: true,
+            audio_mid: None,
+            video_mid: None,
+            audio_seq: 0,
+            video_seq: 0,
+            sent_audio: Vec::new(),
+            sent_video: Vec::new(),
+            received: Vec::new(),
+            keyframe_requests: 0,
+            keyframe_request_rids: Vec::new(),
+            subscribed_mids: Vec::new(),
+            relay_ufrag: String::new(),
+        });
+        // The relay's offer is among the events: the client answers it here.
         self.drain();
         Ok(self.clients.len() - 1)
     }
@@ -359,6 +400,15 @@ impl World {
                                 }
                                 str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
                                     c.subscribed_mids.push(m.mid);
+                                }
+                                // The relay offered first: publish on its receive-only lines.
+                                str0m::Event::MediaAdded(m) if m.direction.is_sending() => {
+                                    if m.kind == MediaKind::Audio && c.audio_mid.is_none() {
+                                        c.audio_mid = Some(m.mid);
+                                    }
+                                    if m.kind == MediaKind::Video && c.video_mid.is_none() {
+                                        c.video_mid = Some(m.mid);
+                                    }
                                 }
                                 _ => {}
                             }
