@@ -1153,7 +1153,14 @@ impl Sfu {
         let Some(mut p) = self.participants[slot].take() else {
             return;
         };
-        p.rtc.disconnect();
+        if reason == RemoveReason::Error {
+            // Its state is suspect: touch nothing more.
+            p.rtc.disconnect();
+        } else {
+            // Tell the client at the media layer too (RTCP BYE, DTLS close_notify).
+            let transmits = &mut self.transmits;
+            guarded(|| close_rtc(&mut p.rtc, transmits));
+        }
         self.free_slots.push(slot);
         self.by_id.remove(&p.id);
         self.by_ufrag.remove(&p.ufrag);
@@ -1248,6 +1255,24 @@ impl Subscription {
             min_in_seq: 0,
             last_out: None,
             pt_map: Vec::new(),
+        }
+    }
+}
+
+/// Starts closing `rtc` and collects what it sends for that; bounded, events ignored.
+fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
+    if rtc.close().is_err() {
+        return;
+    }
+    for _ in 0..32 {
+        match rtc.poll_output() {
+            Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.into(),
+            }),
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) | Err(_) => return,
         }
     }
 }

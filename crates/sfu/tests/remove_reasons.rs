@@ -41,6 +41,10 @@ fn blocked_user_is_removed_with_reason_blocked() {
     );
     assert_eq!(RemoveReason::Blocked.as_str(), "blocked");
     assert_eq!(w.sfu.participant_count(), 2);
+    // The blocked client's connection is closed by the relay, not left to time out.
+    w.run_for(Duration::from_millis(100));
+    assert!(w.clients[1].closed, "blocked client sees the close");
+    assert!(!w.clients[0].closed && !w.clients[2].closed);
 }
 
 #[test]

@@ -63,6 +63,8 @@ pub struct Client {
     pub keyframe_requests: usize,
     /// The layer of each keyframe request the client received.
     pub keyframe_request_rids: Vec<Option<Rid>>,
+    /// The relay closed the connection (DTLS close_notify).
+    pub closed: bool,
     /// The relay's ICE ufrag towards this client, from its answer.
     pub relay_ufrag: String,
     /// Mids of m-lines the relay added towards this client (its subscriptions).
@@ -213,6 +215,7 @@ impl World {
             keyframe_request_rids: Vec::new(),
             subscribed_mids: Vec::new(),
             relay_ufrag,
+            closed: false,
         });
         self.drain();
         Ok(self.clients.len() - 1)
@@ -252,6 +255,7 @@ impl World {
             keyframe_request_rids: Vec::new(),
             subscribed_mids: Vec::new(),
             relay_ufrag: String::new(),
+            closed: false,
         });
         // The relay's offer is among the events: the client answers it here.
         self.drain();
@@ -394,6 +398,7 @@ impl World {
                                         audio_level: p.header.ext_vals.audio_level,
                                     });
                                 }
+                                str0m::Event::Closed => c.closed = true,
                                 str0m::Event::KeyframeRequest(r) => {
                                     c.keyframe_requests += 1;
                                     c.keyframe_request_rids.push(r.rid);
