@@ -398,6 +398,14 @@ impl Sfu {
         self.flush(now);
     }
 
+    /// Removes everyone, room by room, with `reason` (e.g. `drain` when the node shuts down).
+    pub fn remove_all(&mut self, now: Instant, reason: RemoveReason) {
+        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.remove_room(now, room, reason);
+        }
+    }
+
     /// A renegotiation offer from the client; returns the answer to send back.
     pub fn handle_sdp_offer(
         &mut self,
@@ -541,6 +549,10 @@ impl Sfu {
     }
 
     /// A datagram received on the worker socket at `now` from `source`, sent to `destination`.
+    ///
+    /// `destination` must be the address announced as host candidate
+    /// ([`SfuConfig::local_addr`]), even when the socket is bound to a wildcard address:
+    /// str0m matches ICE traffic against its local candidates.
     pub fn handle_datagram(
         &mut self,
         now: Instant,

@@ -92,3 +92,29 @@ fn revoked_link_removes_everyone_with_reason_revoked() {
     assert_eq!(w.sfu.room_count(), 1, "only the other room is left");
     assert_eq!(w.sfu.room_members(RoomKey(5)), vec![ParticipantId(9)]);
 }
+
+#[test]
+fn drain_removes_everyone_in_every_room() {
+    let mut w = World::new();
+    w.join(1, 4, RoomKind::Video, true, false).expect("joins");
+    w.join(2, 4, RoomKind::Video, true, false).expect("joins");
+    w.join(3, 5, RoomKind::Voice, true, false).expect("joins");
+    w.events.clear();
+
+    let now = w.now;
+    w.sfu.remove_all(now, RemoveReason::Drain);
+    w.drain();
+    let drained = w.events_matching(|e| {
+        matches!(
+            e,
+            Event::Removed {
+                reason: RemoveReason::Drain,
+                ..
+            }
+        )
+    });
+    assert_eq!(drained.len(), 3);
+    assert_eq!(w.sfu.participant_count(), 0);
+    assert_eq!(w.sfu.room_count(), 0);
+    assert_eq!(w.sfu.poll_timeout(), None);
+}
