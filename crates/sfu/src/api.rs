@@ -1,0 +1,231 @@
+//! Public types of the core: configuration, identifiers, events, errors and counters.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use str0m::media::Mid;
+
+/// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuConfig {
+    /// The worker's UDP socket address, announced as the single host candidate.
+    pub local_addr: SocketAddr,
+    /// Datagrams longer than this are dropped before any parsing.
+    pub mtu: usize,
+    /// Most participants in one room; `add_participant` refuses more.
+    pub max_participants: usize,
+    /// A participant that sends no authenticated STUN for this long is removed (reason `idle`).
+    pub idle_timeout: Duration,
+    /// At most one keyframe request per published layer is relayed per this interval.
+    pub keyframe_request_interval: Duration,
+}
+
+impl SfuConfig {
+    /// Defaults for a worker bound to `local_addr`.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        SfuConfig {
+            local_addr,
+            mtu: 1500,
+            max_participants: 32,
+            idle_timeout: Duration::from_secs(30),
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Opaque key of a room (the server maps a call link to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey(pub u64);
+
+/// Identifier of a participant, unique within one [`Sfu`][crate::Sfu].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// Kind of a room, from the kind of its call link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoomKind {
+    /// Audio and video.
+    Video,
+    /// Audio only: video m-lines are refused and video is never forwarded.
+    Voice,
+}
+
+/// Kind of a published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// An audio track.
+    Audio,
+    /// A video track.
+    Video,
+}
+
+/// Why a participant left or was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemoveReason {
+    /// The call link was revoked by the operator.
+    Revoked,
+    /// The link's creator blocked this user.
+    Blocked,
+    /// The room is full.
+    RoomFull,
+    /// No ICE activity for the idle timeout.
+    Idle,
+    /// The node is draining.
+    Drain,
+    /// Removed by a moderator.
+    Kicked,
+    /// The participant hung up.
+    Left,
+    /// The participant's session failed (its `Rtc` errored).
+    Error,
+}
+
+impl RemoveReason {
+    /// Stable lowercase name, usable as a metric label or on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Revoked => "revoked",
+            RemoveReason::Blocked => "blocked",
+            RemoveReason::RoomFull => "room_full",
+            RemoveReason::Idle => "idle",
+            RemoveReason::Drain => "drain",
+            RemoveReason::Kicked => "kicked",
+            RemoveReason::Left => "left",
+            RemoveReason::Error => "error",
+        }
+    }
+}
+
+/// Something the signaling layer must act on. Drained with [`Sfu::poll_event`][crate::Sfu::poll_event].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A participant was added to a room.
+    ParticipantJoined {
+        /// The room.
+        room: RoomKey,
+        /// Who joined.
+        participant: ParticipantId,
+    },
+    /// A participant is gone; tell the rest of the room.
+    ParticipantLeft {
+        /// The room.
+        room: RoomKey,
+        /// Who left.
+        participant: ParticipantId,
+        /// Why.
+        reason: RemoveReason,
+    },
+    /// Addressed to the removed participant itself: close its signaling with this reason.
+    Removed {
+        /// The room it was in.
+        room: RoomKey,
+        /// Who was removed.
+        participant: ParticipantId,
+        /// Why.
+        reason: RemoveReason,
+    },
+    /// A participant started publishing a track.
+    TrackPublished {
+        /// The room.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantId,
+        /// The publisher's m-line carrying the track.
+        mid: Mid,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// A published track is gone (its publisher left).
+    TrackUnpublished {
+        /// The room.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantId,
+        /// The publisher's m-line.
+        mid: Mid,
+    },
+    /// The loudest participant of a room changed.
+    ActiveSpeaker {
+        /// The room.
+        room: RoomKey,
+        /// The new active speaker.
+        participant: ParticipantId,
+    },
+    /// An SDP offer from the relay to send to the participant over signaling; answer with
+    /// [`Sfu::handle_sdp_answer`][crate::Sfu::handle_sdp_answer].
+    SdpOffer {
+        /// Recipient.
+        participant: ParticipantId,
+        /// The offer, as SDP text.
+        sdp: String,
+    },
+}
+
+/// Why `add_participant` or an SDP exchange was refused. Nothing was changed when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    /// The room already has `max_participants`.
+    #[error("room is full")]
+    RoomFull,
+    /// The participant id is already in use.
+    #[error("participant already present")]
+    DuplicateParticipant,
+    /// No such participant.
+    #[error("unknown participant")]
+    UnknownParticipant,
+    /// No such published track, simulcast layer or subscription.
+    #[error("unknown track or layer")]
+    UnknownTrack,
+    /// A voice room was offered a video m-line.
+    #[error("video is not allowed in a voice room")]
+    VideoNotAllowed,
+    /// The SDP is larger than the relay accepts.
+    #[error("sdp too large")]
+    SdpTooLarge,
+    /// The SDP could not be parsed or negotiated.
+    #[error("sdp rejected: {0}")]
+    Sdp(String),
+    /// An SDP answer arrived while no offer was outstanding.
+    #[error("no offer outstanding")]
+    NoPendingOffer,
+}
+
+/// Plain counters; the IO layer turns them into metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Every datagram passed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Longer than the MTU, dropped before parsing.
+    pub dropped_oversized: u64,
+    /// Too short to be any of STUN, DTLS, RTP or RTCP.
+    pub dropped_runt: u64,
+    /// Not recognisable as STUN, DTLS, RTP or RTCP.
+    pub dropped_malformed: u64,
+    /// Not STUN and from a 5-tuple no authenticated STUN validated.
+    pub dropped_unknown_source: u64,
+    /// STUN with an unknown ufrag, bad integrity or that does not parse. Never answered.
+    pub dropped_bad_stun: u64,
+    /// The participant's `Rtc` refused the datagram with an error (the participant is removed).
+    pub dropped_rtc_error: u64,
+    /// Participants whose `Rtc` panicked (a str0m bug); each was removed alone.
+    pub sessions_panicked: u64,
+    /// RTP packets received from publishers.
+    pub rtp_received: u64,
+    /// RTP copies handed to subscribers.
+    pub rtp_forwarded: u64,
+    /// RTP on an SSRC or m-line that is not a published track, or over the SSRC cap.
+    pub rtp_dropped_unknown_track: u64,
+    /// Video RTP arriving in a voice room.
+    pub rtp_dropped_video_in_voice: u64,
+    /// Keyframe requests relayed to publishers.
+    pub keyframe_requests_relayed: u64,
+    /// Keyframe requests suppressed by the per-layer throttle.
+    pub keyframe_requests_throttled: u64,
+}

@@ -1,0 +1,1370 @@
+//! The sans-IO forwarding core of callrelay.
+//!
+//! One [`Sfu`] per worker socket. It owns one str0m [`Rtc`] per participant (RTP mode,
+//! ICE-lite) and forwards every RTP packet of a published track to every subscriber of that
+//! track in the same room, payload bytes untouched.
+//!
+//! Nothing here does IO or reads a clock: datagrams come in through [`Sfu::handle_datagram`]
+//! with their receive time, timers through [`Sfu::handle_timeout`], and what must happen next
+//! is drained with [`Sfu::poll_transmit`], [`Sfu::poll_event`] and [`Sfu::poll_timeout`].
+//!
+//! After every `handle_*` call or command, drain `poll_transmit` and `poll_event` until they
+//! return `None`, then sleep until `poll_timeout()`:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Instant;
+//! use callrelay_sfu::{Event, Sfu};
+//!
+//! /// One turn of a worker: a datagram (or nothing) arrived at `now`.
+//! fn turn(sfu: &mut Sfu, now: Instant, datagram: Option<(SocketAddr, SocketAddr, &[u8])>) {
+//!     match datagram {
+//!         Some((source, destination, bytes)) => {
+//!             sfu.handle_datagram(now, source, destination, bytes)
+//!         }
+//!         None => sfu.handle_timeout(now),
+//!     }
+//!     while let Some(t) = sfu.poll_transmit() {
+//!         // socket.send_to(&t.contents, t.destination)
+//!         let _ = t;
+//!     }
+//!     while let Some(e) = sfu.poll_event() {
+//!         match e {
+//!             Event::SdpOffer { .. } => { /* send the offer over signaling */ }
+//!             _ => { /* room events to signaling */ }
+//!         }
+//!     }
+//!     let _sleep_until: Option<Instant> = sfu.poll_timeout();
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+mod api;
+mod speaker;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::crypto::CryptoProvider;
+use str0m::format::{
+    detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, Codec,
+};
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::{Candidate, IceCreds, Input, Output, Rtc};
+
+pub use api::{
+    Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats, TrackKind,
+};
+pub use str0m::media::{Mid, Rid};
+
+use speaker::SpeakerDetector;
+
+/// Shortest datagram worth looking at: an RTP header is 12 bytes, and SRTP, SRTCP, DTLS and
+/// STUN are all longer. Anything shorter is dropped before any length arithmetic.
+const MIN_DATAGRAM: usize = 12;
+
+/// Most remote addresses learned per participant (ICE may validate a few candidate pairs).
+const MAX_ADDRS_PER_PARTICIPANT: usize = 4;
+
+/// Most incoming SSRCs tracked per participant (threat 13: SSRC spoofing, too many SSRCs).
+const MAX_SSRCS_PER_PARTICIPANT: usize = 16;
+
+/// Largest SDP accepted from signaling (threat 16).
+const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// A datagram sent by the relay: hand `contents` to the socket at `source`, to `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local address to send from (the worker socket).
+    pub source: SocketAddr,
+    /// Remote address.
+    pub destination: SocketAddr,
+    /// Datagram bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Index of a participant slot. Every reference to a slot is removed with the participant,
+/// so a reused slot never receives another participant's traffic.
+type Slot = usize;
+
+/// A published track: `(publisher slot, publisher's mid)`.
+type TrackKey = (Slot, Mid);
+
+/// The forwarding core of one worker. See the crate documentation for the calling protocol.
+pub struct Sfu {
+    config: SfuConfig,
+    rng: StdRng,
+    crypto: Arc<CryptoProvider>,
+    participants: Vec<Option<Participant>>,
+    free_slots: Vec<Slot>,
+    by_id: HashMap<ParticipantId, Slot>,
+    /// Local ICE ufrag → participant, for the first STUN packet of a participant.
+    by_ufrag: HashMap<String, Slot>,
+    /// Learned remote 5-tuple → participant; only authenticated STUN adds entries.
+    by_addr: HashMap<SocketAddr, Slot>,
+    rooms: BTreeMap<RoomKey, Room>,
+    /// The forwarding table.
+    tracks: HashMap<TrackKey, Track>,
+    /// Participants whose `Rtc` has pending input to process (forwarded packets, feedback).
+    dirty: Vec<Slot>,
+    /// Participants that may need an SDP offer from the relay.
+    to_negotiate: Vec<Slot>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: SfuStats,
+}
+
+struct Room {
+    kind: RoomKind,
+    members: Vec<Slot>,
+    /// Published tracks, in publication order (drives the order of m-lines in offers).
+    tracks: Vec<TrackKey>,
+    speaker: SpeakerDetector,
+}
+
+struct Participant {
+    id: ParticipantId,
+    room: RoomKey,
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    next_timeout: Instant,
+    last_ice: Instant,
+    /// Incoming SSRC → (mid, rid): our own index so the per-packet lookup is one hash probe.
+    ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Outstanding relay-initiated offer.
+    pending_offer: Option<SdpPendingOffer>,
+    /// Subscription m-lines whose track is gone and which must be stopped.
+    to_stop: Vec<Mid>,
+    /// Subscription m-lines in an outstanding offer that stops them.
+    stopping: Vec<Mid>,
+    /// Receive-only m-lines to put in the relay's first offer (when the relay offers first).
+    recv_to_offer: Vec<MediaKind>,
+    /// Receive-only m-lines in the outstanding offer. str0m announces no `MediaAdded` for
+    /// lines the local side offered, so they are published when the answer is accepted.
+    recv_offered: Vec<Mid>,
+    dirty: bool,
+    negotiate: bool,
+}
+
+/// A published track and its subscribers (one entry of the forwarding table).
+struct Track {
+    kind: TrackKind,
+    /// Simulcast layers the publisher sends, in its order; empty without simulcast.
+    layers: Vec<Rid>,
+    subscribers: Vec<Subscription>,
+    /// Last keyframe request relayed to the publisher, per layer.
+    last_keyframe_request: Vec<(Option<Rid>, Instant)>,
+}
+
+struct Subscription {
+    subscriber: Slot,
+    state: OutState,
+    /// The simulcast layer being forwarded (`None` without simulcast, or before the first
+    /// keyframe of the target layer).
+    layer: Option<Rid>,
+    /// The layer wanted; the switch happens on its next keyframe.
+    target: Option<Rid>,
+    /// Added to the publisher's extended sequence number. Fixed at the first packet to
+    /// `-(first & !0xffff)` so the subscriber's stream starts with rollover counter 0 and the
+    /// low 16 bits are unchanged; recomputed at a layer switch to keep numbering contiguous.
+    seq_offset: Option<i64>,
+    /// Added (wrapping) to the publisher's RTP timestamp; non-zero only after a layer switch.
+    ts_offset: u32,
+    /// Packets of the current layer older than the switch point are not forwarded.
+    min_in_seq: u64,
+    /// Last forwarded (sequence number, timestamp, time).
+    last_out: Option<(u64, u32, Instant)>,
+    /// Publisher PT → subscriber PT, filled on first use.
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+/// Negotiation state of one subscription m-line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Needs an m-line in the next relay offer.
+    ToOpen,
+    /// In an outstanding offer.
+    Negotiating(Mid),
+    /// Negotiated: packets are forwarded.
+    Open(Mid),
+}
+
+impl Sfu {
+    /// A core for one worker socket. `seed` feeds every random choice the core makes (ICE
+    /// credentials); pass OS randomness in production and a constant in tests.
+    pub fn new(config: SfuConfig, seed: [u8; 32]) -> Self {
+        Sfu {
+            config,
+            rng: StdRng::from_seed(seed),
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            participants: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: BTreeMap::new(),
+            tracks: HashMap::new(),
+            dirty: Vec::new(),
+            to_negotiate: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    /// The configuration this core runs with.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    /// Drop counters and forwarding counters since creation.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    /// Participants currently present, in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Rooms with at least one participant.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Remote addresses learned from authenticated STUN, over all participants.
+    pub fn learned_address_count(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// Members of a room, in join order.
+    pub fn room_members(&self, room: RoomKey) -> Vec<ParticipantId> {
+        let Some(r) = self.rooms.get(&room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|s| self.participants[*s].as_ref().map(|p| p.id))
+            .collect()
+    }
+
+    /// Adds a participant to `room` (created if absent).
+    ///
+    /// With the client's SDP offer, returns `Some(answer)` to send back; tracks already
+    /// published in the room are then offered to the newcomer through an [`Event::SdpOffer`].
+    /// Without an offer, the relay offers first: one [`Event::SdpOffer`] with a receive-only
+    /// audio m-line (and video, in a video room) for the client to publish on, plus the
+    /// room's tracks; returns `None`, and the client's answer comes to
+    /// [`Sfu::handle_sdp_answer`].
+    ///
+    /// Refused without any change when the room is full, the id is taken, the SDP is bad, or
+    /// a voice room is offered video.
+    pub fn add_participant(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantId,
+        kind: RoomKind,
+        offer_sdp: Option<&str>,
+    ) -> Result<Option<String>, SfuError> {
+        if self.by_id.contains_key(&participant) {
+            return Err(SfuError::DuplicateParticipant);
+        }
+        let room_kind = match self.rooms.get(&room) {
+            Some(r) if r.members.len() >= self.config.max_participants => {
+                return Err(SfuError::RoomFull);
+            }
+            Some(r) => r.kind,
+            None => kind,
+        };
+        let offer = offer_sdp
+            .map(|sdp| parse_offer(sdp, room_kind))
+            .transpose()?;
+
+        let ufrag = self.new_ufrag();
+        let creds = IceCreds {
+            ufrag: ufrag.clone(),
+            pass: random_token(&mut self.rng, 24),
+        };
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .set_crypto_provider(self.crypto.clone())
+            .build(now);
+        let candidate = Candidate::host(self.config.local_addr, "udp")
+            .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = offer
+            .map(|offer| rtc.sdp_api().accept_offer(offer))
+            .transpose()
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let recv_to_offer = match (&answer, room_kind) {
+            (Some(_), _) => Vec::new(),
+            (None, RoomKind::Voice) => vec![MediaKind::Audio],
+            (None, RoomKind::Video) => vec![MediaKind::Audio, MediaKind::Video],
+        };
+
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.participants.push(None);
+                self.participants.len() - 1
+            }
+        };
+        self.participants[slot] = Some(Participant {
+            id: participant,
+            room,
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            next_timeout: now,
+            last_ice: now,
+            ssrcs: HashMap::new(),
+            pending_offer: None,
+            to_stop: Vec::new(),
+            stopping: Vec::new(),
+            recv_to_offer,
+            recv_offered: Vec::new(),
+            dirty: false,
+            negotiate: false,
+        });
+        self.by_id.insert(participant, slot);
+        self.by_ufrag.insert(ufrag, slot);
+
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            kind: room_kind,
+            members: Vec::new(),
+            tracks: Vec::new(),
+            speaker: SpeakerDetector::default(),
+        });
+        r.members.push(slot);
+        // Subscribe the newcomer to everything already published.
+        let mut any = false;
+        for key in &r.tracks {
+            if let Some(t) = self.tracks.get_mut(key) {
+                let target = t.layers.first().copied();
+                t.subscribers.push(Subscription::new(slot, target));
+                any = true;
+            }
+        }
+        if any || answer.is_none() {
+            self.mark_negotiate(slot);
+        }
+        self.events
+            .push_back(Event::ParticipantJoined { room, participant });
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(answer.map(|a| a.to_sdp_string()))
+    }
+
+    /// Removes a participant (hang-up, revocation, block, kick, drain). Emits
+    /// [`Event::ParticipantLeft`] for the room and [`Event::Removed`] for the participant,
+    /// and renegotiates the others to drop its tracks.
+    pub fn remove_participant(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        reason: RemoveReason,
+    ) -> Result<(), SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        self.remove_slot(slot, reason);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Removes everyone in `room` with `reason` (e.g. the link was revoked).
+    pub fn remove_room(&mut self, now: Instant, room: RoomKey, reason: RemoveReason) {
+        let members = self
+            .rooms
+            .get(&room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        for slot in members {
+            self.remove_slot(slot, reason);
+        }
+        self.flush(now);
+    }
+
+    /// Removes everyone, room by room, with `reason` (e.g. `drain` when the node shuts down).
+    pub fn remove_all(&mut self, now: Instant, reason: RemoveReason) {
+        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.remove_room(now, room, reason);
+        }
+    }
+
+    /// A renegotiation offer from the client; returns the answer to send back.
+    pub fn handle_sdp_offer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self.participants[slot]
+            .as_mut()
+            .expect("by_id only holds occupied slots");
+        let room_kind = self.rooms.get(&p.room).map(|r| r.kind);
+        let offer = parse_offer(offer_sdp, room_kind.unwrap_or(RoomKind::Video))?;
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // accept_offer rolled back our own outstanding offer: redo it after this exchange.
+        if p.pending_offer.take().is_some() {
+            p.recv_offered.clear();
+            let mut stopping = std::mem::take(&mut p.stopping);
+            p.to_stop.append(&mut stopping);
+            let room = p.room;
+            self.for_each_subscription(room, slot, |sub| {
+                if let OutState::Negotiating(_) = sub.state {
+                    sub.state = OutState::ToOpen;
+                }
+            });
+            self.mark_negotiate(slot);
+        }
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The client's answer to the last [`Event::SdpOffer`] it was sent.
+    pub fn handle_sdp_answer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        answer_sdp: &str,
+    ) -> Result<(), SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if answer_sdp.len() > MAX_SDP_LEN {
+            return Err(SfuError::SdpTooLarge);
+        }
+        let answer =
+            SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let p = self.participants[slot]
+            .as_mut()
+            .expect("by_id only holds occupied slots");
+        let pending = p.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
+        if let Err(e) = p.rtc.sdp_api().accept_answer(pending, answer) {
+            // A broken answer costs this participant only.
+            self.remove_slot(slot, RemoveReason::Error);
+            self.flush(now);
+            return Err(SfuError::Sdp(e.to_string()));
+        }
+        p.stopping.clear();
+        let published: Vec<(Mid, MediaKind)> = p
+            .recv_offered
+            .drain(..)
+            .filter_map(|mid| {
+                let m = p.rtc.media(mid)?;
+                m.direction().is_receiving().then(|| (mid, m.kind()))
+            })
+            .collect();
+        let room = p.room;
+        for (mid, kind) in published {
+            self.publish(slot, mid, kind, Vec::new());
+        }
+        let mut opened: Vec<(TrackKey, Option<Rid>)> = Vec::new();
+        if let Some(r) = self.rooms.get(&room) {
+            for key in &r.tracks {
+                let Some(t) = self.tracks.get_mut(key) else {
+                    continue;
+                };
+                for sub in t.subscribers.iter_mut().filter(|s| s.subscriber == slot) {
+                    if let OutState::Negotiating(m) = sub.state {
+                        sub.state = OutState::Open(m);
+                        if t.kind == TrackKind::Video {
+                            opened.push((*key, sub.target));
+                        }
+                    }
+                }
+            }
+        }
+        // A new video subscriber needs a keyframe to start decoding.
+        for (key, rid) in opened {
+            self.request_keyframe(now, key, rid, KeyframeRequestKind::Pli);
+        }
+        self.mark_negotiate(slot);
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Chooses which simulcast layer of `publisher`'s track `mid` the `subscriber` receives.
+    /// The switch happens on that layer's next keyframe, which is requested now (throttled);
+    /// until then the current layer keeps flowing. Without a call, a subscriber gets the
+    /// first layer the publisher listed.
+    pub fn set_subscriber_layer(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        mid: Mid,
+        rid: Rid,
+    ) -> Result<(), SfuError> {
+        let sub_slot = *self
+            .by_id
+            .get(&subscriber)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let pub_slot = *self
+            .by_id
+            .get(&publisher)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let key = (pub_slot, mid);
+        let track = self.tracks.get_mut(&key).ok_or(SfuError::UnknownTrack)?;
+        if !track.layers.contains(&rid) {
+            return Err(SfuError::UnknownTrack);
+        }
+        let sub = track
+            .subscribers
+            .iter_mut()
+            .find(|s| s.subscriber == sub_slot)
+            .ok_or(SfuError::UnknownTrack)?;
+        sub.target = Some(rid);
+        if sub.layer != Some(rid) {
+            self.request_keyframe(now, key, Some(rid), KeyframeRequestKind::Pli);
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    /// A datagram received on the worker socket at `now` from `source`, sent to `destination`.
+    ///
+    /// `destination` must be the address announced as host candidate
+    /// ([`SfuConfig::local_addr`]), even when the socket is bound to a wildcard address:
+    /// str0m matches ICE traffic against its local candidates.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.stats.datagrams_received += 1;
+        if bytes.len() > self.config.mtu {
+            self.stats.dropped_oversized += 1;
+            return;
+        }
+        if bytes.len() < MIN_DATAGRAM {
+            self.stats.dropped_runt += 1;
+            return;
+        }
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            // Also covers STUN-looking datagrams that do not parse as STUN.
+            if bytes[0] < 2 {
+                self.stats.dropped_bad_stun += 1;
+            } else {
+                self.stats.dropped_malformed += 1;
+            }
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+
+        let slot = if bytes[0] < 2 {
+            // STUN: route by our ufrag, the first half of USERNAME; never answer a stranger.
+            let Some(slot) = self.route_stun(source, bytes) else {
+                self.stats.dropped_bad_stun += 1;
+                return;
+            };
+            let p = self.participants[slot]
+                .as_mut()
+                .expect("routes only point at occupied slots");
+            // Checks MESSAGE-INTEGRITY against this participant's credentials.
+            if !p.rtc.accepts(&input) {
+                self.stats.dropped_bad_stun += 1;
+                return;
+            }
+            p.last_ice = now;
+            self.learn_addr(slot, source);
+            slot
+        } else {
+            let Some(&slot) = self.by_addr.get(&source) else {
+                self.stats.dropped_unknown_source += 1;
+                return;
+            };
+            slot
+        };
+
+        let p = self.participants[slot]
+            .as_mut()
+            .expect("routes only point at occupied slots");
+        match guarded(|| p.rtc.handle_input(input)) {
+            Some(Ok(())) => self.poll_rtc(slot, now),
+            Some(Err(_)) => {
+                self.stats.dropped_rtc_error += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
+            None => {
+                self.stats.sessions_panicked += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Advances timers to `now`: str0m timers of every due participant, and idle removal.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let idle = self.config.idle_timeout;
+        for slot in 0..self.participants.len() {
+            let Some(p) = self.participants[slot].as_mut() else {
+                continue;
+            };
+            if now >= p.last_ice + idle {
+                self.remove_slot(slot, RemoveReason::Idle);
+            } else if now >= p.next_timeout {
+                self.mark_dirty(slot);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the signaling layer, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Sfu::handle_timeout`] must be called next, at the latest. `None` when there is
+    /// nobody to serve.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.config.idle_timeout;
+        self.participants
+            .iter()
+            .flatten()
+            .map(|p| p.next_timeout.min(p.last_ice + idle))
+            .min()
+    }
+
+    // ---- private -------------------------------------------------------------------------
+
+    fn new_ufrag(&mut self) -> String {
+        loop {
+            let u = random_token(&mut self.rng, 8);
+            if !self.by_ufrag.contains_key(&u) {
+                return u;
+            }
+        }
+    }
+
+    fn route_stun(&self, source: SocketAddr, bytes: &[u8]) -> Option<Slot> {
+        let msg = StunMessage::parse(bytes).ok()?;
+        if let Some((local, _remote)) = msg.split_username() {
+            return self.by_ufrag.get(local).copied();
+        }
+        // Binding indications and responses carry no USERNAME: only from a known address.
+        self.by_addr.get(&source).copied()
+    }
+
+    fn learn_addr(&mut self, slot: Slot, addr: SocketAddr) {
+        match self.by_addr.get(&addr) {
+            Some(&s) if s == slot => return,
+            Some(&other) => {
+                // Authenticated STUN moved this address to another participant (port reuse).
+                if let Some(o) = self.participants[other].as_mut() {
+                    o.addrs.retain(|a| *a != addr);
+                }
+            }
+            None => {}
+        }
+        let p = self.participants[slot]
+            .as_mut()
+            .expect("learn_addr on an occupied slot");
+        if p.addrs.len() >= MAX_ADDRS_PER_PARTICIPANT {
+            let oldest = p.addrs.remove(0);
+            self.by_addr.remove(&oldest);
+        }
+        p.addrs.push(addr);
+        self.by_addr.insert(addr, slot);
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        if let Some(p) = self.participants[slot].as_mut() {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    fn mark_negotiate(&mut self, slot: Slot) {
+        if let Some(p) = self.participants[slot].as_mut() {
+            if !p.negotiate {
+                p.negotiate = true;
+                self.to_negotiate.push(slot);
+            }
+        }
+    }
+
+    /// Runs every `Rtc` with pending work until all are idle, and sends pending offers.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            if let Some(slot) = self.dirty.pop() {
+                let Some(p) = self.participants[slot].as_mut() else {
+                    continue;
+                };
+                p.dirty = false;
+                match guarded(|| p.rtc.handle_input(Input::Timeout(now))) {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => {
+                        self.remove_slot(slot, RemoveReason::Error);
+                        continue;
+                    }
+                    None => {
+                        self.stats.sessions_panicked += 1;
+                        self.remove_slot(slot, RemoveReason::Error);
+                        continue;
+                    }
+                }
+                self.poll_rtc(slot, now);
+                continue;
+            }
+            if let Some(slot) = self.to_negotiate.pop() {
+                self.negotiate(slot);
+                continue;
+            }
+            break;
+        }
+    }
+
+    /// Drains one `Rtc` until it reports its next timeout.
+    fn poll_rtc(&mut self, slot: Slot, now: Instant) {
+        loop {
+            let Some(p) = self.participants[slot].as_mut() else {
+                return;
+            };
+            let out = match guarded(|| p.rtc.poll_output()) {
+                Some(Ok(o)) => o,
+                Some(Err(_)) => {
+                    self.remove_slot(slot, RemoveReason::Error);
+                    return;
+                }
+                None => {
+                    self.stats.sessions_panicked += 1;
+                    self.remove_slot(slot, RemoveReason::Error);
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    p.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Output::Event(e) => self.handle_rtc_event(slot, now, e),
+            }
+        }
+    }
+
+    fn handle_rtc_event(&mut self, slot: Slot, now: Instant, e: str0m::Event) {
+        match e {
+            str0m::Event::RtpPacket(pkt) => self.forward(slot, now, pkt),
+            str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
+                let layers = m
+                    .simulcast
+                    .map(|s| {
+                        let l = if s.recv.is_empty() { s.send } else { s.recv };
+                        l.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                self.publish(slot, m.mid, m.kind, layers);
+            }
+            // The client closed DTLS: it hung up.
+            str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
+            str0m::Event::KeyframeRequest(req) => {
+                self.relay_keyframe_request(now, slot, req.mid, req.kind);
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, slot: Slot, mid: Mid, kind: MediaKind, layers: Vec<Rid>) {
+        let p = self.participants[slot]
+            .as_ref()
+            .expect("publish from an occupied slot");
+        let (room_key, id) = (p.room, p.id);
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        let kind = if kind.is_audio() {
+            TrackKind::Audio
+        } else {
+            TrackKind::Video
+        };
+        if kind == TrackKind::Video && room.kind == RoomKind::Voice {
+            return;
+        }
+        let key = (slot, mid);
+        if self.tracks.contains_key(&key) {
+            return;
+        }
+        let subscribers: Vec<Subscription> = room
+            .members
+            .iter()
+            .filter(|s| **s != slot)
+            .map(|s| Subscription::new(*s, layers.first().copied()))
+            .collect();
+        let to_negotiate: Vec<Slot> = subscribers.iter().map(|s| s.subscriber).collect();
+        room.tracks.push(key);
+        self.tracks.insert(
+            key,
+            Track {
+                kind,
+                layers,
+                subscribers,
+                last_keyframe_request: Vec::new(),
+            },
+        );
+        for s in to_negotiate {
+            self.mark_negotiate(s);
+        }
+        self.events.push_back(Event::TrackPublished {
+            room: room_key,
+            participant: id,
+            mid,
+            kind,
+        });
+    }
+
+    /// Sends a relay offer to `slot` if subscriptions wait for m-lines or must be stopped,
+    /// unless an offer is already outstanding (then this runs again when it is answered).
+    fn negotiate(&mut self, slot: Slot) {
+        let Some(p) = self.participants[slot].as_mut() else {
+            return;
+        };
+        p.negotiate = false;
+        if p.pending_offer.is_some() {
+            return;
+        }
+        let room_key = p.room;
+        // Tracks waiting for an m-line towards this subscriber, with their publisher's id.
+        let mut to_open: Vec<(TrackKey, TrackKind, ParticipantId)> = Vec::new();
+        if let Some(room) = self.rooms.get(&room_key) {
+            for key in &room.tracks {
+                let Some(t) = self.tracks.get(key) else {
+                    continue;
+                };
+                let waiting = t
+                    .subscribers
+                    .iter()
+                    .any(|s| s.subscriber == slot && s.state == OutState::ToOpen);
+                let publisher = self.participants[key.0].as_ref().map(|p| p.id);
+                if let (true, Some(publisher)) = (waiting, publisher) {
+                    to_open.push((*key, t.kind, publisher));
+                }
+            }
+        }
+        let p = self.participants[slot]
+            .as_mut()
+            .expect("checked occupied above");
+        let mut api = p.rtc.sdp_api();
+        // If a client offer rolls this offer back, its own offer defines what it publishes.
+        for kind in p.recv_to_offer.drain(..) {
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            p.recv_offered.push(mid);
+        }
+        for mid in p.to_stop.drain(..) {
+            api.stop_media(mid);
+            p.stopping.push(mid);
+        }
+        let mut opened: Vec<(TrackKey, Mid)> = Vec::with_capacity(to_open.len());
+        for (key, kind, publisher) in to_open {
+            let media_kind = match kind {
+                TrackKind::Audio => MediaKind::Audio,
+                TrackKind::Video => MediaKind::Video,
+            };
+            let stream_id = publisher.to_string();
+            let track_id = format!("{publisher}-{}", key.1);
+            let mid = api.add_media(
+                media_kind,
+                Direction::SendOnly,
+                Some(stream_id),
+                Some(track_id),
+                None,
+            );
+            opened.push((key, mid));
+        }
+        if !api.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        let id = p.id;
+        p.pending_offer = Some(pending);
+        for (key, mid) in opened {
+            if let Some(t) = self.tracks.get_mut(&key) {
+                for sub in t.subscribers.iter_mut().filter(|s| s.subscriber == slot) {
+                    sub.state = OutState::Negotiating(mid);
+                }
+            }
+        }
+        self.events.push_back(Event::SdpOffer {
+            participant: id,
+            sdp: offer.to_sdp_string(),
+        });
+        self.mark_dirty(slot);
+    }
+
+    fn for_each_subscription(
+        &mut self,
+        room: RoomKey,
+        slot: Slot,
+        mut f: impl FnMut(&mut Subscription),
+    ) {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        for key in &r.tracks {
+            if let Some(t) = self.tracks.get_mut(key) {
+                t.subscribers
+                    .iter_mut()
+                    .filter(|s| s.subscriber == slot)
+                    .for_each(&mut f);
+            }
+        }
+    }
+
+    /// The hot path: one RTP packet from a publisher to all subscribers of its track.
+    fn forward(&mut self, slot: Slot, now: Instant, pkt: RtpPacket) {
+        self.stats.rtp_received += 1;
+        let Some(p) = self.participants[slot].as_mut() else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let (mid, rid) = match p.ssrcs.get(&ssrc) {
+            Some(v) => *v,
+            None => {
+                let found = p
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()));
+                match found {
+                    Some(v) if p.ssrcs.len() < MAX_SSRCS_PER_PARTICIPANT => {
+                        p.ssrcs.insert(ssrc, v);
+                        v
+                    }
+                    _ => {
+                        self.stats.rtp_dropped_unknown_track += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let room_key = p.room;
+        let in_pt = pkt.header.payload_type;
+        let in_params = p.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
+
+        let Some(track) = self.tracks.get_mut(&(slot, mid)) else {
+            let voice = self.rooms.get(&room_key).map(|r| r.kind) == Some(RoomKind::Voice);
+            if voice && p.rtc.media(mid).map(|m| m.kind().is_video()) == Some(true) {
+                self.stats.rtp_dropped_video_in_voice += 1;
+            } else {
+                self.stats.rtp_dropped_unknown_track += 1;
+            }
+            return;
+        };
+        // Only a simulcast track needs to know where keyframes start (the VP8 payload
+        // descriptor and the other codecs' headers stay in clear under end-to-end encryption).
+        let keyframe = !track.layers.is_empty()
+            && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
+
+        if track.kind == TrackKind::Audio {
+            if let (Some(level), Some(room)) = (
+                pkt.header.ext_vals.audio_level,
+                self.rooms.get_mut(&room_key),
+            ) {
+                let id = p.id;
+                if let Some(speaker) = room.speaker.update(now, id, level) {
+                    self.events.push_back(Event::ActiveSpeaker {
+                        room: room_key,
+                        participant: speaker,
+                    });
+                }
+            }
+        }
+
+        let ext_vals = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let in_seq = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
+        let nackable = track.kind == TrackKind::Video;
+        // A subscriber waits for a keyframe of its target layer that may never come unsolicited.
+        let mut want_keyframe = false;
+
+        for sub in &mut track.subscribers {
+            let OutState::Open(out_mid) = sub.state else {
+                continue;
+            };
+            let Some(s) = self.participants[sub.subscriber].as_mut() else {
+                continue;
+            };
+            if sub.layer != rid {
+                if sub.target != rid || !keyframe {
+                    want_keyframe |= sub.target == rid;
+                    continue;
+                }
+                sub.switch_layer(rid, in_seq, in_ts, now);
+            }
+            let offset = *sub.seq_offset.get_or_insert(-((in_seq & !0xffff) as i64));
+            let out_seq = in_seq as i64 + offset;
+            if in_seq < sub.min_in_seq || out_seq < 0 {
+                // Reordered from before this subscriber's first packet or layer switch.
+                continue;
+            }
+            let out_seq = out_seq as u64;
+            let out_ts = in_ts.wrapping_add(sub.ts_offset);
+            let out_pt = match sub.pt_map.iter().find(|(i, _)| *i == in_pt) {
+                Some((_, o)) => *o,
+                None => {
+                    let o = in_params
+                        .and_then(|ip| s.rtc.codec_config().match_params(ip))
+                        .map(|op| op.pt());
+                    sub.pt_map.push((in_pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                continue;
+            };
+            let mut api = s.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(nackable),
+            );
+            if sub.last_out.is_none_or(|(s, _, _)| out_seq > s) {
+                sub.last_out = Some((out_seq, out_ts, now));
+            }
+            self.stats.rtp_forwarded += 1;
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(sub.subscriber);
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(now, (slot, mid), rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// A subscriber asked for a keyframe on one of its subscription m-lines: ask the
+    /// publisher for the layer this subscriber gets (or is switching to).
+    fn relay_keyframe_request(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        out_mid: Mid,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(room) = self
+            .participants
+            .get(slot)
+            .and_then(|p| p.as_ref())
+            .and_then(|p| self.rooms.get(&p.room))
+        else {
+            return;
+        };
+        let found = room.tracks.iter().find_map(|k| {
+            let t = self.tracks.get(k)?;
+            let sub = t
+                .subscribers
+                .iter()
+                .find(|s| s.subscriber == slot && s.state == OutState::Open(out_mid))?;
+            Some((*k, sub.layer.or(sub.target)))
+        });
+        if let Some((key, rid)) = found {
+            self.request_keyframe(now, key, rid, kind);
+        }
+    }
+
+    /// Asks the publisher of `key` for a keyframe on layer `rid`, throttled per layer.
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        key: TrackKey,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        let last = track
+            .last_keyframe_request
+            .iter_mut()
+            .find(|(r, _)| *r == rid);
+        if let Some((_, at)) = &last {
+            if now < *at + interval {
+                self.stats.keyframe_requests_throttled += 1;
+                return;
+            }
+        }
+        let Some(p) = self.participants[key.0].as_mut() else {
+            return;
+        };
+        let mut api = p.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(key.1, rid) else {
+            // Nothing received on that m-line yet: the first keyframe is on its way anyway.
+            return;
+        };
+        rx.request_keyframe(kind);
+        match last {
+            Some((_, at)) => *at = now,
+            None => track.last_keyframe_request.push((rid, now)),
+        }
+        self.stats.keyframe_requests_relayed += 1;
+        self.mark_dirty(key.0);
+    }
+
+    /// Removes a participant and every reference to its slot.
+    fn remove_slot(&mut self, slot: Slot, reason: RemoveReason) {
+        let Some(mut p) = self.participants[slot].take() else {
+            return;
+        };
+        if reason == RemoveReason::Error {
+            // Its state is suspect: touch nothing more.
+            p.rtc.disconnect();
+        } else {
+            // Tell the client at the media layer too (RTCP BYE, DTLS close_notify).
+            let transmits = &mut self.transmits;
+            guarded(|| close_rtc(&mut p.rtc, transmits));
+        }
+        self.free_slots.push(slot);
+        self.by_id.remove(&p.id);
+        self.by_ufrag.remove(&p.ufrag);
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        let room_key = p.room;
+        if let Some(room) = self.rooms.get_mut(&room_key) {
+            room.members.retain(|s| *s != slot);
+            room.speaker.forget(p.id);
+            // Its own tracks: unpublish, and stop the subscribers' m-lines.
+            let mut stops: Vec<(Slot, Mid)> = Vec::new();
+            room.tracks.retain(|key| {
+                if key.0 != slot {
+                    return true;
+                }
+                if let Some(t) = self.tracks.remove(key) {
+                    for sub in t.subscribers {
+                        if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
+                            stops.push((sub.subscriber, m));
+                        }
+                    }
+                }
+                self.events.push_back(Event::TrackUnpublished {
+                    room: room_key,
+                    participant: p.id,
+                    mid: key.1,
+                });
+                false
+            });
+            // Its subscriptions to others.
+            for key in &room.tracks {
+                if let Some(t) = self.tracks.get_mut(key) {
+                    t.subscribers.retain(|s| s.subscriber != slot);
+                }
+            }
+            let empty = room.members.is_empty();
+            for (s, m) in stops {
+                if let Some(sp) = self.participants[s].as_mut() {
+                    sp.to_stop.push(m);
+                }
+                self.mark_negotiate(s);
+            }
+            if empty {
+                self.rooms.remove(&room_key);
+            }
+        }
+        self.events.push_back(Event::ParticipantLeft {
+            room: room_key,
+            participant: p.id,
+            reason,
+        });
+        self.events.push_back(Event::Removed {
+            room: room_key,
+            participant: p.id,
+            reason,
+        });
+    }
+}
+
+impl Subscription {
+    /// Starts forwarding layer `rid` at this packet (a keyframe), continuing the sequence
+    /// numbers and timestamps the subscriber has seen so far.
+    fn switch_layer(&mut self, rid: Option<Rid>, in_seq: u64, in_ts: u32, now: Instant) {
+        self.layer = rid;
+        self.min_in_seq = in_seq;
+        match self.last_out {
+            Some((seq, ts, at)) => {
+                self.seq_offset = Some(seq as i64 + 1 - in_seq as i64);
+                // Video clock: 90 kHz. Advance by the wall time since the last packet sent.
+                let ms = now.saturating_duration_since(at).as_millis();
+                let ticks = u32::try_from(ms.saturating_mul(90))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                self.ts_offset = ts.wrapping_add(ticks).wrapping_sub(in_ts);
+            }
+            None => {
+                self.seq_offset = None;
+                self.ts_offset = 0;
+            }
+        }
+    }
+
+    fn new(subscriber: Slot, target: Option<Rid>) -> Self {
+        Subscription {
+            subscriber,
+            state: OutState::ToOpen,
+            layer: None,
+            target,
+            seq_offset: None,
+            ts_offset: 0,
+            min_in_seq: 0,
+            last_out: None,
+            pt_map: Vec::new(),
+        }
+    }
+}
+
+/// Starts closing `rtc` and collects what it sends for that; bounded, events ignored.
+fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
+    if rtc.close().is_err() {
+        return;
+    }
+    for _ in 0..32 {
+        match rtc.poll_output() {
+            Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.into(),
+            }),
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into `None`. A bug inside one participant's `Rtc` must cost
+/// that participant only (THREATS 30); the caller removes it. The `Rtc` is dropped right after
+/// a panic, so no broken invariant is observed again.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+/// Whether an RTP payload starts a keyframe, from what the codec leaves in clear.
+fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => detect_vp8_keyframe(payload),
+        Codec::Vp9 => detect_vp9_keyframe(payload),
+        Codec::H264 => detect_h264_keyframe(payload),
+        Codec::Av1 => detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// Size check, parse, and the voice-room rule, before anything is created.
+fn parse_offer(sdp: &str, room_kind: RoomKind) -> Result<SdpOffer, SfuError> {
+    if sdp.len() > MAX_SDP_LEN {
+        return Err(SfuError::SdpTooLarge);
+    }
+    if room_kind == RoomKind::Voice && has_active_video(sdp) {
+        return Err(SfuError::VideoNotAllowed);
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))
+}
+
+/// Whether an SDP has a video m-line that is not disabled (port 0).
+fn has_active_video(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.strip_prefix("m=video ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|port| port != "0")
+    })
+}
+
+/// A random string over the ICE-char alphabet.
+fn random_token(rng: &mut StdRng, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_detection_ignores_disabled_lines() {
+        assert!(has_active_video(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!has_active_video(
+            "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!has_active_video(
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        ));
+    }
+
+    #[test]
+    fn sfu_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Sfu>();
+    }
+
+    #[test]
+    fn tokens_are_seeded() {
+        let a = random_token(&mut StdRng::from_seed([1; 32]), 8);
+        let b = random_token(&mut StdRng::from_seed([1; 32]), 8);
+        let c = random_token(&mut StdRng::from_seed([2; 32]), 8);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 8);
+    }
+}

@@ -1,0 +1,591 @@
+//! Deterministic in-process harness: str0m client `Rtc`s and the [`Sfu`] exchanging datagrams
+//! in memory on fake 127.0.0.1 addresses, on virtual time, always advancing to whichever event
+//! comes first (like str0m's `tests/common.rs` `progress()`), with optional seeded loss.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use callrelay_sfu::{Event, ParticipantId, RoomKey, RoomKind, Sfu, SfuConfig, SfuError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+
+/// The relay's (fake) worker socket.
+pub const SFU_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 40_000);
+
+/// One-way latency of the fake network.
+pub const LATENCY: Duration = Duration::from_millis(5);
+
+/// Smallest step of virtual time, so that a timer that is already due cannot stall the loop.
+const MIN_STEP: Duration = Duration::from_millis(1);
+
+/// A packet in flight.
+pub struct InFlight {
+    pub at: Instant,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// What a client received on one of its subscription m-lines.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mid: Mid,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+    pub audio_level: Option<i8>,
+}
+
+/// A participant's browser stand-in: a normal (non-lite) str0m `Rtc` in RTP mode.
+pub struct Client {
+    pub id: ParticipantId,
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub timeout: Instant,
+    /// When false the client is frozen: not driven, and packets to it vanish.
+    pub online: bool,
+    pub audio_mid: Option<Mid>,
+    pub video_mid: Option<Mid>,
+    pub audio_seq: u64,
+    pub video_seq: u64,
+    pub sent_audio: Vec<Vec<u8>>,
+    pub sent_video: Vec<Vec<u8>>,
+    pub received: Vec<Received>,
+    pub keyframe_requests: usize,
+    /// The layer of each keyframe request the client received.
+    pub keyframe_request_rids: Vec<Option<Rid>>,
+    /// The relay closed the connection (DTLS close_notify).
+    pub closed: bool,
+    /// The relay's ICE ufrag towards this client, from its answer.
+    pub relay_ufrag: String,
+    /// Mids of m-lines the relay added towards this client (its subscriptions).
+    pub subscribed_mids: Vec<Mid>,
+}
+
+/// The relay plus its clients on one fake network.
+pub struct World {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub clients: Vec<Client>,
+    pub net: VecDeque<InFlight>,
+    pub loss: f64,
+    rng: StdRng,
+    /// Every event the relay emitted except the SDP offers the harness answers itself.
+    pub events: Vec<(Instant, Event)>,
+    /// Datagrams the relay sent, counted.
+    pub sfu_transmits: usize,
+    /// When set, relay offers are kept in `held_offers` instead of being answered.
+    pub hold_offers: bool,
+    pub held_offers: Vec<(ParticipantId, String)>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_config(SfuConfig::new(SFU_ADDR))
+    }
+
+    pub fn with_config(config: SfuConfig) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        // The one read of the real clock: an origin for virtual time. Nothing measures it.
+        let now = Instant::now();
+        World {
+            now,
+            sfu: Sfu::new(config, [7; 32]),
+            clients: Vec::new(),
+            net: VecDeque::new(),
+            loss: 0.0,
+            rng: StdRng::seed_from_u64(42),
+            events: Vec::new(),
+            sfu_transmits: 0,
+            hold_offers: false,
+            held_offers: Vec::new(),
+        }
+    }
+
+    /// Client index by participant id.
+    pub fn client(&self, id: u64) -> usize {
+        self.clients
+            .iter()
+            .position(|c| c.id == ParticipantId(id))
+            .expect("known client")
+    }
+
+    /// A client joins `room`, offering to publish audio and/or video.
+    pub fn join(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+    ) -> Result<usize, SfuError> {
+        self.join_with_layers(id, room, kind, audio, video, &[])
+    }
+
+    /// Like [`World::join`], publishing video as simulcast with `layers` (rids) if not empty.
+    pub fn join_with_layers(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+    ) -> Result<usize, SfuError> {
+        self.join_custom(id, room, kind, audio, video, layers, |c| c)
+    }
+
+    /// The general join: `configure` adjusts the client's `RtcConfig` (codecs, PTs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_custom(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+        configure: impl FnOnce(RtcConfig) -> RtcConfig,
+    ) -> Result<usize, SfuError> {
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for l in layers {
+                s.add_send_layer(SimulcastLayer::new(l));
+            }
+            s
+        });
+        let addr = SocketAddr::new(
+            std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            20_000 + id as u16,
+        );
+        let mut rtc = configure(Rtc::builder().set_rtp_mode(true)).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let mut api = rtc.sdp_api();
+        let audio_mid =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
+        let (offer, pending) = api.apply().expect("an offer with media");
+        let answer = self.sfu.add_participant(
+            self.now,
+            RoomKey(room),
+            ParticipantId(id),
+            kind,
+            Some(&offer.to_sdp_string()),
+        )?;
+        let answer = answer.expect("an answer to the client's offer");
+        let relay_ufrag = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .expect("answer carries an ufrag")
+            .trim()
+            .to_string();
+        rtc.sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("client accepts the relay's answer");
+        self.clients.push(Client {
+            id: ParticipantId(id),
+            addr,
+            rtc,
+            timeout: self.now,
+            online: true,
+            audio_mid,
+            video_mid,
+            audio_seq: 0,
+            video_seq: 0,
+            sent_audio: Vec::new(),
+            sent_video: Vec::new(),
+            received: Vec::new(),
+            keyframe_requests: 0,
+            keyframe_request_rids: Vec::new(),
+            subscribed_mids: Vec::new(),
+            relay_ufrag,
+            closed: false,
+        });
+        self.drain();
+        Ok(self.clients.len() - 1)
+    }
+
+    /// A client joins without an offer: the relay offers first and the client answers.
+    pub fn join_relay_offers(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+    ) -> Result<usize, SfuError> {
+        let addr = SocketAddr::new(
+            std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            20_000 + id as u16,
+        );
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let answer =
+            self.sfu
+                .add_participant(self.now, RoomKey(room), ParticipantId(id), kind, None)?;
+        assert!(answer.is_none(), "the relay offers instead of answering");
+        self.clients.push(Client {
+            id: ParticipantId(id),
+            addr,
+            rtc,
+            timeout: self.now,
+            online: true,
+            audio_mid: None,
+            video_mid: None,
+            audio_seq: 0,
+            video_seq: 0,
+            sent_audio: Vec::new(),
+            sent_video: Vec::new(),
+            received: Vec::new(),
+            keyframe_requests: 0,
+            keyframe_request_rids: Vec::new(),
+            subscribed_mids: Vec::new(),
+            relay_ufrag: String::new(),
+            closed: false,
+        });
+        // The relay's offer is among the events: the client answers it here.
+        self.drain();
+        Ok(self.clients.len() - 1)
+    }
+
+    /// Advances virtual time to the next event (at least [`MIN_STEP`]) and processes it.
+    pub fn step(&mut self) {
+        let mut next = self.now + Duration::from_secs(1);
+        if let Some(t) = self.sfu.poll_timeout() {
+            next = next.min(t);
+        }
+        for c in self.clients.iter().filter(|c| c.online) {
+            next = next.min(c.timeout);
+        }
+        if let Some(p) = self.net.front() {
+            next = next.min(p.at);
+        }
+        self.now = next.max(self.now + MIN_STEP);
+        let now = self.now;
+
+        while self.net.front().is_some_and(|p| p.at <= now) {
+            let p = self.net.pop_front().expect("front checked");
+            self.deliver(p);
+            // A str0m `Rtc` in RTP mode holds one received packet until polled: drain after
+            // every datagram.
+            self.drain();
+        }
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        for c in self.clients.iter_mut().filter(|c| c.online) {
+            if c.timeout <= now {
+                c.rtc
+                    .handle_input(Input::Timeout(now))
+                    .expect("client handles timeout");
+            }
+        }
+        self.drain();
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds, failing the test after `max` of virtual time.
+    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&World) -> bool) {
+        let end = self.now + max;
+        while !done(self) {
+            assert!(self.now < end, "condition not reached within {max:?}");
+            self.step();
+        }
+    }
+
+    fn deliver(&mut self, p: InFlight) {
+        if p.destination == SFU_ADDR {
+            self.sfu
+                .handle_datagram(p.at, p.source, p.destination, &p.contents);
+            return;
+        }
+        let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.addr == p.destination && c.online)
+        else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, p.source, p.destination, &p.contents) else {
+            panic!("client got an unparseable datagram from {}", p.source);
+        };
+        c.rtc
+            .handle_input(Input::Receive(p.at, recv))
+            .expect("client handles datagram");
+    }
+
+    fn send(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            return;
+        }
+        self.net.push_back(InFlight {
+            at: self.now + LATENCY,
+            source,
+            destination,
+            contents,
+        });
+    }
+
+    /// Drains the relay and every online client until all are waiting on a timer.
+    pub fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.sfu.poll_transmit() {
+                self.sfu_transmits += 1;
+                self.send(t.source, t.destination, t.contents);
+                progressed = true;
+            }
+            while let Some(e) = self.sfu.poll_event() {
+                progressed = true;
+                match e {
+                    Event::SdpOffer { participant, sdp } if self.hold_offers => {
+                        self.held_offers.push((participant, sdp));
+                    }
+                    Event::SdpOffer { participant, sdp } => self.answer_offer(participant, &sdp),
+                    e => self.events.push((self.now, e)),
+                }
+            }
+            for i in 0..self.clients.len() {
+                if !self.clients[i].online {
+                    continue;
+                }
+                loop {
+                    let out = self.clients[i].rtc.poll_output().expect("client polls");
+                    match out {
+                        Output::Timeout(t) => {
+                            self.clients[i].timeout = t;
+                            break;
+                        }
+                        Output::Transmit(t) => {
+                            progressed = true;
+                            self.send(t.source, t.destination, t.contents.into());
+                        }
+                        Output::Event(e) => {
+                            let c = &mut self.clients[i];
+                            match e {
+                                str0m::Event::RtpPacket(p) => {
+                                    let mid = c
+                                        .rtc
+                                        .direct_api()
+                                        .stream_rx(&p.header.ssrc)
+                                        .map(|s| s.mid())
+                                        .expect("rtp on a declared stream");
+                                    c.received.push(Received {
+                                        mid,
+                                        seq: *p.seq_no,
+                                        timestamp: p.header.timestamp,
+                                        payload: p.payload.to_vec(),
+                                        audio_level: p.header.ext_vals.audio_level,
+                                    });
+                                }
+                                str0m::Event::Closed => c.closed = true,
+                                str0m::Event::KeyframeRequest(r) => {
+                                    c.keyframe_requests += 1;
+                                    c.keyframe_request_rids.push(r.rid);
+                                }
+                                str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
+                                    c.subscribed_mids.push(m.mid);
+                                }
+                                // The relay offered first: publish on its receive-only lines.
+                                str0m::Event::MediaAdded(m) if m.direction.is_sending() => {
+                                    if m.kind == MediaKind::Audio && c.audio_mid.is_none() {
+                                        c.audio_mid = Some(m.mid);
+                                    }
+                                    if m.kind == MediaKind::Video && c.video_mid.is_none() {
+                                        c.video_mid = Some(m.mid);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    pub fn answer_offer(&mut self, participant: ParticipantId, sdp: &str) {
+        let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.id == participant && c.online)
+        else {
+            return;
+        };
+        let offer = SdpOffer::from_sdp_string(sdp).expect("relay offer parses");
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("client accepts relay offer");
+        self.sfu
+            .handle_sdp_answer(self.now, participant, &answer.to_sdp_string())
+            .expect("relay accepts the answer");
+    }
+
+    /// Whether every online client is connected and subscribed to `expected` m-lines.
+    pub fn settled(&self, expected: usize) -> bool {
+        self.clients
+            .iter()
+            .filter(|c| c.online)
+            .all(|c| c.rtc.is_connected() && c.subscribed_mids.len() >= expected)
+    }
+
+    /// Client `i` sends one audio packet (if it publishes audio) with a unique payload.
+    pub fn send_audio(&mut self, i: usize, level: i8) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let Some(mid) = c.audio_mid else { return };
+        let pt = c
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .expect("opus configured")
+            .pt();
+        let n = c.sent_audio.len();
+        let payload = payload(0xA0, c.id.0, n, 80);
+        let seq = c.audio_seq;
+        c.audio_seq += 1;
+        let ext = ExtensionValues {
+            audio_level: Some(level),
+            voice_activity: Some(level > -60),
+            ..Default::default()
+        };
+        let mut api = c.rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid, None)
+            .expect("negotiated audio stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), (n as u32) * 960, now, payload.clone()).ext_vals(ext),
+        );
+        c.sent_audio.push(payload);
+        c.rtc
+            .handle_input(Input::Timeout(now))
+            .expect("client timeout");
+    }
+
+    /// Client `i` sends one video packet (if it publishes video) with a unique payload.
+    pub fn send_video(&mut self, i: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let Some(mid) = c.video_mid else { return };
+        let pt = c
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("vp8 configured")
+            .pt();
+        let n = c.sent_video.len();
+        let payload = payload(0xB0, c.id.0, n, 900);
+        let seq = c.video_seq;
+        c.video_seq += 1;
+        let mut api = c.rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid, None)
+            .expect("negotiated video stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), (n as u32) * 3000, now, payload.clone())
+                .marker(true)
+                .nackable(true),
+        );
+        c.sent_video.push(payload);
+        c.rtc
+            .handle_input(Input::Timeout(now))
+            .expect("client timeout");
+    }
+
+    /// Every online client sends `packets` audio and video packets, 20 ms apart.
+    pub fn pump(&mut self, packets: usize) {
+        for _ in 0..packets {
+            for i in 0..self.clients.len() {
+                if self.clients[i].online {
+                    self.send_audio(i, -30);
+                    self.send_video(i);
+                }
+            }
+            self.drain();
+            self.run_for(Duration::from_millis(20));
+        }
+        // Let the last packets land.
+        self.run_for(Duration::from_millis(200));
+    }
+
+    /// Payloads client `to` received that came from client `from` with tag 0xA0 (audio) or
+    /// 0xB0 (video). Each one is checked to be byte-identical to one `from` sent.
+    pub fn received_from(&self, to: usize, from: usize, tag: u8) -> usize {
+        let sender = &self.clients[from];
+        let sent = if tag == 0xA0 {
+            &sender.sent_audio
+        } else {
+            &sender.sent_video
+        };
+        let mut n = 0;
+        for r in &self.clients[to].received {
+            if r.payload.first() != Some(&tag) || r.payload.get(1) != Some(&(sender.id.0 as u8)) {
+                continue;
+            }
+            let idx = u16::from_be_bytes([r.payload[2], r.payload[3]]) as usize;
+            assert_eq!(
+                sent.get(idx),
+                Some(&r.payload),
+                "payload bytes changed in transit"
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// Relay events matching `f`.
+    pub fn events_matching(&self, f: impl Fn(&Event) -> bool) -> Vec<Event> {
+        self.events
+            .iter()
+            .filter(|(_, e)| f(e))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A recognisable payload: tag, sender, index, then filler that depends on all three.
+pub fn payload(tag: u8, sender: u64, index: usize, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    v.push(tag);
+    v.push(sender as u8);
+    v.extend_from_slice(&(index as u16).to_be_bytes());
+    let mut x = (sender as u32).wrapping_mul(2_654_435_761) ^ (index as u32) ^ u32::from(tag);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(x as u8);
+    }
+    v
+}

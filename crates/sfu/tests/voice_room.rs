@@ -1,0 +1,47 @@
+//! A voice link refuses video, on join and on renegotiation, and still carries audio.
+
+mod common;
+
+use std::time::Duration;
+
+use callrelay_sfu::{ParticipantId, RoomKind, SfuError};
+use common::World;
+use str0m::media::{Direction, MediaKind};
+
+#[test]
+fn voice_room_refuses_video_offer_on_join() {
+    let mut w = World::new();
+    let err = w.join(1, 3, RoomKind::Voice, true, true).unwrap_err();
+    assert_eq!(err, SfuError::VideoNotAllowed);
+    assert_eq!(w.sfu.participant_count(), 0);
+    assert_eq!(w.sfu.room_count(), 0, "a refused join creates no room");
+
+    // The room's kind is fixed by the room, not by later joiners.
+    w.join(2, 3, RoomKind::Voice, true, false)
+        .expect("audio-only joins");
+    let err = w.join(3, 3, RoomKind::Video, true, true).unwrap_err();
+    assert_eq!(err, SfuError::VideoNotAllowed);
+}
+
+#[test]
+fn voice_room_carries_audio_and_refuses_video_renegotiation() {
+    let mut w = World::new();
+    let a = w.join(1, 3, RoomKind::Voice, true, false).expect("a");
+    w.join(2, 3, RoomKind::Voice, true, false).expect("b");
+    w.run_until(Duration::from_secs(5), |w| w.settled(1));
+    w.pump(10);
+    assert_eq!(w.received_from(0, 1, 0xA0), 10);
+    assert_eq!(w.received_from(1, 0, 0xA0), 10);
+
+    // Client a tries to add a camera later.
+    let mut api = w.clients[a].rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("offer");
+    let now = w.now;
+    let err = w
+        .sfu
+        .handle_sdp_offer(now, ParticipantId(1), &offer.to_sdp_string())
+        .unwrap_err();
+    assert_eq!(err, SfuError::VideoNotAllowed);
+    assert_eq!(w.sfu.participant_count(), 2);
+}
