@@ -46,8 +46,60 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits (GCRA).
     pub limits: LimitsConfig,
+    /// The media plane: UDP workers.
+    pub media: MediaConfig,
+    /// Graceful drain on SIGTERM.
+    pub drain: DrainConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[media]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Worker threads, each with one UDP socket; 0 means one per CPU core.
+    pub workers: u32,
+    /// Address the UDP sockets bind (the IP part; ports come from `ports`).
+    pub bind_ip: String,
+    /// UDP ports, one per worker: a comma-separated list (`7710,7711`) or a base port (`7710`,
+    /// then upward). Each must be reachable from clients.
+    pub ports: String,
+    /// The address put in ICE candidates (the public address under 1:1 NAT); empty means `bind_ip`.
+    pub announce_ip: String,
+    /// Datagrams larger than this many bytes are dropped before parsing.
+    pub mtu: u32,
+    /// A participant with no ICE activity for this long is removed.
+    pub idle_timeout: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            workers: 0,
+            bind_ip: "127.0.0.1".into(),
+            ports: "7710".into(),
+            announce_ip: String::new(),
+            mtu: 1500,
+            idle_timeout: "30s".into(),
+        }
+    }
+}
+
+/// `[drain]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// How long a draining node lets calls go on before removing the remaining participants.
+    pub deadline: String,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            deadline: "30m".into(),
+        }
+    }
 }
 
 /// `[http]`
@@ -253,6 +305,18 @@ pub struct Settings {
     pub grant_ttl: Duration,
     /// `limits.*`
     pub limits: LimitsConfig,
+    /// `media.workers`, resolved (at least 1).
+    pub media_workers: usize,
+    /// `media.bind_ip` + `media.ports`: one socket address per worker.
+    pub media_addrs: Vec<SocketAddr>,
+    /// `media.announce_ip` (or the bind IP).
+    pub announce_ip: std::net::IpAddr,
+    /// `media.mtu`
+    pub mtu: usize,
+    /// `media.idle_timeout`
+    pub idle_timeout: Duration,
+    /// `drain.deadline`
+    pub drain_deadline: Duration,
     /// `log.format`
     pub log_format: LogFormat,
     /// `log.level`
@@ -452,6 +516,9 @@ impl Config {
             }
         }
 
+        let media = validate_media(&self.media)?;
+        let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
+
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -482,11 +549,120 @@ impl Config {
             leeway,
             grant_ttl,
             limits: self.limits,
+            media_workers: media.addrs.len(),
+            media_addrs: media.addrs,
+            announce_ip: media.announce_ip,
+            mtu: media.mtu,
+            idle_timeout: media.idle_timeout,
+            drain_deadline,
             log_format,
             log_level: self.log.level,
             dev,
         })
     }
+}
+
+struct MediaSettings {
+    addrs: Vec<SocketAddr>,
+    announce_ip: std::net::IpAddr,
+    mtu: usize,
+    idle_timeout: Duration,
+}
+
+fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
+    let bind_ip: std::net::IpAddr = m.bind_ip.parse().map_err(|_| {
+        ConfigError::new(
+            "media.bind_ip",
+            format!("{:?} is not an IP address", m.bind_ip),
+        )
+    })?;
+    let workers = if m.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        m.workers as usize
+    };
+    if workers > 256 {
+        return Err(ConfigError::new("media.workers", "must be at most 256"));
+    }
+    let ports: Vec<u16> = m
+        .ports
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u16>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            ConfigError::new(
+                "media.ports",
+                format!(
+                    "{:?} is not a port or a comma-separated list of ports",
+                    m.ports
+                ),
+            )
+        })?;
+    let ports: Vec<u16> = match ports.as_slice() {
+        [] => {
+            return Err(ConfigError::new(
+                "media.ports",
+                "must name at least one port",
+            ))
+        }
+        // A base port: one per worker upward (0 means "any free port" for every worker).
+        [0] => vec![0; workers],
+        [base] => (0..workers)
+            .map(|i| u16::try_from(usize::from(*base) + i))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ConfigError::new("media.ports", "base port plus workers exceeds 65535"))?,
+        list => {
+            if m.workers != 0 && list.len() != workers {
+                return Err(ConfigError::new(
+                    "media.ports",
+                    format!("lists {} ports for {workers} workers", list.len()),
+                ));
+            }
+            list.to_vec()
+        }
+    };
+    let announce_ip = if m.announce_ip.is_empty() {
+        if bind_ip.is_unspecified() {
+            return Err(ConfigError::new(
+                "media.announce_ip",
+                "required when media.bind_ip is unspecified (0.0.0.0 or ::)",
+            ));
+        }
+        bind_ip
+    } else {
+        m.announce_ip.parse().map_err(|_| {
+            ConfigError::new(
+                "media.announce_ip",
+                format!("{:?} is not an IP address", m.announce_ip),
+            )
+        })?
+    };
+    if !(576..=9000).contains(&m.mtu) {
+        return Err(ConfigError::new(
+            "media.mtu",
+            "must be between 576 and 9000",
+        ));
+    }
+    let idle_timeout = duration("media.idle_timeout", &m.idle_timeout)?;
+    if idle_timeout < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "media.idle_timeout",
+            "must be at least 1s",
+        ));
+    }
+    Ok(MediaSettings {
+        addrs: ports
+            .into_iter()
+            .map(|p| SocketAddr::new(bind_ip, p))
+            .collect(),
+        announce_ip,
+        mtu: m.mtu as usize,
+        idle_timeout,
+    })
 }
 
 /// Parses a duration such as `3s`, `90d`, `1h 30m`.
@@ -653,6 +829,56 @@ mod tests {
             bad(&[("CALLRELAY_HTTP_TRUST_FORWARDED_FOR", "maybe")]),
             "http.trust_forwarded_for"
         );
+        assert_eq!(bad(&[("CALLRELAY_MEDIA_PORTS", "77x")]), "media.ports");
+        assert_eq!(
+            bad(&[
+                ("CALLRELAY_MEDIA_PORTS", "65535"),
+                ("CALLRELAY_MEDIA_WORKERS", "2")
+            ]),
+            "media.ports"
+        );
+        assert_eq!(
+            bad(&[
+                ("CALLRELAY_MEDIA_PORTS", "7710,7711,7712"),
+                ("CALLRELAY_MEDIA_WORKERS", "2")
+            ]),
+            "media.ports"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_MEDIA_BIND_IP", "0.0.0.0")]),
+            "media.announce_ip"
+        );
+        assert_eq!(bad(&[("CALLRELAY_MEDIA_MTU", "100")]), "media.mtu");
+        assert_eq!(
+            bad(&[("CALLRELAY_DRAIN_DEADLINE", "never")]),
+            "drain.deadline"
+        );
+    }
+
+    #[test]
+    fn media_ports_from_a_base_or_a_list() {
+        let s = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(pairs))
+                .unwrap()
+                .validate(&Overrides::default(), true)
+                .unwrap()
+        };
+        let a = s(&[
+            ("CALLRELAY_MEDIA_WORKERS", "3"),
+            ("CALLRELAY_MEDIA_PORTS", "9000"),
+        ]);
+        assert_eq!(
+            a.media_addrs.iter().map(|a| a.port()).collect::<Vec<_>>(),
+            vec![9000, 9001, 9002]
+        );
+        let b = s(&[
+            ("CALLRELAY_MEDIA_PORTS", "7000, 7005"),
+            ("CALLRELAY_MEDIA_BIND_IP", "0.0.0.0"),
+            ("CALLRELAY_MEDIA_ANNOUNCE_IP", "203.0.113.7"),
+        ]);
+        assert_eq!(b.media_workers, 2);
+        assert_eq!(b.media_addrs[1].to_string(), "0.0.0.0:7005");
+        assert_eq!(b.announce_ip.to_string(), "203.0.113.7");
     }
 
     #[test]

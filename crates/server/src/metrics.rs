@@ -163,19 +163,35 @@ pub fn render(registry: &Registry) -> String {
 
 /// Buckets of `callrelay_forward_latency_seconds`: 1 µs to 100 ms.
 pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
-    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002,
-    0.005, 0.01, 0.02, 0.05, 0.1,
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 ];
 
 /// Media kinds used as the `kind` label of packet and byte counters.
 pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
 
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`.
-pub const DROP_REASONS: [&str; 7] =
-    ["oversized", "runt", "unknown_source", "bad_stun", "not_negotiated", "rate_limited", "error"];
+pub const DROP_REASONS: [&str; 7] = [
+    "oversized",
+    "runt",
+    "unknown_source",
+    "bad_stun",
+    "not_negotiated",
+    "rate_limited",
+    "error",
+];
 
 /// Reasons used as the `reason` label of `callrelay_participants_removed_total`.
-pub const REMOVE_REASONS: [&str; 8] = ["left", "revoked", "blocked", "room_full", "idle", "drain", "kicked", "error"];
+pub const REMOVE_REASONS: [&str; 8] = [
+    "left",
+    "revoked",
+    "blocked",
+    "room_full",
+    "idle",
+    "drain",
+    "kicked",
+    "error",
+];
 
 /// The metric families of the media plane (UDP workers, the forwarding core, signaling).
 #[derive(Clone, Debug)]
