@@ -1,0 +1,157 @@
+//! The signaling messages of `proto/signal.proto`, generated with prost, with the JSON encoding
+//! used on the WebSocket (one text frame per message, `{"<oneof field>": {...}}`).
+
+#![allow(missing_docs, clippy::all)]
+
+/// Generated from `proto/signal.proto` (package `callrelay.signal.v1`).
+pub mod signal {
+    include!(concat!(env!("OUT_DIR"), "/callrelay.signal.v1.rs"));
+}
+
+pub use signal::{client_message, server_message, ClientMessage, ServerMessage};
+
+/// Largest signaling frame accepted, in bytes; larger frames close the socket.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Why a frame is not a valid message.
+#[derive(Debug)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError("frame larger than 64 KiB".into()));
+    }
+    // Exactly one key at the top level, so that `{"join":…, "leave":…}` is refused rather than
+    // silently keeping one of them.
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))?;
+    match value.as_object() {
+        Some(o) if o.len() == 1 => {}
+        _ => {
+            return Err(DecodeError(
+                "a message is an object with exactly one key".into(),
+            ))
+        }
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError(e.to_string()))
+}
+
+impl ClientMessage {
+    /// Parses one text frame.
+    pub fn from_json(text: &str) -> Result<ClientMessage, DecodeError> {
+        Ok(ClientMessage {
+            msg: Some(decode(text)?),
+        })
+    }
+
+    /// Encodes as one text frame (`{}` for an empty message).
+    pub fn to_json(&self) -> String {
+        match &self.msg {
+            Some(m) => serde_json::to_string(m).expect("generated messages always serialise"),
+            None => "{}".into(),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// Parses one text frame.
+    pub fn from_json(text: &str) -> Result<ServerMessage, DecodeError> {
+        Ok(ServerMessage {
+            msg: Some(decode(text)?),
+        })
+    }
+
+    /// Encodes as one text frame (`{}` for an empty message).
+    pub fn to_json(&self) -> String {
+        match &self.msg {
+            Some(m) => serde_json::to_string(m).expect("generated messages always serialise"),
+            None => "{}".into(),
+        }
+    }
+}
+
+impl From<client_message::Msg> for ClientMessage {
+    fn from(msg: client_message::Msg) -> Self {
+        ClientMessage { msg: Some(msg) }
+    }
+}
+
+impl From<server_message::Msg> for ServerMessage {
+    fn from(msg: server_message::Msg) -> Self {
+        ServerMessage { msg: Some(msg) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signal::*;
+    use super::*;
+
+    #[test]
+    fn json_form_is_one_key_per_message() {
+        let m = ClientMessage::from(client_message::Msg::Join(Join {
+            grant: "g".into(),
+            sdp: "v=0".into(),
+        }));
+        assert_eq!(m.to_json(), r#"{"join":{"grant":"g","sdp":"v=0"}}"#);
+        assert_eq!(ClientMessage::from_json(&m.to_json()).unwrap(), m);
+        let s = ServerMessage::from(server_message::Msg::Removed(Removed {
+            reason: "revoked".into(),
+        }));
+        assert_eq!(s.to_json(), r#"{"removed":{"reason":"revoked"}}"#);
+        let leave = ClientMessage::from_json(r#"{"leave":{}}"#).unwrap();
+        assert_eq!(leave.msg, Some(client_message::Msg::Leave(Leave {})));
+        let mute = ClientMessage::from_json(r#"{"mute":{"audio_muted":true}}"#).unwrap();
+        assert_eq!(
+            mute.msg,
+            Some(client_message::Msg::Mute(MuteState {
+                audio_muted: true,
+                video_muted: false
+            }))
+        );
+        let joined = ServerMessage::from(server_message::Msg::Joined(Joined {
+            participant_id: "p-1".into(),
+            participants: vec![Participant {
+                participant_id: "p-2".into(),
+                ..Default::default()
+            }],
+            link_kind: "video".into(),
+            sdp: "v=0".into(),
+        }));
+        assert_eq!(ServerMessage::from_json(&joined.to_json()).unwrap(), joined);
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            r#"{"nonsense":{}}"#,
+            r#"{"join":{"grant":"g"},"leave":{}}"#,
+            r#"{"join":{"grant":5}}"#,
+            r#"{"join":"x"}"#,
+            r#"{"join":{"grant":"g","extra":1}}"#,
+            "{\"join\":",
+        ] {
+            assert!(
+                ClientMessage::from_json(bad).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        let big = format!(
+            r#"{{"join":{{"grant":"{}"}}}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        assert!(ClientMessage::from_json(&big).is_err());
+    }
+}
