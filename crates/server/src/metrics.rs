@@ -5,7 +5,8 @@
 //! (never a label per link, room or participant).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 use callrelay_links::Refusal;
@@ -37,6 +38,11 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// `callrelay_join_decision_duration_seconds` (the whole join request, store included)
     pub join_duration: Histogram,
+    /// `callrelay_draining`: 1 while this node drains, else 0.
+    pub draining: IntGauge,
+    /// `callrelay_drain_started_timestamp_seconds`: Unix time the current drain started; 0 when
+    /// not draining (alerts compare it with `time()` to catch a drain stuck past its deadline).
+    pub drain_started: Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -116,6 +122,14 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
+            draining: IntGauge::new(
+                "callrelay_draining",
+                "1 while this node is draining, else 0.",
+            )?,
+            drain_started: Gauge::new(
+                "callrelay_drain_started_timestamp_seconds",
+                "Unix time the current drain started; 0 when not draining.",
+            )?,
         };
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.http_duration.clone()))?;
@@ -129,6 +143,8 @@ impl Metrics {
         registry.register(Box::new(m.store_errors.clone()))?;
         registry.register(Box::new(m.store_up.clone()))?;
         registry.register(Box::new(m.join_duration.clone()))?;
+        registry.register(Box::new(m.draining.clone()))?;
+        registry.register(Box::new(m.drain_started.clone()))?;
         // Initialise the label values an alert or a dashboard expects, so they exist at 0.
         m.joins.with_label_values(&["admitted"]);
         for r in Refusal::ALL {
