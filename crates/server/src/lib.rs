@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod metrics;
 pub mod problem;
 pub mod seats;
