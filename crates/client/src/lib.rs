@@ -1,0 +1,802 @@
+//! A synthetic callrelay participant, for integration tests and the load generator.
+//!
+//! [`Client::join`] does what an app does: `POST /v1/links/{id}/join` with the user's token, opens
+//! the signaling WebSocket at the answer's `signal_url`, sends `join{grant, sdp offer}` and applies
+//! the relay's answer. From then on a background task owns a str0m [`Rtc`] (RTP mode, normal
+//! non-lite ICE, one host candidate on the client's own UDP socket) and the socket: it answers the
+//! relay's renegotiation offers, sends the RTP packets the caller hands it
+//! ([`Client::send_audio`], [`Client::send_video`]) with the caller's payload bytes, and surfaces
+//! every received RTP packet (arrival time, publisher's participant id, payload) and every
+//! signaling message through [`Client::next_event`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), callrelay_client::ClientError> {
+//! use callrelay_client::{Client, ClientConfig, ClientEvent};
+//! let mut c = Client::join("http://127.0.0.1:7700", "<user token>", "<link id>",
+//!     ClientConfig::default()).await?;
+//! c.wait_connected(std::time::Duration::from_secs(5)).await?;
+//! c.send_audio(vec![1, 2, 3])?;
+//! while let Some(ev) = c.next_event().await {
+//!     if let ClientEvent::Media(p) = ev {
+//!         println!("{} bytes from {:?}", p.payload.len(), p.from);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callrelay_proto::signal::{Join, Joined, SessionDescription, VideoPreference};
+use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
+use futures::{SinkExt, StreamExt};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The simulcast layers a client publishes when [`ClientConfig::simulcast`] is set, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
+
+/// How long [`Client::join`] waits for the relay's `joined`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client publishes and where it listens.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Publish an audio track (Opus).
+    pub audio: bool,
+    /// Publish a video track (VP8).
+    pub video: bool,
+    /// Publish video as three simulcast layers with rids `l`, `m`, `h`.
+    pub simulcast: bool,
+    /// Local IP of the client's UDP socket and host candidate.
+    pub local_ip: IpAddr,
+    /// Capacity of the event queue; events beyond it are dropped and counted
+    /// ([`Client::dropped_events`]) so a slow reader never grows memory without bound.
+    pub event_capacity: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            audio: true,
+            video: true,
+            simulcast: false,
+            local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            event_capacity: 65_536,
+        }
+    }
+}
+
+/// Why a client could not join or act.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The HTTP join failed (network or a non-2xx answer, with its body).
+    #[error("http join failed: {0}")]
+    Http(String),
+    /// The WebSocket could not be opened or broke during the join.
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    /// The relay refused the signaling join with `error{code, message}`.
+    #[error("refused by the relay: {code}: {message}")]
+    Refused {
+        /// The error code (see `proto/signal.proto`).
+        code: String,
+        /// The relay's message.
+        message: String,
+    },
+    /// An SDP could not be produced or applied.
+    #[error("sdp: {0}")]
+    Sdp(String),
+    /// A socket error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// No answer in time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The client's session has ended.
+    #[error("session closed")]
+    Closed,
+    /// The client publishes no such track or layer.
+    #[error("no such track: {0}")]
+    NoTrack(&'static str),
+}
+
+/// Kind of a received track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// One RTP packet received from the relay.
+#[derive(Debug, Clone)]
+pub struct ReceivedPacket {
+    /// When the datagram carrying it was read from the socket.
+    pub arrival: Instant,
+    /// The publisher's participant id (`p-<16 hex>`, the msid stream id of the m-line), if the
+    /// relay announced one.
+    pub from: Option<String>,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The subscription m-line it came on.
+    pub mid: String,
+    /// Extended RTP sequence number (as rewritten by the relay).
+    pub seq: u64,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// RTP marker bit.
+    pub marker: bool,
+    /// The payload bytes, exactly as received.
+    pub payload: Vec<u8>,
+}
+
+/// Something that happened to a client.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// ICE and DTLS are up: media can flow.
+    Connected,
+    /// An RTP packet arrived.
+    Media(ReceivedPacket),
+    /// A signaling message other than SDP (which the client handles itself): participants,
+    /// tracks, active speaker, mute changes, `removed`, `error`, `pong`.
+    Signal(ServerMessage),
+    /// The relay asked for a keyframe of our video (`rid` for a simulcast layer).
+    KeyframeRequest {
+        /// The layer, if simulcast.
+        rid: Option<String>,
+    },
+    /// The session ended: the last event. `reason` is the relay's `removed{reason}` if any.
+    Closed {
+        /// Why the relay removed us, if it said.
+        reason: Option<String>,
+    },
+}
+
+/// A participant in a call. Dropping it ends the session abruptly (like a crashed app);
+/// [`Client::leave`] hangs up politely.
+pub struct Client {
+    participant_id: String,
+    joined: Joined,
+    local_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<ClientEvent>,
+    dropped: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+    connected: bool,
+}
+
+/// The HTTP join answer (the fields a client needs).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct JoinTicket {
+    /// The participant id allotted by the control plane.
+    pub participant_id: String,
+    /// The signed join grant for the WebSocket.
+    pub grant: String,
+    /// The signaling WebSocket URL.
+    pub signal_url: String,
+}
+
+enum Command {
+    Audio { payload: Vec<u8>, level: i8 },
+    Video { rid: Option<Rid>, payload: Vec<u8> },
+    Signal(ClientMessage),
+    Leave,
+}
+
+/// Builds a VP8 RTP payload: a minimal payload descriptor (S=1, partition 0) and payload
+/// header byte (P bit clear for a keyframe), then `body`. The relay finds keyframes, which
+/// simulcast layer switches wait for, from these clear-text bytes.
+pub fn vp8_payload(keyframe: bool, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 2);
+    v.push(0x10);
+    v.push(if keyframe { 0x00 } else { 0x01 });
+    v.extend_from_slice(body);
+    v
+}
+
+/// `POST {base_url}/v1/links/{link_id}/join` with the user's bearer token.
+pub async fn http_join(
+    base_url: &str,
+    token: &str,
+    link_id: &str,
+) -> Result<JoinTicket, ClientError> {
+    let url = format!("{}/v1/links/{link_id}/join", base_url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(ClientError::Http(format!("{status}: {body}")));
+    }
+    resp.json::<JoinTicket>()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))
+}
+
+impl Client {
+    /// Joins the call of `link_id` on the relay at `base_url` (`http://host:port`) as the user of
+    /// `token`: HTTP join, WebSocket, SDP offer/answer. Returns once the relay answered `joined`;
+    /// ICE/DTLS then proceed in the background ([`ClientEvent::Connected`]).
+    pub async fn join(
+        base_url: &str,
+        token: &str,
+        link_id: &str,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let ticket = http_join(base_url, token, link_id).await?;
+        Client::join_with_ticket(&ticket, config).await
+    }
+
+    /// The signaling half of [`Client::join`], with a ticket obtained elsewhere (e.g. to reuse
+    /// a grant on purpose).
+    pub async fn join_with_ticket(
+        ticket: &JoinTicket,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0)).await?;
+        let local_addr = socket.local_addr()?;
+        let start = Instant::now();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(start);
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Sdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let audio_mid = config
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = config.video.then(|| {
+            let simulcast = config.simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in SIMULCAST_RIDS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
+        });
+        let (offer, pending) = api
+            .apply()
+            .ok_or(ClientError::Sdp("nothing to offer".into()))?;
+
+        let (ws, _) = tokio_tungstenite::connect_async(ticket.signal_url.as_str())
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let (mut sink, mut stream) = ws.split();
+        let join = ClientMessage::from(client_message::Msg::Join(Join {
+            grant: ticket.grant.clone(),
+            sdp: offer.to_sdp_string(),
+        }));
+        sink.send(Message::Text(join.to_json().into()))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let joined = tokio::time::timeout(JOIN_TIMEOUT, async {
+            while let Some(frame) = stream.next().await {
+                let frame = frame.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+                let Message::Text(text) = frame else {
+                    if let Message::Close(c) = frame {
+                        return Err(ClientError::WebSocket(format!("closed: {c:?}")));
+                    }
+                    continue;
+                };
+                let msg = ServerMessage::from_json(&text)
+                    .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+                match msg.msg {
+                    Some(server_message::Msg::Joined(j)) => return Ok(j),
+                    Some(server_message::Msg::Error(e)) => {
+                        return Err(ClientError::Refused {
+                            code: e.code,
+                            message: e.message,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Err(ClientError::WebSocket("closed before joined".into()))
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("joined"))??;
+
+        let answer =
+            SdpAnswer::from_sdp_string(&joined.sdp).map_err(|e| ClientError::Sdp(e.to_string()))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ClientError::Sdp(e.to_string()))?;
+
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(config.event_capacity.max(16));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let driver = Driver {
+            rtc,
+            socket,
+            local_addr,
+            start,
+            audio_mid,
+            video_mid,
+            seqs: HashMap::new(),
+            streams: HashMap::new(),
+            pending_offer: None::<SdpPendingOffer>,
+            events: event_tx,
+            dropped: dropped.clone(),
+            removed: None,
+        };
+        let task = tokio::spawn(driver.run(sink, stream, command_rx));
+        Ok(Client {
+            participant_id: joined.participant_id.clone(),
+            joined,
+            local_addr,
+            commands,
+            events,
+            dropped,
+            task,
+            connected: false,
+        })
+    }
+
+    /// Our participant id (`p-<16 hex>`), as the relay and the other participants see it.
+    pub fn participant_id(&self) -> &str {
+        &self.participant_id
+    }
+
+    /// The relay's `joined` message: who was already there, the link kind, the SDP answer.
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// The client's UDP address (its host candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends one audio RTP packet (Opus payload type) carrying `payload`, with an RFC 6464
+    /// audio level of -30 dBov (speaking).
+    pub fn send_audio(&self, payload: Vec<u8>) -> Result<(), ClientError> {
+        self.send_audio_with_level(payload, -30)
+    }
+
+    /// Like [`Client::send_audio`] with an explicit audio level (0 loudest, -127 silence).
+    pub fn send_audio_with_level(&self, payload: Vec<u8>, level: i8) -> Result<(), ClientError> {
+        self.command(Command::Audio { payload, level })
+    }
+
+    /// Sends one video RTP packet (VP8 payload type, marker set) carrying `payload` on simulcast
+    /// layer `rid` (`None` without simulcast). Build keyframes with [`vp8_payload`].
+    pub fn send_video(&self, rid: Option<&str>, payload: Vec<u8>) -> Result<(), ClientError> {
+        self.command(Command::Video {
+            rid: rid.map(Rid::from),
+            payload,
+        })
+    }
+
+    /// Sends any signaling message (mute, video preference, ping, leave…).
+    pub fn send_signal(&self, msg: ClientMessage) -> Result<(), ClientError> {
+        self.command(Command::Signal(msg))
+    }
+
+    /// Asks for `participant_id`'s video at most `max_height` pixels high.
+    pub fn set_video_preference(
+        &self,
+        participant_id: &str,
+        max_height: u32,
+    ) -> Result<(), ClientError> {
+        self.send_signal(ClientMessage::from(client_message::Msg::VideoPreference(
+            VideoPreference {
+                participant_id: participant_id.to_owned(),
+                max_height,
+            },
+        )))
+    }
+
+    /// The next event; `None` once the session has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        let e = self.events.recv().await;
+        if matches!(e, Some(ClientEvent::Connected)) {
+            self.connected = true;
+        }
+        e
+    }
+
+    /// The next event if one is queued.
+    pub fn try_next_event(&mut self) -> Option<ClientEvent> {
+        let e = self.events.try_recv().ok();
+        if matches!(e, Some(ClientEvent::Connected)) {
+            self.connected = true;
+        }
+        e
+    }
+
+    /// Waits for [`ClientEvent::Connected`], keeping the events read meanwhile out of the
+    /// queue (returned, in order).
+    pub async fn wait_connected(
+        &mut self,
+        within: Duration,
+    ) -> Result<Vec<ClientEvent>, ClientError> {
+        let mut seen = Vec::new();
+        if self.connected {
+            return Ok(seen);
+        }
+        tokio::time::timeout(within, async {
+            while let Some(e) = self.next_event().await {
+                match e {
+                    ClientEvent::Connected => return Ok(()),
+                    ClientEvent::Closed { .. } => {
+                        seen.push(e);
+                        return Err(ClientError::Closed);
+                    }
+                    e => seen.push(e),
+                }
+            }
+            Err(ClientError::Closed)
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("ice/dtls connection"))??;
+        Ok(seen)
+    }
+
+    /// Hangs up: `leave` on signaling, DTLS close, then the session ends
+    /// ([`ClientEvent::Closed`]).
+    pub fn leave(&self) -> Result<(), ClientError> {
+        self.command(Command::Leave)
+    }
+
+    /// Whether the background session is still running.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    fn command(&self, c: Command) -> Result<(), ClientError> {
+        self.commands.send(c).map_err(|_| ClientError::Closed)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type WsSink = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+type WsStream = futures::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// The background half: owns the `Rtc`, the UDP socket and the WebSocket.
+struct Driver {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    start: Instant,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    /// Next sequence number per (mid, rid) we send on.
+    seqs: HashMap<(Mid, Option<Rid>), u64>,
+    /// Subscription m-lines: mid → (publisher's participant id, kind).
+    streams: HashMap<Mid, (Option<String>, TrackKind)>,
+    pending_offer: Option<SdpPendingOffer>,
+    events: mpsc::Sender<ClientEvent>,
+    dropped: Arc<AtomicU64>,
+    removed: Option<String>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut sink: WsSink,
+        mut stream: WsStream,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        let mut leaving = false;
+        loop {
+            let Some(deadline) = self.drive(&mut sink).await else {
+                break;
+            };
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    let now = Instant::now();
+                    match r {
+                        Ok((n, source)) => {
+                            let Ok(r) = Receive::new(Protocol::Udp, source, self.local_addr, &buf[..n]) else {
+                                continue;
+                            };
+                            if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "client socket receive failed"),
+                    }
+                }
+                frame = stream.next() => {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Flow::Stop = self.handle_signal(&mut sink, &text).await {
+                                break;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    }
+                }
+                cmd = commands.recv(), if !leaving => {
+                    match cmd {
+                        None => break,
+                        Some(Command::Leave) => {
+                            leaving = true;
+                            let leave = ClientMessage::from(client_message::Msg::Leave(Default::default()));
+                            let _ = sink.send(Message::Text(leave.to_json().into())).await;
+                            // DTLS close_notify to the relay; the relay then closes signaling.
+                            let _ = self.rtc.close();
+                        }
+                        Some(c) => self.command(&mut sink, c).await,
+                    }
+                }
+                _ = sleep => {
+                    if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Flush what the Rtc still has to say (DTLS close_notify) before the socket goes.
+        let _ = self.drive(&mut sink).await;
+        let _ = sink.close().await;
+        let reason = self.removed.take();
+        // The last event is never dropped: wait for room if needed.
+        let _ = self.events.send(ClientEvent::Closed { reason }).await;
+    }
+
+    /// Drains the `Rtc`; returns its next timeout, or `None` when the session is over.
+    async fn drive(&mut self, sink: &mut WsSink) -> Option<Instant> {
+        loop {
+            let out = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client rtc failed");
+                    return None;
+                }
+            };
+            match out {
+                Output::Timeout(t) => return Some(t),
+                Output::Transmit(t) => {
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                        tracing::debug!(error = %e, "client socket send failed");
+                    }
+                }
+                Output::Event(e) => {
+                    if !self.handle_rtc_event(sink, e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_rtc_event(&mut self, _sink: &mut WsSink, e: Event) -> bool {
+        match e {
+            Event::Connected => self.emit(ClientEvent::Connected),
+            Event::MediaAdded(m) if m.direction.is_receiving() => {
+                let kind = if m.kind == MediaKind::Audio {
+                    TrackKind::Audio
+                } else {
+                    TrackKind::Video
+                };
+                let from = self
+                    .rtc
+                    .media(m.mid)
+                    .map(|md| md.stream_id().to_owned())
+                    .filter(|s| !s.is_empty() && s != "-");
+                self.streams.insert(m.mid, (from, kind));
+            }
+            Event::RtpPacket(p) => {
+                let mid = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&p.header.ssrc)
+                    .map(|s| s.mid());
+                let Some(mid) = mid else { return true };
+                let (from, kind) = match self.streams.get(&mid) {
+                    Some((from, kind)) => (from.clone(), *kind),
+                    None => {
+                        let kind = match self.rtc.media(mid).map(|m| m.kind()) {
+                            Some(MediaKind::Audio) => TrackKind::Audio,
+                            _ => TrackKind::Video,
+                        };
+                        (None, kind)
+                    }
+                };
+                self.emit(ClientEvent::Media(ReceivedPacket {
+                    arrival: p.timestamp,
+                    from,
+                    kind,
+                    mid: mid.to_string(),
+                    seq: *p.seq_no,
+                    timestamp: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: p.payload.to_vec(),
+                }));
+            }
+            Event::KeyframeRequest(r) => self.emit(ClientEvent::KeyframeRequest {
+                rid: r.rid.map(|r| r.to_string()),
+            }),
+            Event::Closed => return false,
+            _ => {}
+        }
+        true
+    }
+
+    async fn handle_signal(&mut self, sink: &mut WsSink, text: &str) -> Flow {
+        let Ok(msg) = ServerMessage::from_json(text) else {
+            tracing::debug!("client got an unparseable signaling frame");
+            return Flow::Continue;
+        };
+        match msg.msg {
+            Some(server_message::Msg::Offer(o)) => {
+                let Ok(offer) = SdpOffer::from_sdp_string(&o.sdp) else {
+                    tracing::debug!("relay offer does not parse");
+                    return Flow::Continue;
+                };
+                // A server offer supersedes anything we had outstanding (we never offer again).
+                self.pending_offer = None;
+                match self.rtc.sdp_api().accept_offer(offer) {
+                    Ok(answer) => {
+                        let m =
+                            ClientMessage::from(client_message::Msg::Answer(SessionDescription {
+                                sdp: answer.to_sdp_string(),
+                            }));
+                        if sink.send(Message::Text(m.to_json().into())).await.is_err() {
+                            return Flow::Stop;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "relay offer rejected"),
+                }
+            }
+            Some(server_message::Msg::Answer(a)) => {
+                if let (Some(pending), Ok(answer)) = (
+                    self.pending_offer.take(),
+                    SdpAnswer::from_sdp_string(&a.sdp),
+                ) {
+                    if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+                        tracing::debug!(error = %e, "relay answer rejected");
+                    }
+                }
+            }
+            Some(server_message::Msg::Removed(r)) => {
+                self.removed = Some(r.reason.clone());
+                self.emit(ClientEvent::Signal(ServerMessage::from(
+                    server_message::Msg::Removed(r),
+                )));
+            }
+            Some(m) => self.emit(ClientEvent::Signal(ServerMessage::from(m))),
+            None => {}
+        }
+        Flow::Continue
+    }
+
+    async fn command(&mut self, sink: &mut WsSink, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Audio { payload, level } => {
+                let Some(mid) = self.audio_mid else { return };
+                let Some(pt) = self.pt_for(Codec::Opus) else {
+                    return;
+                };
+                let ts = media_time(now, self.start, 48_000);
+                let seq = self.next_seq(mid, None);
+                let ext = ExtensionValues {
+                    audio_level: Some(level),
+                    voice_activity: Some(level > -60),
+                    ..Default::default()
+                };
+                let mut api = self.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    return;
+                };
+                tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).ext_vals(ext));
+            }
+            Command::Video { rid, payload } => {
+                let Some(mid) = self.video_mid else { return };
+                let Some(pt) = self.pt_for(Codec::Vp8) else {
+                    return;
+                };
+                let ts = media_time(now, self.start, 90_000);
+                let seq = self.next_seq(mid, rid);
+                let mut api = self.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
+                    return;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, ts, now, payload)
+                        .marker(true)
+                        .nackable(true),
+                );
+            }
+            Command::Signal(m) => {
+                let _ = sink.send(Message::Text(m.to_json().into())).await;
+            }
+            Command::Leave => {}
+        }
+        // Let the Rtc packetize what was written now rather than at its next timer.
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    fn pt_for(&self, codec: Codec) -> Option<str0m::media::Pt> {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+    }
+
+    fn next_seq(&mut self, mid: Mid, rid: Option<Rid>) -> SeqNo {
+        let n = self.seqs.entry((mid, rid)).or_insert(0);
+        let s = *n;
+        *n += 1;
+        SeqNo::from(s)
+    }
+
+    fn emit(&self, e: ClientEvent) {
+        if self.events.try_send(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// RTP timestamp at `now` for a clock of `rate` Hz started at `start`.
+fn media_time(now: Instant, start: Instant, rate: u64) -> u32 {
+    let us = now.saturating_duration_since(start).as_micros() as u64;
+    (us.saturating_mul(rate) / 1_000_000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8_payloads_are_keyframes_only_when_asked() {
+        assert!(str0m::format::detect_vp8_keyframe(&vp8_payload(
+            true,
+            &[9, 9]
+        )));
+        assert!(!str0m::format::detect_vp8_keyframe(&vp8_payload(
+            false,
+            &[9, 9]
+        )));
+    }
+
+    #[test]
+    fn media_time_counts_in_clock_ticks() {
+        let t = Instant::now();
+        assert_eq!(media_time(t + Duration::from_millis(20), t, 48_000), 960);
+        assert_eq!(media_time(t + Duration::from_secs(1), t, 90_000), 90_000);
+    }
+}
