@@ -895,7 +895,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/links/{id}/revoke", post(revoke_link))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(crate::web::routes());
     if state.settings.dev {
         r = r.route("/v1/dev/token", post(dev_token));
     }

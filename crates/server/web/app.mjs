@@ -1,0 +1,353 @@
+// The callrelay page: create a link (/), preview and join it (/video/{id}, /voice/{id}), the call
+// log (/calls). Plain modules, no build step. The call itself is call.mjs.
+//
+// Secrets: the user token lives in sessionStorage (this tab only); a link's E2EE key lives in the
+// URL fragment and, so the call log can rejoin, in localStorage under `callrelay.key.<id>`. Neither
+// the key nor the fragment is ever sent to the server.
+import { qrSvg } from './qr.mjs';
+import { generateLinkKey, encodeKey, decodeKey, keyFromFragment } from './e2ee.mjs';
+import { Call, REMOVAL_TEXT, ERROR_TEXT } from './call.mjs';
+
+const app = document.getElementById('app');
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function show(...nodes) {
+  app.replaceChildren(...nodes);
+}
+
+async function api(method, path, { body, token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    return { ok: false, status: 0, data: { code: 'network' } };
+  }
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = {};
+  }
+  return { ok: res.ok, status: res.status, data: data || {} };
+}
+
+const fmt = (t) =>
+  t ? new Date(t).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
+
+const KEY_PREFIX = 'callrelay.key.';
+function rememberKey(id, keyText) {
+  try {
+    localStorage.setItem(KEY_PREFIX + id, keyText);
+  } catch {
+    /* storage may be off: the fragment still works */
+  }
+}
+function rememberedKey(id) {
+  try {
+    return localStorage.getItem(KEY_PREFIX + id);
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who the user is: a token in sessionStorage; in dev mode the relay issues one for a typed name.
+
+let devModePromise = null;
+function devMode() {
+  devModePromise ??= api('GET', '/v1/dev/config').then((r) => r.ok && r.data.dev === true);
+  return devModePromise;
+}
+
+const session = {
+  get token() {
+    return sessionStorage.getItem('callrelay.token');
+  },
+  get name() {
+    return sessionStorage.getItem('callrelay.name') || '';
+  },
+};
+
+function userIdFor(name) {
+  let user = sessionStorage.getItem('callrelay.user');
+  if (!user) {
+    const slug = name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9._@+-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'guest';
+    const rnd = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+    user = `${slug}-${rnd}`;
+    sessionStorage.setItem('callrelay.user', user);
+  }
+  return user;
+}
+
+/** A token for `name` (dev mode) or the stored one; throws Error with a message to show. */
+async function ensureToken(name) {
+  name = (name || '').trim();
+  if (await devMode()) {
+    if (!name) throw new Error('Type your name first.');
+    if (session.token && session.name === name) return session.token;
+    const r = await api('POST', '/v1/dev/token', { body: { user: userIdFor(name), name } });
+    if (!r.ok) throw new Error(r.data.detail || 'Could not get a token from the relay.');
+    sessionStorage.setItem('callrelay.token', r.data.token);
+    sessionStorage.setItem('callrelay.name', name);
+    return r.data.token;
+  }
+  if (session.token) return session.token;
+  throw new Error('Sign in first: this relay needs a user token (set sessionStorage "callrelay.token").');
+}
+
+async function nameField() {
+  if (!(await devMode())) return null;
+  return h('div', {},
+    h('label', { for: 'name' }, 'Your name'),
+    h('input', { id: 'name', type: 'text', 'data-testid': 'name', maxlength: 64, autocomplete: 'name', value: session.name, placeholder: 'Shown to the others in the call' }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+async function createPage() {
+  document.title = 'New call link · callrelay';
+  const error = h('p', { class: 'error', role: 'alert' });
+  const result = h('div', { hidden: true });
+  const name = await nameField();
+  const form = h('form', { class: 'create-form' },
+    h('fieldset', {},
+      h('legend', { class: 'meta' }, 'Kind of call'),
+      h('div', { class: 'kinds' },
+        h('label', {}, h('input', { type: 'radio', name: 'kind', value: 'video', checked: true }), 'Video'),
+        h('label', {}, h('input', { type: 'radio', name: 'kind', value: 'voice' }), 'Voice'))),
+    h('label', { for: 'title' }, 'Title (optional)'),
+    h('input', { id: 'title', name: 'title', type: 'text', maxlength: 100, placeholder: 'Standup' }),
+    h('label', { for: 'when' }, 'Scheduled for (optional)'),
+    h('input', { id: 'when', name: 'when', type: 'datetime-local' }),
+    name,
+    h('div', { class: 'row' }, h('button', { class: 'primary', type: 'submit', 'data-testid': 'create' }, 'Create link')),
+    error);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.textContent = '';
+    const btn = form.querySelector('[data-testid=create]');
+    btn.disabled = true;
+    try {
+      const token = await ensureToken(name?.querySelector('input').value);
+      const body = { kind: form.kind.value };
+      const title = form.title.value.trim();
+      if (title) body.title = title;
+      if (form.when.value) body.scheduled_at = new Date(form.when.value).toISOString();
+      const r = await api('POST', '/v1/links', { body, token });
+      if (!r.ok) throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
+      showCreated(result, r.data);
+    } catch (err) {
+      error.textContent = err.message;
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  show(h('section', { class: 'card' }, h('h1', {}, 'New call link'), form, result));
+}
+
+function showCreated(box, link) {
+  const keyText = encodeKey(generateLinkKey());
+  rememberKey(link.id, keyText);
+  const url = `${link.url}#k=${keyText}`;
+  const status = h('span', { class: 'note', role: 'status' });
+  const copy = h('button', { type: 'button', 'data-testid': 'copy-link', onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(url);
+      status.textContent = 'Copied.';
+    } catch {
+      const sel = getSelection();
+      sel.selectAllChildren(box.querySelector('.share-url'));
+      status.textContent = 'Press Ctrl+C to copy.';
+    }
+  } }, 'Copy');
+  const share = navigator.share
+    ? h('button', { type: 'button', 'data-testid': 'share', onclick: () => navigator.share({ title: link.title || 'Call link', url }).catch(() => {}) }, 'Share')
+    : null;
+  const qr = h('div', { class: 'qr', 'data-testid': 'qr' });
+  qr.innerHTML = qrSvg(url); // our own SVG markup: no user text inside
+  box.replaceChildren(
+    h('h2', {}, `${link.kind === 'voice' ? 'Voice' : 'Video'} call link created`),
+    link.title ? h('p', { class: 'meta' }, link.title) : null,
+    link.scheduled_at ? h('p', { class: 'meta' }, `Scheduled for ${fmt(link.scheduled_at)}`) : null,
+    h('code', { class: 'share-url', 'data-testid': 'share-url' }, url),
+    h('p', { class: 'note' }, 'Anyone with this link can join. The part after # is the end-to-end encryption key: it never reaches the server.'),
+    h('div', { class: 'row' }, copy, share, h('a', { class: 'button primary', href: url, 'data-testid': 'open-link' }, 'Join now'), status),
+    qr);
+  box.hidden = false;
+}
+
+function gonePage(code) {
+  const text = {
+    link_not_found: ['This call link doesn\'t exist', 'Check that the whole link was copied.'],
+    link_expired: ['This call link has expired', 'Links expire 90 days after their last use. Ask for a new one.'],
+    link_revoked: ['This link was revoked', 'The operator of this relay revoked it. Ask for a new one.'],
+    join_refused: ['You can\'t join this call', ''],
+    room_full: ['The call is full', 'Try again later.'],
+    invalid_link_id: ['This isn\'t a call link', 'A call link ends with 22 letters and digits.'],
+  }[code] || ['Something went wrong', 'Try again in a moment.'];
+  document.title = `${text[0]} · callrelay`;
+  show(h('section', { class: 'card gone', 'data-testid': 'gone', 'data-code': code },
+    h('h1', { 'data-testid': 'call-status' }, text[0]),
+    text[1] ? h('p', {}, text[1]) : null,
+    h('p', {}, h('a', { class: 'button', href: '/' }, 'Create a new call link'))));
+}
+
+async function previewPage(kindInPath, id) {
+  // The key: from the fragment (remembered for the call log), else remembered from before.
+  let key = keyFromFragment(location.hash);
+  if (key) {
+    rememberKey(id, encodeKey(key));
+  } else {
+    const kept = rememberedKey(id);
+    key = decodeKey(kept);
+    if (key) history.replaceState(null, '', `${location.pathname}#k=${kept}`);
+  }
+  const r = await api('GET', `/v1/links/${id}`);
+  if (!r.ok) return gonePage(r.data.code || (r.status === 404 ? 'link_not_found' : 'error'));
+  const link = r.data;
+  if (link.kind !== kindInPath) history.replaceState(null, '', `/${link.kind}/${id}${location.hash}`);
+  document.title = `${link.title || (link.kind === 'voice' ? 'Voice call' : 'Video call')} · callrelay`;
+  const video = link.kind === 'video';
+
+  const error = h('p', { class: 'error', role: 'alert' });
+  const preview = video ? h('video', { class: 'preview-video', autoplay: true, muted: true, playsinline: true }) : null;
+  const micState = h('p', { class: 'note' });
+  const name = await nameField();
+  const join = h('button', { class: 'primary', type: 'button', 'data-testid': 'join' }, 'Join');
+  const n = link.participants;
+  const card = h('section', { class: 'card', 'data-testid': 'preview' },
+    h('p', { class: 'meta', 'data-testid': 'kind' }, video ? 'Video call' : 'Voice call'),
+    h('h1', { 'data-testid': 'title' }, link.title || (video ? 'Video call' : 'Voice call')),
+    link.scheduled_at ? h('p', { class: 'meta', 'data-testid': 'scheduled' }, `Scheduled for ${fmt(link.scheduled_at)}`) : null,
+    h('p', { class: 'meta', 'data-testid': 'in-call' }, n === 0 ? 'Nobody is in the call yet' : n === 1 ? '1 person is in the call' : `${n} people are in the call`),
+    h('p', { class: 'meta' }, `Link valid until ${fmt(link.expires_at)} (renewed by each join)`),
+    key
+      ? h('p', { class: 'note' }, h('span', { class: 'badge', 'data-state': 'on' }, 'End-to-end encrypted'), ' The key is in the link; the relay never sees it.')
+      : h('p', { class: 'note' }, h('span', { class: 'badge', 'data-state': 'missing-key' }, 'No key'), ' This link has no encryption key (#k=…): you will not see or hear the others.'),
+    preview, micState, name,
+    h('div', { class: 'row' }, join),
+    error);
+  show(card);
+
+  let stream = null;
+  const media = navigator.mediaDevices
+    ? navigator.mediaDevices.getUserMedia({ audio: true, video: video ? { width: { ideal: 640 }, height: { ideal: 360 } } : false })
+      .then((s) => {
+        stream = s;
+        if (preview) preview.srcObject = s;
+        micState.textContent = video ? 'Camera and microphone ready.' : 'Microphone ready.';
+      })
+      .catch((e) => {
+        micState.textContent = `No ${video ? 'camera or ' : ''}microphone (${e.name}): you can still join to listen.`;
+      })
+    : Promise.resolve();
+
+  join.addEventListener('click', async () => {
+    error.textContent = '';
+    join.disabled = true;
+    try {
+      const token = await ensureToken(name?.querySelector('input').value);
+      await media;
+      const r = await api('POST', `/v1/links/${id}/join`, { token });
+      if (!r.ok) {
+        if (['link_not_found', 'link_expired', 'link_revoked', 'join_refused', 'room_full'].includes(r.data.code)) {
+          stream?.getTracks().forEach((t) => t.stop());
+          return gonePage(r.data.code);
+        }
+        throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
+      }
+      const call = new Call({ root: app, h, join: r.data, link, key, stream, name: session.name, onLeft: () => previewPage(link.kind, id) });
+      await call.start();
+    } catch (err) {
+      error.textContent = err.message;
+      join.disabled = false;
+    }
+  });
+}
+
+async function callLogPage() {
+  document.title = 'Call log · callrelay';
+  const list = h('ul', { class: 'log', 'data-testid': 'call-log' });
+  const error = h('p', { class: 'error', role: 'alert' });
+  const section = h('section', { class: 'card' }, h('h1', {}, 'Call log'), list, error);
+  show(section);
+  let token = session.token;
+  if (!token) {
+    const name = await nameField();
+    if (!name) {
+      error.textContent = 'Sign in first: this relay needs a user token.';
+      return;
+    }
+    const go = h('button', { class: 'primary', type: 'button', onclick: async () => {
+      try {
+        await ensureToken(name.querySelector('input').value);
+        callLogPage();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    } }, 'Show my calls');
+    section.insertBefore(h('div', {}, name, h('div', { class: 'row' }, go)), error);
+    return;
+  }
+  const r = await api('GET', '/v1/me/links', { token });
+  if (!r.ok) {
+    error.textContent = r.status === 401 ? 'Your session expired: open a call link or create one again.' : 'Could not load the call log.';
+    return;
+  }
+  if (r.data.links.length === 0) {
+    list.replaceWith(h('p', { class: 'meta', 'data-testid': 'call-log-empty' }, 'No calls yet.'));
+    return;
+  }
+  for (const item of r.data.links) {
+    const l = item.link;
+    const kept = rememberedKey(l.id);
+    const href = kept ? `${l.url}#k=${kept}` : l.url;
+    const gone = l.revoked_at ? 'Revoked' : new Date(l.expires_at) < new Date() ? 'Expired' : null;
+    list.append(h('li', { 'data-testid': 'call-log-item', 'data-kind': l.kind },
+      h('div', { class: 'what' },
+        h('div', { class: 'title' }, l.title || (l.kind === 'voice' ? 'Voice call' : 'Video call')),
+        h('div', { class: 'meta' }, `${l.kind === 'voice' ? 'Voice' : 'Video'} · ${item.role === 'creator' ? 'created by you' : 'joined'} · last used ${fmt(item.last_joined_at || l.last_used_at)}`),
+        h('div', { class: 'meta' }, gone || `expires ${fmt(l.expires_at)}`),
+        kept ? null : h('div', { class: 'note' }, 'The key of this link is not stored in this browser.')),
+      gone ? null : h('a', { class: 'button primary', href, 'data-testid': 'join' }, 'Join')));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function route() {
+  const path = location.pathname;
+  const m = path.match(/^\/(video|voice)\/([^/]+)$/);
+  if (m) {
+    if (!/^[0-9A-Za-z]{22}$/.test(m[2])) return gonePage('invalid_link_id');
+    return previewPage(m[1], m[2]);
+  }
+  if (path === '/calls') return callLogPage();
+  return createPage();
+}
+
+window.callrelay = { pc: null, call: null };
+route().catch((err) => show(h('section', { class: 'card gone' }, h('h1', {}, 'Something went wrong'), h('p', {}, String(err.message || err)))));
+export { REMOVAL_TEXT, ERROR_TEXT };

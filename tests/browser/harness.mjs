@@ -1,0 +1,144 @@
+// Test harness: the real relay binary on 127.0.0.1 and real headless Chromium (Debian's
+// /usr/bin/chromium) driven by playwright-core. Everything started here is stopped by `stop()`.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BINARY = process.env.CALLRELAY_BIN || join(ROOT, 'target', 'debug', 'callrelay');
+export const ARTIFACTS = join(ROOT, 'artifacts');
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream', '--allow-loopback-in-peer-connection',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+];
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts `callrelay serve --dev` on a free 127.0.0.1 port with a fresh data dir. */
+export async function startRelay({ env = {} } = {}) {
+  if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build -p callrelay-server first`);
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'callrelay-browser-'));
+  const base = `http://127.0.0.1:${port}`;
+  const child = spawn(BINARY, ['serve', '--dev', '--http-addr', `127.0.0.1:${port}`, '--public-url', base, '--data-dir', dataDir], {
+    env: { ...process.env, CALLRELAY_MEDIA_PORTS: '0', CALLRELAY_MEDIA_BIND_IP: '127.0.0.1', RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (d) => (log += d));
+  child.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((r) => child.once('exit', r));
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the relay exited (${child.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) break;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the relay did not answer /healthz in 20 s:\n${log}`);
+    }
+    await sleep(100);
+  }
+  return {
+    base,
+    port,
+    get log() {
+      return log;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (apt-get install chromium)`);
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 });
+}
+
+/** A page in its own browser context (own sessionStorage, localStorage: another person). */
+export async function newPerson(browser, base, { viewport = { width: 1100, height: 760 } } = {}) {
+  const context = await browser.newContext({ viewport, baseURL: base, permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  page.errors = errors;
+  return page;
+}
+
+/** Creates a link on the `/` page as `name`; returns {url, id, kind, key}. */
+export async function createLink(page, { name = 'Alice', kind = 'video', title, when } = {}) {
+  await page.goto('/');
+  await page.getByTestId('name').fill(name);
+  if (kind === 'voice') await page.check('input[name=kind][value=voice]');
+  if (title) await page.fill('#title', title);
+  if (when) await page.fill('#when', when);
+  await page.getByTestId('create').click();
+  const url = (await page.getByTestId('share-url').textContent()).trim();
+  const m = url.match(/\/(video|voice)\/([0-9A-Za-z]{22})#k=([A-Za-z0-9_-]{22})$/);
+  if (!m) throw new Error(`unexpected share URL ${url}`);
+  return { url, kind: m[1], id: m[2], key: m[3] };
+}
+
+/** Opens `url`, types `name`, clicks Join. */
+export async function joinCall(page, url, name) {
+  await page.goto(url);
+  await page.getByTestId('name').fill(name);
+  await page.getByTestId('join').click();
+}
+
+export async function devToken(base, body) {
+  const r = await fetch(`${base}/v1/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!r.ok) throw new Error(`dev token: ${r.status}`);
+  return (await r.json()).token;
+}
+
+/** Whether the relay serves signaling yet (the media plane). */
+export async function hasSignaling(base) {
+  try {
+    const r = await fetch(`${base}/v1/signal`);
+    return r.status !== 404;
+  } catch {
+    return false;
+  }
+}
+
+export function artifactsDir() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  return ARTIFACTS;
+}
+
+export { sleep };

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The browser end-to-end tests: installs what they need if missing (Debian's chromium, node and
+# npm; the npm packages from package-lock.json), builds the relay's debug binary, and runs every
+# *.test.mjs here with node's test runner against real headless Chromium.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "$@" || { apt-get update && apt-get install -y --no-install-recommends "$@"; }
+}
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+[ -x /usr/bin/chromium ] || apt_install chromium
+
+npm ci --no-audit --no-fund --loglevel=error
+(cd ../.. && cargo build -p callrelay-server --locked)
+mkdir -p ../../artifacts
+node --test --test-concurrency=1 ./*.test.mjs
