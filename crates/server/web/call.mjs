@@ -46,7 +46,7 @@ export class Call {
     this.audioMuted = false;
     this.videoMuted = false;
     this.workerStats = null;
-    this.e2ee = { state: key ? 'on' : 'missing-key', sentSample: null, seenFrames: [], senders: {} };
+    this.e2ee = { state: key ? 'on' : 'missing-key', sentSamples: [], seenFrames: [], senders: {} };
     this.receivers = new WeakSet();
     this.self = join.participant_id;
   }
@@ -66,7 +66,7 @@ export class Call {
       : null;
     const leave = h('button', { type: 'button', class: 'danger', 'data-testid': 'leave', onclick: () => this.leave() }, 'Leave');
     this.removedEl = h('div', { class: 'removed', hidden: true });
-    this.selfTile = this.makeTile(this.self, this.name || 'You', true);
+    this.selfTile = this.makeTile(this.self, this.name ? `${this.name} (you)` : 'You', true);
     if (this.stream && this.video) this.selfTile.video.srcObject = this.stream;
     this.tilesEl.append(this.selfTile.el);
     this.selfItem = h('li', {}, h('span', {}, `${this.name || 'You'} (you)`), h('span', { class: 'meta' }));
@@ -287,7 +287,7 @@ export class Call {
         this.e2ee.senders[m.kid] = m.state;
         break;
       case 'sent-sample':
-        this.e2ee.sentSample = { clear: m.clear, plain: m.plain };
+        this.e2ee.sentSamples.push({ clear: m.clear, plain: m.plain });
         break;
       case 'seen-frame':
         this.e2ee.seenFrames.push(m.hex);

@@ -25,8 +25,10 @@ const stats = {
   senders: {}, // kid hex -> 'ok' | 'decrypt-failed'
 };
 let state = null;
-let sentSample = null;
-const seenFrames = [];
+let sentSamples = 0;
+let videoSent = 0;
+let seenFrames = 0;
+let videoSeen = 0;
 
 function post(msg) {
   self.postMessage(msg);
@@ -80,11 +82,14 @@ async function encryptFrame(frame, kind, controller) {
     controller.enqueue(frame);
     return;
   }
-  if (!sentSample && kind === 'video' && data.byteLength > 48) {
+  // Test hook: 32 plaintext bytes (beyond the clear header) of the first 16 video frames and of
+  // every 50th after, up to 48 samples, so a test can check none of them crosses the relay.
+  if (kind === 'video' && data.byteLength > 48 && sentSamples < 48 && (videoSent < 16 || videoSent % 50 === 0)) {
     const n = clearBytes(kind, data);
-    sentSample = { clear: hex(data.subarray(0, n)), plain: hex(data.subarray(n, n + 32)) };
-    post({ type: 'sent-sample', ...sentSample });
+    sentSamples++;
+    post({ type: 'sent-sample', clear: hex(data.subarray(0, n)), plain: hex(data.subarray(n, n + 32)) });
   }
+  if (kind === 'video') videoSent++;
   const out = await fc.encrypt(kind, data);
   frame.data = out.buffer;
   stats.encrypted++;
@@ -102,10 +107,13 @@ function senderState(kid, s) {
 async function decryptFrame(frame, kind, controller) {
   const data = new Uint8Array(frame.data);
   if (data.byteLength === 0) return;
-  if (seenFrames.length < 8 && kind === 'video') {
-    seenFrames.push(hex(data.subarray(0, 1500)));
-    post({ type: 'seen-frame', hex: seenFrames[seenFrames.length - 1] });
+  // Test hook: the first 1500 bytes of the first 16 received video frames and of every 25th
+  // after, up to 48, as they came off the wire (before any decryption).
+  if (kind === 'video' && seenFrames < 48 && (videoSeen < 16 || videoSeen % 25 === 0)) {
+    seenFrames++;
+    post({ type: 'seen-frame', hex: hex(data.subarray(0, 1500)) });
   }
+  if (kind === 'video') videoSeen++;
   if (!hasKey) {
     stats.dropped++;
     stats.missingKey++;
