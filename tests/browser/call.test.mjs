@@ -217,3 +217,49 @@ test('revoking the link during a call removes both people within 2 s, with the r
   assert.ok(Date.now() - revokedAt <= 2500);
   for (const p of [alice, bob]) await p.context().close();
 });
+
+test('the bypass guard: a sender transform the browser ignores turns E2EE to failed and stops sending', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  // Simulate the Chromium pitfall (a transform assigned too late is accepted and never called):
+  // in Bob's page, assigning a sender's transform silently does nothing.
+  await bob.addInitScript(() => {
+    const d = Object.getOwnPropertyDescriptor(RTCRtpSender.prototype, 'transform');
+    Object.defineProperty(RTCRtpSender.prototype, 'transform', { configurable: true, get: d.get, set() {} });
+  });
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  await bob.waitForFunction(() => document.querySelector('[data-testid=e2ee-status]').dataset.state === 'failed', null, { timeout: 10000 });
+  assert.equal(await bob.evaluate(() => window.callrelay.call.workerStats.encrypted), 0);
+  const tracks = await bob.evaluate(() => window.callrelay.pc.getSenders().map((s) => s.track));
+  assert.ok(tracks.every((tr) => tr === null), 'Bob stopped sending');
+  // Alice never decodes Bob's clear frames: her worker drops them as undecryptable.
+  const s = await inbound(alice);
+  assert.ok(s.video.every((v) => v.framesDecoded === 0), JSON.stringify(s));
+  for (const p of [alice, bob]) await p.context().close();
+});
+
+test('the createEncodedStreams fallback interoperates with RTCRtpScriptTransform', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  await bob.addInitScript(() => {
+    delete window.RTCRtpScriptTransform;
+  });
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  assert.equal(await bob.evaluate(() => typeof window.RTCRtpScriptTransform), 'undefined');
+  await Promise.all([waitDecoding(alice, 1), waitDecoding(bob, 1)]);
+  for (const p of [alice, bob]) {
+    await p.waitForFunction(() => window.callrelay.call.workerStats?.decrypted > 0 && window.callrelay.call.workerStats?.encrypted > 0, null, { timeout: 3000 });
+    assert.equal(await p.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
+  }
+  for (const p of [alice, bob]) await p.context().close();
+});
