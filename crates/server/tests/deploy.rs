@@ -562,6 +562,8 @@ fn kubernetes_manifests_agree_with_the_configuration() {
         pod["hostNetwork"].is_null() || pod["hostNetwork"] == Value::Bool(false),
         "no host networking by default"
     );
+    // A Service named `callrelay` would otherwise inject CALLRELAY_SERVICE_HOST and friends.
+    assert_eq!(pod["enableServiceLinks"], Value::Bool(false));
     let containers = pod["containers"].as_sequence().expect("containers");
     let c = containers
         .iter()
