@@ -32,7 +32,9 @@ pub struct Drain {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { state: watch::channel(DrainState::default()).0 }
+        Drain {
+            state: watch::channel(DrainState::default()).0,
+        }
     }
 }
 
@@ -143,16 +145,24 @@ mod tests {
         let task = tokio::spawn({
             let (drain, rooms, removed) = (drain.clone(), rooms.clone(), removed.clone());
             async move {
-                run(&drain, Duration::from_secs(60), || rooms.load(Ordering::SeqCst), || {
-                    removed.fetch_add(1, Ordering::SeqCst);
-                })
+                run(
+                    &drain,
+                    Duration::from_secs(60),
+                    || rooms.load(Ordering::SeqCst),
+                    || {
+                        removed.fetch_add(1, Ordering::SeqCst);
+                    },
+                )
                 .await
             }
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!task.is_finished(), "not draining: nothing ends");
         assert!(drain.start(Instant::now(), Utc::now()));
-        assert!(!drain.start(Instant::now(), Utc::now()), "the first start stands");
+        assert!(
+            !drain.start(Instant::now(), Utc::now()),
+            "the first start stands"
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!task.is_finished(), "rooms still live");
         rooms.store(0, Ordering::SeqCst);
@@ -168,10 +178,15 @@ mod tests {
         let task = tokio::spawn({
             let (drain, rooms, removed) = (drain.clone(), rooms.clone(), removed.clone());
             async move {
-                run(&drain, Duration::from_secs(60), || rooms.load(Ordering::SeqCst), || {
-                    removed.fetch_add(1, Ordering::SeqCst);
-                    rooms.store(0, Ordering::SeqCst);
-                })
+                run(
+                    &drain,
+                    Duration::from_secs(60),
+                    || rooms.load(Ordering::SeqCst),
+                    || {
+                        removed.fetch_add(1, Ordering::SeqCst);
+                        rooms.store(0, Ordering::SeqCst);
+                    },
+                )
                 .await
             }
         });
@@ -179,7 +194,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(drain.stop(), "undrain");
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(!task.is_finished(), "an undrained node keeps serving past the old deadline");
+        assert!(
+            !task.is_finished(),
+            "an undrained node keeps serving past the old deadline"
+        );
         assert_eq!(removed.load(Ordering::SeqCst), 0);
         drain.start(Instant::now(), Utc::now());
         tokio::time::sleep(Duration::from_secs(59)).await;
