@@ -5,13 +5,19 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  startRelay, launchBrowser, newPerson, createLink, joinCall, devToken, hasSignaling, artifactsDir, sleep,
+  startRelay, launchBrowser, newPerson, createLink as create, joinCall, devToken, hasSignaling, artifactsDir, sleep,
 } from './harness.mjs';
 import { clearBytes, parseHeader } from '../../crates/server/web/e2ee.mjs';
 
 let relay;
 let browser;
 let media = false;
+const made = [];
+const createLink = async (...args) => {
+  const link = await create(...args);
+  made.push(link);
+  return link;
+};
 
 before(async () => {
   relay = await startRelay();
@@ -72,6 +78,9 @@ test('two people in a video link hear and see each other (E2EE on)', { timeout: 
   const link = await createLink(alice, { name: 'Alice', title: 'Two of us' });
   await joinCall(alice, link.url, 'Alice');
   await inCall(alice);
+  // Bob's preview counts Alice in the call.
+  await bob.goto(link.url);
+  assert.equal(await bob.getByTestId('in-call').textContent(), '1 person is in the call');
   await joinCall(bob, link.url, 'Bob');
   await inCall(bob);
   const started = Date.now();
@@ -86,6 +95,9 @@ test('two people in a video link hear and see each other (E2EE on)', { timeout: 
     const ws = await page.evaluate(() => window.callrelay.call.workerStats);
     assert.ok(ws.encrypted > 0 && ws.decryptFailed === 0, JSON.stringify(ws));
   }
+  // The active speaker (from the fake microphone's beeps) gets highlighted somewhere.
+  await alice.waitForFunction(() => document.querySelectorAll('.tile.speaking').length === 1, null, { timeout: 10000 });
+  assert.match(await alice.locator('.tile.speaking').getAttribute('data-participant'), /^p-[0-9a-f]{16}$/);
   // Mute: Bob sees Alice muted.
   await alice.getByTestId('mic').click();
   await bob.waitForFunction(() => document.querySelector('[data-testid=tile]')?.dataset.audioMuted === 'true', null, { timeout: 5000 });
@@ -216,6 +228,15 @@ test('revoking the link during a call removes both people within 2 s, with the r
   }));
   assert.ok(Date.now() - revokedAt <= 2500);
   for (const p of [alice, bob]) await p.context().close();
+});
+
+test('the relay log holds no link id and no key of the calls above', (t) => {
+  if (needsMedia(t)) return;
+  assert.ok(made.length >= 5);
+  for (const link of made) {
+    assert.ok(!relay.log.includes(link.id), 'a link id in the relay log');
+    assert.ok(!relay.log.includes(link.key), 'a key in the relay log');
+  }
 });
 
 test('the bypass guard: a sender transform the browser ignores turns E2EE to failed and stops sending', { timeout: 90000 }, async (t) => {

@@ -117,8 +117,20 @@ export class Call {
   }
 
   addParticipant(info) {
-    if (info.participant_id === this.self || this.participants.has(info.participant_id)) return;
+    if (info.participant_id === this.self) return;
     const label = info.name || info.user_id || 'Guest';
+    const known = this.participants.get(info.participant_id);
+    if (known) {
+      // A track can arrive before its participant_joined: fill in the name then.
+      if (info.name || info.user_id) {
+        known.info = { ...known.info, ...info };
+        known.tile.nameEl.textContent = label;
+        known.tile.el.querySelector('.avatar span').textContent = label.trim().charAt(0).toUpperCase() || '?';
+        known.item.firstChild.textContent = label;
+      }
+      this.updateMute(known, info.audio_muted, info.video_muted);
+      return;
+    }
     const tile = this.makeTile(info.participant_id, label);
     const item = this.h('li', { 'data-participant': info.participant_id }, this.h('span', {}, label), this.h('span', { class: 'meta' }));
     const p = { info, tile, item, videoTrack: null };
