@@ -570,6 +570,22 @@ impl Driver {
         }
         // Flush what the Rtc still has to say (DTLS close_notify) before the socket goes.
         let _ = self.drive(&mut sink).await;
+        // The relay closes DTLS and signaling together: read signaling to its end (bounded)
+        // so `removed{reason}` is not lost to the race.
+        let tail = tokio::time::Instant::now() + Duration::from_secs(2);
+        if !leaving {
+            loop {
+                match tokio::time::timeout_at(tail, stream.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        if let Flow::Stop = self.handle_signal(&mut sink, &text).await {
+                            break;
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        }
         let _ = sink.close().await;
         let reason = self.removed.take();
         // The last event is never dropped: wait for room if needed.

@@ -170,6 +170,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Control events to the media plane.
     pub events: broadcast::Sender<ControlEvent>,
+    /// The UDP workers (bound in [`build`]).
+    pub media: Arc<crate::media::MediaPlane>,
+    /// Join grants already used on the signaling socket.
+    pub signal_grants: crate::signal::UsedGrants,
 }
 
 impl AppState {
@@ -229,7 +233,8 @@ pub async fn open_store(location: &StoreLocation) -> Result<SharedStore, StoreEr
     })
 }
 
-/// Builds the state: opens the store, registers metrics.
+/// Builds the state: opens the store, registers metrics, binds the media UDP sockets and starts
+/// their workers (a bind failure is an error naming the address).
 pub async fn build(
     settings: Settings,
     registry: Registry,
@@ -238,7 +243,13 @@ pub async fn build(
     let metrics = Metrics::register(&registry)?;
     let media_metrics = MediaMetrics::register(&registry)?;
     let store = open_store(&settings.store).await?;
+    let media = Arc::new(crate::media::MediaPlane::start(
+        &settings,
+        media_metrics.clone(),
+    )?);
     Ok(Arc::new(AppState {
+        media,
+        signal_grants: crate::signal::UsedGrants::default(),
         tokens: Tokens::new(&settings.auth_secret, settings.leeway),
         limits: Limits::new(&settings.limits),
         seats: Seats::default(),
@@ -252,15 +263,18 @@ pub async fn build(
     }))
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, with the background tasks (purge of
-/// expired links, sweeping of rate-limit and seat tables).
+/// Serves HTTP and signaling on `listener` until `shutdown` completes, with the background
+/// tasks (purge of expired links, sweeping of rate-limit and seat tables, live enforcement of
+/// revocations and blocks); then stops the media workers.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let maintenance = tokio::spawn(maintenance(state.clone()));
-    let app = crate::api::router(state);
+    let enforce = tokio::spawn(crate::signal::enforce(state.clone()));
+    let media = state.media.clone();
+    let app = crate::api::router(state.clone()).merge(crate::signal::router(state));
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -268,6 +282,8 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     maintenance.abort();
+    enforce.abort();
+    let _ = tokio::task::spawn_blocking(move || media.shutdown()).await;
     result
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A successful join takes a seat for its participant, so that `rooms.max_participants` is never
 //! exceeded even when many joins race (the check and the take happen under one map-entry lock).
-//! A seat is held until the join grant it came with expires, or until it is released.
+//! A seat is held until the join grant it came with expires; when the participant opens
+//! signaling it becomes a live seat ([`Seats::hold_live`]), held until it is released (the
+//! participant left or was removed).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,14 @@ pub struct Seats {
 #[derive(Debug)]
 struct Seat {
     participant: String,
-    until: Instant,
+    /// `None`: a live seat, held until released.
+    until: Option<Instant>,
+}
+
+impl Seat {
+    fn held_at(&self, now: Instant) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
 }
 
 impl Seats {
@@ -26,7 +35,7 @@ impl Seats {
     pub fn held(&self, link: &LinkId, now: Instant) -> usize {
         self.rooms
             .get(link)
-            .map(|seats| seats.iter().filter(|s| s.until > now).count())
+            .map(|seats| seats.iter().filter(|s| s.held_at(now)).count())
             .unwrap_or(0)
     }
 
@@ -41,13 +50,32 @@ impl Seats {
         hold: Duration,
     ) -> bool {
         let mut seats = self.rooms.entry(*link).or_default();
-        seats.retain(|s| s.until > now);
+        seats.retain(|s| s.held_at(now));
         if seats.len() >= max {
             return false;
         }
         seats.push(Seat {
             participant: participant.to_owned(),
-            until: now + hold,
+            until: Some(now + hold),
+        });
+        true
+    }
+
+    /// Turns `participant`'s seat into a live seat (held until released), taking a new one if
+    /// its grant-time seat has expired and the room has room; false when the room is full.
+    pub fn hold_live(&self, link: &LinkId, participant: &str, max: usize, now: Instant) -> bool {
+        let mut seats = self.rooms.entry(*link).or_default();
+        seats.retain(|s| s.held_at(now));
+        if let Some(seat) = seats.iter_mut().find(|s| s.participant == participant) {
+            seat.until = None;
+            return true;
+        }
+        if seats.len() >= max {
+            return false;
+        }
+        seats.push(Seat {
+            participant: participant.to_owned(),
+            until: None,
         });
         true
     }
@@ -63,7 +91,7 @@ impl Seats {
     /// Drops expired seats and empty rooms (called periodically).
     pub fn sweep(&self, now: Instant) {
         self.rooms.retain(|_, seats| {
-            seats.retain(|s| s.until > now);
+            seats.retain(|s| s.held_at(now));
             !seats.is_empty()
         });
     }
@@ -97,6 +125,30 @@ mod tests {
         );
         assert!(seats.try_take(&link, "d", 2, t + hold, hold));
         seats.sweep(t + hold * 3);
+        assert_eq!(seats.rooms(), 0);
+    }
+
+    #[test]
+    fn live_seats_last_until_released() {
+        let seats = Seats::default();
+        let link = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
+        let t = Instant::now();
+        let hold = Duration::from_secs(60);
+        assert!(seats.try_take(&link, "a", 2, t, hold));
+        assert!(seats.hold_live(&link, "a", 2, t));
+        assert_eq!(
+            seats.held(&link, t + hold * 10),
+            1,
+            "a live seat does not expire"
+        );
+        // An expired grant-time seat is replaced if there is room, refused if not.
+        assert!(seats.try_take(&link, "b", 2, t, hold));
+        assert!(!seats.hold_live(&link, "c", 2, t));
+        assert!(seats.hold_live(&link, "c", 2, t + hold * 2));
+        seats.sweep(t + hold * 10);
+        assert_eq!(seats.held(&link, t + hold * 10), 2);
+        seats.release(&link, "a");
+        seats.release(&link, "c");
         assert_eq!(seats.rooms(), 0);
     }
 }

@@ -38,6 +38,8 @@ impl Relay {
         .env_clear()
         .env("CALLRELAY_AUTH_SECRET", SECRET)
         .env("CALLRELAY_LOG_FORMAT", "json")
+        // Relays of parallel tests each take free UDP ports for their media workers.
+        .env("CALLRELAY_MEDIA_PORTS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         for (k, v) in env {

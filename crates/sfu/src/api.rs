@@ -38,13 +38,15 @@ impl SfuConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomKey(pub u64);
 
-/// Identifier of a participant, unique within one [`Sfu`][crate::Sfu].
+/// Identifier of a participant, unique within one [`Sfu`][crate::Sfu]. Displayed as `p-` and 16
+/// hex digits, the form the control plane hands out: it is the msid stream id of the
+/// participant's tracks in the SDP subscribers receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(pub u64);
 
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{}", self.0)
+        write!(f, "p-{:016x}", self.0)
     }
 }
 
@@ -228,4 +230,20 @@ pub struct SfuStats {
     pub keyframe_requests_relayed: u64,
     /// Keyframe requests suppressed by the per-layer throttle.
     pub keyframe_requests_throttled: u64,
+    /// Audio RTP packets received on published tracks.
+    pub audio_received: u64,
+    /// Payload bytes of those.
+    pub audio_bytes_received: u64,
+    /// Video RTP packets received on published tracks.
+    pub video_received: u64,
+    /// Payload bytes of those.
+    pub video_bytes_received: u64,
+    /// Audio RTP copies handed to subscribers.
+    pub audio_forwarded: u64,
+    /// Payload bytes of those.
+    pub audio_bytes_forwarded: u64,
+    /// Video RTP copies handed to subscribers.
+    pub video_forwarded: u64,
+    /// Payload bytes of those.
+    pub video_bytes_forwarded: u64,
 }

@@ -246,6 +246,12 @@ impl Sfu {
         self.by_addr.len()
     }
 
+    /// The participant whose authenticated address is `addr`, if any (one hash probe).
+    pub fn participant_at(&self, addr: SocketAddr) -> Option<ParticipantId> {
+        let slot = *self.by_addr.get(&addr)?;
+        self.participants.get(slot)?.as_ref().map(|p| p.id)
+    }
+
     /// Members of a room, in join order.
     pub fn room_members(&self, room: RoomKey) -> Vec<ParticipantId> {
         let Some(r) = self.rooms.get(&room) else {
@@ -1002,6 +1008,17 @@ impl Sfu {
         };
         // Only a simulcast track needs to know where keyframes start (the VP8 payload
         // descriptor and the other codecs' headers stay in clear under end-to-end encryption).
+        let payload_len = pkt.payload.len() as u64;
+        match track.kind {
+            TrackKind::Audio => {
+                self.stats.audio_received += 1;
+                self.stats.audio_bytes_received += payload_len;
+            }
+            TrackKind::Video => {
+                self.stats.video_received += 1;
+                self.stats.video_bytes_received += payload_len;
+            }
+        }
         let keyframe = !track.layers.is_empty()
             && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
 
@@ -1081,6 +1098,16 @@ impl Sfu {
                 sub.last_out = Some((out_seq, out_ts, now));
             }
             self.stats.rtp_forwarded += 1;
+            match track.kind {
+                TrackKind::Audio => {
+                    self.stats.audio_forwarded += 1;
+                    self.stats.audio_bytes_forwarded += payload_len;
+                }
+                TrackKind::Video => {
+                    self.stats.video_forwarded += 1;
+                    self.stats.video_bytes_forwarded += payload_len;
+                }
+            }
             if !s.dirty {
                 s.dirty = true;
                 self.dirty.push(sub.subscriber);

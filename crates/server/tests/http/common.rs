@@ -109,6 +109,9 @@ pub fn settings(store: &StoreHandle, env: &[(&str, &str)]) -> Settings {
             "CALLRELAY_HTTP_PUBLIC_URL".into(),
             "https://calls.example.org".into(),
         ),
+        // Every test server binds its media sockets on free ports.
+        ("CALLRELAY_MEDIA_PORTS".into(), "0".into()),
+        ("CALLRELAY_MEDIA_WORKERS".into(), "1".into()),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let overrides = Overrides {

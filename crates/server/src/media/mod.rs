@@ -1,0 +1,248 @@
+//! The media plane: `media.workers` OS threads, each owning one UDP socket and one
+//! [`callrelay_sfu::Sfu`] with the rooms pinned to it.
+//!
+//! A room lives on the worker chosen by a stable hash of its link id ([`room_key`],
+//! [`MediaPlane::worker_for`]), so every packet of a room is handled by one thread without a lock
+//! or a cross-thread hop. Signaling and the control plane talk to a worker through its command
+//! channel ([`Command`]), polled in the same loop as the socket; what a worker has to tell a
+//! participant goes to that participant's bounded signaling queue.
+
+mod worker;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use callrelay_links::{LinkId, UserId};
+use callrelay_proto::signal::Participant;
+use callrelay_proto::ServerMessage;
+use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Settings;
+use crate::metrics::MediaMetrics;
+
+/// Capacity of a participant's signaling queue. A client that lets it fill is removed.
+pub const SESSION_QUEUE: usize = 256;
+
+/// The room of a call link: the first 8 bytes of SHA-256 of the link id.
+pub fn room_key(link: &LinkId) -> RoomKey {
+    let d = Sha256::digest(link.as_str().as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    RoomKey(u64::from_be_bytes(b))
+}
+
+/// Parses the control plane's `p-<16 hex>` participant id.
+pub fn parse_participant_id(s: &str) -> Option<ParticipantId> {
+    let hex = s.strip_prefix("p-")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(ParticipantId)
+}
+
+/// A participant being added to a room.
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The room (from the link).
+    pub room: RoomKey,
+    /// Video or voice (from the link).
+    pub kind: RoomKind,
+    /// The link's creator (for blocks made during the call).
+    pub creator: UserId,
+    /// The participant.
+    pub participant: ParticipantId,
+    /// Its user.
+    pub user: UserId,
+    /// Its display name.
+    pub name: String,
+    /// The client's SDP offer.
+    pub offer: String,
+    /// When the grant was presented (for join-to-first-packet).
+    pub started: Instant,
+    /// Where the worker sends this participant's signaling messages.
+    pub session: mpsc::Sender<ServerMessage>,
+}
+
+/// What a successful join answers.
+#[derive(Debug)]
+pub struct JoinReply {
+    /// The relay's SDP answer.
+    pub sdp: String,
+    /// Everyone else already in the room.
+    pub participants: Vec<Participant>,
+}
+
+/// A request to a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Adds a participant; the reply carries the answer or why not.
+    Join(
+        Box<JoinRequest>,
+        oneshot::Sender<Result<JoinReply, SfuError>>,
+    ),
+    /// A client (re)negotiation offer; the reply carries the answer.
+    Offer(
+        ParticipantId,
+        String,
+        oneshot::Sender<Result<String, SfuError>>,
+    ),
+    /// The client's answer to a relay offer.
+    Answer(ParticipantId, String, oneshot::Sender<Result<(), SfuError>>),
+    /// The participant's own mute state, relayed to the room.
+    Mute {
+        /// Who.
+        participant: ParticipantId,
+        /// Audio muted.
+        audio: bool,
+        /// Video muted.
+        video: bool,
+    },
+    /// Which size of `publisher`'s video `subscriber` wants.
+    VideoPreference {
+        /// Who asks.
+        subscriber: ParticipantId,
+        /// Whose video.
+        publisher: ParticipantId,
+        /// Largest height wanted (0: pause, i.e. the lowest layer).
+        max_height: u32,
+    },
+    /// Removes one participant.
+    Remove(ParticipantId, RemoveReason),
+    /// Removes everyone in a room.
+    RemoveRoom(RoomKey, RemoveReason),
+    /// `blocked` is removed from the rooms of links `blocker` created.
+    RemoveBlocked {
+        /// Who blocked.
+        blocker: UserId,
+        /// Who is blocked.
+        blocked: UserId,
+    },
+    /// Removes everyone (reason `drain`) and ends the worker.
+    Shutdown,
+}
+
+struct WorkerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    addr: SocketAddr,
+}
+
+/// The running workers.
+pub struct MediaPlane {
+    workers: Vec<WorkerHandle>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl MediaPlane {
+    /// Binds one UDP socket per configured address and starts a worker thread on each. A bind
+    /// failure is returned (naming the address) before anything is started.
+    pub fn start(settings: &Settings, metrics: MediaMetrics) -> anyhow::Result<MediaPlane> {
+        let mut sockets = Vec::with_capacity(settings.media_addrs.len());
+        for addr in &settings.media_addrs {
+            let s = UdpSocket::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {addr}: {e}"))?;
+            s.set_nonblocking(true)?;
+            sockets.push(s);
+        }
+        let mut workers = Vec::with_capacity(sockets.len());
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let bound = socket.local_addr()?;
+            // The candidate str0m announces: the announce IP with the port actually bound.
+            let addr = SocketAddr::new(settings.announce_ip, bound.port());
+            let mut config = SfuConfig::new(addr);
+            config.mtu = settings.mtu;
+            config.max_participants = settings.max_participants;
+            config.idle_timeout = settings.idle_timeout;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let metrics = metrics.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || worker::run(i, socket, config, rx, metrics))?;
+            workers.push(WorkerHandle { commands: tx, addr });
+            threads.push(thread);
+        }
+        tracing::info!(
+            workers = workers.len(),
+            addrs = ?workers.iter().map(|w| w.addr).collect::<Vec<_>>(),
+            "media workers started"
+        );
+        Ok(MediaPlane {
+            workers,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The announced address of each worker (its ICE host candidate).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.addr).collect()
+    }
+
+    /// The worker index hosting `room`.
+    pub fn worker_for(&self, room: RoomKey) -> usize {
+        (room.0 % self.workers.len().max(1) as u64) as usize
+    }
+
+    /// Sends a command to the worker of `room`; false if that worker has stopped.
+    pub fn send(&self, room: RoomKey, command: Command) -> bool {
+        let i = self.worker_for(room);
+        self.workers
+            .get(i)
+            .is_some_and(|w| w.commands.send(command).is_ok())
+    }
+
+    /// Sends a command built by `f` to every worker.
+    pub fn broadcast(&self, f: impl Fn() -> Command) {
+        for w in &self.workers {
+            let _ = w.commands.send(f());
+        }
+    }
+
+    /// Stops every worker (participants are removed with reason `drain`) and waits for the
+    /// threads. Blocking: call from a blocking context.
+    pub fn shutdown(&self) {
+        self.broadcast(|| Command::Shutdown);
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .expect("the thread list mutex is never poisoned: nothing panics under it"),
+        );
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a media worker thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_ids_round_trip_through_the_sfu_display() {
+        let p = parse_participant_id("p-0f3a00000000beef").expect("valid id");
+        assert_eq!(p.to_string(), "p-0f3a00000000beef");
+        for bad in [
+            "",
+            "p-",
+            "p-123",
+            "q-0f3a00000000beef",
+            "p-0f3a00000000beeg",
+            "p-+f3a00000000beef",
+        ] {
+            assert!(parse_participant_id(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn room_keys_are_stable_per_link() {
+        let a = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
+        let b = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1f").unwrap();
+        assert_eq!(room_key(&a), room_key(&a));
+        assert_ne!(room_key(&a), room_key(&b));
+    }
+}

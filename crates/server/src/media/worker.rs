@@ -1,0 +1,719 @@
+//! One media worker: a thread with a current-thread tokio runtime, one UDP socket driven
+//! through `quinn-udp` (recvmmsg/GRO in, sendmsg out), one [`Sfu`], and its command channel.
+
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use callrelay_links::UserId;
+use callrelay_proto::server_message::Msg;
+use callrelay_proto::signal::{
+    ActiveSpeaker, MuteChanged, Participant, ParticipantJoined, ParticipantLeft, Removed,
+    SessionDescription, TrackPublished, TrackUnpublished,
+};
+use callrelay_proto::ServerMessage;
+use callrelay_sfu::{
+    Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, SfuStats, TrackKind,
+};
+use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Command, JoinReply};
+use crate::metrics::MediaMetrics;
+
+/// Datagrams read per receive call (recvmmsg batch).
+const BATCH: usize = 32;
+/// Bytes per receive buffer: room for a GRO batch of full-size datagrams.
+const BUF: usize = 16 * 1024;
+/// Commands handled per loop turn, so a command burst cannot starve the socket.
+const COMMAND_BUDGET: usize = 64;
+/// Receive batches per loop turn before commands and timers get a look.
+const RECV_BUDGET: usize = 16;
+
+/// Runs the worker until [`Command::Shutdown`] or until every command sender is gone.
+pub(super) fn run(
+    index: usize,
+    socket: std::net::UdpSocket,
+    config: SfuConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    metrics: MediaMetrics,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "media worker runtime failed to start");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "media socket unusable");
+                return;
+            }
+        };
+        let state = match UdpSocketState::new((&socket).into()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "media socket state failed");
+                return;
+            }
+        };
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        let local = config.local_addr;
+        let worker = Worker {
+            index,
+            label: index.to_string(),
+            sfu: Sfu::new(config, seed),
+            local,
+            socket,
+            state,
+            metrics,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            last_stats: SfuStats::default(),
+            awaiting_first_packet: 0,
+            busy: Duration::ZERO,
+        };
+        worker.run(commands).await;
+    });
+}
+
+struct Session {
+    room: RoomKey,
+    user: UserId,
+    name: String,
+    tx: mpsc::Sender<ServerMessage>,
+    audio_muted: bool,
+    video_muted: bool,
+    /// When the grant was presented; `None` once the first packet arrived.
+    started: Option<Instant>,
+    /// Published video tracks: mid → simulcast layers known (for video preferences).
+    video_mids: Vec<callrelay_sfu::Mid>,
+}
+
+struct RoomInfo {
+    creator: UserId,
+}
+
+struct Worker {
+    index: usize,
+    label: String,
+    sfu: Sfu,
+    local: SocketAddr,
+    socket: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    metrics: MediaMetrics,
+    sessions: HashMap<ParticipantId, Session>,
+    rooms: HashMap<RoomKey, RoomInfo>,
+    last_stats: SfuStats,
+    awaiting_first_packet: usize,
+    busy: Duration,
+}
+
+impl Worker {
+    /// The event loop. Priorities, in order: received datagrams (media is latency-bound),
+    /// then commands (joins, SDP, removals), then timers; each with a budget per turn.
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
+        let mut meta = [RecvMeta::default(); BATCH];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
+        loop {
+            let deadline = self
+                .sfu
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                biased;
+                r = self.socket.readable() => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    let started = Instant::now();
+                    for _ in 0..RECV_BUDGET {
+                        if !self.receive_batch(&mut bufs, &mut meta).await {
+                            break;
+                        }
+                    }
+                    self.busy += started.elapsed();
+                }
+                cmd = commands.recv() => {
+                    let started = Instant::now();
+                    let Some(cmd) = cmd else { break };
+                    if !self.command(cmd).await {
+                        break;
+                    }
+                    for _ in 1..COMMAND_BUDGET {
+                        match commands.try_recv() {
+                            Ok(cmd) => {
+                                if !self.command(cmd).await {
+                                    self.finish().await;
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.busy += started.elapsed();
+                }
+                _ = sleep => {
+                    let started = Instant::now();
+                    self.sfu.handle_timeout(Instant::now());
+                    self.flush(None).await;
+                    self.busy += started.elapsed();
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let span = now.saturating_duration_since(last_tick).as_secs_f64();
+                    if span > 0.0 {
+                        let ratio = (self.busy.as_secs_f64() / span).min(1.0);
+                        self.metrics.worker_busy.with_label_values(&[&self.label]).set(ratio);
+                    }
+                    self.busy = Duration::ZERO;
+                    last_tick = now;
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn finish(&mut self) {
+        self.sfu.remove_all(Instant::now(), RemoveReason::Drain);
+        self.flush(None).await;
+        tracing::debug!(worker = self.index, "media worker stopped");
+    }
+
+    /// Reads one batch; false when the socket has nothing more now.
+    async fn receive_batch(&mut self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> bool {
+        let mut iovs: Vec<IoSliceMut<'_>> = Vec::new();
+        let n = {
+            iovs.extend(bufs.iter_mut().map(|b| IoSliceMut::new(b.as_mut_slice())));
+            let state = &self.state;
+            let socket = &self.socket;
+            match socket.try_io(Interest::READABLE, || {
+                state.recv(socket.into(), &mut iovs, meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    tracing::debug!(worker = self.index, error = %e, "media receive failed");
+                    return false;
+                }
+            }
+        };
+        drop(iovs);
+        for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+            let stride = m.stride.max(1);
+            let mut off = 0;
+            while off < m.len {
+                let end = (off + stride).min(m.len);
+                // Receive time of this datagram, passed into the core (not a later `now`).
+                let now = Instant::now();
+                self.datagram(now, m.addr, &buf[off..end]).await;
+                off = end;
+            }
+        }
+        true
+    }
+
+    async fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+        tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
+        let before = self.sfu.stats().rtp_forwarded;
+        let before_rx = self.sfu.stats().rtp_received;
+        self.sfu.handle_datagram(now, source, self.local, bytes);
+        let stats = self.sfu.stats();
+        if self.awaiting_first_packet > 0 && stats.rtp_received > before_rx {
+            if let Some(p) = self.sfu.participant_at(source) {
+                if let Some(s) = self.sessions.get_mut(&p) {
+                    if let Some(t) = s.started.take() {
+                        self.awaiting_first_packet -= 1;
+                        self.metrics
+                            .join_to_first_packet
+                            .observe(now.saturating_duration_since(t).as_secs_f64());
+                    }
+                }
+            }
+        }
+        let forwarded = stats.rtp_forwarded - before;
+        self.flush(Some((now, forwarded))).await;
+    }
+
+    /// Sends every pending datagram and dispatches every event. With `latency`, the first
+    /// `n` transmits are forwarded copies of a datagram received at `t` and are timed.
+    async fn flush(&mut self, latency: Option<(Instant, u64)>) {
+        let (t0, mut copies) = latency.unwrap_or((Instant::now(), 0));
+        while let Some(t) = self.sfu.poll_transmit() {
+            self.send(t.destination, &t.contents).await;
+            if copies > 0 {
+                copies -= 1;
+                self.metrics
+                    .forward_latency
+                    .observe(t0.elapsed().as_secs_f64());
+            }
+        }
+        while let Some(e) = self.sfu.poll_event() {
+            self.event(e);
+        }
+        // Events may have queued transmits (removals close DTLS).
+        while let Some(t) = self.sfu.poll_transmit() {
+            self.send(t.destination, &t.contents).await;
+        }
+        self.update_stats();
+    }
+
+    async fn send(&self, destination: SocketAddr, contents: &[u8]) {
+        let transmit = UdpTransmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        for _ in 0..2 {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // UDP is lossy anyway: log (not per packet above debug) and drop.
+                    tracing::debug!(worker = self.index, error = %e, "media send failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn update_stats(&mut self) {
+        let s = self.sfu.stats();
+        let l = self.last_stats;
+        let m = &self.metrics;
+        let add = |c: &prometheus::IntCounterVec, label: &str, now: u64, before: u64| {
+            if now > before {
+                c.with_label_values(&[label]).inc_by(now - before);
+            }
+        };
+        add(
+            &m.packets_received,
+            "audio",
+            s.audio_received,
+            l.audio_received,
+        );
+        add(
+            &m.packets_received,
+            "video",
+            s.video_received,
+            l.video_received,
+        );
+        add(
+            &m.bytes_received,
+            "audio",
+            s.audio_bytes_received,
+            l.audio_bytes_received,
+        );
+        add(
+            &m.bytes_received,
+            "video",
+            s.video_bytes_received,
+            l.video_bytes_received,
+        );
+        add(
+            &m.packets_forwarded,
+            "audio",
+            s.audio_forwarded,
+            l.audio_forwarded,
+        );
+        add(
+            &m.packets_forwarded,
+            "video",
+            s.video_forwarded,
+            l.video_forwarded,
+        );
+        add(
+            &m.bytes_forwarded,
+            "audio",
+            s.audio_bytes_forwarded,
+            l.audio_bytes_forwarded,
+        );
+        add(
+            &m.bytes_forwarded,
+            "video",
+            s.video_bytes_forwarded,
+            l.video_bytes_forwarded,
+        );
+        let d = &m.datagrams_dropped;
+        add(d, "oversized", s.dropped_oversized, l.dropped_oversized);
+        add(
+            d,
+            "runt",
+            s.dropped_runt + s.dropped_malformed,
+            l.dropped_runt + l.dropped_malformed,
+        );
+        add(
+            d,
+            "unknown_source",
+            s.dropped_unknown_source,
+            l.dropped_unknown_source,
+        );
+        add(d, "bad_stun", s.dropped_bad_stun, l.dropped_bad_stun);
+        add(
+            d,
+            "not_negotiated",
+            s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
+            l.rtp_dropped_unknown_track + l.rtp_dropped_video_in_voice,
+        );
+        add(
+            d,
+            "rate_limited",
+            s.keyframe_requests_throttled,
+            l.keyframe_requests_throttled,
+        );
+        add(
+            d,
+            "error",
+            s.dropped_rtc_error + s.sessions_panicked,
+            l.dropped_rtc_error + l.sessions_panicked,
+        );
+        if s.keyframe_requests_relayed > l.keyframe_requests_relayed {
+            m.keyframe_requests
+                .inc_by(s.keyframe_requests_relayed - l.keyframe_requests_relayed);
+        }
+        self.last_stats = s;
+    }
+
+    /// Queues a message to one participant; a full queue (stalled client) removes it.
+    fn tell(&mut self, to: ParticipantId, msg: Msg) {
+        let Some(s) = self.sessions.get(&to) else {
+            return;
+        };
+        match s.tx.try_send(ServerMessage::from(msg)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::info!(worker = self.index, participant = %to, "signaling queue full: removing the participant");
+                let _ = self
+                    .sfu
+                    .remove_participant(Instant::now(), to, RemoveReason::Error);
+            }
+            Err(TrySendError::Closed(_)) => {
+                let _ = self
+                    .sfu
+                    .remove_participant(Instant::now(), to, RemoveReason::Left);
+            }
+        }
+    }
+
+    /// Sends `msg` to every member of `room` except `except`.
+    fn tell_room(&mut self, room: RoomKey, except: Option<ParticipantId>, msg: Msg) {
+        for p in self.sfu.room_members(room) {
+            if Some(p) != except {
+                self.tell(p, msg.clone());
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::ParticipantJoined { room, participant } => {
+                let Some(info) = self.participant_info(participant) else {
+                    return;
+                };
+                self.tell_room(
+                    room,
+                    Some(participant),
+                    Msg::ParticipantJoined(ParticipantJoined {
+                        participant: Some(info),
+                    }),
+                );
+            }
+            Event::ParticipantLeft {
+                room,
+                participant,
+                reason,
+            } => {
+                self.metrics
+                    .participants_removed
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                self.tell_room(
+                    room,
+                    Some(participant),
+                    Msg::ParticipantLeft(ParticipantLeft {
+                        participant_id: participant.to_string(),
+                        reason: reason.as_str().into(),
+                    }),
+                );
+            }
+            Event::Removed {
+                room,
+                participant,
+                reason,
+            } => {
+                if reason != RemoveReason::Left {
+                    self.tell(
+                        participant,
+                        Msg::Removed(Removed {
+                            reason: reason.as_str().into(),
+                        }),
+                    );
+                }
+                // Dropping the sender ends the session once it has sent what is queued.
+                if let Some(s) = self.sessions.remove(&participant) {
+                    if s.started.is_some() {
+                        self.awaiting_first_packet -= 1;
+                    }
+                    for _ in &s.video_mids {
+                        self.metrics
+                            .published_tracks
+                            .with_label_values(&["video"])
+                            .dec();
+                    }
+                }
+                if self.sfu.room_members(room).is_empty() {
+                    self.rooms.remove(&room);
+                }
+                self.gauges();
+            }
+            Event::TrackPublished {
+                room,
+                participant,
+                mid,
+                kind,
+            } => {
+                let kind = match kind {
+                    TrackKind::Audio => "audio",
+                    TrackKind::Video => "video",
+                };
+                if kind == "video" {
+                    if let Some(s) = self.sessions.get_mut(&participant) {
+                        s.video_mids.push(mid);
+                    }
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&["video"])
+                        .inc();
+                } else {
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&["audio"])
+                        .inc();
+                }
+                self.tell_room(
+                    room,
+                    Some(participant),
+                    Msg::TrackPublished(TrackPublished {
+                        participant_id: participant.to_string(),
+                        kind: kind.into(),
+                        mid: mid.to_string(),
+                    }),
+                );
+            }
+            Event::TrackUnpublished {
+                room,
+                participant,
+                mid,
+            } => {
+                let video = self
+                    .sessions
+                    .get(&participant)
+                    .is_some_and(|s| s.video_mids.contains(&mid));
+                if !video {
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&["audio"])
+                        .dec();
+                } else if let Some(s) = self.sessions.get_mut(&participant) {
+                    s.video_mids.retain(|m| *m != mid);
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&["video"])
+                        .dec();
+                }
+                self.tell_room(
+                    room,
+                    Some(participant),
+                    Msg::TrackUnpublished(TrackUnpublished {
+                        participant_id: participant.to_string(),
+                        mid: mid.to_string(),
+                    }),
+                );
+            }
+            Event::ActiveSpeaker { room, participant } => {
+                self.tell_room(
+                    room,
+                    None,
+                    Msg::ActiveSpeaker(ActiveSpeaker {
+                        participant_id: participant.to_string(),
+                    }),
+                );
+            }
+            Event::SdpOffer { participant, sdp } => {
+                self.tell(participant, Msg::Offer(SessionDescription { sdp }));
+            }
+        }
+    }
+
+    fn participant_info(&self, p: ParticipantId) -> Option<Participant> {
+        let s = self.sessions.get(&p)?;
+        Some(Participant {
+            participant_id: p.to_string(),
+            user_id: s.user.as_str().to_owned(),
+            name: s.name.clone(),
+            audio_muted: s.audio_muted,
+            video_muted: s.video_muted,
+        })
+    }
+
+    fn gauges(&self) {
+        self.metrics.rooms.set(self.sfu.room_count() as i64);
+        self.metrics
+            .participants
+            .set(self.sfu.participant_count() as i64);
+    }
+
+    /// Handles one command; false to stop the worker.
+    async fn command(&mut self, c: Command) -> bool {
+        let now = Instant::now();
+        match c {
+            Command::Join(req, reply) => {
+                let req = *req;
+                let participants: Vec<Participant> = self
+                    .sfu
+                    .room_members(req.room)
+                    .into_iter()
+                    .filter_map(|p| self.participant_info(p))
+                    .collect();
+                // The session exists before the core emits its join events.
+                self.sessions.insert(
+                    req.participant,
+                    Session {
+                        room: req.room,
+                        user: req.user.clone(),
+                        name: req.name.clone(),
+                        tx: req.session,
+                        audio_muted: false,
+                        video_muted: false,
+                        started: Some(req.started),
+                        video_mids: Vec::new(),
+                    },
+                );
+                self.awaiting_first_packet += 1;
+                match self.sfu.add_participant(
+                    now,
+                    req.room,
+                    req.participant,
+                    req.kind,
+                    Some(&req.offer),
+                ) {
+                    Ok(answer) => {
+                        self.rooms.entry(req.room).or_insert(RoomInfo {
+                            creator: req.creator,
+                        });
+                        let sdp = answer.unwrap_or_default();
+                        let _ = reply.send(Ok(JoinReply { sdp, participants }));
+                    }
+                    Err(e) => {
+                        self.sessions.remove(&req.participant);
+                        self.awaiting_first_packet -= 1;
+                        let _ = reply.send(Err(e));
+                    }
+                }
+                self.gauges();
+            }
+            Command::Offer(p, sdp, reply) => {
+                let _ = reply.send(self.sfu.handle_sdp_offer(now, p, &sdp));
+            }
+            Command::Answer(p, sdp, reply) => {
+                let _ = reply.send(self.sfu.handle_sdp_answer(now, p, &sdp));
+            }
+            Command::Mute {
+                participant,
+                audio,
+                video,
+            } => {
+                let Some(s) = self.sessions.get_mut(&participant) else {
+                    return true;
+                };
+                s.audio_muted = audio;
+                s.video_muted = video;
+                let room = s.room;
+                self.tell_room(
+                    room,
+                    Some(participant),
+                    Msg::MuteChanged(MuteChanged {
+                        participant_id: participant.to_string(),
+                        audio_muted: audio,
+                        video_muted: video,
+                    }),
+                );
+            }
+            Command::VideoPreference {
+                subscriber,
+                publisher,
+                max_height,
+            } => {
+                // ≤ 180 → l, ≤ 360 → m, else h; 0 (pause) gets the lowest layer, as the core
+                // cannot pause a single subscription.
+                let rid = match max_height {
+                    0..=180 => "l",
+                    181..=360 => "m",
+                    _ => "h",
+                };
+                let mids = self
+                    .sessions
+                    .get(&publisher)
+                    .map(|s| s.video_mids.clone())
+                    .unwrap_or_default();
+                for mid in mids {
+                    let _ = self.sfu.set_subscriber_layer(
+                        now,
+                        subscriber,
+                        publisher,
+                        mid,
+                        Rid::from(rid),
+                    );
+                }
+            }
+            Command::Remove(p, reason) => {
+                let _ = self.sfu.remove_participant(now, p, reason);
+            }
+            Command::RemoveRoom(room, reason) => {
+                self.sfu.remove_room(now, room, reason);
+            }
+            Command::RemoveBlocked { blocker, blocked } => {
+                let targets: Vec<ParticipantId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.user == blocked
+                            && self
+                                .rooms
+                                .get(&s.room)
+                                .is_some_and(|r| r.creator == blocker)
+                    })
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in targets {
+                    let _ = self.sfu.remove_participant(now, p, RemoveReason::Blocked);
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        self.flush(None).await;
+        true
+    }
+}

@@ -1,0 +1,531 @@
+//! Signaling: `GET /v1/signal`, one WebSocket per participant (`proto/signal.proto`).
+//!
+//! The first frame must be `join{grant, sdp}` within 10 s. The grant is checked (signature,
+//! audience, ≤ 60 s, used once), the link and the creator's blocks are checked again in the
+//! store, the seat taken at the HTTP join becomes a live seat, and the room's worker answers the
+//! SDP offer. Then the socket relays SDP and room events both ways until the participant leaves,
+//! closes the socket, or is removed (`removed{reason}` is sent before the socket closes).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use callrelay_links::{LinkId, LinkKind, LinkStatus, UserId};
+use callrelay_proto::signal::{Error as ErrorMsg, Joined, Pong, SessionDescription};
+use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
+use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuError};
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::AppState;
+use crate::media::{self, Command, JoinRequest, SESSION_QUEUE};
+
+/// How long a client has to send `join` after the socket opens.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Largest message the WebSocket layer buffers; frames over
+/// [`callrelay_proto::MAX_FRAME_BYTES`] are refused with close code 1009 by this module.
+const WS_BUFFER_LIMIT: usize = 256 * 1024;
+
+/// Close code for a message that is too big (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a data type the endpoint does not accept (binary frames).
+const CLOSE_UNSUPPORTED: u16 = 1003;
+/// Close code for a policy violation (a refused join).
+const CLOSE_POLICY: u16 = 1008;
+/// Normal closure.
+const CLOSE_NORMAL: u16 = 1000;
+
+/// Grants already used on this node: participant id → grant expiry (unix seconds).
+#[derive(Debug, Default)]
+pub struct UsedGrants {
+    used: DashMap<String, i64>,
+}
+
+impl UsedGrants {
+    /// Marks the grant of `pid` used; false if it already was.
+    pub fn try_use(&self, pid: &str, exp: i64, now_unix: i64) -> bool {
+        if self.used.len() > 4096 {
+            self.used.retain(|_, e| *e >= now_unix);
+        }
+        match self.used.entry(pid.to_owned()) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(v) => {
+                v.insert(exp);
+                true
+            }
+        }
+    }
+}
+
+/// The `/v1/signal` route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/signal", get(upgrade))
+        .with_state(state)
+}
+
+async fn upgrade(State(s): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(WS_BUFFER_LIMIT)
+        .max_frame_size(WS_BUFFER_LIMIT)
+        .on_upgrade(move |socket| session(s, socket))
+}
+
+/// Why a frame or a join was refused: a code of `proto/signal.proto` and a message.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+enum Incoming {
+    Message(ClientMessage),
+    Invalid(String),
+    TooBig,
+    Binary,
+    Closed,
+}
+
+async fn next_incoming(socket: &mut WebSocket) -> Incoming {
+    loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) => {
+                if t.len() > callrelay_proto::MAX_FRAME_BYTES {
+                    return Incoming::TooBig;
+                }
+                return match ClientMessage::from_json(t.as_str()) {
+                    Ok(m) => Incoming::Message(m),
+                    Err(e) => Incoming::Invalid(e.to_string()),
+                };
+            }
+            Some(Ok(Message::Binary(_))) => return Incoming::Binary,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
+            // Over the buffer limit, or a protocol error.
+            Some(Err(e)) => {
+                let text = e.to_string();
+                return if text.contains("too long") || text.contains("Space limit") {
+                    Incoming::TooBig
+                } else {
+                    Incoming::Closed
+                };
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: server_message::Msg) -> bool {
+    socket
+        .send(Message::Text(ServerMessage::from(msg).to_json().into()))
+        .await
+        .is_ok()
+}
+
+async fn send_error(s: &AppState, socket: &mut WebSocket, r: &Refusal) -> bool {
+    s.media_metrics
+        .signaling_errors
+        .with_label_values(&[r.code])
+        .inc();
+    send(
+        socket,
+        server_message::Msg::Error(ErrorMsg {
+            code: r.code.into(),
+            message: r.message.clone(),
+        }),
+    )
+    .await
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Counts a session while it lives.
+struct SessionGauge<'a>(&'a AppState);
+
+impl Drop for SessionGauge<'_> {
+    fn drop(&mut self) {
+        self.0.media_metrics.signaling_sessions.dec();
+    }
+}
+
+/// An admitted participant.
+struct Admitted {
+    link: LinkId,
+    room: RoomKey,
+    pid: ParticipantId,
+    pid_text: String,
+}
+
+async fn session(s: Arc<AppState>, mut socket: WebSocket) {
+    s.media_metrics.signaling_sessions.inc();
+    let _gauge = SessionGauge(&s);
+    let first = match tokio::time::timeout(JOIN_DEADLINE, next_incoming(&mut socket)).await {
+        Ok(i) => i,
+        Err(_) => {
+            let r = Refusal::new("invalid_message", "no join within 10 s");
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_POLICY, "join timeout").await;
+            return;
+        }
+    };
+    let join = match first {
+        Incoming::Message(ClientMessage {
+            msg: Some(client_message::Msg::Join(j)),
+        }) => j,
+        Incoming::Message(_) => {
+            let r = Refusal::new("not_joined", "the first message must be join");
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_POLICY, "not joined").await;
+            return;
+        }
+        Incoming::Invalid(e) => {
+            let r = Refusal::new("invalid_message", e);
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_POLICY, "invalid message").await;
+            return;
+        }
+        Incoming::TooBig => {
+            s.media_metrics
+                .signaling_errors
+                .with_label_values(&["invalid_message"])
+                .inc();
+            close(&mut socket, CLOSE_TOO_BIG, "frame larger than 64 KiB").await;
+            return;
+        }
+        Incoming::Binary => {
+            let r = Refusal::new("invalid_message", "binary frames are not accepted");
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_UNSUPPORTED, "binary frame").await;
+            return;
+        }
+        Incoming::Closed => return,
+    };
+
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let admitted = match admit(&s, &join.grant, join.sdp, tx, started).await {
+        Ok(a) => a,
+        Err(r) => {
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_POLICY, "join refused").await;
+            return;
+        }
+    };
+    let (adm, joined) = admitted;
+    if !send(&mut socket, server_message::Msg::Joined(joined)).await {
+        leave(&s, &adm, RemoveReason::Left);
+        return;
+    }
+    tracing::info!(link = %adm.link, participant = %adm.pid_text, "signaling joined");
+    run_session(&s, &adm, socket, rx).await;
+}
+
+/// Checks the grant, the link, the blocks and the seat; adds the participant to its worker.
+async fn admit(
+    s: &AppState,
+    grant: &str,
+    sdp: String,
+    tx: mpsc::Sender<ServerMessage>,
+    started: Instant,
+) -> Result<(Admitted, Joined), Refusal> {
+    let claims = s.tokens.verify_grant(grant).map_err(|e| {
+        if e.to_string().contains("Expired") {
+            Refusal::new("grant_expired", "the grant has expired")
+        } else {
+            Refusal::new("invalid_grant", "the grant is not valid")
+        }
+    })?;
+    let pid = media::parse_participant_id(&claims.pid)
+        .ok_or_else(|| Refusal::new("invalid_grant", "bad participant id in grant"))?;
+    let link_id = LinkId::parse(&claims.link)
+        .map_err(|_| Refusal::new("invalid_grant", "bad link in grant"))?;
+    let user = UserId::parse(&claims.sub)
+        .map_err(|_| Refusal::new("invalid_grant", "bad user in grant"))?;
+    if !s
+        .signal_grants
+        .try_use(&claims.pid, claims.exp, chrono::Utc::now().timestamp())
+    {
+        return Err(Refusal::new(
+            "already_joined",
+            "this grant was already used",
+        ));
+    }
+    // Re-check the link and the blocks: they may have changed since the HTTP join.
+    let link = s
+        .timed("get_link", s.store.get_link(&link_id))
+        .await
+        .map_err(|_| Refusal::new("internal", "store unavailable"))?
+        .ok_or_else(|| Refusal::new("join_refused", "no such link"))?;
+    match link.status(s.now()) {
+        LinkStatus::Active => {}
+        LinkStatus::Expired => return Err(Refusal::new("link_expired", "the link has expired")),
+        LinkStatus::Revoked => return Err(Refusal::new("link_revoked", "the link was revoked")),
+    }
+    if link.creator != user
+        && s.timed("is_blocked", s.store.is_blocked(&link.creator, &user))
+            .await
+            .map_err(|_| Refusal::new("internal", "store unavailable"))?
+    {
+        return Err(Refusal::new("join_refused", "you cannot join this call"));
+    }
+    if !s.seats.hold_live(
+        &link_id,
+        &claims.pid,
+        s.settings.max_participants,
+        Instant::now(),
+    ) {
+        return Err(Refusal::new("room_full", "the room is full"));
+    }
+    let room = media::room_key(&link_id);
+    let kind = match link.kind {
+        LinkKind::Voice => RoomKind::Voice,
+        _ => RoomKind::Video,
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let req = JoinRequest {
+        room,
+        kind,
+        creator: link.creator.clone(),
+        participant: pid,
+        user,
+        name: claims.name.clone().unwrap_or_default(),
+        offer: sdp,
+        started,
+        session: tx,
+    };
+    let release = || s.seats.release(&link_id, &claims.pid);
+    if !s.media.send(room, Command::Join(Box::new(req), reply_tx)) {
+        release();
+        return Err(Refusal::new("internal", "media worker unavailable"));
+    }
+    let reply = match reply_rx.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            release();
+            return Err(match e {
+                SfuError::RoomFull => Refusal::new("room_full", "the room is full"),
+                SfuError::VideoNotAllowed => {
+                    Refusal::new("video_not_allowed", "this is a voice link: no video")
+                }
+                SfuError::DuplicateParticipant => {
+                    Refusal::new("already_joined", "this participant is already in the call")
+                }
+                e => Refusal::new("sdp_rejected", e.to_string()),
+            });
+        }
+        Err(_) => {
+            release();
+            return Err(Refusal::new("internal", "media worker unavailable"));
+        }
+    };
+    let joined = Joined {
+        participant_id: claims.pid.clone(),
+        participants: reply.participants,
+        link_kind: link.kind.as_str().into(),
+        sdp: reply.sdp,
+    };
+    Ok((
+        Admitted {
+            link: link_id,
+            room,
+            pid,
+            pid_text: claims.pid,
+        },
+        joined,
+    ))
+}
+
+/// Ends a participant: out of its worker (no-op if already removed) and its seat released.
+fn leave(s: &AppState, a: &Admitted, reason: RemoveReason) {
+    s.media.send(a.room, Command::Remove(a.pid, reason));
+    s.seats.release(&a.link, &a.pid_text);
+}
+
+async fn run_session(
+    s: &AppState,
+    a: &Admitted,
+    mut socket: WebSocket,
+    mut rx: mpsc::Receiver<ServerMessage>,
+) {
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(m) => {
+                    if socket.send(Message::Text(m.to_json().into())).await.is_err() {
+                        break;
+                    }
+                }
+                // The worker removed us (after queueing `removed{reason}`) or stopped.
+                None => {
+                    // The seat is free before the client sees the close.
+                    leave(s, a, RemoveReason::Left);
+                    close(&mut socket, CLOSE_NORMAL, "removed").await;
+                    break;
+                }
+            },
+            incoming = next_incoming(&mut socket) => match incoming {
+                Incoming::Message(m) => {
+                    if !handle_message(s, a, &mut socket, m).await {
+                        break;
+                    }
+                }
+                Incoming::Invalid(e) => {
+                    let r = Refusal::new("invalid_message", e);
+                    if !send_error(s, &mut socket, &r).await {
+                        break;
+                    }
+                }
+                Incoming::TooBig => {
+                    s.media_metrics.signaling_errors.with_label_values(&["invalid_message"]).inc();
+                    close(&mut socket, CLOSE_TOO_BIG, "frame larger than 64 KiB").await;
+                    break;
+                }
+                Incoming::Binary => {
+                    let r = Refusal::new("invalid_message", "binary frames are not accepted");
+                    send_error(s, &mut socket, &r).await;
+                    close(&mut socket, CLOSE_UNSUPPORTED, "binary frame").await;
+                    break;
+                }
+                Incoming::Closed => break,
+            },
+        }
+    }
+    leave(s, a, RemoveReason::Left);
+    tracing::info!(link = %a.link, participant = %a.pid_text, "signaling closed");
+}
+
+/// One message from a joined client; false to end the session.
+async fn handle_message(
+    s: &AppState,
+    a: &Admitted,
+    socket: &mut WebSocket,
+    m: ClientMessage,
+) -> bool {
+    use client_message::Msg;
+    let Some(msg) = m.msg else {
+        return send_error(s, socket, &Refusal::new("invalid_message", "empty message")).await;
+    };
+    match msg {
+        Msg::Join(_) => {
+            send_error(s, socket, &Refusal::new("already_joined", "already joined")).await
+        }
+        Msg::Offer(o) => {
+            let (tx, rx) = oneshot::channel();
+            s.media.send(a.room, Command::Offer(a.pid, o.sdp, tx));
+            match rx.await {
+                Ok(Ok(sdp)) => {
+                    send(
+                        socket,
+                        server_message::Msg::Answer(SessionDescription { sdp }),
+                    )
+                    .await
+                }
+                Ok(Err(SfuError::VideoNotAllowed)) => {
+                    send_error(
+                        s,
+                        socket,
+                        &Refusal::new("video_not_allowed", "this is a voice link: no video"),
+                    )
+                    .await
+                }
+                Ok(Err(e)) => {
+                    send_error(s, socket, &Refusal::new("sdp_rejected", e.to_string())).await
+                }
+                Err(_) => false,
+            }
+        }
+        Msg::Answer(ans) => {
+            let (tx, rx) = oneshot::channel();
+            s.media.send(a.room, Command::Answer(a.pid, ans.sdp, tx));
+            match rx.await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    send_error(s, socket, &Refusal::new("sdp_rejected", e.to_string())).await
+                }
+                Err(_) => false,
+            }
+        }
+        Msg::Mute(m) => {
+            s.media.send(
+                a.room,
+                Command::Mute {
+                    participant: a.pid,
+                    audio: m.audio_muted,
+                    video: m.video_muted,
+                },
+            );
+            true
+        }
+        Msg::VideoPreference(v) => match media::parse_participant_id(&v.participant_id) {
+            Some(publisher) => {
+                s.media.send(
+                    a.room,
+                    Command::VideoPreference {
+                        subscriber: a.pid,
+                        publisher,
+                        max_height: v.max_height,
+                    },
+                );
+                true
+            }
+            None => {
+                send_error(
+                    s,
+                    socket,
+                    &Refusal::new("invalid_message", "bad participant_id"),
+                )
+                .await
+            }
+        },
+        Msg::Leave(_) => {
+            close(socket, CLOSE_NORMAL, "left").await;
+            false
+        }
+        Msg::Ping(p) => send(socket, server_message::Msg::Pong(Pong { nonce: p.nonce })).await,
+    }
+}
+
+/// Forwards control-plane events to the workers until the sender is gone: a revoked link
+/// empties its room, a block removes the blocked user from the blocker's rooms.
+pub async fn enforce(state: Arc<AppState>) {
+    let mut events = state.events.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(crate::app::ControlEvent::LinkRevoked { link }) => {
+                tracing::info!(link = %link, "link revoked: removing its room");
+                state.media.send(
+                    media::room_key(&link),
+                    Command::RemoveRoom(media::room_key(&link), RemoveReason::Revoked),
+                );
+            }
+            Ok(crate::app::ControlEvent::UserBlocked { blocker, blocked }) => {
+                state.media.broadcast(|| Command::RemoveBlocked {
+                    blocker: blocker.clone(),
+                    blocked: blocked.clone(),
+                });
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "control events lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Participants exchange audio and video through the relay, payload bytes unchanged.
+
+use std::time::Duration;
+
+use callrelay_client::{ClientConfig, TrackKind};
+use callrelay_proto::server_message::Msg;
+
+use crate::common::{exchange, until_all_received, Relay};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_exchange_audio_and_video() {
+    let relay = Relay::start(&[]).await;
+    let link = relay.create_link("alice", "video").await;
+    let mut alice = relay.join("alice", &link, ClientConfig::default()).await;
+    let bob = relay.join("bob", &link, ClientConfig::default()).await;
+    assert_eq!(bob.client.joined().link_kind, "video");
+    assert_eq!(
+        bob.client
+            .joined()
+            .participants
+            .iter()
+            .map(|p| p.participant_id.clone())
+            .collect::<Vec<_>>(),
+        vec![alice.id()],
+        "bob is told alice is there"
+    );
+    alice
+        .until("participant_joined(bob)", |p| {
+            p.signals.iter().any(|(_, m)| {
+                matches!(m, Msg::ParticipantJoined(j)
+                    if j.participant.as_ref().is_some_and(|x| x.participant_id == bob.id() && x.user_id == "bob"))
+            })
+        })
+        .await;
+    assert_eq!(relay.preview_participants(&link).await, 2, "live seats");
+
+    let mut peers = [alice, bob];
+    exchange(&mut peers, Duration::from_secs(2)).await;
+    // ~100 packets of each kind were sent each way; the first few may precede the
+    // subscription's negotiation.
+    until_all_received(&mut peers, 50).await;
+    let [alice, bob] = &peers;
+    assert!(alice.received_intact(&bob.id(), TrackKind::Audio, 2) >= 50);
+    assert!(bob.received_intact(&alice.id(), TrackKind::Video, 1) >= 50);
+
+    assert!(
+        relay.state.media_metrics.forward_latency.get_sample_count() >= 200,
+        "forwarded copies are timed"
+    );
+    let [alice, bob] = peers;
+    drop(alice);
+    drop(bob);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_clients_each_receive_the_five_others() {
+    let relay = Relay::start(&[]).await;
+    let link = relay.create_link("u0", "video").await;
+    let mut peers = Vec::new();
+    for i in 0..6 {
+        peers.push(
+            relay
+                .join(&format!("u{i}"), &link, ClientConfig::default())
+                .await,
+        );
+    }
+    assert_eq!(relay.preview_participants(&link).await, 6);
+    exchange(&mut peers, Duration::from_secs(2)).await;
+    until_all_received(&mut peers, 30).await;
+    drop(peers);
+    relay.stop().await;
+}

@@ -1,0 +1,12 @@
+//! Media-plane integration tests: real HTTP joins, real WebSocket signaling, real UDP with
+//! DTLS/SRTP on 127.0.0.1 between str0m clients (`callrelay-client`) and the relay's workers.
+//! One module per behaviour.
+
+mod common;
+
+mod bad_signaling;
+mod block_removes_blocked_user;
+mod exchange;
+mod revoke_removes_everyone;
+mod room_full_at_signaling;
+mod voice_refuses_video;
