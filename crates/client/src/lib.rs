@@ -51,7 +51,8 @@ pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
 /// How long [`Client::join`] waits for the relay's `joined`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a client publishes and where it listens.
+/// What a client publishes and where it listens. At least one of `audio` and `video` must be
+/// set: the join offer needs an m-line.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Publish an audio track (Opus).
@@ -272,9 +273,9 @@ impl Client {
             });
             api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
         });
-        let (offer, pending) = api
-            .apply()
-            .ok_or(ClientError::Sdp("nothing to offer".into()))?;
+        let (offer, pending) = api.apply().ok_or(ClientError::Sdp(
+            "nothing to offer: enable audio or video".into(),
+        ))?;
 
         let (ws, _) = tokio_tungstenite::connect_async(ticket.signal_url.as_str())
             .await

@@ -146,6 +146,8 @@ impl Worker {
                             break;
                         }
                     }
+                    // Counters once per burst, not per packet.
+                    self.update_stats();
                     self.busy += started.elapsed();
                 }
                 cmd = commands.recv() => {
@@ -171,6 +173,7 @@ impl Worker {
                     let started = Instant::now();
                     self.sfu.handle_timeout(Instant::now());
                     self.flush(None).await;
+                    self.update_stats();
                     self.busy += started.elapsed();
                 }
                 _ = tick.tick() => {
@@ -196,9 +199,15 @@ impl Worker {
 
     /// Reads one batch; false when the socket has nothing more now.
     async fn receive_batch(&mut self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> bool {
-        let mut iovs: Vec<IoSliceMut<'_>> = Vec::new();
         let n = {
-            iovs.extend(bufs.iter_mut().map(|b| IoSliceMut::new(b.as_mut_slice())));
+            let mut it = bufs.iter_mut();
+            let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+                IoSliceMut::new(
+                    it.next()
+                        .expect("run() allocates BATCH buffers")
+                        .as_mut_slice(),
+                )
+            });
             let state = &self.state;
             let socket = &self.socket;
             match socket.try_io(Interest::READABLE, || {
@@ -212,7 +221,6 @@ impl Worker {
                 }
             }
         };
-        drop(iovs);
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
             let mut off = 0;
@@ -269,7 +277,6 @@ impl Worker {
         while let Some(t) = self.sfu.poll_transmit() {
             self.send(t.destination, &t.contents).await;
         }
-        self.update_stats();
     }
 
     async fn send(&self, destination: SocketAddr, contents: &[u8]) {
@@ -714,6 +721,7 @@ impl Worker {
             Command::Shutdown => return false,
         }
         self.flush(None).await;
+        self.update_stats();
         true
     }
 }

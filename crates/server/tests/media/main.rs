@@ -9,4 +9,5 @@ mod block_removes_blocked_user;
 mod exchange;
 mod revoke_removes_everyone;
 mod room_full_at_signaling;
+mod simulcast_preference;
 mod voice_refuses_video;
