@@ -10,7 +10,8 @@
 mod worker;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use callrelay_links::{LinkId, UserId};
@@ -113,6 +114,8 @@ pub enum Command {
     Remove(ParticipantId, RemoveReason),
     /// Removes everyone in a room.
     RemoveRoom(RoomKey, RemoveReason),
+    /// Removes everyone on the worker (e.g. `drain` at the drain deadline).
+    RemoveAll(RemoveReason),
     /// `blocked` is removed from the rooms of links `blocker` created.
     RemoveBlocked {
         /// Who blocked.
@@ -129,10 +132,18 @@ struct WorkerHandle {
     addr: SocketAddr,
 }
 
+/// Node-wide totals the workers keep up to date (each adds its own changes).
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    rooms: AtomicI64,
+    participants: AtomicI64,
+}
+
 /// The running workers.
 pub struct MediaPlane {
     workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    totals: Arc<Totals>,
 }
 
 impl MediaPlane {
@@ -146,6 +157,7 @@ impl MediaPlane {
             s.set_nonblocking(true)?;
             sockets.push(s);
         }
+        let totals = Arc::new(Totals::default());
         let mut workers = Vec::with_capacity(sockets.len());
         let mut threads = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -158,9 +170,10 @@ impl MediaPlane {
             config.idle_timeout = settings.idle_timeout;
             let (tx, rx) = mpsc::unbounded_channel();
             let metrics = metrics.clone();
+            let t = totals.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || worker::run(i, socket, config, rx, metrics))?;
+                .spawn(move || worker::run(i, socket, config, rx, metrics, t))?;
             workers.push(WorkerHandle { commands: tx, addr });
             threads.push(thread);
         }
@@ -172,12 +185,29 @@ impl MediaPlane {
         Ok(MediaPlane {
             workers,
             threads: Mutex::new(threads),
+            totals,
         })
     }
 
     /// The announced address of each worker (its ICE host candidate).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.addr).collect()
+    }
+
+    /// Rooms with at least one participant, over all workers.
+    pub fn rooms(&self) -> usize {
+        usize::try_from(self.totals.rooms.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Participants in calls, over all workers.
+    pub fn participants(&self) -> usize {
+        usize::try_from(self.totals.participants.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Removes every participant on every worker with `reason` (`removed{reason}` is sent
+    /// before their sockets close); the workers keep running.
+    pub fn remove_all(&self, reason: RemoveReason) {
+        self.broadcast(|| Command::RemoveAll(reason));
     }
 
     /// The worker index hosting `room`.

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callrelay_links::UserId;
@@ -21,7 +23,7 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Command, JoinReply};
+use super::{Command, JoinReply, Totals};
 use crate::metrics::MediaMetrics;
 
 /// Datagrams read per receive call (recvmmsg batch).
@@ -40,6 +42,7 @@ pub(super) fn run(
     config: SfuConfig,
     commands: mpsc::UnboundedReceiver<Command>,
     metrics: MediaMetrics,
+    totals: Arc<Totals>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,6 +85,8 @@ pub(super) fn run(
             last_stats: SfuStats::default(),
             awaiting_first_packet: 0,
             busy: Duration::ZERO,
+            totals,
+            reported: (0, 0),
         };
         worker.run(commands).await;
     });
@@ -117,6 +122,9 @@ struct Worker {
     last_stats: SfuStats,
     awaiting_first_packet: usize,
     busy: Duration,
+    totals: Arc<Totals>,
+    /// (rooms, participants) last added to `totals`.
+    reported: (i64, i64),
 }
 
 impl Worker {
@@ -194,6 +202,7 @@ impl Worker {
     async fn finish(&mut self) {
         self.sfu.remove_all(Instant::now(), RemoveReason::Drain);
         self.flush(None).await;
+        self.gauges();
         tracing::debug!(worker = self.index, "media worker stopped");
     }
 
@@ -245,7 +254,7 @@ impl Worker {
             if let Some(p) = self.sfu.participant_at(source) {
                 if let Some(s) = self.sessions.get_mut(&p) {
                     if let Some(t) = s.started.take() {
-                        self.awaiting_first_packet -= 1;
+                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
                         self.metrics
                             .join_to_first_packet
                             .observe(now.saturating_duration_since(t).as_secs_f64());
@@ -481,7 +490,7 @@ impl Worker {
                 // Dropping the sender ends the session once it has sent what is queued.
                 if let Some(s) = self.sessions.remove(&participant) {
                     if s.started.is_some() {
-                        self.awaiting_first_packet -= 1;
+                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
                     }
                     for _ in &s.video_mids {
                         self.metrics
@@ -585,11 +594,21 @@ impl Worker {
         })
     }
 
-    fn gauges(&self) {
-        self.metrics.rooms.set(self.sfu.room_count() as i64);
-        self.metrics
-            .participants
-            .set(self.sfu.participant_count() as i64);
+    /// Adds this worker's change in rooms and participants to the node-wide totals (gauges
+    /// and [`Totals`]); every worker contributes its own share.
+    fn gauges(&mut self) {
+        let rooms = self.sfu.room_count() as i64;
+        let participants = self.sfu.participant_count() as i64;
+        let (dr, dp) = (rooms - self.reported.0, participants - self.reported.1);
+        self.reported = (rooms, participants);
+        if dr != 0 {
+            self.metrics.rooms.add(dr);
+            self.totals.rooms.fetch_add(dr, Ordering::Relaxed);
+        }
+        if dp != 0 {
+            self.metrics.participants.add(dp);
+            self.totals.participants.fetch_add(dp, Ordering::Relaxed);
+        }
     }
 
     /// Handles one command; false to stop the worker.
@@ -635,7 +654,7 @@ impl Worker {
                     }
                     Err(e) => {
                         self.sessions.remove(&req.participant);
-                        self.awaiting_first_packet -= 1;
+                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -697,6 +716,9 @@ impl Worker {
             }
             Command::Remove(p, reason) => {
                 let _ = self.sfu.remove_participant(now, p, reason);
+            }
+            Command::RemoveAll(reason) => {
+                self.sfu.remove_all(now, reason);
             }
             Command::RemoveRoom(room, reason) => {
                 self.sfu.remove_room(now, room, reason);

@@ -12,6 +12,8 @@ async fn revocation_removes_both_participants_within_a_second() {
     let link = relay.create_link("alice", "video").await;
     let mut alice = relay.join("alice", &link, ClientConfig::default()).await;
     let mut bob = relay.join("bob", &link, ClientConfig::default()).await;
+    assert_eq!(relay.state.media.participants(), 2);
+    assert_eq!(relay.state.media.rooms(), 1);
     let t0 = Instant::now();
     relay.revoke(&link).await;
     for p in [&mut alice, &mut bob] {
