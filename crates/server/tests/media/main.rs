@@ -7,6 +7,7 @@ mod common;
 mod bad_signaling;
 mod block_removes_blocked_user;
 mod exchange;
+mod leave_and_mute;
 mod revoke_removes_everyone;
 mod room_full_at_signaling;
 mod simulcast_preference;
