@@ -108,6 +108,10 @@ test('two people in a video link hear and see each other (E2EE on)', { timeout: 
   await bob.getByTestId('leave').click();
   assert.equal(await bob.getByTestId('removed-reason').textContent(), 'You left the call');
   await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 0, null, { timeout: 10000 });
+  // Rejoin from the overlay: back on the preview of the same link, key kept.
+  await bob.getByTestId('rejoin').click();
+  await bob.getByTestId('preview').waitFor();
+  assert.equal(bob.url(), link.url);
   await alice.context().close();
   await bob.context().close();
 });

@@ -278,7 +278,7 @@ async function previewPage(kindInPath, id) {
         }
         throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
       }
-      const call = new Call({ root: app, h, join: r.data, link, key, stream, name: session.name, onLeft: () => previewPage(link.kind, id) });
+      const call = new Call({ root: app, h, join: r.data, link, key, stream, name: session.name });
       await call.start();
     } catch (err) {
       error.textContent = err.message;

@@ -37,8 +37,8 @@ const hasScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
 const hasLegacyStreams = typeof RTCRtpSender !== 'undefined' && 'createEncodedStreams' in RTCRtpSender.prototype;
 
 export class Call {
-  constructor({ root, h, join, link, key, stream, name, onLeft }) {
-    Object.assign(this, { root, h, join, link, key, stream, name, onLeft });
+  constructor({ root, h, join, link, key, stream, name }) {
+    Object.assign(this, { root, h, join, link, key, stream, name });
     this.video = link.kind === 'video';
     this.participants = new Map(); // pid -> {info, tile, listItem, video, audio}
     this.queue = Promise.resolve();
@@ -158,11 +158,15 @@ export class Call {
     p.item.lastChild.textContent = [audioMuted ? 'muted' : '', this.video && videoMuted ? 'camera off' : ''].filter(Boolean).join(', ');
   }
 
-  showRemoved(text) {
+  showRemoved(text, reason) {
     const { h } = this;
+    // Rejoining makes sense after leaving or a transient end, not after a revocation or a refusal.
+    const rejoin = ['left', 'idle', 'drain', 'error', 'disconnected'].includes(reason)
+      ? h('button', { type: 'button', class: 'primary', 'data-testid': 'rejoin', onclick: () => location.reload() }, 'Rejoin')
+      : null;
     this.removedEl.replaceChildren(h('div', { class: 'card' },
       h('h1', { 'data-testid': 'removed-reason' }, text),
-      h('div', { class: 'row' }, h('a', { class: 'button', href: '/' }, 'New call link'), h('a', { class: 'button', href: '/calls' }, 'Call log'))));
+      h('div', { class: 'row' }, rejoin, h('a', { class: 'button', href: '/' }, 'New call link'), h('a', { class: 'button', href: '/calls' }, 'Call log'))));
     this.removedEl.hidden = false;
   }
 
@@ -226,7 +230,7 @@ export class Call {
       this.queue = this.queue.then(() => this.onSignal(msg)).catch((err) => console.warn('signal', err));
     };
     this.ws.onclose = () => {
-      if (!this.ended) this.end(this.joined ? 'Disconnected from the call' : 'Could not reach the call');
+      if (!this.ended) this.end(this.joined ? 'Disconnected from the call' : 'Could not reach the call', 'disconnected');
     };
     this.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
     this.guard = setInterval(() => this.checkBypass(), 1000);
@@ -434,7 +438,7 @@ export class Call {
     this.worker?.terminate();
     this.stream?.getTracks().forEach((t) => t.stop());
     this.setStatus('ended', text);
-    this.showRemoved(text);
+    this.showRemoved(text, reason);
     if (reason) this.removedEl.dataset.reason = reason;
   }
 }
