@@ -39,6 +39,16 @@ async fn two_clients_exchange_audio_and_video() {
     // ~100 packets of each kind were sent each way; the first few may precede the
     // subscription's negotiation.
     until_all_received(&mut peers, 50).await;
+    let ids = [peers[0].id(), peers[1].id()];
+    for p in peers.iter_mut() {
+        // Both speak at -30 dBov: the relay names one of them the active speaker.
+        p.until("active_speaker", |p| {
+            p.signals
+                .iter()
+                .any(|(_, m)| matches!(m, Msg::ActiveSpeaker(a) if ids.contains(&a.participant_id)))
+        })
+        .await;
+    }
     let [alice, bob] = &peers;
     assert!(alice.received_intact(&bob.id(), TrackKind::Audio, 2) >= 50);
     assert!(bob.received_intact(&alice.id(), TrackKind::Video, 1) >= 50);
