@@ -234,6 +234,53 @@ test('revoking the link during a call removes both people within 2 s, with the r
   for (const p of [alice, bob]) await p.context().close();
 });
 
+test('a user the creator blocks during the call is removed, without being told why', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const mallory = await newPerson(browser, relay.base);
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await mallory.goto(link.url);
+  await mallory.evaluate(() => sessionStorage.setItem('callrelay.user', 'mallory-call'));
+  await mallory.getByTestId('name').fill('Mallory');
+  await mallory.getByTestId('join').click();
+  await inCall(mallory);
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 1);
+  const token = await alice.evaluate(() => sessionStorage.getItem('callrelay.token'));
+  const r = await fetch(`${relay.base}/v1/me/blocks/mallory-call`, { method: 'PUT', headers: { authorization: `Bearer ${token}` } });
+  assert.equal(r.status, 204);
+  const reason = mallory.getByTestId('removed-reason');
+  await reason.waitFor({ timeout: 5000 });
+  assert.equal(await reason.textContent(), 'You were removed');
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 0, null, { timeout: 5000 });
+  for (const p of [alice, mallory]) await p.context().close();
+});
+
+test('a draining relay past its deadline removes everyone with "The server is restarting (drain)"', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const node = await startRelay({ env: { CALLRELAY_DRAIN_DEADLINE: '1s' } });
+  try {
+    const alice = await newPerson(browser, node.base);
+    const bob = await newPerson(browser, node.base);
+    const link = await createLink(alice, { name: 'Alice' });
+    await joinCall(alice, link.url, 'Alice');
+    await inCall(alice);
+    await joinCall(bob, link.url, 'Bob');
+    await inCall(bob);
+    node.signal('SIGTERM');
+    for (const p of [alice, bob]) {
+      const reason = p.getByTestId('removed-reason');
+      await reason.waitFor({ timeout: 10000 });
+      assert.equal(await reason.textContent(), 'The server is restarting (drain)');
+      assert.equal(await p.getByTestId('rejoin').count(), 1);
+    }
+    for (const p of [alice, bob]) await p.context().close();
+  } finally {
+    await node.stop();
+  }
+});
+
 test('the relay log holds no link id and no key of the calls above', (t) => {
   if (needsMedia(t)) return;
   assert.ok(made.length >= 5);

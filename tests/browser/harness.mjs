@@ -68,6 +68,11 @@ export async function startRelay({ env = {} } = {}) {
     get log() {
       return log;
     },
+    /** Sends `sig` to the relay without waiting (e.g. SIGTERM to start a drain). */
+    signal(sig) {
+      child.kill(sig);
+    },
+    exited,
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGTERM');

@@ -10,7 +10,7 @@
 
 export const REMOVAL_TEXT = {
   revoked: 'This link was revoked',
-  blocked: 'You can\'t join this call',
+  blocked: 'You were removed',
   room_full: 'The call is full',
   idle: 'You were disconnected after a period of inactivity',
   drain: 'The server is restarting (drain)',
@@ -230,7 +230,10 @@ export class Call {
       this.queue = this.queue.then(() => this.onSignal(msg)).catch((err) => console.warn('signal', err));
     };
     this.ws.onclose = () => {
-      if (!this.ended) this.end(this.joined ? 'Disconnected from the call' : 'Could not reach the call', 'disconnected');
+      // After the messages still queued (a `removed{reason}` comes just before the close).
+      this.queue = this.queue.then(() => {
+        if (!this.ended) this.end(this.joined ? 'Disconnected from the call' : 'Could not reach the call', 'disconnected');
+      });
     };
     this.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
     this.guard = setInterval(() => this.checkBypass(), 1000);
