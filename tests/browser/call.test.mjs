@@ -95,6 +95,21 @@ test('two people in a video link hear and see each other (E2EE on)', { timeout: 
     const ws = await page.evaluate(() => window.callrelay.call.workerStats);
     assert.ok(ws.encrypted > 0 && ws.decryptFailed === 0, JSON.stringify(ws));
   }
+  // Simulcast: Alice sends three layers; Bob's video_preference (his tile's height) gets him the
+  // middle one (480x270 of the fake camera's 960x540) rather than the relay's default lowest one.
+  const layers = await alice.evaluate(async () => {
+    const out = [];
+    (await window.callrelay.pc.getStats()).forEach((s) => s.type === 'outbound-rtp' && s.kind === 'video' && out.push(s.rid));
+    return out.sort();
+  });
+  assert.deepEqual(layers, ['h', 'l', 'm']);
+  await bob.waitForFunction(async () => {
+    let h = 0;
+    (await window.callrelay.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') h = s.frameHeight || 0;
+    });
+    return h > 135;
+  }, null, { timeout: 10000 });
   // The active speaker (from the fake microphone's beeps) gets highlighted somewhere.
   await alice.waitForFunction(() => document.querySelectorAll('.tile.speaking').length === 1, null, { timeout: 10000 });
   assert.match(await alice.locator('.tile.speaking').getAttribute('data-participant'), /^p-[0-9a-f]{16}$/);

@@ -253,7 +253,7 @@ async function previewPage(kindInPath, id) {
 
   let stream = null;
   const media = navigator.mediaDevices
-    ? navigator.mediaDevices.getUserMedia({ audio: true, video: video ? { width: { ideal: 640 }, height: { ideal: 360 } } : false })
+    ? navigator.mediaDevices.getUserMedia({ audio: true, video: video ? { width: { ideal: 960 }, height: { ideal: 540 } } : false })
       .then((s) => {
         stream = s;
         if (preview) preview.srcObject = s;

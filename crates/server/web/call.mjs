@@ -33,6 +33,12 @@ export const ERROR_TEXT = {
   internal: 'The relay had a problem: try again',
 };
 
+const SIMULCAST = [
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'h', maxBitrate: 1500000 },
+];
+
 const hasScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
 const hasLegacyStreams = typeof RTCRtpSender !== 'undefined' && 'createEncodedStreams' in RTCRtpSender.prototype;
 
@@ -209,7 +215,9 @@ export class Call {
     const ta = this.pc.addTransceiver(audioTrack || 'audio', { direction: 'sendonly', streams });
     this.attachSender(ta.sender, 'audio');
     if (this.video) {
-      const tv = this.pc.addTransceiver(videoTrack || 'video', { direction: 'sendonly', streams });
+      // Simulcast l/m/h (quarter, half, full size): the relay forwards to each subscriber the layer
+      // its `video_preference` asks for. One sender transform sees the frames of every layer.
+      const tv = this.pc.addTransceiver(videoTrack || 'video', { direction: 'sendonly', streams, sendEncodings: SIMULCAST });
       this.attachSender(tv.sender, 'video');
       this.preferVp8(tv);
     }
@@ -236,6 +244,11 @@ export class Call {
       });
     };
     this.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
+    this.onResize = () => {
+      clearTimeout(this.resizeTimer);
+      this.resizeTimer = setTimeout(() => this.participants.forEach((p, pid) => p.videoTrack && this.preferVideo(pid)), 300);
+    };
+    window.addEventListener('resize', this.onResize);
     this.guard = setInterval(() => this.checkBypass(), 1000);
   }
 
@@ -283,6 +296,7 @@ export class Call {
       p.videoTrack = e.track;
       p.tile.video.srcObject = new MediaStream([e.track]);
       p.tile.hasVideo = true;
+      this.preferVideo(pid);
       e.track.addEventListener('ended', () => {
         if (p.videoTrack === e.track) p.videoTrack = null;
         this.updateMute(p, p.info.audio_muted, p.info.video_muted);
@@ -292,6 +306,16 @@ export class Call {
       p.tile.audio.play?.().catch(() => {});
     }
     this.updateMute(p, p.info.audio_muted, p.info.video_muted);
+  }
+
+  /** Asks the relay for the simulcast layer of `pid` that fits its tile (by height in pixels). */
+  preferVideo(pid) {
+    const p = this.participants.get(pid);
+    if (!p) return;
+    const height = Math.round((p.tile.el.clientHeight || 360) * (window.devicePixelRatio || 1));
+    if (p.preferred === height) return;
+    p.preferred = height;
+    this.send({ video_preference: { participant_id: pid, max_height: height } });
   }
 
   onWorker(m) {
@@ -432,6 +456,7 @@ export class Call {
     this.ended = true;
     clearInterval(this.ping);
     clearInterval(this.guard);
+    window.removeEventListener('resize', this.onResize);
     try {
       this.ws?.close();
     } catch {
