@@ -1,0 +1,255 @@
+//! Per-packet forwarding latency of the sans-IO core, beside its floors.
+//!
+//! `cargo bench -p callrelay-benches --bench forward`
+//!
+//! One iteration = one incoming SRTP datagram from the publisher: `Sfu::handle_datagram`
+//! (str0m's SRTP decrypt, our demux and forwarding table, str0m's re-encrypt per subscriber)
+//! until `poll_transmit` is drained. The datagrams are real: the publisher's str0m client
+//! encrypts them after ICE/DTLS/SRTP were negotiated with the relay in memory (`rig.rs`).
+//! SRTP replay protection rejects a datagram seen twice, so every iteration gets a fresh one:
+//! `iter_custom` generates chunks of [`CHUNK`] packets outside the timed region and times
+//! feeding them; each chunk asserts that every packet went out to every subscriber.
+//! Throughput is set to the subscriber count, so criterion's "elem/s" is forwarded copies/s.
+//!
+//! Beside it, per room size and packet size:
+//! - `bare_str0m`: the same forward done with bare str0m `Rtc`s, no core (the str0m cost);
+//! - `aead_floor`: aws-lc-rs AES-256-GCM (the profile str0m negotiates by default,
+//!   SRTP_AEAD_AES_256_GCM) open of one packet and seal of N copies, each with its own key;
+//! - `copy_floor`: copying the packet into N buffers.
+//!
+//! The `demux` group: one forward from a known 5-tuple (1 subscriber) and one datagram from
+//! an unknown address, with 10 and with 10,000 other learned addresses in the same core.
+#![forbid(unsafe_code)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use callrelay_benches::rig::{
+    add_address_holders, is_srtp, local, Bare, Media, Net, AUDIO_PAYLOAD, SFU_ADDR, VIDEO_PAYLOAD,
+};
+use callrelay_sfu::RoomKind;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Packets generated per untimed step; the timed loop feeds one chunk at a time.
+const CHUNK: u64 = 256;
+
+/// SRTP overhead around the payload: 12 B RTP header, 8 B of header extensions (audio level
+/// or transport-cc sized), 16 B GCM tag.
+const HEADER: usize = 20;
+const TAG: usize = 16;
+
+fn forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forward");
+    let cases = [
+        (Media::Audio, 2, RoomKind::Video),
+        (Media::Audio, 10, RoomKind::Video),
+        (Media::Audio, 32, RoomKind::Video),
+        (Media::Audio, 50, RoomKind::Voice),
+        (Media::Video, 2, RoomKind::Video),
+        (Media::Video, 10, RoomKind::Video),
+        (Media::Video, 32, RoomKind::Video),
+    ];
+    for (media, size, kind) in cases {
+        let subs = size - 1;
+        let (name, payload) = match media {
+            Media::Audio => ("audio", AUDIO_PAYLOAD),
+            Media::Video => ("video", VIDEO_PAYLOAD),
+        };
+        let param = format!("{name}_{size}p");
+        g.throughput(Throughput::Elements(subs as u64));
+
+        let mut net = Net::room(size, kind);
+        assert_eq!(net.subscribers(), subs);
+        // Untimed warm-up: the first packets of a stream trigger one-off RTCP.
+        time_sfu(&mut net, media, 4 * CHUNK);
+        g.bench_function(BenchmarkId::new("sfu", &param), |b| {
+            b.iter_custom(|iters| time_sfu(&mut net, media, iters))
+        });
+        drop(net);
+
+        let mut bare = Bare::new(media, subs);
+        time_bare(&mut bare, media, 4 * CHUNK);
+        g.bench_function(BenchmarkId::new("bare_str0m", &param), |b| {
+            b.iter_custom(|iters| time_bare(&mut bare, media, iters))
+        });
+        drop(bare);
+
+        let mut floor = AeadFloor::new(payload, subs);
+        g.bench_function(BenchmarkId::new("aead_floor", &param), |b| {
+            b.iter(|| floor.run())
+        });
+
+        let packet = vec![0x5a_u8; HEADER + payload + TAG];
+        let mut copies = vec![vec![0_u8; packet.len()]; subs];
+        g.bench_function(BenchmarkId::new("copy_floor", &param), |b| {
+            b.iter(|| {
+                for c in &mut copies {
+                    c.copy_from_slice(black_box(&packet));
+                }
+                black_box(&mut copies);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn demux(c: &mut Criterion) {
+    let mut g = c.benchmark_group("demux");
+    for holders in [10, 10_000] {
+        let mut net = Net::room(2, RoomKind::Voice);
+        let setup = Instant::now();
+        add_address_holders(&mut net, holders);
+        time_sfu(&mut net, Media::Audio, 4 * CHUNK);
+        eprintln!(
+            "demux: {holders} address holders set up in {:?}; {} learned addresses",
+            setup.elapsed(),
+            net.sfu.learned_address_count()
+        );
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("forward_1", holders), |b| {
+            b.iter_custom(|iters| time_sfu(&mut net, Media::Audio, iters))
+        });
+
+        // A valid SRTP datagram from an address nobody taught: lookup miss, dropped.
+        let mut one = Vec::new();
+        net.publish(Media::Audio, 1, &mut one);
+        let stranger = local(9);
+        let before = net.sfu.stats().dropped_unknown_source;
+        let now = net.now;
+        g.bench_function(BenchmarkId::new("unknown_source", holders), |b| {
+            b.iter(|| {
+                net.sfu
+                    .handle_datagram(now, stranger, SFU_ADDR, black_box(&one[0]))
+            })
+        });
+        assert!(net.sfu.stats().dropped_unknown_source > before);
+        assert!(net.sfu.poll_transmit().is_none());
+    }
+    g.finish();
+}
+
+/// Feeds `iters` fresh datagrams through the core, timing only `handle_datagram` and the
+/// `poll_transmit` drain.
+fn time_sfu(net: &mut Net, media: Media, iters: u64) -> Duration {
+    let subs = net.subscribers();
+    let source: SocketAddr = net.publisher_addr();
+    let mut batch = Vec::with_capacity(CHUNK as usize);
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK) as usize;
+        // Untimed: timers of the relay and the publisher, then fresh packets.
+        net.tick(Duration::from_millis(1));
+        batch.clear();
+        net.publish(media, n, &mut batch);
+        let now = net.now;
+        let sfu = &mut net.sfu;
+        let mut sent = 0;
+        let start = Instant::now();
+        for d in &batch {
+            sfu.handle_datagram(now, source, SFU_ADDR, d);
+            while let Some(t) = sfu.poll_transmit() {
+                // One byte compare; RTCP the relay sends along is timed too, but not counted.
+                sent += usize::from(is_srtp(&t.contents));
+                black_box(t);
+            }
+        }
+        total += start.elapsed();
+        assert_eq!(sent, n * subs, "every packet forwarded to every subscriber");
+        left -= n as u64;
+    }
+    total
+}
+
+/// [`time_sfu`] for the bare-str0m baseline.
+fn time_bare(bare: &mut Bare, media: Media, iters: u64) -> Duration {
+    let subs = bare.legs.len();
+    let mut batch = Vec::with_capacity(CHUNK as usize);
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK) as usize;
+        bare.tick(Duration::from_millis(1));
+        batch.clear();
+        bare.publish(media, n, &mut batch);
+        let mut sent = 0;
+        let start = Instant::now();
+        for d in &batch {
+            bare.forward(d, |t| {
+                sent += usize::from(is_srtp(&t));
+                black_box(t);
+            });
+        }
+        total += start.elapsed();
+        assert_eq!(sent, n * subs, "every packet forwarded to every leg");
+        left -= n as u64;
+    }
+    total
+}
+
+/// The crypto floor: one AEAD open, N seals with N keys, as SRTP does with per-leg keys.
+struct AeadFloor {
+    rx: LessSafeKey,
+    tx: Vec<LessSafeKey>,
+    header: [u8; HEADER],
+    sealed: Vec<u8>,
+    work: Vec<u8>,
+    out: Vec<Vec<u8>>,
+    counter: u64,
+}
+
+impl AeadFloor {
+    fn new(payload: usize, n: usize) -> Self {
+        let key =
+            |i: u8| LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[i; 32]).expect("32-byte key"));
+        let rx = key(0);
+        let header = [0x90_u8; HEADER];
+        let mut sealed = vec![0x5a_u8; payload];
+        rx.seal_in_place_append_tag(nonce(0), Aad::from(header), &mut sealed)
+            .expect("seal");
+        AeadFloor {
+            rx,
+            tx: (1..=n).map(|i| key(i as u8)).collect(),
+            header,
+            work: sealed.clone(),
+            sealed,
+            out: vec![Vec::with_capacity(payload + TAG); n],
+            counter: 1,
+        }
+    }
+
+    fn run(&mut self) {
+        self.work.copy_from_slice(&self.sealed);
+        let plain = self
+            .rx
+            .open_in_place(nonce(0), Aad::from(self.header), &mut self.work)
+            .expect("authentic");
+        for (key, out) in self.tx.iter().zip(&mut self.out) {
+            out.clear();
+            out.extend_from_slice(plain);
+            self.counter += 1;
+            key.seal_in_place_append_tag(nonce(self.counter), Aad::from(self.header), out)
+                .expect("seal");
+        }
+        black_box(&mut self.out);
+    }
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0_u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+criterion_group! {
+    name = benches;
+    // Modest settings: the machine has 2 vCPUs shared with other work.
+    config = Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = forward, demux
+}
+criterion_main!(benches);

@@ -1,0 +1,695 @@
+//! An in-memory rig for benches and allocation tests: str0m client `Rtc`s negotiating real
+//! ICE, DTLS and SRTP with the [`Sfu`] (or with bare str0m `Rtc`s, for the baseline) on a fake
+//! network, on virtual time. Once set up, the publisher client produces real SRTP datagrams
+//! ([`Net::publish`]) that the measured loop feeds to the relay.
+//!
+//! Trimmed from the core's test harness (`crates/sfu/tests/common/mod.rs`): no loss, no
+//! latency, and only what the benches need.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callrelay_sfu::{Event, ParticipantId, RoomKey, RoomKind, Sfu, SfuConfig};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::{Codec, PayloadParams};
+use str0m::ice::{StunMessage, TransId};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Input, Output, Rtc};
+
+/// The relay's (fake) worker socket.
+pub const SFU_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
+
+/// RTP payload of a bench audio packet (Opus, 20 ms, ~32 kbps).
+pub const AUDIO_PAYLOAD: usize = 120;
+/// RTP payload of a bench video packet (a full 720p packet).
+pub const VIDEO_PAYLOAD: usize = 1_200;
+
+/// Smallest step of virtual time while negotiating.
+const MIN_STEP: Duration = Duration::from_millis(1);
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// Which packet the publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// ~120 B Opus.
+    Audio,
+    /// ~1,200 B VP8.
+    Video,
+}
+
+/// A str0m `Rtc` on the fake network: a client, or a bare relay-side `Rtc` (baseline).
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub timeout: Instant,
+    /// Mids this peer sends on, from its own offer or a received one.
+    pub audio_mid: Option<Mid>,
+    pub video_mid: Option<Mid>,
+    /// Receiving m-lines added by the other side's offers.
+    pub subscribed: usize,
+    seq: u64,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, rtc: Rtc, now: Instant) -> Self {
+        Peer {
+            addr,
+            rtc,
+            timeout: now,
+            audio_mid: None,
+            video_mid: None,
+            subscribed: 0,
+            seq: 0,
+        }
+    }
+}
+
+/// Str0m client `Rtc`s around one [`Sfu`] (or around nothing, for bare str0m pairs).
+pub struct Net {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub peers: Vec<Peer>,
+    queue: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Net {
+    /// An empty network with a relay using `config`.
+    pub fn new(config: SfuConfig) -> Self {
+        Net {
+            // The origin of virtual time; nothing measures it.
+            now: Instant::now(),
+            sfu: Sfu::new(config, [7; 32]),
+            peers: Vec::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// A relay config for benches: `max` participants per room, no idle removal during a run.
+    pub fn config(max: usize) -> SfuConfig {
+        let mut c = SfuConfig::new(SFU_ADDR);
+        c.max_participants = max;
+        c.idle_timeout = Duration::from_secs(24 * 3600);
+        c
+    }
+
+    /// A room of `size` in the relay: participant 0 publishes audio (and video in a video
+    /// room), the others only subscribe. Returns once every subscriber is connected and has
+    /// its subscription m-lines.
+    pub fn room(size: usize, kind: RoomKind) -> Self {
+        let mut net = Net::new(Net::config(size.max(32)));
+        net.join(RoomKey(1), kind, true, kind == RoomKind::Video);
+        for _ in 1..size {
+            net.join(RoomKey(1), kind, false, false);
+        }
+        let expected = if kind == RoomKind::Video { 2 } else { 1 };
+        net.drive_until(|n| {
+            n.peers.iter().all(|p| p.rtc.is_connected())
+                && n.peers[1..].iter().all(|p| p.subscribed >= expected)
+        });
+        // Let the last answers and keyframe requests settle.
+        net.run_for(Duration::from_millis(100));
+        net
+    }
+
+    /// A client joins `room` with an offer: sending audio/video, or (neither) one receive-only
+    /// audio line so that it publishes nothing. Its participant id is its index.
+    pub fn join(&mut self, room: RoomKey, kind: RoomKind, audio: bool, video: bool) -> usize {
+        let i = self.peers.len();
+        let addr = local(20_000 + i as u16);
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let mut api = rtc.sdp_api();
+        let audio_mid =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid =
+            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        if !audio && !video {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().expect("an offer with media");
+        let answer = self
+            .sfu
+            .add_participant(
+                self.now,
+                room,
+                ParticipantId(i as u64),
+                kind,
+                Some(&offer.to_sdp_string()),
+            )
+            .expect("the relay admits the client")
+            .expect("an answer to the client's offer");
+        rtc.sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("client accepts the relay's answer");
+        let mut p = Peer::new(addr, rtc, self.now);
+        p.audio_mid = audio_mid;
+        p.video_mid = video_mid;
+        self.peers.push(p);
+        self.pump();
+        i
+    }
+
+    /// Drives everything until `done` holds; panics after 60 s of virtual time.
+    pub fn drive_until(&mut self, mut done: impl FnMut(&Net) -> bool) {
+        let end = self.now + Duration::from_secs(60);
+        while !done(self) {
+            assert!(self.now < end, "the rig did not settle within 60 s");
+            self.step();
+        }
+    }
+
+    /// Drives everything for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn step(&mut self) {
+        if self.pump() {
+            return;
+        }
+        let mut next = self.now + Duration::from_secs(1);
+        if let Some(t) = self.sfu.poll_timeout() {
+            next = next.min(t);
+        }
+        for p in &self.peers {
+            next = next.min(p.timeout);
+        }
+        self.now = next.max(self.now + MIN_STEP);
+        let now = self.now;
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        for p in &mut self.peers {
+            if p.timeout <= now {
+                p.rtc
+                    .handle_input(Input::Timeout(now))
+                    .expect("peer handles timeout");
+            }
+        }
+    }
+
+    /// Polls everyone and delivers what was sent; whether anything happened.
+    fn pump(&mut self) -> bool {
+        let mut progressed = false;
+        loop {
+            let mut any = false;
+            while let Some(t) = self.sfu.poll_transmit() {
+                self.queue.push_back((t.source, t.destination, t.contents));
+                any = true;
+            }
+            while let Some(e) = self.sfu.poll_event() {
+                any = true;
+                if let Event::SdpOffer { participant, sdp } = e {
+                    self.answer(participant, &sdp);
+                }
+            }
+            for p in &mut self.peers {
+                any |= poll_peer(p, &mut self.queue);
+            }
+            while let Some((source, destination, contents)) = self.queue.pop_front() {
+                any = true;
+                self.deliver(source, destination, &contents);
+            }
+            if !any {
+                return progressed;
+            }
+            progressed = true;
+        }
+    }
+
+    fn deliver(&mut self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        if destination == SFU_ADDR {
+            self.sfu
+                .handle_datagram(self.now, source, destination, contents);
+            return;
+        }
+        let Some(p) = self.peers.iter_mut().find(|p| p.addr == destination) else {
+            return;
+        };
+        let recv = Receive::new(Protocol::Udp, source, destination, contents).expect("datagram");
+        p.rtc
+            .handle_input(Input::Receive(self.now, recv))
+            .expect("peer handles datagram");
+        // An `Rtc` in RTP mode holds one received packet until polled.
+        poll_peer(p, &mut self.queue);
+    }
+
+    fn answer(&mut self, participant: ParticipantId, sdp: &str) {
+        let p = &mut self.peers[participant.0 as usize];
+        let offer = SdpOffer::from_sdp_string(sdp).expect("relay offer parses");
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("client accepts the relay's offer");
+        self.sfu
+            .handle_sdp_answer(self.now, participant, &answer.to_sdp_string())
+            .expect("relay accepts the answer");
+    }
+
+    /// Advances virtual time by `d` outside any measurement and lets the relay and the
+    /// publisher run their timers; what they send is dropped (the subscribers' clients are
+    /// not driven any more: the relay's forwarded packets go nowhere).
+    pub fn tick(&mut self, d: Duration) {
+        self.now += d;
+        self.sfu.handle_timeout(self.now);
+        while self.sfu.poll_transmit().is_some() {}
+        while self.sfu.poll_event().is_some() {}
+        let now = self.now;
+        let p = &mut self.peers[0];
+        p.rtc
+            .handle_input(Input::Timeout(now))
+            .expect("publisher handles timeout");
+        let mut sink = VecDeque::new();
+        poll_peer(p, &mut sink);
+    }
+
+    /// Participant 0 (the publisher) sends `count` packets of `media`; their SRTP datagrams
+    /// (fresh sequence numbers, so none is a replay) are appended to `out`. Anything else it
+    /// sends (RTCP, STUN) is dropped.
+    pub fn publish(&mut self, media: Media, count: usize, out: &mut Vec<Vec<u8>>) {
+        let now = self.now;
+        publish_from(&mut self.peers[0], now, media, count, out);
+    }
+
+    /// The publisher's address.
+    pub fn publisher_addr(&self) -> SocketAddr {
+        self.peers[0].addr
+    }
+
+    /// Subscribers of participant 0 (everyone else).
+    pub fn subscribers(&self) -> usize {
+        self.peers.len() - 1
+    }
+}
+
+/// `peer` writes `count` RTP packets of `media` on its sending m-line at `now`; the SRTP
+/// datagrams are appended to `out`, other datagrams dropped.
+pub fn publish_from(
+    peer: &mut Peer,
+    now: Instant,
+    media: Media,
+    count: usize,
+    out: &mut Vec<Vec<u8>>,
+) {
+    let (mid, codec, len) = match media {
+        Media::Audio => (peer.audio_mid, Codec::Opus, AUDIO_PAYLOAD),
+        Media::Video => (peer.video_mid, Codec::Vp8, VIDEO_PAYLOAD),
+    };
+    let mid = mid.expect("the peer publishes this media");
+    let pt = peer
+        .rtc
+        .codec_config()
+        .find(|p| p.spec().codec == codec)
+        .expect("codec configured")
+        .pt();
+    let before = out.len();
+    for _ in 0..count {
+        let seq = peer.seq;
+        peer.seq += 1;
+        let mut payload = vec![0x5a; len];
+        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        let ext = ExtensionValues {
+            audio_level: (media == Media::Audio).then_some(-30),
+            voice_activity: (media == Media::Audio).then_some(true),
+            ..Default::default()
+        };
+        let ts = match media {
+            Media::Audio => (seq as u32).wrapping_mul(960),
+            Media::Video => (seq as u32 / 4).wrapping_mul(3000),
+        };
+        let mut api = peer.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("negotiated stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), ts, now, payload)
+                .marker(media == Media::Video && seq % 4 == 3)
+                .ext_vals(ext)
+                .nackable(media == Media::Video),
+        );
+        peer.rtc
+            .handle_input(Input::Timeout(now))
+            .expect("peer handles timeout");
+        loop {
+            match peer.rtc.poll_output().expect("peer polls") {
+                Output::Timeout(t) => {
+                    peer.timeout = t;
+                    break;
+                }
+                Output::Transmit(t) if is_srtp(&t.contents) => out.push(t.contents.into()),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(out.len() - before, count, "one SRTP datagram per packet");
+}
+
+/// Whether a datagram is SRTP (RTP version 2, payload type outside RTCP's 192–223).
+pub fn is_srtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1])
+}
+
+/// Polls `p` until it reports a timeout: transmits to `queue`, m-lines noted.
+fn poll_peer(p: &mut Peer, queue: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) -> bool {
+    let mut any = false;
+    loop {
+        match p.rtc.poll_output().expect("peer polls") {
+            Output::Timeout(t) => {
+                p.timeout = t;
+                return any;
+            }
+            Output::Transmit(t) => {
+                any = true;
+                queue.push_back((t.source, t.destination, t.contents.into()));
+            }
+            Output::Event(e) => {
+                any = true;
+                if let str0m::Event::MediaAdded(m) = e {
+                    if m.direction.is_receiving() {
+                        p.subscribed += 1;
+                    } else if m.kind == MediaKind::Audio {
+                        p.audio_mid.get_or_insert(m.mid);
+                    } else {
+                        p.video_mid.get_or_insert(m.mid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- extra participants that only hold a learned address (demux bench) -------------------
+
+/// Adds `count` participants to the relay, in rooms of 8 (keys from 1,000), each with a
+/// learned address `10.x.y.z:port` taught by a real authenticated STUN binding request, as
+/// its first packet would. They never finish DTLS: only the address map matters.
+pub fn add_address_holders(net: &mut Net, count: usize) {
+    let template = Rtc::builder().set_rtp_mode(true).build(net.now);
+    let mut template = template;
+    template.add_local_candidate(Candidate::host(local(30_000), "udp").expect("host candidate"));
+    let mut api = template.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let offer = offer.to_sdp_string();
+    let client_ufrag = sdp_attr(&offer, "a=ice-ufrag:");
+    let before = net.sfu.learned_address_count();
+    let first = 1_000_000 + net.peers.len() as u64;
+    for i in 0..count as u64 {
+        let answer = net
+            .sfu
+            .add_participant(
+                net.now,
+                RoomKey(1_000 + i / 8),
+                ParticipantId(first + i),
+                RoomKind::Voice,
+                Some(&offer),
+            )
+            .expect("admitted")
+            .expect("an answer");
+        let relay_ufrag = sdp_attr(&answer, "a=ice-ufrag:");
+        let relay_pwd = sdp_attr(&answer, "a=ice-pwd:");
+        let username = format!("{relay_ufrag}:{client_ufrag}");
+        let msg = StunMessage::binding_request(&username, TransId::new(), true, i, 1, true);
+        let mut buf = [0u8; 256];
+        let n = msg
+            .to_bytes(Some(relay_pwd.as_bytes()), &mut buf, hmac_sha1)
+            .expect("STUN serialises");
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
+            50_000,
+        );
+        net.sfu.handle_datagram(net.now, addr, SFU_ADDR, &buf[..n]);
+        while net.sfu.poll_transmit().is_some() {}
+        while net.sfu.poll_event().is_some() {}
+    }
+    assert_eq!(
+        net.sfu.learned_address_count(),
+        before + count,
+        "every holder's address learned"
+    );
+}
+
+fn sdp_attr(sdp: &str, prefix: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .expect("SDP attribute present")
+        .trim()
+        .to_string()
+}
+
+fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+    let mut ctx = hmac::Context::with_key(&key);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 20];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+// ---- bare str0m: the same forward without the core -------------------------------------
+
+/// A subscriber leg of the bare relay: the relay-side `Rtc` sending to one client.
+pub struct BareLeg {
+    pub relay: Peer,
+    pub client: Peer,
+    mid: Mid,
+    pt: Pt,
+}
+
+/// The baseline: a publisher leg and `n` subscriber legs of bare str0m `Rtc`s (ICE-lite, RTP
+/// mode, like the core's), each pair negotiated and connected on its own. [`Bare::forward`]
+/// does what the core does per packet with no room, no table and no demultiplexing.
+pub struct Bare {
+    pub now: Instant,
+    /// The publishing client.
+    pub publisher: Peer,
+    /// The relay-side `Rtc` facing the publisher.
+    pub ingress: Peer,
+    pub legs: Vec<BareLeg>,
+    params: Option<PayloadParams>,
+}
+
+impl Bare {
+    /// A publisher of `media` and `n` subscribers.
+    pub fn new(media: Media, n: usize) -> Self {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let mut now = Instant::now();
+        let relay_rtc = |now: Instant, addr: SocketAddr| {
+            let mut rtc = Rtc::builder()
+                .set_rtp_mode(true)
+                .set_ice_lite(true)
+                .set_crypto_provider(crypto.clone())
+                .build(now);
+            rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+            Peer::new(addr, rtc, now)
+        };
+        let client_rtc = |now: Instant, addr: SocketAddr| {
+            let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+            rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+            Peer::new(addr, rtc, now)
+        };
+        let kind = match media {
+            Media::Audio => MediaKind::Audio,
+            Media::Video => MediaKind::Video,
+        };
+
+        // Publisher → ingress: the client offers to send.
+        let mut publisher = client_rtc(now, local(21_000));
+        let mut ingress = relay_rtc(now, local(41_000));
+        let mut api = publisher.rtc.sdp_api();
+        let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("offer");
+        let answer = ingress.rtc.sdp_api().accept_offer(offer).expect("answer");
+        publisher
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("accepted");
+        match media {
+            Media::Audio => publisher.audio_mid = Some(mid),
+            Media::Video => publisher.video_mid = Some(mid),
+        }
+        drive_pair(&mut now, &mut publisher, &mut ingress);
+
+        // Ingress → subscribers: the relay offers to send.
+        let mut legs = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut relay = relay_rtc(now, local(42_000 + i as u16));
+            let mut client = client_rtc(now, local(22_000 + i as u16));
+            let mut api = relay.rtc.sdp_api();
+            let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
+            let (offer, pending) = api.apply().expect("offer");
+            let answer = client.rtc.sdp_api().accept_offer(offer).expect("answer");
+            relay
+                .rtc
+                .sdp_api()
+                .accept_answer(pending, answer)
+                .expect("accepted");
+            drive_pair(&mut now, &mut relay, &mut client);
+            legs.push(BareLeg {
+                relay,
+                client,
+                mid,
+                pt: Pt::from(0),
+            });
+        }
+        let codec = match media {
+            Media::Audio => Codec::Opus,
+            Media::Video => Codec::Vp8,
+        };
+        let params = ingress
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .copied();
+        for leg in &mut legs {
+            leg.pt = params
+                .and_then(|p| leg.relay.rtc.codec_config().match_params(p))
+                .expect("subscriber has the codec")
+                .pt();
+        }
+        Bare {
+            now,
+            publisher,
+            ingress,
+            legs,
+            params,
+        }
+    }
+
+    /// The publisher sends `count` packets; SRTP datagrams to `out`.
+    pub fn publish(&mut self, media: Media, count: usize, out: &mut Vec<Vec<u8>>) {
+        publish_from(&mut self.publisher, self.now, media, count, out);
+    }
+
+    /// One SRTP datagram from the publisher through the ingress `Rtc` and written to every
+    /// leg, each leg drained of its transmits (handed to `sent`). Returns the copies sent.
+    pub fn forward(&mut self, datagram: &[u8], mut sent: impl FnMut(Vec<u8>)) -> usize {
+        let now = self.now;
+        let contents = DatagramRecv::try_from(datagram).expect("datagram");
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: self.publisher.addr,
+                destination: self.ingress.addr,
+                contents,
+            },
+        );
+        self.ingress.rtc.handle_input(input).expect("ingress input");
+        let nackable = self.params.is_some_and(|p| p.spec().codec == Codec::Vp8);
+        loop {
+            match self.ingress.rtc.poll_output().expect("ingress polls") {
+                Output::Timeout(_) => break,
+                Output::Transmit(_) => {}
+                Output::Event(str0m::Event::RtpPacket(pkt)) => {
+                    let ext_vals = ExtensionValues {
+                        audio_level: pkt.header.ext_vals.audio_level,
+                        voice_activity: pkt.header.ext_vals.voice_activity,
+                        ..Default::default()
+                    };
+                    for leg in &mut self.legs {
+                        let mut api = leg.relay.rtc.direct_api();
+                        let tx = api.stream_tx_by_mid(leg.mid, None).expect("leg stream");
+                        tx.write_rtp(
+                            RtpWrite::new(
+                                leg.pt,
+                                pkt.seq_no,
+                                pkt.header.timestamp,
+                                now,
+                                pkt.payload.clone(),
+                            )
+                            .marker(pkt.header.marker)
+                            .ext_vals(ext_vals.clone())
+                            .nackable(nackable),
+                        );
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+        let mut copies = 0;
+        for leg in &mut self.legs {
+            leg.relay
+                .rtc
+                .handle_input(Input::Timeout(now))
+                .expect("leg timeout");
+            loop {
+                match leg.relay.rtc.poll_output().expect("leg polls") {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => {
+                        copies += 1;
+                        sent(t.contents.into());
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        copies
+    }
+
+    /// Advances virtual time outside any measurement; everything sent is dropped.
+    pub fn tick(&mut self, d: Duration) {
+        self.now += d;
+        let now = self.now;
+        let mut sink = VecDeque::new();
+        for p in std::iter::once(&mut self.publisher)
+            .chain(std::iter::once(&mut self.ingress))
+            .chain(self.legs.iter_mut().map(|l| &mut l.relay))
+        {
+            p.rtc.handle_input(Input::Timeout(now)).expect("timeout");
+            poll_peer(p, &mut sink);
+        }
+    }
+}
+
+/// Drives two peers that talk only to each other until both are connected.
+fn drive_pair(now: &mut Instant, a: &mut Peer, b: &mut Peer) {
+    let end = *now + Duration::from_secs(60);
+    let mut q = VecDeque::new();
+    loop {
+        let mut any = poll_peer(a, &mut q) | poll_peer(b, &mut q);
+        while let Some((source, destination, contents)) = q.pop_front() {
+            any = true;
+            let to = if destination == a.addr {
+                &mut *a
+            } else {
+                &mut *b
+            };
+            let recv =
+                Receive::new(Protocol::Udp, source, destination, &contents).expect("datagram");
+            to.rtc
+                .handle_input(Input::Receive(*now, recv))
+                .expect("peer handles datagram");
+            poll_peer(to, &mut q);
+        }
+        if a.rtc.is_connected() && b.rtc.is_connected() && !any {
+            return;
+        }
+        if !any {
+            assert!(*now < end, "pair did not connect within 60 s");
+            *now = a.timeout.min(b.timeout).max(*now + MIN_STEP);
+            for p in [&mut *a, &mut *b] {
+                if p.timeout <= *now {
+                    p.rtc.handle_input(Input::Timeout(*now)).expect("timeout");
+                }
+            }
+        }
+    }
+}
