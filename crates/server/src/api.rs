@@ -208,10 +208,29 @@ pub struct Health {
 /// `GET /readyz` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// Whether this node should receive new joins.
+    /// Whether this node should receive new joins: the store answers and the node is not draining.
     pub ready: bool,
     /// `ok` or `unavailable`.
     pub store: String,
+    /// Whether the node is draining (no new rooms; running calls go on).
+    pub draining: bool,
+}
+
+/// `POST /v1/admin/drain` and `/v1/admin/undrain` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DrainStatus {
+    /// Whether the node is draining now.
+    pub draining: bool,
+    /// When the current drain started (absent when serving).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_ts")]
+    pub since: Option<DateTime<Utc>>,
+    /// Seconds left until the remaining participants are removed (absent when serving).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_in_seconds: Option<u64>,
+    /// Rooms live on this node.
+    pub rooms: u64,
+    /// Participants connected to this node.
+    pub participants: u64,
 }
 
 impl LinkView {
@@ -522,6 +541,7 @@ pub async fn join_link(
         Err(ApiError::LinkRevoked) => Refusal::Revoked.as_str(),
         Err(ApiError::JoinRefused) => Refusal::Blocked.as_str(),
         Err(ApiError::RoomFull) => Refusal::RoomFull.as_str(),
+        Err(ApiError::NodeDraining) => "node_draining",
         Err(_) => "error",
     };
     s.metrics.joins.with_label_values(&[label]).inc();
@@ -558,6 +578,10 @@ async fn join_inner(
         now,
     })
     .map_err(ApiError::from_refusal)?;
+    // A draining node starts no new room; joins into a room already here are still admitted.
+    if held == 0 && s.drain.is_draining() {
+        return Err(ApiError::NodeDraining);
+    }
 
     let participant_id = new_participant_id();
     if !s
@@ -818,7 +842,9 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Readine
         .await
         .is_ok_and(|r| r.is_ok());
     s.metrics.store_up.set(i64::from(store_ok));
-    let status = if store_ok {
+    let draining = s.drain.is_draining();
+    let ready = store_ok && !draining;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -826,10 +852,69 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Readine
     (
         status,
         Json(Readiness {
-            ready: store_ok,
+            ready,
             store: if store_ok { "ok" } else { "unavailable" }.into(),
+            draining,
         }),
     )
+}
+
+fn drain_status(s: &AppState) -> DrainStatus {
+    let state = s.drain.state();
+    DrainStatus {
+        draining: state.draining(),
+        since: state.since.map(|(_, wall)| wall),
+        deadline_in_seconds: state.since.map(|(at, _)| {
+            (at + s.settings.drain_deadline)
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+        }),
+        rooms: s.media.rooms() as u64,
+        participants: s.media.participants() as u64,
+    }
+}
+
+/// Put this node in draining (operators only): `/readyz` answers 503, no new room starts here,
+/// running calls go on; the process exits when the last room empties or at `drain.deadline`.
+#[utoipa::path(post, path = "/v1/admin/drain", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Draining (idempotent)", body = DrainStatus),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn drain(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<DrainStatus>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden);
+    }
+    if s.start_drain() {
+        tracing::warn!(operator = %caller.user, "drain requested over HTTP");
+    }
+    Ok(Json(drain_status(&s)))
+}
+
+/// Return a draining node to serving (operators only): a stuck drain must be recoverable.
+#[utoipa::path(post, path = "/v1/admin/undrain", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Serving (idempotent)", body = DrainStatus),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn undrain(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<DrainStatus>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden);
+    }
+    if s.stop_drain() {
+        tracing::warn!(operator = %caller.user, "undrain requested over HTTP");
+    }
+    Ok(Json(drain_status(&s)))
 }
 
 /// Prometheus metrics in the text format.
@@ -893,6 +978,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(block_user).delete(unblock_user),
         )
         .route("/v1/admin/links/{id}/revoke", post(revoke_link))
+        .route("/v1/admin/drain", post(drain))
+        .route("/v1/admin/undrain", post(undrain))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -911,8 +998,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, Problem)),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

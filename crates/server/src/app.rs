@@ -172,6 +172,8 @@ pub struct AppState {
     pub events: broadcast::Sender<ControlEvent>,
     /// The UDP workers (bound in [`build`]).
     pub media: Arc<crate::media::MediaPlane>,
+    /// The drain switch (SIGTERM, `POST /v1/admin/drain`).
+    pub drain: crate::drain::Drain,
     /// Join grants already used on the signaling socket.
     pub signal_grants: crate::signal::UsedGrants,
 }
@@ -218,6 +220,50 @@ impl AppState {
         }
     }
 
+    /// Starts draining (idempotent); returns whether this call started it.
+    pub fn start_drain(&self) -> bool {
+        let now = self.clock.now();
+        let started = self.drain.start(tokio::time::Instant::now(), now);
+        if started {
+            self.metrics.draining.set(1);
+            self.metrics
+                .drain_started
+                .set(now.timestamp_millis() as f64 / 1000.0);
+            tracing::warn!(
+                rooms = self.media.rooms(),
+                participants = self.media.participants(),
+                deadline_s = self.settings.drain_deadline.as_secs(),
+                "draining: no new rooms on this node; calls go on until they end or the deadline"
+            );
+        }
+        started
+    }
+
+    /// Returns to serving (idempotent); returns whether the node was draining.
+    pub fn stop_drain(&self) -> bool {
+        let stopped = self.drain.stop();
+        if stopped {
+            self.metrics.draining.set(0);
+            self.metrics.drain_started.set(0.0);
+            tracing::warn!("drain cancelled: serving again");
+        }
+        stopped
+    }
+
+    /// Runs until a drain completes: the last room emptied, or the deadline passed and the
+    /// remaining participants were removed (reason `drain`).
+    pub async fn drained(&self) -> crate::drain::DrainOutcome {
+        let outcome = crate::drain::run(
+            &self.drain,
+            self.settings.drain_deadline,
+            || self.media.rooms(),
+            || self.media.remove_all(callrelay_sfu::RemoveReason::Drain),
+        )
+        .await;
+        tracing::info!(?outcome, "drain complete");
+        outcome
+    }
+
     /// Tells the media plane (if it listens).
     pub fn publish(&self, event: ControlEvent) {
         // No receiver is not an error: no room is running on this node.
@@ -249,6 +295,7 @@ pub async fn build(
     )?);
     Ok(Arc::new(AppState {
         media,
+        drain: crate::drain::Drain::default(),
         signal_grants: crate::signal::UsedGrants::default(),
         tokens: Tokens::new(&settings.auth_secret, settings.leeway),
         limits: Limits::new(&settings.limits),
@@ -290,6 +337,8 @@ pub async fn serve(
 async fn maintenance(state: Arc<AppState>) {
     let mut purge = tokio::time::interval(state.settings.purge_interval);
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
+    // Keeps `callrelay_store_up` current even when nothing probes /readyz.
+    let mut probe = tokio::time::interval(Duration::from_secs(10));
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -303,6 +352,10 @@ async fn maintenance(state: Arc<AppState>) {
                     }
                     Err(e) => tracing::warn!(error = %e, "purge of expired links failed"),
                 }
+            }
+            _ = probe.tick() => {
+                let up = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await.is_ok_and(|r| r.is_ok());
+                state.metrics.store_up.set(i64::from(up));
             }
             _ = sweep.tick() => {
                 state.limits.sweep();

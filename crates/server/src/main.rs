@@ -198,37 +198,45 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if dev {
         eprintln!("\n  callrelay (dev mode) is running: open {public_url}/ in a browser\n  store: {store}\n");
     }
-    app::serve(state, listener, shutdown_signal()).await?;
+    app::serve(state.clone(), listener, drained(state)).await?;
     tracing::info!("callrelay stopped");
     Ok(())
 }
 
-/// Completes on the first SIGTERM or SIGINT. A second one forces exit at once.
-async fn shutdown_signal() {
+/// Completes when the node has drained: the first SIGTERM or SIGINT (or `POST /v1/admin/drain`)
+/// starts a drain; it completes when the last room empties, or at `drain.deadline` after the
+/// remaining participants were removed. A second signal forces exit at once (code 130).
+async fn drained(state: Arc<app::AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; Ctrl-C will kill the process");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down (a second signal forces exit)");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            let signals = state.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::warn!("signal received: draining (a second signal forces exit)");
+                signals.start_drain();
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::error!("second signal: exiting now");
+                std::process::exit(130);
+            });
         }
-        eprintln!("callrelay: second signal, exiting now");
-        std::process::exit(130);
-    });
-    // Give in-flight requests a bounded time.
+        _ => tracing::error!(
+            "cannot install signal handlers; use POST /v1/admin/drain to stop gracefully"
+        ),
+    }
+    state.drained().await;
+    // In-flight HTTP requests get a bounded time after the drain.
     tokio::spawn(async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
         std::process::exit(0);
     });
 }

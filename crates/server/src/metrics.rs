@@ -36,7 +36,7 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// `callrelay_store_up` (1 when the last readiness check reached the store)
     pub store_up: IntGauge,
-    /// `callrelay_join_decision_duration_seconds` (the whole join request, store included)
+    /// `callrelay_join_duration_seconds` (the whole join request, store included)
     pub join_duration: Histogram,
     /// `callrelay_draining`: 1 while this node drains, else 0.
     pub draining: IntGauge,

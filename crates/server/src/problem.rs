@@ -81,6 +81,9 @@ pub enum ApiError {
     /// 503 `store_unavailable`
     #[error("the link store is unavailable; retry later")]
     StoreUnavailable,
+    /// 503 `node_draining`: this node takes no new rooms; another node will (retry).
+    #[error("this node is draining and starts no new calls; retry")]
+    NodeDraining,
     /// 500 `internal`
     #[error("internal error")]
     Internal,
@@ -103,7 +106,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::NodeDraining => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::NodeDraining => "node_draining",
             ApiError::Internal => "internal",
         }
     }
@@ -172,6 +176,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::NodeDraining = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        }
         if let ApiError::RateLimited(wait) = self {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             resp.headers_mut()

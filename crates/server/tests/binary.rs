@@ -1,117 +1,12 @@
 //! The `callrelay` binary as an operator runs it: configuration errors, the token command, and
 //! link expiry end to end in real time with `CALLRELAY_LINKS_TTL=3s`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_callrelay");
-const SECRET: &str = "binary-test-secret-binary-test-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Relay {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Relay {
-    fn start(env: &[(&str, &str)], args: &[&str]) -> Relay {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .args(args)
-        .env_clear()
-        .env("CALLRELAY_AUTH_SECRET", SECRET)
-        .env("CALLRELAY_LOG_FORMAT", "json")
-        // Relays of parallel tests each take free UDP ports for their media workers.
-        .env("CALLRELAY_MEDIA_PORTS", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start callrelay");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Relay {
-                    child,
-                    base,
-                    _dir: dir,
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("callrelay exited early: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("callrelay did not listen within 20 s");
-    }
-
-    fn stop(mut self) -> String {
-        // SIGTERM, then collect the log.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "callrelay exits 0 on SIGTERM: {status}");
-        let mut log = String::new();
-        for line in BufReader::new(self.child.stderr.take().unwrap()).lines() {
-            log.push_str(&line.unwrap());
-            log.push('\n');
-        }
-        log
-    }
-}
-
-fn token(user: &str, admin: bool) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["token", "--user", user, "--ttl", "10m"])
-        .env_clear()
-        .env("CALLRELAY_AUTH_SECRET", SECRET);
-    if admin {
-        cmd.arg("--admin");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
+#[path = "support/relay.rs"]
+mod support;
+use support::{free_port, send, token, Relay, BIN, SECRET};
 
 #[test]
 fn invalid_configuration_exits_64_naming_the_key_before_binding() {

@@ -14,7 +14,10 @@ both_backends!(
         );
         let r = s.call(Method::GET, "/readyz", None, None).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.json, json!({"ready": true, "store": "ok"}));
+        assert_eq!(
+            r.json,
+            json!({"ready": true, "store": "ok", "draining": false})
+        );
         let l = s.create(&s.token("alice"), json!({})).await;
         let id = l["id"].as_str().unwrap();
         s.join(&s.token("bob"), id).await;
@@ -62,7 +65,10 @@ both_backends!(
         );
         let r = s.call(Method::GET, "/readyz", None, None).await;
         assert_eq!(r.status, 503);
-        assert_eq!(r.json, json!({"ready": false, "store": "unavailable"}));
+        assert_eq!(
+            r.json,
+            json!({"ready": false, "store": "unavailable", "draining": false})
+        );
         assert_eq!(
             s.call(Method::GET, "/healthz", None, None).await.status,
             200

@@ -1,0 +1,147 @@
+//! The real `callrelay` binary as an operator runs it, on 127.0.0.1 with free ports and a
+//! temporary data directory; shared by the process-level test files (`#[path]`-included).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_callrelay");
+pub const SECRET: &str = "binary-test-secret-binary-test-secret";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running relay process. Killed on drop if a test failed before stopping it.
+pub struct Relay {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Starts `callrelay serve` with the test secret, JSON logs, free ports, and `env`/`args`.
+    pub fn start(env: &[(&str, &str)], args: &[&str]) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(args)
+        .env_clear()
+        .env("CALLRELAY_AUTH_SECRET", SECRET)
+        .env("CALLRELAY_LOG_FORMAT", "json")
+        .env("CALLRELAY_MEDIA_PORTS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start callrelay");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Relay {
+                    child,
+                    base,
+                    port,
+                    dir,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("callrelay exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("callrelay did not listen within 20 s");
+    }
+
+    /// Sends a signal (`TERM`, `INT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig}");
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The process's log (stderr), once it has exited.
+    pub fn log(&mut self) -> String {
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        log
+    }
+
+    /// SIGTERM with no call running: the process drains at once and exits 0. Returns the log.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("callrelay exits within 15 s of SIGTERM");
+        assert!(status.success(), "callrelay exits 0 on SIGTERM: {status}");
+        self.log()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A user (or operator) token from the `callrelay token` command.
+pub fn token(user: &str, admin: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "--user", user, "--ttl", "10m"])
+        .env_clear()
+        .env("CALLRELAY_AUTH_SECRET", SECRET);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Sends a request; returns the status and the JSON body (or `Null`).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
