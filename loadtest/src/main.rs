@@ -1,0 +1,182 @@
+//! `callrelay-loadgen`: drive a callrelay relay with synthetic participants and report.
+//!
+//! ```text
+//! callrelay-loadgen --url http://127.0.0.1:7700 --dev --rooms 2 --publishers 3 --duration 10s
+//! ```
+//!
+//! Exit codes: 0 passed (or no thresholds), 1 error, 2 a `--max-p99`/`--max-loss` threshold failed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use callrelay_loadgen::traffic::TrafficConfig;
+use callrelay_loadgen::{run, Auth, Options, Thresholds};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "callrelay-loadgen",
+    version,
+    about = "Load generator for callrelay: synthetic WebRTC participants measuring wire-to-wire latency, loss and relay cost"
+)]
+struct Cli {
+    /// Relay base URL (only targets you are allowed to load).
+    #[arg(long, default_value = "http://127.0.0.1:7700")]
+    url: String,
+    /// A user token for joins (and for creating links unless --admin-token is given).
+    #[arg(long, env = "CALLRELAY_TOKEN", conflicts_with = "dev")]
+    token: Option<String>,
+    /// Dev-mode relay: fetch a token per participant from POST /v1/dev/token.
+    #[arg(long)]
+    dev: bool,
+    /// A token used to create the links (e.g. `callrelay token --user ops --admin`).
+    #[arg(long, env = "CALLRELAY_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Use this existing link instead of creating rooms (repeatable; one room per link).
+    #[arg(long = "link", value_name = "ID")]
+    links: Vec<String>,
+    /// Rooms (links) to create.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishing participants per room.
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Receive-only participants per room (they publish nothing).
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// Publish audio only (voice links).
+    #[arg(long)]
+    audio_only: bool,
+    /// Simulcast video layers per publisher (1 = l, 2 = l+m, 3 = l+m+h).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    video_layers: u8,
+    /// Bitrate of the l, m, h layers in kbit/s.
+    #[arg(long, value_delimiter = ',', default_value = "150,500,2500")]
+    layer_kbps: Vec<u32>,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Keyframe period.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    keyframe_interval: Duration,
+    /// How long traffic flows once every join has started (at most 10m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Joins started per second.
+    #[arg(long, default_value_t = 10.0)]
+    join_rate: f64,
+    /// Seed for payload sizes and send phases (same seed, same traffic).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Fail (exit 2) if the wire-to-wire p99 exceeds this, e.g. 5ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_p99: Option<Duration>,
+    /// Fail (exit 2) if the loss ratio exceeds this, e.g. 0.001.
+    #[arg(long)]
+    max_loss: Option<f64>,
+    /// Where the relay's Prometheus metrics are (default: URL/metrics).
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// The relay's pid when it runs on this machine: its CPU is read from /proc (finer than
+    /// process_cpu_seconds_total, which counts whole seconds).
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Do not read the relay's metrics.
+    #[arg(long)]
+    no_metrics: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let auth = match (&cli.token, cli.dev, &cli.admin_token) {
+        (Some(t), _, _) => Auth::Token(t.clone()),
+        (None, true, _) => Auth::Dev,
+        (None, false, Some(t)) => Auth::Token(t.clone()),
+        (None, false, None) => {
+            eprintln!("callrelay-loadgen: give --token, --admin-token or --dev");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.layer_kbps.len() != 3 {
+        eprintln!("callrelay-loadgen: --layer-kbps takes three values (l,m,h)");
+        return ExitCode::FAILURE;
+    }
+    let base = cli.url.trim_end_matches('/').to_owned();
+    let opts = Options {
+        metrics_url: (!cli.no_metrics)
+            .then(|| cli.metrics_url.clone().unwrap_or(format!("{base}/metrics"))),
+        url: base,
+        auth,
+        admin_token: cli.admin_token.clone(),
+        links: cli.links.clone(),
+        rooms: cli.rooms,
+        publishers: cli.publishers,
+        subscribers: cli.subscribers,
+        traffic: TrafficConfig {
+            audio: true,
+            video_layers: if cli.audio_only {
+                0
+            } else {
+                usize::from(cli.video_layers)
+            },
+            layer_kbps: [cli.layer_kbps[0], cli.layer_kbps[1], cli.layer_kbps[2]],
+            fps: cli.fps,
+            keyframe_interval: cli.keyframe_interval,
+        },
+        duration: cli.duration,
+        join_rate: cli.join_rate,
+        seed: cli.seed,
+        progress: !cli.quiet,
+        relay_pid: cli.relay_pid,
+    };
+    if let Err(e) = opts.validate() {
+        eprintln!("callrelay-loadgen: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("callrelay-loadgen: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut report = match runtime.block_on(run(opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("callrelay-loadgen: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Sessions are closed; do not wait for lingering tasks.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    report.thresholds = Thresholds {
+        max_p99: cli.max_p99,
+        max_loss: cli.max_loss,
+    }
+    .judge(&report);
+    print!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("callrelay-loadgen: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.participants.joined == 0 {
+        eprintln!("callrelay-loadgen: no participant joined");
+        return ExitCode::FAILURE;
+    }
+    match &report.thresholds {
+        Some(v) if !v.passed => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    }
+}

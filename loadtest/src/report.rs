@@ -1,0 +1,351 @@
+//! The run's report: a JSON document and a table for people, plus the pass/fail thresholds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::stats::StreamTotals;
+
+/// The whole report (`--json FILE` writes exactly this).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario.
+    pub config: RunConfig,
+    /// Who joined.
+    pub participants: ParticipantReport,
+    /// Packet counts and rates seen by the loadgen.
+    pub packets: PacketReport,
+    /// Wire-to-wire latency (send by one synthetic participant to receipt by another).
+    pub latency_ms: LatencyReport,
+    /// Join times.
+    pub join_ms: JoinReport,
+    /// Loss, duplicates, reordering, jitter over every (sender, stream, receiver).
+    pub loss: LossReport,
+    /// Per stream kind received (`audio`, `video_l`, `video_m`, `video_h`).
+    pub streams: BTreeMap<String, StreamTotals>,
+    /// The relay's own figures from its `/metrics` (absent for targets without them).
+    pub relay: Option<RelayReport>,
+    /// CPU seconds the loadgen itself used (it shares the machine with the relay).
+    pub loadgen_cpu_seconds: Option<f64>,
+    /// Seconds from the first join to the stop of traffic.
+    pub traffic_seconds: f64,
+    /// Threshold verdict, when thresholds were given.
+    pub thresholds: Option<Verdict>,
+}
+
+/// The scenario as run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// `callrelay` or `janus`.
+    pub target: String,
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Receive-only participants per room.
+    pub subscribers: usize,
+    /// Publishers send audio.
+    pub audio: bool,
+    /// Video layers per publisher.
+    pub video_layers: usize,
+    /// `--duration`, s.
+    pub duration_s: f64,
+    /// Joins per second.
+    pub join_rate: f64,
+    /// `--seed`.
+    pub seed: u64,
+    /// Keyframe period, s.
+    pub keyframe_interval_s: f64,
+}
+
+/// Who joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantReport {
+    /// Participants started.
+    pub requested: usize,
+    /// Joined and connected (ICE + DTLS).
+    pub joined: usize,
+    /// Failed to join.
+    pub failed: usize,
+    /// Error messages (link ids redacted) and how often each happened.
+    pub errors: BTreeMap<String, u64>,
+    /// Keyframe requests publishers received.
+    pub keyframe_requests: u64,
+    /// Client events dropped because a participant read too slowly (would look like loss).
+    pub dropped_events: u64,
+}
+
+/// Packet counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacketReport {
+    /// RTP packets handed to the clients to send.
+    pub sent: u64,
+    /// RTP packets received carrying our header.
+    pub received: u64,
+    /// Sent per second of traffic.
+    pub sent_per_s: f64,
+    /// Received per second of traffic.
+    pub received_per_s: f64,
+    /// Media packets received without our header.
+    pub foreign: u64,
+}
+
+/// Latency percentiles, ms (`None` without packets).
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    /// Packets measured.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// 99.9th percentile.
+    pub p999: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+    /// Mean.
+    pub mean: Option<f64>,
+}
+
+/// Join times, ms from the HTTP join request.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinReport {
+    /// To ICE + DTLS connected, median.
+    pub connected_p50: Option<f64>,
+    /// To connected, 99th percentile.
+    pub connected_p99: Option<f64>,
+    /// To the first media packet received, median.
+    pub first_media_p50: Option<f64>,
+    /// To the first media packet, 99th percentile.
+    pub first_media_p99: Option<f64>,
+    /// To the first media packet, largest.
+    pub first_media_max: Option<f64>,
+    /// Joined participants that never received media.
+    pub without_media: usize,
+}
+
+/// Loss and friends.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossReport {
+    /// lost / expected.
+    pub ratio: f64,
+    /// Expected from the sequence ranges received.
+    pub expected: u64,
+    /// Missing.
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicates: u64,
+    /// Received after a later one.
+    pub reordered: u64,
+    /// Sequence numbers skipped when the relay switched a simulcast layer off and on again.
+    pub skipped_by_layer_switch: u64,
+    /// Mean RFC 3550 jitter over the streams, ms.
+    pub jitter_ms_mean: f64,
+    /// Largest jitter of any stream, ms.
+    pub jitter_ms_max: f64,
+}
+
+/// The relay's own figures: deltas of its `/metrics` between before and after the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayReport {
+    /// `callrelay_packets_received_total`, all kinds.
+    pub packets_received: Option<f64>,
+    /// `callrelay_packets_forwarded_total`, all kinds.
+    pub packets_forwarded: Option<f64>,
+    /// Forwarded by kind.
+    pub forwarded_by_kind: BTreeMap<String, f64>,
+    /// `callrelay_datagrams_dropped_total`, all reasons.
+    pub datagrams_dropped: Option<f64>,
+    /// Relay CPU seconds during the run.
+    pub cpu_seconds: Option<f64>,
+    /// Where `cpu_seconds` comes from: `process_cpu_seconds_total` (whole seconds in the
+    /// prometheus crate's process collector) or `/proc` (`--relay-pid`, 10 ms resolution).
+    pub cpu_source: String,
+    /// CPU seconds per million forwarded packets.
+    pub cpu_seconds_per_million_forwarded: Option<f64>,
+    /// `callrelay_forward_latency_seconds` median from bucket deltas, ms.
+    pub forward_latency_ms_p50: Option<f64>,
+    /// 90th percentile, ms.
+    pub forward_latency_ms_p90: Option<f64>,
+    /// 99th percentile, ms.
+    pub forward_latency_ms_p99: Option<f64>,
+    /// 99.9th percentile, ms.
+    pub forward_latency_ms_p999: Option<f64>,
+    /// Observations in the delta.
+    pub forward_latency_observations: Option<f64>,
+}
+
+impl RelayReport {
+    /// Replaces the CPU figure (and the per-packet cost derived from it).
+    pub fn set_cpu_seconds(&mut self, seconds: f64, source: &str) {
+        self.cpu_seconds = Some(seconds);
+        self.cpu_source = source.to_owned();
+        self.cpu_seconds_per_million_forwarded = match self.packets_forwarded {
+            Some(f) if f > 0.0 => Some(seconds / f * 1e6),
+            _ => None,
+        };
+    }
+}
+
+/// Pass/fail limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thresholds {
+    /// Highest acceptable wire-to-wire p99.
+    pub max_p99: Option<Duration>,
+    /// Highest acceptable loss ratio.
+    pub max_loss: Option<f64>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Every threshold held.
+    pub passed: bool,
+    /// What failed, in words.
+    pub failures: Vec<String>,
+}
+
+impl Thresholds {
+    /// Judges `r`; `None` when no threshold is set.
+    pub fn judge(&self, r: &Report) -> Option<Verdict> {
+        if self.max_p99.is_none() && self.max_loss.is_none() {
+            return None;
+        }
+        let mut failures = Vec::new();
+        if let Some(max) = self.max_p99 {
+            let limit = max.as_secs_f64() * 1e3;
+            match r.latency_ms.p99 {
+                Some(p) if p <= limit => {}
+                Some(p) => failures.push(format!("p99 {p:.3} ms > {limit:.3} ms")),
+                None => failures.push("no packet received: p99 unknown".into()),
+            }
+        }
+        if let Some(max) = self.max_loss {
+            if r.loss.ratio > max {
+                failures.push(format!("loss {:.5} > {max}", r.loss.ratio));
+            }
+            if r.latency_ms.count == 0 {
+                failures.push("no packet received: loss unknown".into());
+            }
+        }
+        Some(Verdict {
+            passed: failures.is_empty(),
+            failures,
+        })
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+impl Report {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "target {}  rooms {}  publishers/room {}  subscribers/room {}  audio {}  video layers {}  duration {}s  seed {}",
+            c.target, c.rooms, c.publishers, c.subscribers, c.audio, c.video_layers, c.duration_s, c.seed
+        );
+        let p = &self.participants;
+        let _ = writeln!(
+            s,
+            "participants  joined {}/{}  failed {}  keyframe requests {}  dropped events {}",
+            p.joined, p.requested, p.failed, p.keyframe_requests, p.dropped_events
+        );
+        for (e, n) in &p.errors {
+            let _ = writeln!(s, "  error ×{n}: {e}");
+        }
+        let k = &self.packets;
+        let _ = writeln!(
+            s,
+            "packets       sent {} ({:.0}/s)  received {} ({:.0}/s)  over {:.1} s",
+            k.sent, k.sent_per_s, k.received, k.received_per_s, self.traffic_seconds
+        );
+        let l = &self.latency_ms;
+        let _ = writeln!(
+            s,
+            "latency ms    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (wire to wire, {} packets)",
+            opt(l.p50, 3),
+            opt(l.p90, 3),
+            opt(l.p99, 3),
+            opt(l.p999, 3),
+            opt(l.max, 3),
+            l.count
+        );
+        let j = &self.join_ms;
+        let _ = writeln!(
+            s,
+            "join ms       connected p50 {} p99 {}  first media p50 {} p99 {} max {}  without media {}",
+            opt(j.connected_p50, 1),
+            opt(j.connected_p99, 1),
+            opt(j.first_media_p50, 1),
+            opt(j.first_media_p99, 1),
+            opt(j.first_media_max, 1),
+            j.without_media
+        );
+        let o = &self.loss;
+        let _ = writeln!(
+            s,
+            "loss          {:.5} ({} of {})  duplicates {}  reordered {}  layer-switch gaps {}  jitter ms mean {:.3} max {:.3}",
+            o.ratio, o.lost, o.expected, o.duplicates, o.reordered, o.skipped_by_layer_switch, o.jitter_ms_mean, o.jitter_ms_max
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>8} {:>11} {:>8} {:>10} {:>14}",
+            "stream", "streams", "received", "lost", "loss", "kbps/stream"
+        );
+        for (name, t) in &self.streams {
+            let _ = writeln!(
+                s,
+                "{:<10} {:>8} {:>11} {:>8} {:>10.5} {:>14.1}",
+                name,
+                t.streams,
+                t.received,
+                t.lost,
+                t.loss_ratio(),
+                t.kbps_per_stream
+            );
+        }
+        if let Some(r) = &self.relay {
+            let _ = writeln!(
+                s,
+                "relay         received {}  forwarded {}  dropped {}  cpu {} s ({})  cpu s per million forwarded {}",
+                opt(r.packets_received, 0),
+                opt(r.packets_forwarded, 0),
+                opt(r.datagrams_dropped, 0),
+                opt(r.cpu_seconds, 2),
+                r.cpu_source,
+                opt(r.cpu_seconds_per_million_forwarded, 2)
+            );
+            let _ = writeln!(
+                s,
+                "relay fwd ms  p50 {}  p90 {}  p99 {}  p99.9 {}  (callrelay_forward_latency_seconds buckets)",
+                opt(r.forward_latency_ms_p50, 4),
+                opt(r.forward_latency_ms_p90, 4),
+                opt(r.forward_latency_ms_p99, 4),
+                opt(r.forward_latency_ms_p999, 4)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "loadgen cpu   {} s (shares the machine with the relay)",
+            opt(self.loadgen_cpu_seconds, 2)
+        );
+        if let Some(v) = &self.thresholds {
+            let _ = writeln!(
+                s,
+                "thresholds    {}{}",
+                if v.passed { "PASSED" } else { "FAILED: " },
+                v.failures.join("; ")
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,833 @@
+//! One load test: links, paced joins, synthetic traffic, receiver accounting, relay metrics
+//! before and after, and the report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callrelay_client::{Client, ClientConfig, ClientEvent, TrackKind};
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use crate::header::{self, Stream};
+use crate::prom::{self, Scrape};
+use crate::report::{
+    JoinReport, LatencyReport, LossReport, PacketReport, ParticipantReport, RelayReport, Report,
+    RunConfig,
+};
+use crate::stats::{latency_histogram, ReceiverStats, StreamTotals};
+use crate::traffic::{Schedule, TrafficConfig};
+
+/// Longest `--duration` accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Most participants in one run.
+pub const MAX_PARTICIPANTS: usize = 1_000;
+/// Most participants per room (the relay's default `rooms.max_participants`).
+pub const MAX_PER_ROOM: usize = 32;
+/// How long one join (HTTP, signaling, ICE, DTLS) may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// After senders stop, receivers keep reading this long for packets in flight.
+const DRAIN: Duration = Duration::from_secs(1);
+/// How long leaving may take before sessions are dropped.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the loadgen authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// One user token for every join (and link creation unless an admin token is given).
+    Token(String),
+    /// Dev mode: a token per participant from `POST /v1/dev/token` (users `loadgen-<n>`).
+    Dev,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Relay base URL, `http://127.0.0.1:7700`.
+    pub url: String,
+    /// Where to read the relay's metrics (`None`: do not).
+    pub metrics_url: Option<String>,
+    /// Token source for joins.
+    pub auth: Auth,
+    /// Token for creating links (else the join token).
+    pub admin_token: Option<String>,
+    /// Existing link ids to use instead of creating `rooms` links.
+    pub links: Vec<String>,
+    /// Rooms to create (ignored when `links` is set).
+    pub rooms: usize,
+    /// Publishing participants per room.
+    pub publishers: usize,
+    /// Receive-only participants per room.
+    pub subscribers: usize,
+    /// What publishers send.
+    pub traffic: TrafficConfig,
+    /// How long traffic flows once every join has started.
+    pub duration: Duration,
+    /// Joins started per second.
+    pub join_rate: f64,
+    /// Seed for sizes and phases.
+    pub seed: u64,
+    /// Print a progress line every second on stderr.
+    pub progress: bool,
+    /// The relay's process id when it runs on this machine: its CPU time is then read from
+    /// `/proc` (10 ms resolution) instead of `process_cpu_seconds_total` (whole seconds).
+    pub relay_pid: Option<u32>,
+}
+
+impl Options {
+    /// Checks the bounds every run must respect.
+    pub fn validate(&self) -> Result<(), String> {
+        let rooms = self.room_count();
+        let per_room = self.publishers + self.subscribers;
+        if rooms == 0 || per_room == 0 {
+            return Err("need at least one room and one participant per room".into());
+        }
+        if per_room > MAX_PER_ROOM {
+            return Err(format!("at most {MAX_PER_ROOM} participants per room"));
+        }
+        if rooms * per_room > MAX_PARTICIPANTS {
+            return Err(format!("at most {MAX_PARTICIPANTS} participants in a run"));
+        }
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            return Err(format!(
+                "--duration must be between 1s and {}",
+                humantime::format_duration(MAX_DURATION)
+            ));
+        }
+        if !(self.join_rate > 0.0 && self.join_rate.is_finite()) {
+            return Err("--join-rate must be positive".into());
+        }
+        let join_phase = (rooms * per_room) as f64 / self.join_rate;
+        if join_phase > MAX_DURATION.as_secs_f64() {
+            return Err(format!(
+                "joining {} participants at {}/s takes longer than {}",
+                rooms * per_room,
+                self.join_rate,
+                humantime::format_duration(MAX_DURATION)
+            ));
+        }
+        if !self.traffic.audio && self.traffic.video_layers == 0 && self.publishers > 0 {
+            return Err("publishers need audio or video".into());
+        }
+        if self.traffic.video_layers > 3 {
+            return Err("--video-layers is 0 to 3".into());
+        }
+        Ok(())
+    }
+
+    fn room_count(&self) -> usize {
+        if self.links.is_empty() {
+            self.rooms
+        } else {
+            self.links.len()
+        }
+    }
+}
+
+/// The loadgen's clock: nanoseconds since the run started, the same for every participant.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.ns(Instant::now())
+    }
+
+    /// `t` in nanoseconds since the epoch (0 before it).
+    pub fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// The instant `ns` after the epoch.
+    pub fn instant(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Counters shared by every participant task and the progress line.
+#[derive(Default)]
+struct Live {
+    joined: AtomicU64,
+    failed: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    rooms_up: Vec<AtomicU64>,
+    interval: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Live {
+    fn merge_interval(&self, h: &mut Histogram<u64>) {
+        if h.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.interval.lock() {
+            match shared.as_mut() {
+                Some(s) => {
+                    let _ = s.add(&*h);
+                }
+                None => *shared = Some(h.clone()),
+            }
+        }
+        h.reset();
+    }
+
+    fn take_interval_p99_ms(&self) -> Option<f64> {
+        let h = self.interval.lock().ok()?.take()?;
+        Some(h.value_at_quantile(0.99) as f64 / 1e6)
+    }
+}
+
+/// What one participant task brings back.
+struct Outcome {
+    error: Option<String>,
+    joined: bool,
+    /// HTTP join start → first media packet, ms.
+    join_to_media_ms: Option<f64>,
+    /// HTTP join start → ICE/DTLS connected, ms.
+    join_to_connected_ms: Option<f64>,
+    stats: ReceiverStats,
+    sent: u64,
+    keyframe_requests: u64,
+    dropped_events: u64,
+}
+
+struct Participant {
+    index: u32,
+    room: usize,
+    link: String,
+    token: String,
+    publish: bool,
+}
+
+/// Runs one load test and returns its report. Bounded: joins are paced and time out, traffic
+/// stops after `duration`, and every session is closed before returning.
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    opts.validate().map_err(anyhow::Error::msg)?;
+    let clock = Clock::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    let base = opts.url.trim_end_matches('/').to_owned();
+
+    let before = match &opts.metrics_url {
+        Some(u) => Some(scrape(&http, u).await?),
+        None => None,
+    };
+    let cpu_before = cpu_seconds("self");
+    let relay_pid = opts.relay_pid.map(|p| p.to_string());
+    let relay_cpu_before = relay_pid.as_deref().and_then(cpu_seconds);
+
+    // Tokens and links.
+    let rooms = opts.room_count();
+    let per_room = opts.publishers + opts.subscribers;
+    let owner_token = match (&opts.admin_token, &opts.auth) {
+        (Some(t), _) => t.clone(),
+        (None, Auth::Token(t)) => t.clone(),
+        (None, Auth::Dev) => dev_token(&http, &base, "loadgen-owner").await?,
+    };
+    let links = if opts.links.is_empty() {
+        let kind = if opts.traffic.video_layers == 0 {
+            "voice"
+        } else {
+            "video"
+        };
+        let mut v = Vec::with_capacity(rooms);
+        for _ in 0..rooms {
+            v.push(create_link(&http, &base, &owner_token, kind).await?);
+        }
+        v
+    } else {
+        opts.links.clone()
+    };
+    let mut participants = Vec::with_capacity(rooms * per_room);
+    // Round-robin over rooms so every room fills at the same pace; publishers first.
+    for slot in 0..per_room {
+        for (room, link) in links.iter().enumerate() {
+            let index = participants.len() as u32;
+            let token = match &opts.auth {
+                Auth::Token(t) => t.clone(),
+                Auth::Dev => dev_token(&http, &base, &format!("loadgen-{index}")).await?,
+            };
+            participants.push(Participant {
+                index,
+                room,
+                link: link.clone(),
+                token,
+                publish: slot < opts.publishers,
+            });
+        }
+    }
+
+    let live = Arc::new(Live {
+        rooms_up: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+        ..Live::default()
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let progress = opts.progress.then(|| {
+        tokio::spawn(progress_line(
+            live.clone(),
+            clock,
+            rooms,
+            participants.len(),
+        ))
+    });
+
+    // Paced joins.
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / opts.join_rate);
+    let mut tasks = Vec::with_capacity(participants.len());
+    for (i, p) in participants.into_iter().enumerate() {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(started + gap * i as u32)).await;
+        tasks.push(tokio::spawn(participant(
+            p,
+            base.clone(),
+            opts.traffic.clone(),
+            opts.seed,
+            clock,
+            live.clone(),
+            phase_rx.clone(),
+            links.clone(),
+        )));
+    }
+    tokio::time::sleep(opts.duration).await;
+    let _ = phase_tx.send(Phase::Draining);
+    // Traffic flows from the first join to the stop (the join phase included).
+    let traffic_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(DRAIN).await;
+
+    let after = match &opts.metrics_url {
+        Some(u) => Some(scrape(&http, u).await?),
+        None => None,
+    };
+    let _ = phase_tx.send(Phase::Leaving);
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match tokio::time::timeout(JOIN_TIMEOUT + LEAVE_TIMEOUT, t).await {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(e)) => outcomes.push(Outcome::failed(format!("task: {e}"))),
+            Err(_) => outcomes.push(Outcome::failed("did not stop in time".into())),
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let cpu_after = cpu_seconds("self");
+    let relay_cpu_after = relay_pid.as_deref().and_then(cpu_seconds);
+
+    let run_config = RunConfig {
+        target: "callrelay".into(),
+        rooms,
+        publishers: opts.publishers,
+        subscribers: opts.subscribers,
+        audio: opts.traffic.audio,
+        video_layers: opts.traffic.video_layers,
+        duration_s: opts.duration.as_secs_f64(),
+        join_rate: opts.join_rate,
+        seed: opts.seed,
+        keyframe_interval_s: opts.traffic.keyframe_interval.as_secs_f64(),
+    };
+    let relay = match (before, after) {
+        (Some(b), Some(a)) => {
+            let mut r = relay_report(&b, &a);
+            if let (Some(cb), Some(ca)) = (relay_cpu_before, relay_cpu_after) {
+                r.set_cpu_seconds(ca - cb, "/proc");
+            }
+            Some(r)
+        }
+        _ => None,
+    };
+    let loadgen_cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    Ok(build_report(
+        run_config,
+        outcomes,
+        traffic_secs,
+        relay,
+        loadgen_cpu,
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining,
+    Leaving,
+}
+
+impl Outcome {
+    fn failed(error: String) -> Outcome {
+        Outcome {
+            error: Some(error),
+            joined: false,
+            join_to_media_ms: None,
+            join_to_connected_ms: None,
+            stats: ReceiverStats::default(),
+            sent: 0,
+            keyframe_requests: 0,
+            dropped_events: 0,
+        }
+    }
+}
+
+/// Replaces every link id in `s` (errors may echo a request path) so none is ever printed.
+fn redact(s: &str, links: &[String]) -> String {
+    let mut out = s.to_owned();
+    for l in links {
+        out = out.replace(l.as_str(), "<link>");
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn participant(
+    p: Participant,
+    base: String,
+    traffic: TrafficConfig,
+    seed: u64,
+    clock: Clock,
+    live: Arc<Live>,
+    mut phase: watch::Receiver<Phase>,
+    links: Vec<String>,
+) -> Outcome {
+    let layers = if p.publish { traffic.layers() } else { &[] };
+    let config = ClientConfig {
+        // A join must offer an m-line: a receive-only participant offers audio and never sends.
+        audio: !p.publish || traffic.audio,
+        video: !layers.is_empty(),
+        simulcast: layers.len() > 1,
+        ..ClientConfig::default()
+    };
+    let simulcast = config.simulcast;
+    let t0 = clock.now_ns();
+    let joined = tokio::time::timeout(JOIN_TIMEOUT, async {
+        let mut c = Client::join(&base, &p.token, &p.link, config).await?;
+        let early = c.wait_connected(JOIN_TIMEOUT).await?;
+        Ok::<_, callrelay_client::ClientError>((c, early))
+    })
+    .await;
+    let (mut client, early) = match joined {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            return Outcome::failed(redact(&e.to_string(), &links));
+        }
+        Err(_) => {
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            return Outcome::failed("join timed out".into());
+        }
+    };
+    let mut out = Outcome::failed(String::new());
+    out.error = None;
+    out.joined = true;
+    out.join_to_connected_ms = Some((clock.now_ns() - t0) as f64 / 1e6);
+    live.joined.fetch_add(1, Ordering::Relaxed);
+    live.rooms_up[p.room].fetch_add(1, Ordering::Relaxed);
+
+    let mut schedule = (p.publish && (traffic.audio || !layers.is_empty())).then(|| {
+        Schedule::new(
+            TrafficConfig {
+                audio: traffic.audio,
+                ..traffic.clone()
+            },
+            p.index,
+            seed,
+            clock.now_ns(),
+        )
+    });
+    let mut rx = Rx {
+        clock,
+        t0,
+        interval: latency_histogram(),
+        received: 0,
+    };
+    let mut last_flush = clock.now_ns();
+    let mut due = Vec::new();
+    let mut sent_flushed = 0u64;
+    for e in early {
+        rx.handle(e, &mut out, &mut schedule);
+    }
+
+    let mut closed = false;
+    loop {
+        let current = *phase.borrow();
+        if current == Phase::Leaving {
+            break;
+        }
+        let sending = current == Phase::Running && schedule.is_some();
+        let next = schedule
+            .as_ref()
+            .filter(|_| sending)
+            .map_or(u64::MAX, Schedule::next_due_ns);
+        let wake =
+            tokio::time::Instant::from_std(clock.instant(next.min(clock.now_ns() + 500_000_000)));
+        tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            ev = client.next_event() => {
+                let Some(e) = ev else {
+                    closed = true;
+                    break;
+                };
+                let is_closed = matches!(e, ClientEvent::Closed { .. });
+                rx.handle(e, &mut out, &mut schedule);
+                // Read what else is queued in one go.
+                let mut n = 0;
+                while n < 256 {
+                    let Some(e) = client.try_next_event() else { break };
+                    let c = matches!(e, ClientEvent::Closed { .. });
+                    rx.handle(e, &mut out, &mut schedule);
+                    if c {
+                        closed = true;
+                    }
+                    n += 1;
+                }
+                if is_closed || closed {
+                    closed = true;
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if sending {
+                    let now = clock.now_ns();
+                    if let Some(s) = schedule.as_mut() {
+                        s.poll(now, &mut due);
+                    }
+                    for pkt in due.drain(..) {
+                        let payload = pkt.payload(clock.now_ns());
+                        let rid = if simulcast { pkt.stream.rid() } else { None };
+                        let r = if pkt.stream == Stream::Audio {
+                            client.send_audio(payload)
+                        } else {
+                            client.send_video(rid, payload)
+                        };
+                        if r.is_ok() {
+                            out.sent += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let now = clock.now_ns();
+        if now.saturating_sub(last_flush) > 250_000_000 {
+            live.merge_interval(&mut rx.interval);
+            live.sent
+                .fetch_add(out.sent - sent_flushed, Ordering::Relaxed);
+            sent_flushed = out.sent;
+            live.received
+                .fetch_add(std::mem::take(&mut rx.received), Ordering::Relaxed);
+            last_flush = now;
+        }
+    }
+    live.merge_interval(&mut rx.interval);
+    live.sent
+        .fetch_add(out.sent - sent_flushed, Ordering::Relaxed);
+    live.received.fetch_add(rx.received, Ordering::Relaxed);
+    out.dropped_events = client.dropped_events();
+    if closed {
+        out.error = Some("session closed by the relay during the run".into());
+    } else {
+        let _ = client.leave();
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
+            while client.next_event().await.is_some() {}
+        })
+        .await;
+    }
+    live.rooms_up[p.room].fetch_sub(1, Ordering::Relaxed);
+    out
+}
+
+/// The receiving half of a participant task.
+struct Rx {
+    clock: Clock,
+    t0: u64,
+    /// Latencies since the last merge into the progress line's histogram.
+    interval: Histogram<u64>,
+    /// Packets since the last merge into the live counter.
+    received: u64,
+}
+
+impl Rx {
+    fn handle(&mut self, e: ClientEvent, out: &mut Outcome, schedule: &mut Option<Schedule>) {
+        match e {
+            ClientEvent::Media(m) => {
+                let video = m.kind == TrackKind::Video;
+                let Some(h) = header::find(&m.payload, video) else {
+                    out.stats.foreign += 1;
+                    return;
+                };
+                let arrival = self.clock.ns(m.arrival);
+                let latency = out.stats.record(&h, m.payload.len(), arrival);
+                self.interval.saturating_record(latency);
+                self.received += 1;
+                if out.join_to_media_ms.is_none() {
+                    out.join_to_media_ms = Some(arrival.saturating_sub(self.t0) as f64 / 1e6);
+                }
+            }
+            ClientEvent::KeyframeRequest { rid } => {
+                out.keyframe_requests += 1;
+                if let Some(s) = schedule.as_mut() {
+                    s.request_keyframe(rid.as_deref().and_then(Stream::from_rid));
+                }
+            }
+            ClientEvent::Connected | ClientEvent::Signal(_) | ClientEvent::Closed { .. } => {}
+        }
+    }
+}
+
+async fn progress_line(live: Arc<Live>, clock: Clock, rooms: usize, total: usize) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_sent, mut last_received) = (0u64, 0u64);
+    loop {
+        tick.tick().await;
+        let sent = live.sent.load(Ordering::Relaxed);
+        let received = live.received.load(Ordering::Relaxed);
+        let up = live
+            .rooms_up
+            .iter()
+            .filter(|r| r.load(Ordering::Relaxed) > 0)
+            .count();
+        let p99 = live
+            .take_interval_p99_ms()
+            .map_or("-".to_owned(), |v| format!("{v:.2} ms"));
+        eprintln!(
+            "[{:>4.0}s] rooms up {up}/{rooms}  joined {}/{total} (failed {})  packets/s out {}  in {}  p99 {p99}",
+            clock.now_ns() as f64 / 1e9,
+            live.joined.load(Ordering::Relaxed),
+            live.failed.load(Ordering::Relaxed),
+            sent - last_sent,
+            received - last_received,
+        );
+        last_sent = sent;
+        last_received = received;
+    }
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?
+        .error_for_status()
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?
+        .text()
+        .await?;
+    Ok(Scrape::parse(&text)?)
+}
+
+/// `POST /v1/dev/token` (dev-mode relays only).
+pub async fn dev_token(http: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{base}/v1/dev/token"))
+        .json(&serde_json::json!({ "user": user }))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    match v["token"].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_owned()),
+        _ => anyhow::bail!("POST /v1/dev/token: {status} (is the relay in dev mode?)"),
+    }
+}
+
+/// `POST /v1/links`; returns the new link's id.
+pub async fn create_link(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    kind: &str,
+) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{base}/v1/links"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "kind": kind, "title": "loadgen" }))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    match v["id"].as_str() {
+        Some(id) if status.is_success() => Ok(id.to_owned()),
+        _ => anyhow::bail!(
+            "POST /v1/links: {status} {}",
+            v["code"].as_str().unwrap_or("")
+        ),
+    }
+}
+
+/// CPU seconds (user + system) of process `pid` (`self` for this one), from `/proc/<pid>/stat`
+/// (Linux).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI Rust targets.
+    Some((utime + stime) / 100.0)
+}
+
+/// Relay-side figures from two scrapes of its `/metrics`.
+pub fn relay_report(before: &Scrape, after: &Scrape) -> RelayReport {
+    let delta = |name: &str| match (before.sum(name), after.sum(name)) {
+        (Some(b), Some(a)) => Some(a - b),
+        (None, Some(a)) => Some(a),
+        _ => None,
+    };
+    let kind_delta = |name: &str, kind: &str| {
+        let b = before.get(name, "kind", kind).unwrap_or(0.0);
+        after.get(name, "kind", kind).map(|a| a - b)
+    };
+    let forwarded = delta("callrelay_packets_forwarded_total");
+    let received = delta("callrelay_packets_received_total");
+    let cpu = delta("process_cpu_seconds_total");
+    let buckets = prom::bucket_delta(
+        &before.buckets("callrelay_forward_latency_seconds"),
+        &after.buckets("callrelay_forward_latency_seconds"),
+    );
+    let q = |x: f64| prom::quantile(x, &buckets).map(|s| s * 1e3);
+    let mut forwarded_by_kind = BTreeMap::new();
+    for kind in ["audio", "video", "rtcp"] {
+        if let Some(v) = kind_delta("callrelay_packets_forwarded_total", kind) {
+            forwarded_by_kind.insert(kind.to_owned(), v);
+        }
+    }
+    RelayReport {
+        packets_received: received,
+        packets_forwarded: forwarded,
+        forwarded_by_kind,
+        datagrams_dropped: delta("callrelay_datagrams_dropped_total"),
+        cpu_seconds: cpu,
+        cpu_source: "process_cpu_seconds_total".into(),
+        cpu_seconds_per_million_forwarded: match (cpu, forwarded) {
+            (Some(c), Some(f)) if f > 0.0 => Some(c / f * 1e6),
+            _ => None,
+        },
+        forward_latency_ms_p50: q(0.5),
+        forward_latency_ms_p90: q(0.9),
+        forward_latency_ms_p99: q(0.99),
+        forward_latency_ms_p999: q(0.999),
+        forward_latency_observations: buckets.last().map(|b| b.1),
+    }
+}
+
+fn build_report(
+    config: RunConfig,
+    outcomes: Vec<Outcome>,
+    traffic_secs: f64,
+    relay: Option<RelayReport>,
+    loadgen_cpu_seconds: Option<f64>,
+) -> Report {
+    let mut latency = latency_histogram();
+    let mut join =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("1 µs..1 h at 3 digits is valid");
+    let mut connect = join.clone();
+    let mut streams: BTreeMap<String, StreamTotals> = BTreeMap::new();
+    let mut all = StreamTotals::default();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut joined, mut failed, mut without_media) = (0, 0, 0);
+    let (mut keyframe_requests, mut dropped_events, mut foreign) = (0, 0, 0);
+    for o in &outcomes {
+        if let Some(e) = &o.error {
+            *errors.entry(e.clone()).or_default() += 1;
+        }
+        if !o.joined {
+            failed += 1;
+            continue;
+        }
+        joined += 1;
+        let _ = latency.add(&o.stats.latency);
+        match o.join_to_media_ms {
+            Some(ms) => join.saturating_record((ms * 1000.0) as u64),
+            None => without_media += 1,
+        }
+        if let Some(ms) = o.join_to_connected_ms {
+            connect.saturating_record((ms * 1000.0) as u64);
+        }
+        for ((_, stream), s) in &o.stats.streams {
+            streams.entry(stream.name().to_owned()).or_default().add(s);
+            all.add(s);
+        }
+        keyframe_requests += o.keyframe_requests;
+        dropped_events += o.dropped_events;
+        foreign += o.stats.foreign;
+    }
+    let sent: u64 = outcomes.iter().map(|o| o.sent).sum();
+    let ms = |h: &Histogram<u64>, q: f64, div: f64| {
+        (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / div)
+    };
+    Report {
+        config,
+        participants: ParticipantReport {
+            requested: outcomes.len(),
+            joined,
+            failed,
+            errors,
+            keyframe_requests,
+            dropped_events,
+        },
+        packets: PacketReport {
+            sent,
+            received: all.received,
+            sent_per_s: sent as f64 / traffic_secs.max(0.001),
+            received_per_s: all.received as f64 / traffic_secs.max(0.001),
+            foreign,
+        },
+        latency_ms: LatencyReport {
+            count: latency.len(),
+            p50: ms(&latency, 0.5, 1e6),
+            p90: ms(&latency, 0.9, 1e6),
+            p99: ms(&latency, 0.99, 1e6),
+            p999: ms(&latency, 0.999, 1e6),
+            max: (!latency.is_empty()).then(|| latency.max() as f64 / 1e6),
+            mean: (!latency.is_empty()).then(|| latency.mean() / 1e6),
+        },
+        join_ms: JoinReport {
+            connected_p50: ms(&connect, 0.5, 1e3),
+            connected_p99: ms(&connect, 0.99, 1e3),
+            first_media_p50: ms(&join, 0.5, 1e3),
+            first_media_p99: ms(&join, 0.99, 1e3),
+            first_media_max: (!join.is_empty()).then(|| join.max() as f64 / 1e3),
+            without_media,
+        },
+        loss: LossReport {
+            ratio: all.loss_ratio(),
+            expected: all.expected,
+            lost: all.lost,
+            duplicates: all.duplicates,
+            reordered: all.reordered,
+            skipped_by_layer_switch: all.skipped,
+            jitter_ms_mean: all.jitter_ms_mean,
+            jitter_ms_max: all.jitter_ms_max,
+        },
+        streams,
+        relay,
+        loadgen_cpu_seconds,
+        traffic_seconds: traffic_secs,
+        thresholds: None,
+    }
+}

@@ -1,0 +1,316 @@
+//! What a receiver counts: per (sender, stream) loss, duplicates, reordering, jitter and bytes,
+//! and a latency histogram over every packet.
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+
+use crate::header::{Header, Stream};
+
+/// Highest latency the histograms record (larger values are clamped): 60 s in ns.
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+/// A latency histogram in nanoseconds, 3 significant figures.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("1 ns..60 s at 3 digits is valid")
+}
+
+/// Accounting for one (sender, stream) at one receiver.
+#[derive(Debug, Clone, Default)]
+pub struct StreamRx {
+    /// Sequence number of the first packet received; the bitmap starts here.
+    base: u32,
+    /// Lowest and highest sequence number received.
+    min_seq: u32,
+    max_seq: u32,
+    /// Bit per sequence number from `base` (received or not).
+    seen: Vec<u64>,
+    started: bool,
+    /// Packets received (duplicates included).
+    pub received: u64,
+    /// Packets received more than once.
+    pub duplicates: u64,
+    /// Packets that arrived after one with a higher sequence number.
+    pub reordered: u64,
+    /// Sequence numbers skipped on purpose: a gap that ends on a keyframe start is a simulcast
+    /// layer the relay stopped and resumed sending, not loss.
+    pub skipped: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// RFC 3550 interarrival jitter, ns.
+    pub jitter_ns: f64,
+    last: Option<(u64, u64)>,
+    /// First and last arrival, ns on the loadgen clock.
+    pub first_arrival_ns: u64,
+    /// Last arrival.
+    pub last_arrival_ns: u64,
+}
+
+impl StreamRx {
+    /// Counts one packet with header `h`, `len` payload bytes, arriving at `arrival_ns`.
+    pub fn record(&mut self, h: &Header, len: usize, arrival_ns: u64) {
+        self.received += 1;
+        self.bytes += len as u64;
+        if !self.started {
+            self.started = true;
+            self.base = h.seq;
+            self.min_seq = h.seq;
+            self.max_seq = h.seq;
+            self.first_arrival_ns = arrival_ns;
+            self.mark(h.seq);
+        } else if h.seq < self.base {
+            // Older than the first packet we saw: it cannot be a duplicate of anything tracked.
+            self.reordered += 1;
+            self.min_seq = self.min_seq.min(h.seq);
+        } else if self.mark(h.seq) {
+            self.duplicates += 1;
+        } else if h.seq < self.max_seq {
+            self.reordered += 1;
+        } else {
+            let gap = h.seq - self.max_seq - 1;
+            if gap > 0 && h.stream != Stream::Audio && h.keyframe_start() {
+                self.skipped += u64::from(gap);
+            }
+            self.max_seq = h.seq;
+        }
+        self.last_arrival_ns = self.last_arrival_ns.max(arrival_ns);
+        // RFC 3550 §6.4.1, on the send and arrival times of consecutive arrivals.
+        if let Some((prev_arrival, prev_sent)) = self.last {
+            let d =
+                (arrival_ns as f64 - prev_arrival as f64) - (h.sent_ns as f64 - prev_sent as f64);
+            self.jitter_ns += (d.abs() - self.jitter_ns) / 16.0;
+        }
+        self.last = Some((arrival_ns, h.sent_ns));
+    }
+
+    /// Marks `seq` seen; true if it already was.
+    fn mark(&mut self, seq: u32) -> bool {
+        let i = (seq - self.base) as usize;
+        let (word, bit) = (i / 64, i % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        let was = self.seen[word] & (1 << bit) != 0;
+        self.seen[word] |= 1 << bit;
+        was
+    }
+
+    /// Packets expected: the sequence range received, minus the deliberately skipped gaps.
+    pub fn expected(&self) -> u64 {
+        if !self.started {
+            return 0;
+        }
+        (u64::from(self.max_seq) - u64::from(self.min_seq) + 1).saturating_sub(self.skipped)
+    }
+
+    /// Distinct packets received.
+    pub fn unique(&self) -> u64 {
+        self.received - self.duplicates
+    }
+
+    /// Packets missing from the expected range.
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.unique())
+    }
+}
+
+/// Everything one receiving participant measured.
+#[derive(Debug, Clone)]
+pub struct ReceiverStats {
+    /// Per (sender index, stream).
+    pub streams: HashMap<(u32, Stream), StreamRx>,
+    /// Wire-to-wire latency of every packet, ns.
+    pub latency: Histogram<u64>,
+    /// Media packets without our header (not counted elsewhere).
+    pub foreign: u64,
+}
+
+impl Default for ReceiverStats {
+    fn default() -> Self {
+        ReceiverStats {
+            streams: HashMap::new(),
+            latency: latency_histogram(),
+            foreign: 0,
+        }
+    }
+}
+
+impl ReceiverStats {
+    /// Counts one received packet; returns its latency in ns.
+    pub fn record(&mut self, h: &Header, len: usize, arrival_ns: u64) -> u64 {
+        let latency = arrival_ns
+            .saturating_sub(h.sent_ns)
+            .clamp(1, MAX_LATENCY_NS);
+        self.latency.saturating_record(latency);
+        self.streams
+            .entry((h.sender, h.stream))
+            .or_default()
+            .record(h, len, arrival_ns);
+        latency
+    }
+}
+
+/// Totals over many streams of one kind.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StreamTotals {
+    /// (sender, receiver) streams with at least one packet.
+    pub streams: u64,
+    /// Packets received, duplicates included.
+    pub received: u64,
+    /// Packets expected from the sequence ranges.
+    pub expected: u64,
+    /// Packets lost.
+    pub lost: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Reordered packets.
+    pub reordered: u64,
+    /// Sequence numbers skipped by simulcast layer switches.
+    pub skipped: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Mean received bitrate per stream, kbit/s (over each stream's first to last arrival).
+    pub kbps_per_stream: f64,
+    /// Mean and max RFC 3550 jitter, ms.
+    pub jitter_ms_mean: f64,
+    /// Max jitter over the streams, ms.
+    pub jitter_ms_max: f64,
+}
+
+impl StreamTotals {
+    /// Adds the streams of `s`.
+    pub fn add(&mut self, s: &StreamRx) {
+        let n = self.streams as f64;
+        let span_ns = s.last_arrival_ns.saturating_sub(s.first_arrival_ns);
+        let kbps = if span_ns > 0 {
+            s.bytes as f64 * 8.0 / (span_ns as f64 / 1e9) / 1000.0
+        } else {
+            0.0
+        };
+        let jitter = s.jitter_ns / 1e6;
+        self.kbps_per_stream = (self.kbps_per_stream * n + kbps) / (n + 1.0);
+        self.jitter_ms_mean = (self.jitter_ms_mean * n + jitter) / (n + 1.0);
+        self.jitter_ms_max = self.jitter_ms_max.max(jitter);
+        self.streams += 1;
+        self.received += s.received;
+        self.expected += s.expected();
+        self.lost += s.lost();
+        self.duplicates += s.duplicates;
+        self.reordered += s.reordered;
+        self.skipped += s.skipped;
+        self.bytes += s.bytes;
+    }
+
+    /// Lost / expected (0 when nothing was expected).
+    pub fn loss_ratio(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            self.lost as f64 / self.expected as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::FLAG_KEYFRAME_START;
+
+    fn h(stream: Stream, seq: u32, sent_ns: u64, key: bool) -> Header {
+        Header {
+            sender: 0,
+            stream,
+            flags: if key { FLAG_KEYFRAME_START } else { 0 },
+            seq,
+            sent_ns,
+        }
+    }
+
+    fn feed(seqs: &[u32]) -> StreamRx {
+        let mut s = StreamRx::default();
+        for (i, &q) in seqs.iter().enumerate() {
+            s.record(
+                &h(Stream::Audio, q, u64::from(q) * 1000, false),
+                100,
+                i as u64 * 1000 + 500,
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn in_order_stream_has_no_loss() {
+        let s = feed(&[5, 6, 7, 8, 9]);
+        assert_eq!(
+            (s.expected(), s.lost(), s.duplicates, s.reordered),
+            (5, 0, 0, 0)
+        );
+        assert_eq!(s.bytes, 500);
+    }
+
+    #[test]
+    fn gaps_are_loss_duplicates_and_reordering_are_counted() {
+        // 3 and 6 never arrive; 2 arrives twice; 5 arrives after 7.
+        let s = feed(&[0, 1, 2, 2, 4, 7, 5, 8]);
+        assert_eq!(s.expected(), 9);
+        assert_eq!(s.unique(), 7);
+        assert_eq!(s.lost(), 2);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.reordered, 1);
+    }
+
+    #[test]
+    fn a_late_packet_older_than_the_first_counts_and_widens_the_range() {
+        let s = feed(&[10, 11, 9, 12]);
+        assert_eq!((s.expected(), s.lost(), s.reordered), (4, 0, 1));
+    }
+
+    #[test]
+    fn a_video_gap_ending_on_a_keyframe_is_a_layer_switch_not_loss() {
+        let mut s = StreamRx::default();
+        s.record(&h(Stream::VideoH, 0, 0, true), 1000, 10);
+        s.record(&h(Stream::VideoH, 1, 1, false), 1000, 20);
+        // The relay switched away and back: resumes at a keyframe 100 packets later.
+        s.record(&h(Stream::VideoH, 102, 2, true), 1000, 30);
+        s.record(&h(Stream::VideoH, 104, 3, false), 1000, 40);
+        assert_eq!(s.skipped, 100);
+        assert_eq!(s.expected(), 5, "0, 1, 102, 103, 104");
+        assert_eq!(s.lost(), 1, "103 is lost");
+        // The same gap on audio is loss.
+        let a = feed(&[0, 1, 50]);
+        assert_eq!(a.lost(), 48);
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550() {
+        let mut s = StreamRx::default();
+        // Sent every 20 ms; arrivals alternate 0 and +8 ms late.
+        for i in 0..200u64 {
+            let sent = i * 20_000_000;
+            let late = if i % 2 == 1 { 8_000_000 } else { 0 };
+            s.record(&h(Stream::Audio, i as u32, sent, false), 100, sent + late);
+        }
+        // |D| is always 8 ms, so J converges to 8 ms.
+        assert!((s.jitter_ns / 1e6 - 8.0).abs() < 0.01, "{}", s.jitter_ns);
+        let steady = feed(&(0..50).collect::<Vec<_>>());
+        assert!(steady.jitter_ns < 1.0);
+    }
+
+    #[test]
+    fn receiver_latency_is_arrival_minus_send() {
+        let mut r = ReceiverStats::default();
+        assert_eq!(
+            r.record(&h(Stream::Audio, 0, 1_000, false), 10, 251_000),
+            250_000
+        );
+        assert_eq!(
+            r.record(&h(Stream::Audio, 1, 9_000, false), 10, 5_000),
+            1,
+            "clamped"
+        );
+        assert_eq!(r.latency.len(), 2);
+        let mut t = StreamTotals::default();
+        t.add(&r.streams[&(0, Stream::Audio)]);
+        assert_eq!((t.streams, t.received, t.lost), (1, 2, 0));
+    }
+}

@@ -1,0 +1,334 @@
+//! What a synthetic participant sends and when: Opus-like audio (50 packets/s, 100–160 B) and
+//! simulcast video layers at a fixed frame rate, each frame packetized into payloads of at most
+//! [`MAX_PAYLOAD`] bytes, with a keyframe burst every keyframe interval or on request. Sizes and
+//! phases come from a seeded RNG, so a run replays.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::header::{Header, Stream, FLAG_KEYFRAME_START, HEADER_LEN};
+
+/// Largest RTP payload sent (VP8 descriptor included), as real encoders packetize for a 1,200 B MTU budget.
+pub const MAX_PAYLOAD: usize = 1_200;
+/// The VP8 payload descriptor + header bytes in front of our header.
+const VP8_PREFIX: usize = 2;
+/// Audio frame interval (20 ms Opus frames).
+pub const AUDIO_INTERVAL_NS: u64 = 20_000_000;
+/// Keyframes are this many times a delta frame's mean size.
+const KEYFRAME_FACTOR: f64 = 5.0;
+/// At most this many late frames of one kind are sent at once after a stall (the rest dropped,
+/// as an encoder would skip them).
+const MAX_CATCH_UP: u32 = 3;
+
+/// What each participant publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficConfig {
+    /// Publish audio.
+    pub audio: bool,
+    /// Number of simulcast video layers (0 = no video; 1 = `l`, 2 = `l,m`, 3 = `l,m,h`).
+    pub video_layers: usize,
+    /// Bitrate per layer (l, m, h), kbit/s.
+    pub layer_kbps: [u32; 3],
+    /// Video frame rate.
+    pub fps: u32,
+    /// Keyframe period.
+    pub keyframe_interval: Duration,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            audio: true,
+            video_layers: 3,
+            layer_kbps: [150, 500, 2_500],
+            fps: 30,
+            keyframe_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl TrafficConfig {
+    /// The video layers published, lowest first.
+    pub fn layers(&self) -> &'static [Stream] {
+        let all: &'static [Stream] = &[Stream::VideoL, Stream::VideoM, Stream::VideoH];
+        &all[..self.video_layers.min(3)]
+    }
+
+    /// Mean packets per second one publisher sends (keyframes included).
+    pub fn packets_per_second(&self) -> f64 {
+        let mut pps = if self.audio { 50.0 } else { 0.0 };
+        let kf_per_s = 1.0 / self.keyframe_interval.as_secs_f64().max(0.001);
+        for i in 0..self.layers().len() {
+            let frame = f64::from(self.layer_kbps[i]) * 1000.0 / 8.0 / f64::from(self.fps.max(1));
+            let per = (MAX_PAYLOAD - VP8_PREFIX) as f64;
+            let delta = (frame / per).ceil();
+            let key = (frame * KEYFRAME_FACTOR / per).ceil();
+            pps += delta * f64::from(self.fps) + (key - delta) * kf_per_s;
+        }
+        pps
+    }
+}
+
+/// One payload to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    /// The stream.
+    pub stream: Stream,
+    /// Part of a keyframe (video).
+    pub keyframe: bool,
+    /// Header to write (send time filled in by [`Packet::payload`]).
+    pub header: Header,
+    /// Bytes of our payload: header + filler (the VP8 prefix comes on top for video).
+    pub len: usize,
+}
+
+impl Packet {
+    /// The payload bytes to hand to the client, stamped with `sent_ns`.
+    pub fn payload(&self, sent_ns: u64) -> Vec<u8> {
+        let mut body = vec![0u8; self.len];
+        let h = Header {
+            sent_ns,
+            ..self.header
+        };
+        h.write(&mut body);
+        if self.stream == Stream::Audio {
+            body
+        } else {
+            callrelay_client::vp8_payload(self.keyframe, &body)
+        }
+    }
+}
+
+/// The send schedule of one participant.
+#[derive(Debug)]
+pub struct Schedule {
+    config: TrafficConfig,
+    sender: u32,
+    rng: StdRng,
+    next_audio_ns: u64,
+    next_frame_ns: u64,
+    frame_interval_ns: u64,
+    next_keyframe_ns: u64,
+    keyframe_requested: [bool; 3],
+    seqs: [u32; 4],
+}
+
+impl Schedule {
+    /// A schedule for sender `sender` starting at `start_ns`, its random phase drawn from `seed`.
+    pub fn new(config: TrafficConfig, sender: u32, seed: u64, start_ns: u64) -> Schedule {
+        let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(sender) << 32 | u64::from(sender)));
+        let frame_interval_ns = 1_000_000_000 / u64::from(config.fps.max(1));
+        let next_audio_ns = start_ns + rng.gen_range(0..AUDIO_INTERVAL_NS);
+        let next_frame_ns = start_ns + rng.gen_range(0..frame_interval_ns);
+        Schedule {
+            // The first frame is a keyframe.
+            next_keyframe_ns: next_frame_ns,
+            config,
+            sender,
+            rng,
+            next_audio_ns,
+            next_frame_ns,
+            frame_interval_ns,
+            keyframe_requested: [false; 3],
+            seqs: [0; 4],
+        }
+    }
+
+    /// When the next packet is due (ns on the loadgen clock).
+    pub fn next_due_ns(&self) -> u64 {
+        let mut t = u64::MAX;
+        if self.config.audio {
+            t = t.min(self.next_audio_ns);
+        }
+        if !self.config.layers().is_empty() {
+            t = t.min(self.next_frame_ns);
+        }
+        t
+    }
+
+    /// The receiver asked for a keyframe of `layer` (or of every layer): the next frame is one.
+    pub fn request_keyframe(&mut self, layer: Option<Stream>) {
+        for (i, s) in self.config.layers().iter().enumerate() {
+            if layer.is_none() || layer == Some(*s) {
+                self.keyframe_requested[i] = true;
+            }
+        }
+    }
+
+    /// Appends to `out` every packet due at `now_ns`.
+    pub fn poll(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
+        if self.config.audio {
+            let mut n = 0;
+            while self.next_audio_ns <= now_ns {
+                if n < MAX_CATCH_UP {
+                    let len = self.rng.gen_range(100..=160);
+                    out.push(self.packet(Stream::Audio, false, false, len));
+                }
+                n += 1;
+                self.next_audio_ns += AUDIO_INTERVAL_NS;
+            }
+        }
+        let layers = self.config.layers();
+        if layers.is_empty() {
+            return;
+        }
+        let mut n = 0;
+        while self.next_frame_ns <= now_ns {
+            if n < MAX_CATCH_UP {
+                let periodic = self.next_frame_ns >= self.next_keyframe_ns;
+                if periodic {
+                    self.next_keyframe_ns =
+                        self.next_frame_ns + self.config.keyframe_interval.as_nanos() as u64;
+                }
+                for (i, &layer) in layers.iter().enumerate() {
+                    let key = periodic || self.keyframe_requested[i];
+                    self.keyframe_requested[i] = false;
+                    self.frame(i, layer, key, out);
+                }
+            }
+            n += 1;
+            self.next_frame_ns += self.frame_interval_ns;
+        }
+    }
+
+    fn frame(&mut self, i: usize, layer: Stream, key: bool, out: &mut Vec<Packet>) {
+        let mean =
+            f64::from(self.config.layer_kbps[i]) * 1000.0 / 8.0 / f64::from(self.config.fps.max(1));
+        let size = if key {
+            mean * self.rng.gen_range(0.8..1.2) * KEYFRAME_FACTOR
+        } else {
+            mean * self.rng.gen_range(0.7..1.3)
+        };
+        let size = (size as usize).max(HEADER_LEN);
+        let per = MAX_PAYLOAD - VP8_PREFIX;
+        let count = size.div_ceil(per);
+        let each = size.div_ceil(count).max(HEADER_LEN);
+        for k in 0..count {
+            out.push(self.packet(layer, key, key && k == 0, each));
+        }
+    }
+
+    fn packet(&mut self, stream: Stream, keyframe: bool, start: bool, len: usize) -> Packet {
+        let seq = &mut self.seqs[usize::from(stream.to_byte())];
+        let header = Header {
+            sender: self.sender,
+            stream,
+            flags: if start { FLAG_KEYFRAME_START } else { 0 },
+            seq: *seq,
+            sent_ns: 0,
+        };
+        *seq += 1;
+        Packet {
+            stream,
+            keyframe,
+            header,
+            len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(config: TrafficConfig, secs: u64, seed: u64) -> Vec<Packet> {
+        let mut s = Schedule::new(config, 7, seed, 0);
+        let mut out = Vec::new();
+        let end = secs * 1_000_000_000;
+        loop {
+            let t = s.next_due_ns();
+            if t > end {
+                break;
+            }
+            s.poll(t, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn rates_sizes_and_keyframes_match_the_model() {
+        let p = run(TrafficConfig::default(), 10, 1);
+        let count = |st: Stream| p.iter().filter(|x| x.stream == st).count();
+        assert!((499..=501).contains(&count(Stream::Audio)));
+        let audio: Vec<_> = p.iter().filter(|x| x.stream == Stream::Audio).collect();
+        assert!(audio.iter().all(|x| (100..=160).contains(&x.len)));
+        for x in &p {
+            let len = x.payload(1).len();
+            assert!(len <= MAX_PAYLOAD, "{len}");
+            assert_eq!(
+                crate::header::find(&x.payload(42), x.stream != Stream::Audio).map(|h| h.sent_ns),
+                Some(42)
+            );
+        }
+        // ~300 frames per layer in 10 s; keyframe starts every 2 s on each layer.
+        let starts = p
+            .iter()
+            .filter(|x| x.stream == Stream::VideoH && x.header.keyframe_start())
+            .count();
+        assert_eq!(starts, 5);
+        let h_bytes: usize = p
+            .iter()
+            .filter(|x| x.stream == Stream::VideoH)
+            .map(|x| x.len)
+            .sum();
+        let kbps = h_bytes as f64 * 8.0 / 10.0 / 1000.0;
+        assert!((2_300.0..3_800.0).contains(&kbps), "h layer {kbps} kbps");
+        let total = p.len() as f64 / 10.0;
+        let model = TrafficConfig::default().packets_per_second();
+        assert!((total - model).abs() / model < 0.1, "{total} vs {model}");
+        // Sequence numbers are dense per stream.
+        let seqs: Vec<u32> = audio.iter().map(|x| x.header.seq).collect();
+        assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn same_seed_same_traffic_and_audio_only_has_no_video() {
+        assert_eq!(
+            run(TrafficConfig::default(), 3, 9),
+            run(TrafficConfig::default(), 3, 9)
+        );
+        assert_ne!(
+            run(TrafficConfig::default(), 3, 9),
+            run(TrafficConfig::default(), 3, 10)
+        );
+        let a = run(
+            TrafficConfig {
+                video_layers: 0,
+                ..TrafficConfig::default()
+            },
+            2,
+            1,
+        );
+        assert!(a.iter().all(|x| x.stream == Stream::Audio));
+    }
+
+    #[test]
+    fn a_keyframe_request_makes_the_next_frame_a_keyframe() {
+        let mut s = Schedule::new(TrafficConfig::default(), 0, 3, 0);
+        let mut out = Vec::new();
+        // Past the first (periodic) keyframe.
+        s.poll(200_000_000, &mut out);
+        out.clear();
+        s.request_keyframe(Some(Stream::VideoM));
+        let t = s.next_due_ns().max(s.next_frame_ns);
+        s.poll(t, &mut out);
+        assert!(out
+            .iter()
+            .any(|x| x.stream == Stream::VideoM && x.header.keyframe_start()));
+        assert!(!out
+            .iter()
+            .any(|x| x.stream == Stream::VideoL && x.header.keyframe_start()));
+    }
+
+    #[test]
+    fn a_stall_sends_at_most_a_few_late_frames() {
+        let mut s = Schedule::new(TrafficConfig::default(), 0, 3, 0);
+        let mut out = Vec::new();
+        s.poll(1_000_000_000, &mut out);
+        let audio = out.iter().filter(|x| x.stream == Stream::Audio).count();
+        assert_eq!(audio, MAX_CATCH_UP as usize);
+        assert!(s.next_due_ns() > 1_000_000_000);
+    }
+}
