@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use str0m::media::Mid;
+use str0m::media::{Mid, Rid};
 
 /// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,20 @@ pub struct SfuConfig {
     pub idle_timeout: Duration,
     /// At most one keyframe request per published layer is relayed per this interval.
     pub keyframe_request_interval: Duration,
+    /// Sender-side bandwidth estimation (str0m BWE over TWCC feedback) towards every
+    /// participant, starting from this estimate in bits/s (1 Mbit/s is a good start); it
+    /// drives the simulcast layer each subscriber gets. `None` (the default) turns it off:
+    /// subscribers then get their requested layer (the cap set by
+    /// [`Sfu::set_subscriber_layer`][crate::Sfu::set_subscriber_layer]).
+    ///
+    /// With it on, str0m also paces the video it sends to each participant at its estimate
+    /// (times 1.1) and pads to probe for more: a burst of forwarded video leaves over a few
+    /// milliseconds instead of at once. Off by default so that turning it on, and that cost on
+    /// the per-packet latency, is a deliberate choice of the IO layer.
+    pub bwe_initial_bitrate: Option<u64>,
+    /// A subscriber moves to a higher simulcast layer only after its estimate has covered
+    /// that layer for this long (moving down is immediate), so layers do not flap.
+    pub layer_up_hold: Duration,
 }
 
 impl SfuConfig {
@@ -30,6 +44,8 @@ impl SfuConfig {
             max_participants: 32,
             idle_timeout: Duration::from_secs(30),
             keyframe_request_interval: Duration::from_millis(500),
+            bwe_initial_bitrate: None,
+            layer_up_hold: Duration::from_millis(2_500),
         }
     }
 }
@@ -246,4 +262,21 @@ pub struct SfuStats {
     pub video_forwarded: u64,
     /// Payload bytes of those.
     pub video_bytes_forwarded: u64,
+    /// Simulcast subscriptions moved to a lower layer (bandwidth estimate or cap fell).
+    pub layer_switches_down: u64,
+    /// Simulcast subscriptions moved to a higher layer (estimate or cap rose).
+    pub layer_switches_up: u64,
+}
+
+/// Which simulcast layer a subscriber gets of one published track, from
+/// [`Sfu::subscriber_layer`][crate::Sfu::subscriber_layer].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberLayer {
+    /// The layer being forwarded now (`None` before the first keyframe).
+    pub current: Option<Rid>,
+    /// The layer chosen from the bandwidth estimate; forwarding switches to it on its next
+    /// keyframe.
+    pub target: Option<Rid>,
+    /// The highest layer the subscriber asked for.
+    pub cap: Option<Rid>,
 }

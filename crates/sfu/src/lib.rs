@@ -45,10 +45,11 @@ mod speaker;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::format::{
@@ -61,7 +62,8 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, IceCreds, Input, Output, Rtc};
 
 pub use api::{
-    Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats, TrackKind,
+    Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats,
+    SubscriberLayer, TrackKind,
 };
 pub use str0m::media::{Mid, Rid};
 
@@ -79,6 +81,24 @@ const MAX_SSRCS_PER_PARTICIPANT: usize = 16;
 
 /// Largest SDP accepted from signaling (threat 16).
 const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// Incoming bitrates are measured over `RATE_BUCKETS - 1` completed buckets of this length
+/// (one second), plus the bucket being filled, which is not counted.
+const RATE_BUCKET: Duration = Duration::from_millis(250);
+const RATE_BUCKETS: usize = 5;
+
+/// Bytes a forwarded RTP packet costs on the wire besides its payload: RTP header and
+/// extensions, SRTP tag, UDP and IP headers. The bandwidth estimate counts them.
+const PACKET_OVERHEAD: u64 = 60;
+
+/// A layer fits a subscriber's share of its estimate when its bitrate times this does.
+const LAYER_HEADROOM: f64 = 1.1;
+
+/// The bandwidth estimator probes up to what the subscriber's caps need times this.
+const PROBE_MARGIN: f64 = 1.5;
+
+/// How often the layer of every simulcast subscription is chosen again.
+const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A datagram sent by the relay: hand `contents` to the socket at `source`, to `destination`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +140,10 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: SfuStats,
+    /// Published simulcast tracks; while there are any, layers are chosen every
+    /// [`ALLOCATION_INTERVAL`], at `next_allocation`.
+    simulcast_tracks: usize,
+    next_allocation: Option<Instant>,
 }
 
 struct Room {
@@ -153,6 +177,11 @@ struct Participant {
     recv_offered: Vec<Mid>,
     dirty: bool,
     negotiate: bool,
+    /// Latest egress bandwidth estimate towards this participant, bits/s (`None` until
+    /// str0m's BWE can measure: BWE on, and TWCC negotiated on a sending m-line).
+    estimate: Option<u64>,
+    /// The desired bitrate last handed to this participant's BWE (what it probes towards).
+    bwe_desired: u64,
 }
 
 /// A published track and its subscribers (one entry of the forwarding table).
@@ -163,6 +192,20 @@ struct Track {
     subscribers: Vec<Subscription>,
     /// Last keyframe request relayed to the publisher, per layer.
     last_keyframe_request: Vec<(Option<Rid>, Instant)>,
+    /// Incoming bitrate per layer, in the order of `layers` (one meter without simulcast).
+    rates: Vec<RateMeter>,
+}
+
+/// Bytes received over a sliding window of [`RATE_BUCKETS`] buckets, on the time passed in.
+#[derive(Debug, Clone, Copy, Default)]
+struct RateMeter {
+    buckets: [u64; RATE_BUCKETS],
+    /// Index of the bucket being filled.
+    idx: usize,
+    /// When that bucket started; `None` before the first packet.
+    started: Option<Instant>,
+    /// Completed buckets so far, up to `RATE_BUCKETS - 1`.
+    completed: usize,
 }
 
 struct Subscription {
@@ -173,6 +216,12 @@ struct Subscription {
     layer: Option<Rid>,
     /// The layer wanted; the switch happens on its next keyframe.
     target: Option<Rid>,
+    /// The highest layer the subscriber asked for (its size preference); `target` is chosen
+    /// at or below it from the bandwidth estimate.
+    cap: Option<Rid>,
+    /// Since when the estimate has had room for a layer above `target` (moving up waits for
+    /// [`SfuConfig::layer_up_hold`]).
+    up_since: Option<Instant>,
     /// Added to the publisher's extended sequence number. Fixed at the first packet to
     /// `-(first & !0xffff)` so the subscriber's stream starts with rollover counter 0 and the
     /// low 16 bits are unchanged; recomputed at a layer switch to keep numbering contiguous.
@@ -218,6 +267,8 @@ impl Sfu {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: SfuStats::default(),
+            simulcast_tracks: 0,
+            next_allocation: None,
         }
     }
 
@@ -306,6 +357,7 @@ impl Sfu {
             .set_ice_lite(true)
             .set_local_ice_credentials(creds)
             .set_crypto_provider(self.crypto.clone())
+            .enable_bwe(self.config.bwe_initial_bitrate.map(Bitrate::bps))
             .build(now);
         let candidate = Candidate::host(self.config.local_addr, "udp")
             .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
@@ -343,6 +395,8 @@ impl Sfu {
             recv_offered: Vec::new(),
             dirty: false,
             negotiate: false,
+            estimate: None,
+            bwe_desired: 0,
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);
@@ -488,7 +542,7 @@ impl Sfu {
             .collect();
         let room = p.room;
         for (mid, kind) in published {
-            self.publish(slot, mid, kind, Vec::new());
+            self.publish(now, slot, mid, kind, Vec::new());
         }
         let mut opened: Vec<(TrackKey, Option<Rid>)> = Vec::new();
         if let Some(r) = self.rooms.get(&room) {
@@ -516,10 +570,19 @@ impl Sfu {
         Ok(())
     }
 
-    /// Chooses which simulcast layer of `publisher`'s track `mid` the `subscriber` receives.
-    /// The switch happens on that layer's next keyframe, which is requested now (throttled);
-    /// until then the current layer keeps flowing. Without a call, a subscriber gets the
-    /// first layer the publisher listed.
+    /// Sets the highest simulcast layer of `publisher`'s track `mid` the `subscriber` may
+    /// receive (from the size it asked for). Without a call, the cap is the first layer the
+    /// publisher listed.
+    ///
+    /// Below the cap, the layer is chosen from the subscriber's bandwidth estimate: the
+    /// highest layer whose measured incoming bitrate (times 1.1) fits the subscriber's
+    /// estimate, less what it receives without simulcast (audio), shared equally among its
+    /// simulcast subscriptions. Moving down is immediate, moving up waits for
+    /// [`SfuConfig::layer_up_hold`]. Without an estimate (BWE off, or no TWCC towards this
+    /// subscriber) or before layer bitrates are known, the subscriber gets the cap.
+    ///
+    /// A switch happens on the new layer's next keyframe, which is requested (throttled);
+    /// until then the current layer keeps flowing. See [`Sfu::subscriber_layer`].
     pub fn set_subscriber_layer(
         &mut self,
         now: Instant,
@@ -546,12 +609,44 @@ impl Sfu {
             .iter_mut()
             .find(|s| s.subscriber == sub_slot)
             .ok_or(SfuError::UnknownTrack)?;
-        sub.target = Some(rid);
-        if sub.layer != Some(rid) {
-            self.request_keyframe(now, key, Some(rid), KeyframeRequestKind::Pli);
+        sub.cap = Some(rid);
+        let target = sub.target;
+        let layer = sub.layer;
+        if !self.allocate_subscriber(now, sub_slot, Some(key)) && layer != target {
+            // Asked again while the switch waits for its keyframe: ask again (throttled).
+            self.request_keyframe(now, key, target, KeyframeRequestKind::Pli);
         }
         self.flush(now);
         Ok(())
+    }
+
+    /// Which layer of `publisher`'s track `mid` the `subscriber` gets, is switching to, and
+    /// asked for at most. `None` for an unknown participant, track or subscription.
+    pub fn subscriber_layer(
+        &self,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        mid: Mid,
+    ) -> Option<SubscriberLayer> {
+        let sub_slot = *self.by_id.get(&subscriber)?;
+        let pub_slot = *self.by_id.get(&publisher)?;
+        let track = self.tracks.get(&(pub_slot, mid))?;
+        let sub = track
+            .subscribers
+            .iter()
+            .find(|s| s.subscriber == sub_slot)?;
+        Some(SubscriberLayer {
+            current: sub.layer,
+            target: sub.target,
+            cap: sub.cap,
+        })
+    }
+
+    /// The latest egress bandwidth estimate towards `participant`, in bits/s, once str0m's
+    /// BWE measures it (see [`SfuConfig::bwe_initial_bitrate`]).
+    pub fn bandwidth_estimate(&self, participant: ParticipantId) -> Option<u64> {
+        let slot = *self.by_id.get(&participant)?;
+        self.participants.get(slot)?.as_ref()?.estimate
     }
 
     /// A datagram received on the worker socket at `now` from `source`, sent to `destination`.
@@ -649,6 +744,12 @@ impl Sfu {
                 self.mark_dirty(slot);
             }
         }
+        if self.simulcast_tracks > 0 && self.next_allocation.is_some_and(|t| now >= t) {
+            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            for slot in 0..self.participants.len() {
+                self.allocate_subscriber(now, slot, None);
+            }
+        }
         self.flush(now);
     }
 
@@ -666,11 +767,13 @@ impl Sfu {
     /// nobody to serve.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.config.idle_timeout;
+        let allocation = self.next_allocation.filter(|_| self.simulcast_tracks > 0);
         self.participants
             .iter()
             .flatten()
             .map(|p| p.next_timeout.min(p.last_ice + idle))
             .min()
+            .map(|t| allocation.map_or(t, |a| t.min(a)))
     }
 
     // ---- private -------------------------------------------------------------------------
@@ -808,18 +911,28 @@ impl Sfu {
                         l.into_iter().map(|l| l.rid).collect()
                     })
                     .unwrap_or_default();
-                self.publish(slot, m.mid, m.kind, layers);
+                self.publish(now, slot, m.mid, m.kind, layers);
             }
             // The client closed DTLS: it hung up.
             str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
             str0m::Event::KeyframeRequest(req) => {
                 self.relay_keyframe_request(now, slot, req.mid, req.kind);
             }
+            str0m::Event::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
+                // Without probing (no TWCC on a sending m-line yet) it is only the initial
+                // guess: the requested layer stands until there is a measurement.
+                if let Some(p) = self.participants[slot].as_mut() {
+                    p.estimate = can_probe.then(|| estimate.as_u64());
+                }
+            }
             _ => {}
         }
     }
 
-    fn publish(&mut self, slot: Slot, mid: Mid, kind: MediaKind, layers: Vec<Rid>) {
+    fn publish(&mut self, now: Instant, slot: Slot, mid: Mid, kind: MediaKind, layers: Vec<Rid>) {
         let p = self.participants[slot]
             .as_ref()
             .expect("publish from an occupied slot");
@@ -847,6 +960,12 @@ impl Sfu {
             .collect();
         let to_negotiate: Vec<Slot> = subscribers.iter().map(|s| s.subscriber).collect();
         room.tracks.push(key);
+        if !layers.is_empty() {
+            self.simulcast_tracks += 1;
+            self.next_allocation
+                .get_or_insert(now + ALLOCATION_INTERVAL);
+        }
+        let rates = vec![RateMeter::default(); layers.len().max(1)];
         self.tracks.insert(
             key,
             Track {
@@ -854,6 +973,7 @@ impl Sfu {
                 layers,
                 subscribers,
                 last_keyframe_request: Vec::new(),
+                rates,
             },
         );
         for s in to_negotiate {
@@ -1019,6 +1139,14 @@ impl Sfu {
                 self.stats.video_bytes_received += payload_len;
             }
         }
+        // Wire bytes per layer, for choosing layers against subscribers' estimates.
+        let layer_idx = match rid {
+            Some(r) => track.layers.iter().position(|l| *l == r),
+            None => Some(0),
+        };
+        if let Some(meter) = layer_idx.and_then(|i| track.rates.get_mut(i)) {
+            meter.add(now, payload_len + PACKET_OVERHEAD);
+        }
         let keyframe = !track.layers.is_empty()
             && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
 
@@ -1116,6 +1244,113 @@ impl Sfu {
         if want_keyframe {
             self.request_keyframe(now, (slot, mid), rid, KeyframeRequestKind::Pli);
         }
+    }
+
+    /// Chooses the layer of each simulcast subscription of `slot` from its bandwidth estimate
+    /// (see [`Sfu::set_subscriber_layer`]), requests keyframes for the switches, and tells its
+    /// BWE how far to probe. A new cap on `recapped` applies without the hold: the hold
+    /// damps the estimate, not the subscriber's request. Returns whether any target changed.
+    fn allocate_subscriber(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        recapped: Option<TrackKey>,
+    ) -> bool {
+        let Some(p) = self.participants.get(slot).and_then(|p| p.as_ref()) else {
+            return false;
+        };
+        let estimate = p.estimate;
+        let Some(room) = self.rooms.get(&p.room) else {
+            return false;
+        };
+        let hold = self.config.layer_up_hold;
+        // What is not simulcast (audio first) is taken from the estimate before layers.
+        let mut fixed = 0u64;
+        let mut simulcast = 0u64;
+        for key in &room.tracks {
+            let Some(t) = self.tracks.get(key) else {
+                continue;
+            };
+            if !t
+                .subscribers
+                .iter()
+                .any(|s| s.subscriber == slot && s.is_open())
+            {
+                continue;
+            }
+            if t.layers.is_empty() {
+                fixed += t.rates.first().and_then(|r| r.bps(now)).unwrap_or(0);
+            } else {
+                simulcast += 1;
+            }
+        }
+        let share = estimate.map(|e| e.saturating_sub(fixed) / simulcast.max(1));
+        let mut desired = fixed as f64;
+        let mut switches: Vec<(TrackKey, Option<Rid>)> = Vec::new();
+        for key in &room.tracks {
+            let Some(t) = self.tracks.get_mut(key) else {
+                continue;
+            };
+            if t.layers.is_empty() {
+                continue;
+            }
+            let Some(sub) = t
+                .subscribers
+                .iter_mut()
+                .find(|s| s.subscriber == slot && s.is_open())
+            else {
+                continue;
+            };
+            let layers = LayerRates::new(&t.layers, &t.rates, sub.cap, now);
+            if let Some(c) = layers.cap.or(layers.highest()) {
+                desired += layers.rate(c) as f64 * LAYER_HEADROOM;
+            }
+            let target = t.layers.iter().position(|l| Some(*l) == sub.target);
+            let chosen = match (share, layers.any_flowing()) {
+                (Some(share), true) => {
+                    let hold = if recapped == Some(*key) {
+                        Duration::ZERO
+                    } else {
+                        hold
+                    };
+                    layers.choose(target, share, &mut sub.up_since, now, hold)
+                }
+                // No estimate or no measured layer yet: the requested layer.
+                _ => layers.cap.or(target),
+            };
+            if chosen == target {
+                continue;
+            }
+            match (chosen, target) {
+                (Some(c), Some(t)) if layers.key(c) < layers.key(t) => {
+                    self.stats.layer_switches_down += 1;
+                }
+                _ => self.stats.layer_switches_up += 1,
+            }
+            sub.target = chosen.map(|i| t.layers[i]);
+            sub.up_since = None;
+            if sub.layer != sub.target {
+                switches.push((*key, sub.target));
+            }
+        }
+        // Probe towards what the caps would take, with a margin: an estimate that only just
+        // covers the top layer would dip under it and flap.
+        let desired = (desired * PROBE_MARGIN) as u64;
+        if let Some(p) = self.participants[slot].as_mut() {
+            let differs = desired.abs_diff(p.bwe_desired) > p.bwe_desired / 10;
+            if estimate.is_some() && desired > 0 && differs {
+                p.bwe_desired = desired;
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+                self.mark_dirty(slot);
+            }
+        }
+        let changed = !switches.is_empty();
+        for (key, rid) in switches {
+            self.request_keyframe(now, key, rid, KeyframeRequestKind::Pli);
+        }
+        changed
     }
 
     /// A subscriber asked for a keyframe on one of its subscription m-lines: ask the
@@ -1217,6 +1452,9 @@ impl Sfu {
                     return true;
                 }
                 if let Some(t) = self.tracks.remove(key) {
+                    if !t.layers.is_empty() {
+                        self.simulcast_tracks -= 1;
+                    }
                     for sub in t.subscribers {
                         if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
                             stops.push((sub.subscriber, m));
@@ -1260,6 +1498,48 @@ impl Sfu {
     }
 }
 
+impl RateMeter {
+    /// Counts `bytes` received at `now`.
+    fn add(&mut self, now: Instant, bytes: u64) {
+        match self.started {
+            None => self.started = Some(now),
+            Some(start) => {
+                let elapsed =
+                    now.saturating_duration_since(start).as_nanos() / RATE_BUCKET.as_nanos();
+                let elapsed = u32::try_from(elapsed).unwrap_or(u32::MAX);
+                if elapsed > 0 {
+                    for _ in 0..(elapsed as usize).min(RATE_BUCKETS) {
+                        self.idx = (self.idx + 1) % RATE_BUCKETS;
+                        self.buckets[self.idx] = 0;
+                    }
+                    self.completed = (self.completed + elapsed as usize).min(RATE_BUCKETS - 1);
+                    self.started = Some(start + RATE_BUCKET.saturating_mul(elapsed));
+                }
+            }
+        }
+        self.buckets[self.idx] += bytes;
+    }
+
+    /// Bits/s over the completed buckets as of `now`; `None` before one bucket completed.
+    fn bps(&self, now: Instant) -> Option<u64> {
+        let start = self.started?;
+        let elapsed = now.saturating_duration_since(start).as_nanos() / RATE_BUCKET.as_nanos();
+        let elapsed = usize::try_from(elapsed).unwrap_or(usize::MAX);
+        let completed = self.completed.saturating_add(elapsed).min(RATE_BUCKETS - 1);
+        if completed == 0 {
+            return None;
+        }
+        // The bucket `back` places behind the current one is `back + elapsed` buckets old now;
+        // the window holds ages 1..RATE_BUCKETS.
+        let bytes: u64 = (0..RATE_BUCKETS)
+            .filter(|back| (1..RATE_BUCKETS).contains(&back.saturating_add(elapsed)))
+            .map(|back| self.buckets[(self.idx + RATE_BUCKETS - back) % RATE_BUCKETS])
+            .sum();
+        let window = RATE_BUCKET.as_secs_f64() * completed as f64;
+        Some((bytes as f64 * 8.0 / window) as u64)
+    }
+}
+
 impl Subscription {
     /// Starts forwarding layer `rid` at this packet (a keyframe), continuing the sequence
     /// numbers and timestamps the subscriber has seen so far.
@@ -1283,17 +1563,109 @@ impl Subscription {
         }
     }
 
+    fn is_open(&self) -> bool {
+        matches!(self.state, OutState::Open(_))
+    }
+
     fn new(subscriber: Slot, target: Option<Rid>) -> Self {
         Subscription {
             subscriber,
             state: OutState::ToOpen,
             layer: None,
             target,
+            cap: target,
+            up_since: None,
             seq_offset: None,
             ts_offset: 0,
             min_in_seq: 0,
             last_out: None,
             pt_map: Vec::new(),
+        }
+    }
+}
+
+/// Most simulcast layers of a track that take part in the choice (browsers send three).
+const MAX_LAYERS: usize = 8;
+
+/// The measured bitrates of a track's layers, ordered for choosing one.
+struct LayerRates {
+    rates: [u64; MAX_LAYERS],
+    len: usize,
+    /// Index of the subscriber's cap.
+    cap: Option<usize>,
+}
+
+impl LayerRates {
+    fn new(layers: &[Rid], meters: &[RateMeter], cap: Option<Rid>, now: Instant) -> Self {
+        let mut rates = [0; MAX_LAYERS];
+        let len = layers.len().min(meters.len()).min(MAX_LAYERS);
+        for (r, m) in rates.iter_mut().zip(&meters[..len]) {
+            *r = m.bps(now).unwrap_or(0);
+        }
+        let cap = cap.and_then(|c| layers[..len].iter().position(|l| *l == c));
+        LayerRates { rates, len, cap }
+    }
+
+    fn rate(&self, i: usize) -> u64 {
+        self.rates[i]
+    }
+
+    /// Order of layers, lowest first: by bitrate; among equal rates the cap ranks highest,
+    /// then the layer listed first.
+    fn key(&self, i: usize) -> (u64, bool, std::cmp::Reverse<usize>) {
+        (self.rates[i], Some(i) == self.cap, std::cmp::Reverse(i))
+    }
+
+    fn flowing(&self, i: usize) -> bool {
+        self.rates[i] > 0
+    }
+
+    fn any_flowing(&self) -> bool {
+        (0..self.len).any(|i| self.flowing(i))
+    }
+
+    fn highest(&self) -> Option<usize> {
+        (0..self.len).max_by_key(|i| self.key(*i))
+    }
+
+    /// Flowing and not above the cap (a cap that is not flowing caps nothing).
+    fn allowed(&self, i: usize) -> bool {
+        self.flowing(i)
+            && self
+                .cap
+                .is_none_or(|c| !self.flowing(c) || self.key(i) <= self.key(c))
+    }
+
+    /// The layer to target given the current `target` and the subscriber's `share` of its
+    /// estimate: down at once, up only once the room for a higher layer has lasted `hold`.
+    fn choose(
+        &self,
+        target: Option<usize>,
+        share: u64,
+        up_since: &mut Option<Instant>,
+        now: Instant,
+        hold: Duration,
+    ) -> Option<usize> {
+        let fits = |i: usize| self.rates[i] as f64 * LAYER_HEADROOM <= share as f64;
+        let allowed = (0..self.len).filter(|i| self.allowed(*i));
+        let best = allowed
+            .clone()
+            .filter(|i| fits(*i))
+            .max_by_key(|i| self.key(*i));
+        let candidate = best.or_else(|| allowed.min_by_key(|i| self.key(*i)));
+        match (candidate, target) {
+            (Some(c), Some(t)) if self.allowed(t) && self.key(c) > self.key(t) => {
+                let since = *up_since.get_or_insert(now);
+                if now >= since + hold {
+                    Some(c)
+                } else {
+                    Some(t)
+                }
+            }
+            (c, t) => {
+                *up_since = None;
+                c.or(t)
+            }
         }
     }
 }

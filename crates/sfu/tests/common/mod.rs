@@ -35,6 +35,18 @@ pub struct InFlight {
     pub contents: Vec<u8>,
 }
 
+/// A rate cap on the path towards one address: a FIFO link of `bps` (IP and UDP headers
+/// counted) whose queue holds at most `max_queue` of sending time; what does not fit is
+/// dropped (drop-tail). The queue delays packets, so delay-based estimators see it building.
+pub struct Bottleneck {
+    pub to: SocketAddr,
+    pub bps: u64,
+    pub max_queue: Duration,
+    busy_until: Option<Instant>,
+    /// Datagrams dropped because the queue was full.
+    pub dropped: usize,
+}
+
 /// What a client received on one of its subscription m-lines.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -86,6 +98,8 @@ pub struct World {
     /// When set, relay offers are kept in `held_offers` instead of being answered.
     pub hold_offers: bool,
     pub held_offers: Vec<(ParticipantId, String)>,
+    /// Rate caps per destination (see [`World::set_capacity`]).
+    pub bottlenecks: Vec<Bottleneck>,
 }
 
 impl World {
@@ -111,6 +125,7 @@ impl World {
             sfu_transmits: 0,
             hold_offers: false,
             held_offers: Vec::new(),
+            bottlenecks: Vec::new(),
         }
     }
 
@@ -334,16 +349,58 @@ impl World {
             .expect("client handles datagram");
     }
 
+    /// Caps the path towards `to` at `bps` with a queue of `max_queue`, or lifts the cap.
+    /// Packets already queued keep their delivery time.
+    pub fn set_capacity(&mut self, to: SocketAddr, cap: Option<(u64, Duration)>) {
+        let existing = self.bottlenecks.iter().position(|b| b.to == to);
+        match (cap, existing) {
+            (Some((bps, max_queue)), Some(i)) => {
+                self.bottlenecks[i].bps = bps;
+                self.bottlenecks[i].max_queue = max_queue;
+            }
+            (Some((bps, max_queue)), None) => self.bottlenecks.push(Bottleneck {
+                to,
+                bps,
+                max_queue,
+                busy_until: None,
+                dropped: 0,
+            }),
+            (None, Some(i)) => {
+                self.bottlenecks.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+
     fn send(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
         if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
             return;
         }
-        self.net.push_back(InFlight {
-            at: self.now + LATENCY,
-            source,
-            destination,
-            contents,
-        });
+        let now = self.now;
+        let mut at = now + LATENCY;
+        if let Some(b) = self.bottlenecks.iter_mut().find(|b| b.to == destination) {
+            let start = b.busy_until.map_or(now, |t| t.max(now));
+            if start - now > b.max_queue {
+                b.dropped += 1;
+                return;
+            }
+            // IPv4 and UDP headers take capacity too.
+            let bits = (contents.len() + 28) as f64 * 8.0;
+            let done = start + Duration::from_secs_f64(bits / b.bps as f64);
+            b.busy_until = Some(done);
+            at = done + LATENCY;
+        }
+        // Kept in delivery order; without a bottleneck this is a push to the back.
+        let pos = self.net.partition_point(|p| p.at <= at);
+        self.net.insert(
+            pos,
+            InFlight {
+                at,
+                source,
+                destination,
+                contents,
+            },
+        );
     }
 
     /// Drains the relay and every online client until all are waiting on a timer.
