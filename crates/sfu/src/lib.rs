@@ -1758,6 +1758,32 @@ mod tests {
     }
 
     #[test]
+    fn rate_meter_measures_a_sliding_second() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        m.add(t0, 1_000);
+        assert_eq!(
+            m.bps(t0 + Duration::from_millis(200)),
+            None,
+            "no bucket done yet"
+        );
+        // 1,000 bytes every 10 ms: 800 kbit/s.
+        for i in 1..200 {
+            m.add(t0 + Duration::from_millis(10 * i), 1_000);
+        }
+        let bps = m.bps(t0 + Duration::from_millis(2_000)).expect("measured");
+        assert!((780_000..=820_000).contains(&bps), "{bps}");
+        // Silence empties the window bucket by bucket.
+        let half = m.bps(t0 + Duration::from_millis(2_500)).expect("measured");
+        assert!((380_000..=420_000).contains(&half), "{half}");
+        assert_eq!(m.bps(t0 + Duration::from_secs(10)), Some(0));
+        m.add(t0 + Duration::from_secs(10), 500);
+        assert_eq!(m.bps(t0 + Duration::from_secs(10)), Some(0));
+        let after = m.bps(t0 + Duration::from_millis(10_250)).expect("measured");
+        assert_eq!(after, 4_000, "500 bytes over the one-second window");
+    }
+
+    #[test]
     fn tokens_are_seeded() {
         let a = random_token(&mut StdRng::from_seed([1; 32]), 8);
         let b = random_token(&mut StdRng::from_seed([1; 32]), 8);
