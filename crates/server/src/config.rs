@@ -71,6 +71,9 @@ pub struct MediaConfig {
     pub mtu: u32,
     /// A participant with no ICE activity for this long is removed.
     pub idle_timeout: String,
+    /// Estimate each subscriber's bandwidth (TWCC) and choose its simulcast layer from it,
+    /// under the size it asked for. Off: each subscriber gets the layer it asked for.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for MediaConfig {
@@ -82,6 +85,7 @@ impl Default for MediaConfig {
             announce_ip: String::new(),
             mtu: 1500,
             idle_timeout: "30s".into(),
+            bandwidth_estimation: true,
         }
     }
 }
@@ -315,6 +319,8 @@ pub struct Settings {
     pub mtu: usize,
     /// `media.idle_timeout`
     pub idle_timeout: Duration,
+    /// `media.bandwidth_estimation`
+    pub bandwidth_estimation: bool,
     /// `drain.deadline`
     pub drain_deadline: Duration,
     /// `log.format`
@@ -554,6 +560,7 @@ impl Config {
             announce_ip: media.announce_ip,
             mtu: media.mtu,
             idle_timeout: media.idle_timeout,
+            bandwidth_estimation: self.media.bandwidth_estimation,
             drain_deadline,
             log_format,
             log_level: self.log.level,

@@ -168,6 +168,9 @@ impl MediaPlane {
             config.mtu = settings.mtu;
             config.max_participants = settings.max_participants;
             config.idle_timeout = settings.idle_timeout;
+            // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), starting
+            // from 1 Mbit/s, capped by the size each asked for.
+            config.bwe_initial_bitrate = settings.bandwidth_estimation.then_some(1_000_000);
             let (tx, rx) = mpsc::unbounded_channel();
             let metrics = metrics.clone();
             let t = totals.clone();
