@@ -209,6 +209,23 @@ pub const REMOVE_REASONS: [&str; 8] = [
     "error",
 ];
 
+/// Codes used as the `code` label of `callrelay_signaling_errors_total` (proto/signal.proto).
+pub const SIGNALING_ERROR_CODES: [&str; 13] = [
+    "invalid_message",
+    "invalid_grant",
+    "grant_expired",
+    "link_revoked",
+    "link_expired",
+    "join_refused",
+    "room_full",
+    "already_joined",
+    "not_joined",
+    "sdp_rejected",
+    "video_not_allowed",
+    "rate_limited",
+    "internal",
+];
+
 /// The metric families of the media plane (UDP workers, the forwarding core, signaling).
 #[derive(Clone, Debug)]
 pub struct MediaMetrics {
@@ -337,6 +354,9 @@ impl MediaMetrics {
         }
         for reason in DROP_REASONS {
             m.datagrams_dropped.with_label_values(&[reason]);
+        }
+        for code in SIGNALING_ERROR_CODES {
+            m.signaling_errors.with_label_values(&[code]);
         }
         for reason in REMOVE_REASONS {
             m.participants_removed.with_label_values(&[reason]);
