@@ -7,6 +7,7 @@
 //! channel ([`Command`]), polled in the same loop as the socket; what a worker has to tell a
 //! participant goes to that participant's bounded signaling queue.
 
+mod gso;
 mod worker;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -23,6 +23,7 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::gso::Batch;
 use super::{Command, JoinReply, Totals};
 use crate::metrics::MediaMetrics;
 
@@ -87,6 +88,7 @@ pub(super) fn run(
             busy: Duration::ZERO,
             totals,
             reported: (0, 0),
+            batch: Batch::new(),
         };
         worker.run(commands).await;
     });
@@ -125,6 +127,8 @@ struct Worker {
     totals: Arc<Totals>,
     /// (rooms, participants) last added to `totals`.
     reported: (i64, i64),
+    /// Outgoing datagrams being coalesced for GSO; its buffer is reused.
+    batch: Batch,
 }
 
 impl Worker {
@@ -267,33 +271,55 @@ impl Worker {
     }
 
     /// Sends every pending datagram and dispatches every event. With `latency`, the first
-    /// `n` transmits are forwarded copies of a datagram received at `t` and are timed.
+    /// `n` transmits are forwarded copies of a datagram received at `t` and are timed (when the
+    /// send call that carries them returns). Runs of equal-size datagrams to one destination
+    /// leave in one GSO send (see [`super::gso`]).
     async fn flush(&mut self, latency: Option<(Instant, u64)>) {
         let (t0, mut copies) = latency.unwrap_or((Instant::now(), 0));
+        let max_segments = self.state.max_gso_segments().max(1);
+        let mut batch = std::mem::replace(&mut self.batch, Batch::new_empty());
         while let Some(t) = self.sfu.poll_transmit() {
-            self.send(t.destination, &t.contents).await;
-            if copies > 0 {
-                copies -= 1;
-                self.metrics
-                    .forward_latency
-                    .observe(t0.elapsed().as_secs_f64());
+            if !batch.fits(t.destination, &t.contents, max_segments) {
+                self.send_batch(&mut batch, t0).await;
             }
+            let timed = copies > 0;
+            copies = copies.saturating_sub(1);
+            batch.push(t.destination, &t.contents, timed);
         }
+        self.send_batch(&mut batch, t0).await;
         while let Some(e) = self.sfu.poll_event() {
             self.event(e);
         }
         // Events may have queued transmits (removals close DTLS).
         while let Some(t) = self.sfu.poll_transmit() {
-            self.send(t.destination, &t.contents).await;
+            if !batch.fits(t.destination, &t.contents, max_segments) {
+                self.send_batch(&mut batch, t0).await;
+            }
+            batch.push(t.destination, &t.contents, false);
         }
+        self.send_batch(&mut batch, t0).await;
+        self.batch = batch;
     }
 
-    async fn send(&self, destination: SocketAddr, contents: &[u8]) {
+    async fn send_batch(&self, batch: &mut Batch, t0: Instant) {
+        if let Some(destination) = batch.destination {
+            self.send(destination, &batch.buf, batch.segment_size())
+                .await;
+            for _ in 0..batch.timed {
+                self.metrics
+                    .forward_latency
+                    .observe(t0.elapsed().as_secs_f64());
+            }
+        }
+        batch.clear();
+    }
+
+    async fn send(&self, destination: SocketAddr, contents: &[u8], segment_size: Option<usize>) {
         let transmit = UdpTransmit {
             destination,
             ecn: None,
             contents,
-            segment_size: None,
+            segment_size,
             src_ip: None,
         };
         for _ in 0..2 {
