@@ -266,6 +266,8 @@ pub struct SfuStats {
     pub layer_switches_down: u64,
     /// Simulcast subscriptions moved to a higher layer (estimate or cap rose).
     pub layer_switches_up: u64,
+    /// NACKs received from subscribers (counted from str0m's once-a-second stats).
+    pub nacks_received: u64,
 }
 
 /// Which simulcast layer a subscriber gets of one published track, from

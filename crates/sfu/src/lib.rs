@@ -182,6 +182,9 @@ struct Participant {
     estimate: Option<u64>,
     /// The desired bitrate last handed to this participant's BWE (what it probes towards).
     bwe_desired: u64,
+    /// NACKs received per sending stream, as last reported by str0m's once-a-second stats
+    /// (cumulative), so that [`SfuStats::nacks_received`] adds only the difference.
+    egress_nacks: HashMap<(Mid, Option<Rid>), u64>,
 }
 
 /// A published track and its subscribers (one entry of the forwarding table).
@@ -358,6 +361,8 @@ impl Sfu {
             .set_local_ice_credentials(creds)
             .set_crypto_provider(self.crypto.clone())
             .enable_bwe(self.config.bwe_initial_bitrate.map(Bitrate::bps))
+            // Once-a-second stats carry the NACK counts behind `SfuStats::nacks_received`.
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let candidate = Candidate::host(self.config.local_addr, "udp")
             .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
@@ -397,6 +402,7 @@ impl Sfu {
             negotiate: false,
             estimate: None,
             bwe_desired: 0,
+            egress_nacks: HashMap::new(),
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);
@@ -917,6 +923,15 @@ impl Sfu {
             str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
             str0m::Event::KeyframeRequest(req) => {
                 self.relay_keyframe_request(now, slot, req.mid, req.kind);
+            }
+            // Once a second per sending stream: count the NACKs the subscriber sent us (str0m
+            // answers them from its own resend buffer).
+            str0m::Event::MediaEgressStats(s) => {
+                if let Some(p) = self.participants.get_mut(slot).and_then(Option::as_mut) {
+                    let last = p.egress_nacks.entry((s.mid, s.rid)).or_insert(0);
+                    self.stats.nacks_received += s.nacks.saturating_sub(*last);
+                    *last = s.nacks;
+                }
             }
             str0m::Event::EgressBitrateEstimate(BweKind::Twcc {
                 estimate,

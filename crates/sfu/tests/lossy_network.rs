@@ -34,4 +34,11 @@ fn three_parties_on_a_lossy_network() {
         }
     }
     assert_eq!(w.sfu.participant_count(), 3);
+    // The subscribers' NACKs for what the lossy leg dropped were counted (str0m's 1 s stats).
+    w.run_for(Duration::from_secs(2));
+    assert!(
+        w.sfu.stats().nacks_received > 0,
+        "NACKs counted: {:?}",
+        w.sfu.stats()
+    );
 }

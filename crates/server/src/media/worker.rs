@@ -431,6 +431,9 @@ impl Worker {
             s.dropped_rtc_error + s.sessions_panicked,
             l.dropped_rtc_error + l.sessions_panicked,
         );
+        if s.nacks_received > l.nacks_received {
+            m.nacks.inc_by(s.nacks_received - l.nacks_received);
+        }
         if s.keyframe_requests_relayed > l.keyframe_requests_relayed {
             m.keyframe_requests
                 .inc_by(s.keyframe_requests_relayed - l.keyframe_requests_relayed);
