@@ -41,7 +41,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -50,6 +50,8 @@ pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
 
 /// How long [`Client::join`] waits for the relay's `joined`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a session goes on after [`Client::leave`].
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// What a client publishes and where it listens. At least one of `audio` and `video` must be
 /// set: the join offer needs an m-line.
@@ -180,6 +182,26 @@ pub struct Client {
     connected: bool,
 }
 
+/// Applies renegotiation offers to a [`Client`] from another task ([`Client::renegotiator`]).
+#[derive(Debug, Clone)]
+pub struct Renegotiator {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Renegotiator {
+    /// Applies a remote offer; returns our answer.
+    pub async fn apply_offer(&self, offer_sdp: String) -> Result<String, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ApplyOffer {
+                sdp: offer_sdp,
+                reply,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
 /// The HTTP join answer (the fields a client needs).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct JoinTicket {
@@ -192,21 +214,78 @@ pub struct JoinTicket {
 }
 
 enum Command {
-    Audio { payload: Vec<u8>, level: i8 },
-    Video { rid: Option<Rid>, payload: Vec<u8> },
+    Audio {
+        payload: Vec<u8>,
+        level: i8,
+    },
+    Video {
+        rid: Option<Rid>,
+        payload: Vec<u8>,
+    },
     Signal(ClientMessage),
+    /// Apply a remote offer that arrived by other means; reply with our answer.
+    ApplyOffer {
+        sdp: String,
+        reply: oneshot::Sender<Result<String, ClientError>>,
+    },
     Leave,
 }
 
-/// Builds a VP8 RTP payload: a minimal payload descriptor (S=1, partition 0) and payload
-/// header byte (P bit clear for a keyframe), then `body`. The relay finds keyframes, which
-/// simulcast layer switches wait for, from these clear-text bytes.
+/// Bytes [`vp8_payload`] puts before the body of a keyframe packet (the most it adds).
+pub const VP8_KEYFRAME_PREFIX: usize = 4 + 10;
+
+/// Builds a VP8 RTP payload laid out as Chrome's encoder does, then `body`:
+/// - the payload descriptor with X=1, S=1, partition 0 and a 15-bit picture id (4 bytes);
+/// - the VP8 payload header: the 3-byte frame tag (P bit clear for a keyframe), and for a
+///   keyframe the start code `9d 01 2a` and a 640×360 frame size (10 bytes in all; 3 for an
+///   interframe).
+///
+/// SFUs find keyframes, which simulcast layer switches wait for, in these clear-text bytes:
+/// callrelay (str0m's parser) from the P bit, Janus only with the extended descriptor and the
+/// start code. [`vp8_body`] gives `body` back.
 pub fn vp8_payload(keyframe: bool, body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(body.len() + 2);
-    v.push(0x10);
-    v.push(if keyframe { 0x00 } else { 0x01 });
+    let mut v = Vec::with_capacity(body.len() + VP8_KEYFRAME_PREFIX);
+    // X=1, S=1, PID=0 | I=1 | M=1, picture id 0.
+    v.extend_from_slice(&[0x90, 0x80, 0x80, 0x00]);
+    if keyframe {
+        // Frame tag: P=0 (key), version 0, show_frame; start code; 640 × 360, no scaling.
+        v.extend_from_slice(&[0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+    } else {
+        v.extend_from_slice(&[0x11, 0x00, 0x00]);
+    }
     v.extend_from_slice(body);
     v
+}
+
+/// The body of a payload built by [`vp8_payload`] (`None` if it is not one). The payload
+/// descriptor is parsed, not matched, since an SFU may rewrite its picture id (Janus does when
+/// it switches simulcast layers).
+pub fn vp8_body(payload: &[u8]) -> Option<&[u8]> {
+    let b0 = *payload.first()?;
+    // S=1, partition 0: our packets all carry the payload header.
+    if b0 & 0x17 != 0x10 {
+        return None;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let ext = *payload.get(i)?;
+        i += 1;
+        if ext & 0x80 != 0 {
+            i += if payload.get(i)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            i += 1;
+        }
+        if ext & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    let header = payload.get(i..)?;
+    match header.first()? & 0x01 {
+        0 if header.get(3..6)? == [0x9d, 0x01, 0x2a] => header.get(10..),
+        1 => header.get(3..),
+        _ => None,
+    }
 }
 
 /// `POST {base_url}/v1/links/{link_id}/join` with the user's bearer token.
@@ -232,6 +311,131 @@ pub async fn http_join(
         .map_err(|e| ClientError::Http(e.to_string()))
 }
 
+/// A publishing session waiting for the remote answer to its offer ([`Client::offer`]).
+pub struct Offering {
+    session: Session,
+    pending: SdpPendingOffer,
+}
+
+impl Offering {
+    async fn new(config: &ClientConfig) -> Result<(Offering, SdpOffer), ClientError> {
+        let mut session = Session::new(config).await?;
+        let mut api = session.rtc.sdp_api();
+        let audio_mid = config
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = config.video.then(|| {
+            let simulcast = config.simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in SIMULCAST_RIDS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
+        });
+        let (offer, pending) = api.apply().ok_or(ClientError::Sdp(
+            "nothing to offer: enable audio or video".into(),
+        ))?;
+        session.audio_mid = audio_mid;
+        session.video_mid = video_mid;
+        Ok((Offering { session, pending }, offer))
+    }
+
+    /// Applies the remote answer and starts the session; ICE and DTLS proceed in the background
+    /// ([`ClientEvent::Connected`]).
+    pub fn accept_answer(self, answer_sdp: &str) -> Result<Client, ClientError> {
+        let Offering {
+            mut session,
+            pending,
+        } = self;
+        let answer =
+            SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| ClientError::Sdp(e.to_string()))?;
+        session
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ClientError::Sdp(e.to_string()))?;
+        Ok(session.spawn(String::new(), Joined::default(), None))
+    }
+}
+
+/// A str0m session before its driver task starts.
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    start: Instant,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    event_capacity: usize,
+}
+
+impl Session {
+    /// An `Rtc` (RTP mode, one host candidate) and its UDP socket.
+    async fn new(config: &ClientConfig) -> Result<Session, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0)).await?;
+        let local_addr = socket.local_addr()?;
+        let start = Instant::now();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(start);
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Sdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Session {
+            rtc,
+            socket,
+            local_addr,
+            start,
+            audio_mid: None,
+            video_mid: None,
+            event_capacity: config.event_capacity,
+        })
+    }
+
+    /// Starts the driver task; `ws` is callrelay's signaling, if the session has it.
+    fn spawn(
+        self,
+        participant_id: String,
+        joined: Joined,
+        ws: Option<(WsSink, WsStream)>,
+    ) -> Client {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(self.event_capacity.max(16));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let local_addr = self.local_addr;
+        let (sink, stream) = match ws {
+            Some((sink, stream)) => (Some(sink), Some(stream)),
+            None => (None, None),
+        };
+        let driver = Driver {
+            rtc: self.rtc,
+            socket: self.socket,
+            local_addr,
+            start: self.start,
+            audio_mid: self.audio_mid,
+            video_mid: self.video_mid,
+            seqs: HashMap::new(),
+            streams: HashMap::new(),
+            pending_offer: None::<SdpPendingOffer>,
+            events: event_tx,
+            dropped: dropped.clone(),
+            removed: None,
+            sink,
+        };
+        let task = tokio::spawn(driver.run(stream, command_rx));
+        Client {
+            participant_id,
+            joined,
+            local_addr,
+            commands,
+            events,
+            dropped,
+            task,
+            connected: false,
+        }
+    }
+}
+
 impl Client {
     /// Joins the call of `link_id` on the relay at `base_url` (`http://host:port`) as the user of
     /// `token`: HTTP join, WebSocket, SDP offer/answer. Returns once the relay answered `joined`;
@@ -252,30 +456,8 @@ impl Client {
         ticket: &JoinTicket,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
-        let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0)).await?;
-        let local_addr = socket.local_addr()?;
-        let start = Instant::now();
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(start);
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Sdp(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let mut api = rtc.sdp_api();
-        let audio_mid = config
-            .audio
-            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid = config.video.then(|| {
-            let simulcast = config.simulcast.then(|| {
-                let mut s = Simulcast::new();
-                for rid in SIMULCAST_RIDS {
-                    s.add_send_layer(SimulcastLayer::new(rid));
-                }
-                s
-            });
-            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
-        });
-        let (offer, pending) = api.apply().ok_or(ClientError::Sdp(
-            "nothing to offer: enable audio or video".into(),
-        ))?;
+        let (Offering { session, pending }, offer) = Offering::new(&config).await?;
+        let mut rtc = session.rtc;
 
         let (ws, _) = tokio_tungstenite::connect_async(ticket.signal_url.as_str())
             .await
@@ -320,35 +502,52 @@ impl Client {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| ClientError::Sdp(e.to_string()))?;
+        let session = Session { rtc, ..session };
+        let participant_id = joined.participant_id.clone();
+        Ok(session.spawn(participant_id, joined, Some((sink, stream))))
+    }
 
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::channel(config.event_capacity.max(16));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let driver = Driver {
-            rtc,
-            socket,
-            local_addr,
-            start,
-            audio_mid,
-            video_mid,
-            seqs: HashMap::new(),
-            streams: HashMap::new(),
-            pending_offer: None::<SdpPendingOffer>,
-            events: event_tx,
-            dropped: dropped.clone(),
-            removed: None,
-        };
-        let task = tokio::spawn(driver.run(sink, stream, command_rx));
-        Ok(Client {
-            participant_id: joined.participant_id.clone(),
-            joined,
-            local_addr,
-            commands,
-            events,
-            dropped,
-            task,
-            connected: false,
-        })
+    /// Starts a publishing session whose SDP travels by other means (another SFU's signaling,
+    /// e.g. Janus VideoRoom): returns our offer; [`Offering::accept_answer`] then starts the
+    /// session. Such a client has no callrelay signaling: [`Client::participant_id`] is empty and
+    /// [`Client::send_signal`] goes nowhere.
+    pub async fn offer(config: ClientConfig) -> Result<(Offering, String), ClientError> {
+        let (o, sdp) = Offering::new(&config).await?;
+        Ok((o, sdp.to_sdp_string()))
+    }
+
+    /// Starts a receiving session from a remote offer that travelled by other means; returns
+    /// the session and our answer. Later offers go to [`Client::apply_offer`]. `config` gives
+    /// the local address and event queue (its audio / video flags do not apply: we answer what
+    /// is offered, receive-only).
+    pub async fn answer(
+        offer_sdp: &str,
+        config: ClientConfig,
+    ) -> Result<(Client, String), ClientError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| ClientError::Sdp(e.to_string()))?;
+        let mut session = Session::new(&config).await?;
+        let answer = session
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| ClientError::Sdp(e.to_string()))?;
+        let client = session.spawn(String::new(), Joined::default(), None);
+        Ok((client, answer.to_sdp_string()))
+    }
+
+    /// Applies a renegotiation offer that travelled by other means (see [`Client::answer`]);
+    /// returns our answer.
+    pub async fn apply_offer(&self, offer_sdp: String) -> Result<String, ClientError> {
+        self.renegotiator().apply_offer(offer_sdp).await
+    }
+
+    /// A cloneable handle that applies renegotiation offers to this session from another task
+    /// (the one that talks to the remote SFU) while this one reads events.
+    pub fn renegotiator(&self) -> Renegotiator {
+        Renegotiator {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Our participant id (`p-<16 hex>`), as the relay and the other participants see it.
@@ -502,6 +701,8 @@ struct Driver {
     events: mpsc::Sender<ClientEvent>,
     dropped: Arc<AtomicU64>,
     removed: Option<String>,
+    /// callrelay signaling (`None` when SDP travels elsewhere).
+    sink: Option<WsSink>,
 }
 
 enum Flow {
@@ -512,16 +713,24 @@ enum Flow {
 impl Driver {
     async fn run(
         mut self,
-        mut sink: WsSink,
-        mut stream: WsStream,
+        mut stream: Option<WsStream>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         let mut buf = vec![0u8; 2048];
         let mut leaving = false;
+        // After `leave`, the session ends at the latest this late (a peer that never answers
+        // our close_notify must not keep it open).
+        let mut leave_by: Option<Instant> = None;
         loop {
-            let Some(deadline) = self.drive(&mut sink).await else {
+            let Some(mut deadline) = self.drive().await else {
                 break;
             };
+            if let Some(t) = leave_by {
+                if Instant::now() >= t {
+                    break;
+                }
+                deadline = deadline.min(t);
+            }
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
@@ -538,10 +747,10 @@ impl Driver {
                         Err(e) => tracing::debug!(error = %e, "client socket receive failed"),
                     }
                 }
-                frame = stream.next() => {
+                frame = next_frame(&mut stream) => {
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            if let Flow::Stop = self.handle_signal(&mut sink, &text).await {
+                            if let Flow::Stop = self.handle_signal(&text).await {
                                 break;
                             }
                         }
@@ -554,12 +763,13 @@ impl Driver {
                         None => break,
                         Some(Command::Leave) => {
                             leaving = true;
+                            leave_by = Some(Instant::now() + LEAVE_GRACE);
                             let leave = ClientMessage::from(client_message::Msg::Leave(Default::default()));
-                            let _ = sink.send(Message::Text(leave.to_json().into())).await;
+                            self.signal(leave).await;
                             // DTLS close_notify to the relay; the relay then closes signaling.
                             let _ = self.rtc.close();
                         }
-                        Some(c) => self.command(&mut sink, c).await,
+                        Some(c) => self.command(c).await,
                     }
                 }
                 _ = sleep => {
@@ -570,15 +780,15 @@ impl Driver {
             }
         }
         // Flush what the Rtc still has to say (DTLS close_notify) before the socket goes.
-        let _ = self.drive(&mut sink).await;
+        let _ = self.drive().await;
         // The relay closes DTLS and signaling together: read signaling to its end (bounded)
         // so `removed{reason}` is not lost to the race.
         let tail = tokio::time::Instant::now() + Duration::from_secs(2);
-        if !leaving {
+        if let (false, Some(stream)) = (leaving, stream.as_mut()) {
             loop {
                 match tokio::time::timeout_at(tail, stream.next()).await {
                     Ok(Some(Ok(Message::Text(text)))) => {
-                        if let Flow::Stop = self.handle_signal(&mut sink, &text).await {
+                        if let Flow::Stop = self.handle_signal(&text).await {
                             break;
                         }
                     }
@@ -587,14 +797,16 @@ impl Driver {
                 }
             }
         }
-        let _ = sink.close().await;
+        if let Some(sink) = self.sink.as_mut() {
+            let _ = sink.close().await;
+        }
         let reason = self.removed.take();
         // The last event is never dropped: wait for room if needed.
         let _ = self.events.send(ClientEvent::Closed { reason }).await;
     }
 
     /// Drains the `Rtc`; returns its next timeout, or `None` when the session is over.
-    async fn drive(&mut self, sink: &mut WsSink) -> Option<Instant> {
+    async fn drive(&mut self) -> Option<Instant> {
         loop {
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
@@ -611,7 +823,7 @@ impl Driver {
                     }
                 }
                 Output::Event(e) => {
-                    if !self.handle_rtc_event(sink, e).await {
+                    if !self.handle_rtc_event(e) {
                         return None;
                     }
                 }
@@ -619,7 +831,7 @@ impl Driver {
         }
     }
 
-    async fn handle_rtc_event(&mut self, _sink: &mut WsSink, e: Event) -> bool {
+    fn handle_rtc_event(&mut self, e: Event) -> bool {
         match e {
             Event::Connected => self.emit(ClientEvent::Connected),
             Event::MediaAdded(m) if m.direction.is_receiving() => {
@@ -672,7 +884,7 @@ impl Driver {
         true
     }
 
-    async fn handle_signal(&mut self, sink: &mut WsSink, text: &str) -> Flow {
+    async fn handle_signal(&mut self, text: &str) -> Flow {
         let Ok(msg) = ServerMessage::from_json(text) else {
             tracing::debug!("client got an unparseable signaling frame");
             return Flow::Continue;
@@ -691,7 +903,7 @@ impl Driver {
                             ClientMessage::from(client_message::Msg::Answer(SessionDescription {
                                 sdp: answer.to_sdp_string(),
                             }));
-                        if sink.send(Message::Text(m.to_json().into())).await.is_err() {
+                        if !self.signal(m).await {
                             return Flow::Stop;
                         }
                     }
@@ -720,7 +932,7 @@ impl Driver {
         Flow::Continue
     }
 
-    async fn command(&mut self, sink: &mut WsSink, c: Command) {
+    async fn command(&mut self, c: Command) {
         let now = Instant::now();
         match c {
             Command::Audio { payload, level } => {
@@ -759,12 +971,32 @@ impl Driver {
                 );
             }
             Command::Signal(m) => {
-                let _ = sink.send(Message::Text(m.to_json().into())).await;
+                self.signal(m).await;
+            }
+            Command::ApplyOffer { sdp, reply } => {
+                let answer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| ClientError::Sdp(e.to_string()))
+                    .and_then(|offer| {
+                        self.rtc
+                            .sdp_api()
+                            .accept_offer(offer)
+                            .map_err(|e| ClientError::Sdp(e.to_string()))
+                    })
+                    .map(|a| a.to_sdp_string());
+                let _ = reply.send(answer);
             }
             Command::Leave => {}
         }
         // Let the Rtc packetize what was written now rather than at its next timer.
         let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    /// Sends a signaling message if the session has callrelay signaling; false if sending failed.
+    async fn signal(&mut self, m: ClientMessage) -> bool {
+        match self.sink.as_mut() {
+            Some(sink) => sink.send(Message::Text(m.to_json().into())).await.is_ok(),
+            None => true,
+        }
     }
 
     fn pt_for(&self, codec: Codec) -> Option<str0m::media::Pt> {
@@ -788,6 +1020,16 @@ impl Driver {
     }
 }
 
+/// The next signaling frame, or never when the session has no callrelay signaling.
+async fn next_frame(
+    stream: &mut Option<WsStream>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match stream.as_mut() {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// RTP timestamp at `now` for a clock of `rate` Hz started at `start`.
 fn media_time(now: Instant, start: Instant, rate: u64) -> u32 {
     let us = now.saturating_duration_since(start).as_micros() as u64;
@@ -797,6 +1039,23 @@ fn media_time(now: Instant, start: Instant, rate: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vp8_payloads_give_their_body_back() {
+        for key in [true, false] {
+            let p = vp8_payload(key, &[1, 2, 3]);
+            assert_eq!(vp8_body(&p), Some(&[1u8, 2, 3][..]));
+        }
+        assert_eq!(vp8_payload(true, &[]).len(), VP8_KEYFRAME_PREFIX);
+        // An SFU may rewrite the picture id.
+        let mut p = vp8_payload(false, &[7]);
+        p[2..4].copy_from_slice(&[0xAB, 0xCD]);
+        assert_eq!(vp8_body(&p), Some(&[7u8][..]));
+        // A keyframe without the start code, a continuation packet, truncated ones.
+        assert_eq!(vp8_body(&[0x10, 0x00, 1, 2, 3]), None);
+        assert_eq!(vp8_body(&[0x80, 0x80, 0x80, 0x00, 0x11, 0, 0, 1]), None);
+        assert_eq!(vp8_body(&[0x90, 0x80, 0x80]), None);
+    }
 
     #[test]
     fn vp8_payloads_are_keyframes_only_when_asked() {

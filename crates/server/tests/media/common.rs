@@ -319,8 +319,9 @@ impl Peer {
                     payload(tag, 0xA0, n, 120)
                 }
                 TrackKind::Video => {
-                    assert!(p.len() >= 8, "runt video payload");
-                    let n = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+                    let body = callrelay_client::vp8_body(p).expect("a VP8 payload");
+                    assert!(body.len() >= 6, "runt video payload");
+                    let n = u32::from_be_bytes([body[2], body[3], body[4], body[5]]);
                     callrelay_client::vp8_payload(true, &payload(tag, 0xB0, n, 900))
                 }
             };

@@ -8,7 +8,7 @@ use crate::common::{Relay, PATIENCE};
 
 /// Which layer a payload was sent on: the publisher puts the rid's byte after the VP8 header.
 fn layer_of(payload: &[u8]) -> Option<u8> {
-    payload.get(2).copied()
+    callrelay_client::vp8_body(payload)?.first().copied()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
