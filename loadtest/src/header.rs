@@ -13,8 +13,8 @@
 //! 16..24 send time, ns since the loadgen's clock epoch
 //! ```
 //!
-//! Audio payloads start with the header; video payloads carry it after the two VP8 bytes that
-//! [`callrelay_client::vp8_payload`] puts first.
+//! Audio payloads start with the header; video payloads carry it after the VP8 payload
+//! descriptor and header that [`callrelay_client::vp8_payload`] puts first.
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"CRLG";
@@ -150,7 +150,7 @@ impl Header {
 /// Finds the header in a received payload: at 0 (audio) or after the 2-byte VP8 prefix (video).
 pub fn find(payload: &[u8], video: bool) -> Option<Header> {
     if video {
-        payload.get(2..).and_then(Header::read)
+        callrelay_client::vp8_body(payload).and_then(Header::read)
     } else {
         Header::read(payload)
     }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod header;
+pub mod janus;
 pub mod prom;
 pub mod report;
 pub mod run;
@@ -13,4 +14,4 @@ pub mod stats;
 pub mod traffic;
 
 pub use report::{Report, Thresholds};
-pub use run::{run, Auth, Options};
+pub use run::{run, Auth, Options, Target};

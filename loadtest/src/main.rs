@@ -9,8 +9,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use callrelay_loadgen::report::compare as compare_reports;
 use callrelay_loadgen::traffic::TrafficConfig;
-use callrelay_loadgen::{run, Auth, Options, Thresholds};
+use callrelay_loadgen::{run, Auth, Options, Report, Target, Thresholds};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,10 @@ use clap::Parser;
     about = "Load generator for callrelay: synthetic WebRTC participants measuring wire-to-wire latency, loss and relay cost"
 )]
 struct Cli {
+    /// What to drive: a callrelay relay, or a Janus VideoRoom (its HTTP API, e.g.
+    /// --url http://127.0.0.1:8088/janus) for a side-by-side comparison.
+    #[arg(long, value_enum, default_value = "callrelay")]
+    target: TargetArg,
     /// Relay base URL (only targets you are allowed to load).
     #[arg(long, default_value = "http://127.0.0.1:7700")]
     url: String,
@@ -90,11 +95,29 @@ struct Cli {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Run nothing: print two JSON reports (`--json` files of the same scenario, e.g. callrelay
+    /// and Janus) side by side with their ratios.
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"])]
+    compare: Option<Vec<std::path::PathBuf>>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Callrelay,
+    Janus,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(files) = &cli.compare {
+        return compare(files);
+    }
+    let target = match cli.target {
+        TargetArg::Callrelay => Target::Callrelay,
+        TargetArg::Janus => Target::Janus,
+    };
     let auth = match (&cli.token, cli.dev, &cli.admin_token) {
+        _ if target == Target::Janus => Auth::Dev,
         (Some(t), _, _) => Auth::Token(t.clone()),
         (None, true, _) => Auth::Dev,
         (None, false, Some(t)) => Auth::Token(t.clone()),
@@ -109,8 +132,9 @@ fn main() -> ExitCode {
     }
     let base = cli.url.trim_end_matches('/').to_owned();
     let opts = Options {
-        metrics_url: (!cli.no_metrics)
+        metrics_url: (!cli.no_metrics && target == Target::Callrelay)
             .then(|| cli.metrics_url.clone().unwrap_or(format!("{base}/metrics"))),
+        target,
         url: base,
         auth,
         admin_token: cli.admin_token.clone(),
@@ -179,4 +203,26 @@ fn main() -> ExitCode {
         Some(v) if !v.passed => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// `--compare A.json B.json`.
+fn compare(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut reports = Vec::with_capacity(2);
+    for f in files {
+        let parsed = std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Report>(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!(
+                    "callrelay-loadgen: {}: not a loadgen report: {e}",
+                    f.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print!("{}", compare_reports(&reports[0], &reports[1]));
+    ExitCode::SUCCESS
 }

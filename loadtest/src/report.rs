@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::StreamTotals;
 
 /// The whole report (`--json FILE` writes exactly this).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The scenario.
     pub config: RunConfig,
@@ -36,7 +36,7 @@ pub struct Report {
 }
 
 /// The scenario as run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     /// `callrelay` or `janus`.
     pub target: String,
@@ -61,7 +61,7 @@ pub struct RunConfig {
 }
 
 /// Who joined.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParticipantReport {
     /// Participants started.
     pub requested: usize,
@@ -78,10 +78,17 @@ pub struct ParticipantReport {
 }
 
 /// Packet counts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PacketReport {
     /// RTP packets handed to the clients to send.
     pub sent: u64,
+    /// (sender → receiver, audio / video) streams the joined participants should receive.
+    #[serde(default)]
+    pub expected_streams: u64,
+    /// Of those, streams that never delivered a packet (a subscription that failed: loss the
+    /// per-stream loss ratio cannot see).
+    #[serde(default)]
+    pub missing_streams: u64,
     /// RTP packets received carrying our header.
     pub received: u64,
     /// Sent per second of traffic.
@@ -93,7 +100,7 @@ pub struct PacketReport {
 }
 
 /// Latency percentiles, ms (`None` without packets).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyReport {
     /// Packets measured.
     pub count: u64,
@@ -112,7 +119,7 @@ pub struct LatencyReport {
 }
 
 /// Join times, ms from the HTTP join request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinReport {
     /// To ICE + DTLS connected, median.
     pub connected_p50: Option<f64>,
@@ -129,7 +136,7 @@ pub struct JoinReport {
 }
 
 /// Loss and friends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LossReport {
     /// lost / expected.
     pub ratio: f64,
@@ -150,7 +157,7 @@ pub struct LossReport {
 }
 
 /// The relay's own figures: deltas of its `/metrics` between before and after the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RelayReport {
     /// `callrelay_packets_received_total`, all kinds.
     pub packets_received: Option<f64>,
@@ -180,6 +187,24 @@ pub struct RelayReport {
 }
 
 impl RelayReport {
+    /// A report with the relay's CPU time only (a target without callrelay's metrics).
+    pub fn cpu_only(seconds: f64) -> RelayReport {
+        RelayReport {
+            packets_received: None,
+            packets_forwarded: None,
+            forwarded_by_kind: BTreeMap::new(),
+            datagrams_dropped: None,
+            cpu_seconds: Some(seconds),
+            cpu_source: "/proc".into(),
+            cpu_seconds_per_million_forwarded: None,
+            forward_latency_ms_p50: None,
+            forward_latency_ms_p90: None,
+            forward_latency_ms_p99: None,
+            forward_latency_ms_p999: None,
+            forward_latency_observations: None,
+        }
+    }
+
     /// Replaces the CPU figure (and the per-packet cost derived from it).
     pub fn set_cpu_seconds(&mut self, seconds: f64, source: &str) {
         self.cpu_seconds = Some(seconds);
@@ -201,7 +226,7 @@ pub struct Thresholds {
 }
 
 /// The verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     /// Every threshold held.
     pub passed: bool,
@@ -227,6 +252,12 @@ impl Thresholds {
         if let Some(max) = self.max_loss {
             if r.loss.ratio > max {
                 failures.push(format!("loss {:.5} > {max}", r.loss.ratio));
+            }
+            if r.packets.missing_streams > 0 {
+                failures.push(format!(
+                    "{} of {} streams never received",
+                    r.packets.missing_streams, r.packets.expected_streams
+                ));
             }
             if r.latency_ms.count == 0 {
                 failures.push("no packet received: loss unknown".into());
@@ -265,8 +296,15 @@ impl Report {
         let k = &self.packets;
         let _ = writeln!(
             s,
-            "packets       sent {} ({:.0}/s)  received {} ({:.0}/s)  over {:.1} s",
-            k.sent, k.sent_per_s, k.received, k.received_per_s, self.traffic_seconds
+            "packets       sent {} ({:.0}/s)  received {} ({:.0}/s)  over {:.1} s  streams {}/{} (missing {})",
+            k.sent,
+            k.sent_per_s,
+            k.received,
+            k.received_per_s,
+            self.traffic_seconds,
+            k.expected_streams - k.missing_streams.min(k.expected_streams),
+            k.expected_streams,
+            k.missing_streams
         );
         let l = &self.latency_ms;
         let _ = writeln!(
@@ -347,5 +385,191 @@ impl Report {
             );
         }
         s
+    }
+}
+
+/// Packets delivered to receivers per second of relay CPU, if the relay's CPU time is known:
+/// the throughput-per-cost figure that compares targets (it counts only what the loadgen
+/// measured, so it means the same on callrelay and on Janus).
+pub fn delivered_per_cpu_second(r: &Report) -> Option<f64> {
+    let cpu = r.relay.as_ref()?.cpu_seconds?;
+    (cpu > 0.0).then(|| r.packets.received as f64 / cpu)
+}
+
+/// Two reports of the same scenario side by side, with the ratios `b / a` (e.g. callrelay and
+/// Janus): throughput per CPU-second, wire-to-wire latency percentiles and loss.
+pub fn compare(a: &Report, b: &Report) -> String {
+    let mut s = String::new();
+    let (an, bn) = (&a.config.target, &b.config.target);
+    let same = a.config.rooms == b.config.rooms
+        && a.config.publishers == b.config.publishers
+        && a.config.subscribers == b.config.subscribers
+        && a.config.audio == b.config.audio
+        && a.config.video_layers == b.config.video_layers
+        && a.config.duration_s == b.config.duration_s
+        && a.config.seed == b.config.seed;
+    let c = &a.config;
+    let _ = writeln!(
+        s,
+        "scenario: {} rooms × ({} publishers + {} subscribers), audio {}, video layers {}, {} s, seed {}{}",
+        c.rooms,
+        c.publishers,
+        c.subscribers,
+        c.audio,
+        c.video_layers,
+        c.duration_s,
+        c.seed,
+        if same { "" } else { "  (WARNING: the two runs differ in scenario)" }
+    );
+    let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if x > 0.0 => format!("{:.2}×", y / x),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        s,
+        "{:<36} {:>14} {:>14} {:>10}",
+        "",
+        an,
+        bn,
+        format!("{bn}/{an}")
+    );
+    let mut row = |name: &str, x: Option<f64>, y: Option<f64>, digits: usize| {
+        let _ = writeln!(
+            s,
+            "{:<36} {:>14} {:>14} {:>10}",
+            name,
+            opt(x, digits),
+            opt(y, digits),
+            ratio(x, y)
+        );
+    };
+    let joined = |r: &Report| Some(r.participants.joined as f64);
+    row("participants joined", joined(a), joined(b), 0);
+    row(
+        "packets sent/s",
+        Some(a.packets.sent_per_s),
+        Some(b.packets.sent_per_s),
+        0,
+    );
+    let missing = |r: &Report| Some(r.packets.missing_streams as f64);
+    row("streams never received", missing(a), missing(b), 0);
+    row(
+        "packets delivered/s",
+        Some(a.packets.received_per_s),
+        Some(b.packets.received_per_s),
+        0,
+    );
+    let cpu = |r: &Report| r.relay.as_ref().and_then(|x| x.cpu_seconds);
+    row("relay CPU s", cpu(a), cpu(b), 2);
+    row(
+        "delivered per relay CPU-second",
+        delivered_per_cpu_second(a),
+        delivered_per_cpu_second(b),
+        0,
+    );
+    let per_million = |r: &Report| {
+        delivered_per_cpu_second(r)
+            .filter(|v| *v > 0.0)
+            .map(|v| 1e6 / v)
+    };
+    row(
+        "relay CPU s per million delivered",
+        per_million(a),
+        per_million(b),
+        2,
+    );
+    row("latency p50 ms", a.latency_ms.p50, b.latency_ms.p50, 3);
+    row("latency p99 ms", a.latency_ms.p99, b.latency_ms.p99, 3);
+    row("latency p99.9 ms", a.latency_ms.p999, b.latency_ms.p999, 3);
+    row("loss ratio", Some(a.loss.ratio), Some(b.loss.ratio), 5);
+    row(
+        "join → first media p50 ms",
+        a.join_ms.first_media_p50,
+        b.join_ms.first_media_p50,
+        1,
+    );
+    let lg = |r: &Report| r.loadgen_cpu_seconds;
+    row("loadgen CPU s", lg(a), lg(b), 2);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(target: &str, received: u64, cpu: Option<f64>, p99: f64, missing: u64) -> Report {
+        let v = serde_json::json!({
+            "config": {"target": target, "rooms": 2, "publishers": 3, "subscribers": 0,
+                "audio": true, "video_layers": 3, "duration_s": 10.0, "join_rate": 10.0,
+                "seed": 1, "keyframe_interval_s": 2.0},
+            "participants": {"requested": 6, "joined": 6, "failed": 0, "errors": {},
+                "keyframe_requests": 0, "dropped_events": 0},
+            "packets": {"sent": 1000, "expected_streams": 24, "missing_streams": missing,
+                "received": received, "sent_per_s": 100.0,
+                "received_per_s": received as f64 / 10.0, "foreign": 0},
+            "latency_ms": {"count": received, "p50": 0.2, "p90": 0.5, "p99": p99,
+                "p999": 2.0, "max": 3.0, "mean": 0.3},
+            "join_ms": {"connected_p50": 50.0, "connected_p99": 60.0, "first_media_p50": 70.0,
+                "first_media_p99": 90.0, "first_media_max": 95.0, "without_media": 0},
+            "loss": {"ratio": 0.0, "expected": received, "lost": 0, "duplicates": 0,
+                "reordered": 0, "skipped_by_layer_switch": 0, "jitter_ms_mean": 0.1,
+                "jitter_ms_max": 0.2},
+            "streams": {},
+            "relay": cpu.map(RelayReport::cpu_only),
+            "loadgen_cpu_seconds": 1.5,
+            "traffic_seconds": 10.0,
+            "thresholds": null
+        });
+        serde_json::from_value(v).expect("a report")
+    }
+
+    #[test]
+    fn throughput_per_cpu_second_counts_what_receivers_got() {
+        assert_eq!(
+            delivered_per_cpu_second(&report("a", 5000, Some(0.5), 1.0, 0)),
+            Some(10_000.0)
+        );
+        assert_eq!(delivered_per_cpu_second(&report("a", 5000, None, 1.0, 0)), None);
+        assert_eq!(
+            delivered_per_cpu_second(&report("a", 5000, Some(0.0), 1.0, 0)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_side_by_side_table_gives_ratios_b_over_a() {
+        let a = report("callrelay", 8000, Some(0.4), 1.0, 0);
+        let b = report("janus", 8000, Some(0.8), 1.5, 0);
+        let t = compare(&a, &b);
+        let line = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in\n{t}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        // 8000 / 0.4 = 20000 and 8000 / 0.8 = 10000 packets per CPU-second.
+        assert_eq!(
+            line("delivered per relay CPU-second")[4..],
+            ["20000", "10000", "0.50×"]
+        );
+        assert_eq!(line("latency p99 ms")[3..], ["1.000", "1.500", "1.50×"]);
+        assert!(t.contains("callrelay") && t.contains("janus/callrelay"), "{t}");
+        assert!(!t.contains("WARNING"), "{t}");
+        let mut other = b.clone();
+        other.config.publishers = 4;
+        assert!(compare(&a, &other).contains("WARNING"));
+    }
+
+    #[test]
+    fn streams_that_never_arrive_fail_the_loss_threshold() {
+        let t = Thresholds {
+            max_p99: None,
+            max_loss: Some(0.001),
+        };
+        assert!(t.judge(&report("a", 100, None, 1.0, 0)).unwrap().passed);
+        let v = t.judge(&report("a", 100, None, 1.0, 2)).unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.failures, ["2 of 24 streams never received"]);
     }
 }

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callrelay_client::{Client, ClientConfig, ClientEvent, TrackKind};
+use callrelay_client::{Client, ClientConfig, ClientError, ClientEvent, TrackKind};
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use crate::header::{self, Stream};
+use crate::janus::{self, Janus};
 use crate::prom::{self, Scrape};
 use crate::report::{
     JoinReport, LatencyReport, LossReport, PacketReport, ParticipantReport, RelayReport, Report,
@@ -41,10 +42,32 @@ pub enum Auth {
     Dev,
 }
 
+/// What the loadgen drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A callrelay relay (HTTP join + WebSocket signaling).
+    Callrelay,
+    /// A Janus VideoRoom through Janus's HTTP API at `url` (e.g. `http://127.0.0.1:8088/janus`),
+    /// for the side-by-side comparison. Rooms are created (and destroyed) by the run.
+    Janus,
+}
+
+impl Target {
+    /// The name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Callrelay => "callrelay",
+            Target::Janus => "janus",
+        }
+    }
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Relay base URL, `http://127.0.0.1:7700`.
+    /// What `url` is.
+    pub target: Target,
+    /// Relay base URL, `http://127.0.0.1:7700` (for Janus its API, `http://127.0.0.1:8088/janus`).
     pub url: String,
     /// Where to read the relay's metrics (`None`: do not).
     pub metrics_url: Option<String>,
@@ -112,6 +135,11 @@ impl Options {
         }
         if self.traffic.video_layers > 3 {
             return Err("--video-layers is 0 to 3".into());
+        }
+        if self.target == Target::Janus && !self.links.is_empty() {
+            return Err(
+                "--link applies to callrelay only (Janus rooms are created by the run)".into(),
+            );
         }
         Ok(())
     }
@@ -196,6 +224,9 @@ impl Live {
 
 /// What one participant task brings back.
 struct Outcome {
+    /// Its room and whether it publishes.
+    room: usize,
+    publish: bool,
     error: Option<String>,
     joined: bool,
     /// HTTP join start → first media packet, ms.
@@ -234,15 +265,33 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let relay_pid = opts.relay_pid.map(|p| p.to_string());
     let relay_cpu_before = relay_pid.as_deref().and_then(cpu_seconds);
 
-    // Tokens and links.
+    // Tokens and links (Janus: rooms).
     let rooms = opts.room_count();
     let per_room = opts.publishers + opts.subscribers;
-    let owner_token = match (&opts.admin_token, &opts.auth) {
-        (Some(t), _) => t.clone(),
-        (None, Auth::Token(t)) => t.clone(),
-        (None, Auth::Dev) => dev_token(&http, &base, "loadgen-owner").await?,
+    let janus = match opts.target {
+        Target::Janus => Some(Janus::new(&base)?),
+        Target::Callrelay => None,
     };
-    let links = if opts.links.is_empty() {
+    let owner_token = match (&janus, &opts.admin_token, &opts.auth) {
+        (Some(_), _, _) => String::new(),
+        (None, Some(t), _) => t.clone(),
+        (None, None, Auth::Token(t)) => t.clone(),
+        (None, None, Auth::Dev) => dev_token(&http, &base, "loadgen-owner").await?,
+    };
+    let links = if let Some(j) = &janus {
+        // Room numbers from the seed and the clock, so runs against one Janus do not collide.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let first = 1_000_000 + (now ^ opts.seed) % 1_000_000_000;
+        let mut v = Vec::with_capacity(rooms);
+        for i in 0..rooms as u64 {
+            j.create_room(first + i, opts.publishers).await?;
+            v.push((first + i).to_string());
+        }
+        v
+    } else if opts.links.is_empty() {
         let kind = if opts.traffic.video_layers == 0 {
             "voice"
         } else {
@@ -261,9 +310,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     for slot in 0..per_room {
         for (room, link) in links.iter().enumerate() {
             let index = participants.len() as u32;
-            let token = match &opts.auth {
-                Auth::Token(t) => t.clone(),
-                Auth::Dev => dev_token(&http, &base, &format!("loadgen-{index}")).await?,
+            let token = match (&janus, &opts.auth) {
+                (Some(_), _) => String::new(),
+                (None, Auth::Token(t)) => t.clone(),
+                (None, Auth::Dev) => dev_token(&http, &base, &format!("loadgen-{index}")).await?,
             };
             participants.push(Participant {
                 index,
@@ -304,6 +354,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             live.clone(),
             phase_rx.clone(),
             links.clone(),
+            janus.clone(),
         )));
     }
     tokio::time::sleep(opts.duration).await;
@@ -330,9 +381,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     let cpu_after = cpu_seconds("self");
     let relay_cpu_after = relay_pid.as_deref().and_then(cpu_seconds);
+    if let Some(j) = &janus {
+        for room in &links {
+            if let Ok(room) = room.parse() {
+                let _ = j.destroy_room(room).await;
+            }
+        }
+    }
 
     let run_config = RunConfig {
-        target: "callrelay".into(),
+        target: opts.target.name().into(),
         rooms,
         publishers: opts.publishers,
         subscribers: opts.subscribers,
@@ -351,7 +409,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             }
             Some(r)
         }
-        _ => None,
+        // No metrics (Janus, or --no-metrics): the CPU time alone, when the pid is known.
+        _ => match (relay_cpu_before, relay_cpu_after) {
+            (Some(cb), Some(ca)) => Some(RelayReport::cpu_only(ca - cb)),
+            _ => None,
+        },
     };
     let loadgen_cpu = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => Some(a - b),
@@ -376,6 +438,8 @@ enum Phase {
 impl Outcome {
     fn failed(error: String) -> Outcome {
         Outcome {
+            room: usize::MAX,
+            publish: false,
             error: Some(error),
             joined: false,
             join_to_media_ms: None,
@@ -407,6 +471,7 @@ async fn participant(
     live: Arc<Live>,
     mut phase: watch::Receiver<Phase>,
     links: Vec<String>,
+    janus: Option<Janus>,
 ) -> Outcome {
     let layers = if p.publish { traffic.layers() } else { &[] };
     let config = ClientConfig {
@@ -419,16 +484,33 @@ async fn participant(
     let simulcast = config.simulcast;
     let t0 = clock.now_ns();
     let joined = tokio::time::timeout(JOIN_TIMEOUT, async {
-        let mut c = Client::join(&base, &p.token, &p.link, config).await?;
-        let early = c.wait_connected(JOIN_TIMEOUT).await?;
-        Ok::<_, callrelay_client::ClientError>((c, early))
+        match janus {
+            None => {
+                let mut c = Client::join(&base, &p.token, &p.link, config).await?;
+                let early = c.wait_connected(JOIN_TIMEOUT).await?;
+                Ok::<_, anyhow::Error>((Peer::Relay(c), early))
+            }
+            Some(j) => {
+                let room = p.link.parse().map_err(|_| anyhow::anyhow!("bad room"))?;
+                let publish = p.publish.then_some(config);
+                let (peer, early) = janus::Peer::join(
+                    j,
+                    room,
+                    format!("loadgen-{}", p.index),
+                    publish,
+                    JOIN_TIMEOUT,
+                )
+                .await?;
+                Ok((Peer::Janus(Box::new(peer)), early))
+            }
+        }
     })
     .await;
     let (mut client, early) = match joined {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             live.failed.fetch_add(1, Ordering::Relaxed);
-            return Outcome::failed(redact(&e.to_string(), &links));
+            return Outcome::failed(redact(&format!("{e:#}"), &links));
         }
         Err(_) => {
             live.failed.fetch_add(1, Ordering::Relaxed);
@@ -437,6 +519,8 @@ async fn participant(
     };
     let mut out = Outcome::failed(String::new());
     out.error = None;
+    out.room = p.room;
+    out.publish = p.publish;
     out.joined = true;
     out.join_to_connected_ms = Some((clock.now_ns() - t0) as f64 / 1e6);
     live.joined.fetch_add(1, Ordering::Relaxed);
@@ -549,7 +633,7 @@ async fn participant(
     if closed {
         out.error = Some("session closed by the relay during the run".into());
     } else {
-        let _ = client.leave();
+        client.leave().await;
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
             while client.next_event().await.is_some() {}
         })
@@ -557,6 +641,59 @@ async fn participant(
     }
     live.rooms_up[p.room].fetch_sub(1, Ordering::Relaxed);
     out
+}
+
+/// A participant's connection(s): one callrelay session, or a Janus session with its publisher
+/// and subscriber peer connections.
+enum Peer {
+    Relay(Client),
+    Janus(Box<janus::Peer>),
+}
+
+impl Peer {
+    async fn next_event(&mut self) -> Option<ClientEvent> {
+        match self {
+            Peer::Relay(c) => c.next_event().await,
+            Peer::Janus(j) => j.next_event().await,
+        }
+    }
+
+    fn try_next_event(&mut self) -> Option<ClientEvent> {
+        match self {
+            Peer::Relay(c) => c.try_next_event(),
+            Peer::Janus(j) => j.try_next_event(),
+        }
+    }
+
+    fn send_audio(&self, payload: Vec<u8>) -> Result<(), ClientError> {
+        match self {
+            Peer::Relay(c) => c.send_audio(payload),
+            Peer::Janus(j) => j.send_audio(payload),
+        }
+    }
+
+    fn send_video(&self, rid: Option<&str>, payload: Vec<u8>) -> Result<(), ClientError> {
+        match self {
+            Peer::Relay(c) => c.send_video(rid, payload),
+            Peer::Janus(j) => j.send_video(rid, payload),
+        }
+    }
+
+    fn dropped_events(&self) -> u64 {
+        match self {
+            Peer::Relay(c) => c.dropped_events(),
+            Peer::Janus(j) => j.dropped_events(),
+        }
+    }
+
+    async fn leave(&mut self) {
+        match self {
+            Peer::Relay(c) => {
+                let _ = c.leave();
+            }
+            Peer::Janus(j) => j.leave().await,
+        }
+    }
 }
 
 /// The receiving half of a participant task.
@@ -735,6 +872,39 @@ pub fn relay_report(before: &Scrape, after: &Scrape) -> RelayReport {
     }
 }
 
+/// (sender → receiver, audio / video) streams the joined participants should have received,
+/// and how many of them never delivered a packet: each joined publisher's audio and video go
+/// to every other joined participant of its room (one video layer each).
+fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64) {
+    let kinds = u64::from(config.audio) + u64::from(config.video_layers > 0);
+    let mut expected = 0u64;
+    let mut received = 0u64;
+    let rooms = outcomes
+        .iter()
+        .filter(|o| o.joined)
+        .map(|o| o.room)
+        .collect::<std::collections::BTreeSet<_>>();
+    for room in rooms {
+        let members: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.joined && o.room == room)
+            .collect();
+        let publishers = members.iter().filter(|o| o.publish).count() as u64;
+        for m in &members {
+            let others = publishers - u64::from(m.publish);
+            expected += kinds * others;
+            let pairs: std::collections::BTreeSet<(u32, bool)> = m
+                .stats
+                .streams
+                .keys()
+                .map(|(sender, stream)| (*sender, *stream != Stream::Audio))
+                .collect();
+            received += pairs.len() as u64;
+        }
+    }
+    (expected, expected.saturating_sub(received))
+}
+
 fn build_report(
     config: RunConfig,
     outcomes: Vec<Outcome>,
@@ -777,6 +947,7 @@ fn build_report(
         foreign += o.stats.foreign;
     }
     let sent: u64 = outcomes.iter().map(|o| o.sent).sum();
+    let (expected_streams, missing_streams) = stream_coverage(&config, &outcomes);
     let ms = |h: &Histogram<u64>, q: f64, div: f64| {
         (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / div)
     };
@@ -792,6 +963,8 @@ fn build_report(
         },
         packets: PacketReport {
             sent,
+            expected_streams,
+            missing_streams,
             received: all.received,
             sent_per_s: sent as f64 / traffic_secs.max(0.001),
             received_per_s: all.received as f64 / traffic_secs.max(0.001),

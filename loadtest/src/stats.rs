@@ -151,7 +151,7 @@ impl ReceiverStats {
 }
 
 /// Totals over many streams of one kind.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StreamTotals {
     /// (sender, receiver) streams with at least one packet.
     pub streams: u64,

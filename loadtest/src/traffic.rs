@@ -12,8 +12,8 @@ use crate::header::{Header, Stream, FLAG_KEYFRAME_START, HEADER_LEN};
 
 /// Largest RTP payload sent (VP8 descriptor included), as real encoders packetize for a 1,200 B MTU budget.
 pub const MAX_PAYLOAD: usize = 1_200;
-/// The VP8 payload descriptor + header bytes in front of our header.
-const VP8_PREFIX: usize = 2;
+/// The VP8 payload descriptor + header bytes in front of our header (at most).
+const VP8_PREFIX: usize = callrelay_client::VP8_KEYFRAME_PREFIX;
 /// Audio frame interval (20 ms Opus frames).
 pub const AUDIO_INTERVAL_NS: u64 = 20_000_000;
 /// Keyframes are this many times a delta frame's mean size.

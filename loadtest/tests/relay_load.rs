@@ -102,6 +102,7 @@ fn metric_names_in_source() -> BTreeSet<String> {
 async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     let relay = start_relay().await;
     let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
         url: relay.base.clone(),
         metrics_url: Some(format!("{}/metrics", relay.base)),
         auth: Auth::Dev,
@@ -137,6 +138,8 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     // Each of 6 participants hears 2 others on audio and video.
     assert_eq!(report.streams["audio"].streams, 12);
     assert_eq!(report.streams["video_l"].streams, 12);
+    assert_eq!(report.packets.expected_streams, 24, "{:?}", report.packets);
+    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
     assert!(report.packets.received > 12 * 100, "{:?}", report.packets);
     assert_eq!(report.loss.lost, 0, "loss: {:?}", report.loss);
     assert_eq!(report.loss.duplicates, 0);
