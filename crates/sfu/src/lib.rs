@@ -109,7 +109,15 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// Datagram bytes.
     pub contents: Vec<u8>,
+    /// For a forwarded copy of a media packet: when the datagram it copies arrived (the `now`
+    /// given to [`Sfu::handle_datagram`]), however long str0m's pacer held it. `None` for
+    /// everything else (RTCP, retransmissions, DTLS, STUN, padding).
+    pub received_at: Option<Instant>,
 }
+
+/// How long a forwarded copy is remembered for [`Transmit::received_at`]: copies str0m holds
+/// longer (or drops) are forgotten.
+const FORWARD_TIMING_HORIZON: Duration = Duration::from_secs(2);
 
 /// Index of a participant slot. Every reference to a slot is removed with the participant,
 /// so a reused slot never receives another participant's traffic.
@@ -138,6 +146,11 @@ pub struct Sfu {
     /// Participants that may need an SDP offer from the relay.
     to_negotiate: Vec<Slot>,
     transmits: VecDeque<Transmit>,
+    /// Arrival time of each forwarded copy not yet polled out of its subscriber's `Rtc`, by
+    /// (subscriber, outgoing SSRC, sequence number): the copy leaves when str0m's pacer lets it.
+    forwarded_at: HashMap<(Slot, u32, u16), Instant>,
+    /// When `forwarded_at` was last purged of copies older than the horizon.
+    forwarded_purge: Option<Instant>,
     events: VecDeque<Event>,
     stats: SfuStats,
     /// Published simulcast tracks; while there are any, layers are chosen every
@@ -268,6 +281,8 @@ impl Sfu {
             dirty: Vec::new(),
             to_negotiate: Vec::new(),
             transmits: VecDeque::new(),
+            forwarded_at: HashMap::new(),
+            forwarded_purge: None,
             events: VecDeque::new(),
             stats: SfuStats::default(),
             simulcast_tracks: 0,
@@ -750,6 +765,14 @@ impl Sfu {
                 self.mark_dirty(slot);
             }
         }
+        if self
+            .forwarded_purge
+            .is_none_or(|t| now >= t + FORWARD_TIMING_HORIZON / 2)
+        {
+            self.forwarded_purge = Some(now);
+            self.forwarded_at
+                .retain(|_, t| now.saturating_duration_since(*t) < FORWARD_TIMING_HORIZON);
+        }
         if self.simulcast_tracks > 0 && self.next_allocation.is_some_and(|t| now >= t) {
             self.next_allocation = Some(now + ALLOCATION_INTERVAL);
             for slot in 0..self.participants.len() {
@@ -896,11 +919,20 @@ impl Sfu {
                     p.next_timeout = t;
                     return;
                 }
-                Output::Transmit(t) => self.transmits.push_back(Transmit {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Output::Transmit(t) => {
+                    let received_at = match rtp_ssrc_seq(&t.contents) {
+                        Some((ssrc, seq)) if !self.forwarded_at.is_empty() => {
+                            self.forwarded_at.remove(&(slot, ssrc, seq))
+                        }
+                        _ => None,
+                    };
+                    self.transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                        received_at,
+                    })
+                }
                 Output::Event(e) => self.handle_rtc_event(slot, now, e),
             }
         }
@@ -1231,6 +1263,8 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
+            self.forwarded_at
+                .insert((sub.subscriber, *tx.ssrc(), out_seq as u16), now);
             tx.write_rtp(
                 RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
                     .marker(pkt.header.marker)
@@ -1685,6 +1719,17 @@ impl LayerRates {
     }
 }
 
+/// SSRC and sequence number of an RTP packet (SRTP leaves the header in clear); `None` for
+/// RTCP (payload types 192–223 in the second byte), DTLS, STUN and runts.
+fn rtp_ssrc_seq(datagram: &[u8]) -> Option<(u32, u16)> {
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    Some((ssrc, seq))
+}
+
 /// Starts closing `rtc` and collects what it sends for that; bounded, events ignored.
 fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
     if rtc.close().is_err() {
@@ -1696,6 +1741,7 @@ fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
                 source: t.source,
                 destination: t.destination,
                 contents: t.contents.into(),
+                received_at: None,
             }),
             Ok(Output::Event(_)) => {}
             Ok(Output::Timeout(_)) | Err(_) => return,

@@ -4,6 +4,7 @@
 //! A fan-out to many subscribers (different destinations) is sent one datagram per destination.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Largest GSO payload handed to the kernel in one call (below the 64 KiB UDP limit).
 const MAX_BATCH_BYTES: usize = 60 * 1024;
@@ -19,8 +20,9 @@ pub(super) struct Batch {
     pub segment: usize,
     /// How many segments.
     pub count: usize,
-    /// How many of them are forwarded copies whose latency is recorded when the batch leaves.
-    pub timed: u64,
+    /// Arrival times of the forwarded copies among them, whose latency is recorded when the
+    /// batch leaves.
+    pub received: Vec<Instant>,
 }
 
 impl Batch {
@@ -31,7 +33,7 @@ impl Batch {
             destination: None,
             segment: 0,
             count: 0,
-            timed: 0,
+            received: Vec::with_capacity(64),
         }
     }
 
@@ -42,7 +44,7 @@ impl Batch {
             destination: None,
             segment: 0,
             count: 0,
-            timed: 0,
+            received: Vec::new(),
         }
     }
 
@@ -57,14 +59,14 @@ impl Batch {
     }
 
     /// Adds a datagram (call only when [`Batch::fits`]).
-    pub fn push(&mut self, destination: SocketAddr, contents: &[u8], timed: bool) {
+    pub fn push(&mut self, destination: SocketAddr, contents: &[u8], received_at: Option<Instant>) {
         if self.count == 0 {
             self.destination = Some(destination);
             self.segment = contents.len();
         }
         self.buf.extend_from_slice(contents);
         self.count += 1;
-        self.timed += u64::from(timed);
+        self.received.extend(received_at);
     }
 
     /// The segment size to give the kernel: `None` for a single datagram.
@@ -78,7 +80,7 @@ impl Batch {
         self.destination = None;
         self.segment = 0;
         self.count = 0;
-        self.timed = 0;
+        self.received.clear();
     }
 }
 
@@ -95,6 +97,11 @@ mod tests {
             if b.count > 0 {
                 sends.push((b.destination.unwrap().port(), b.segment_size(), b.count));
                 assert_eq!(b.buf.len(), b.segment * b.count);
+                assert_eq!(
+                    b.received.len(),
+                    b.count,
+                    "every copy keeps its arrival time"
+                );
                 b.clear();
             }
         };
@@ -104,7 +111,7 @@ mod tests {
             if !b.fits(dest, &contents, max_segments) {
                 flush(&mut b, &mut sends);
             }
-            b.push(dest, &contents, true);
+            b.push(dest, &contents, Some(Instant::now()));
         }
         flush(&mut b, &mut sends);
         sends

@@ -184,7 +184,7 @@ impl Worker {
                 _ = sleep => {
                     let started = Instant::now();
                     self.sfu.handle_timeout(Instant::now());
-                    self.flush(None).await;
+                    self.flush().await;
                     self.update_stats();
                     self.busy += started.elapsed();
                 }
@@ -205,7 +205,7 @@ impl Worker {
 
     async fn finish(&mut self) {
         self.sfu.remove_all(Instant::now(), RemoveReason::Drain);
-        self.flush(None).await;
+        self.flush().await;
         self.gauges();
         tracing::debug!(worker = self.index, "media worker stopped");
     }
@@ -250,7 +250,6 @@ impl Worker {
 
     async fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
-        let before = self.sfu.stats().rtp_forwarded;
         let before_rx = self.sfu.stats().rtp_received;
         self.sfu.handle_datagram(now, source, self.local, bytes);
         let stats = self.sfu.stats();
@@ -266,49 +265,46 @@ impl Worker {
                 }
             }
         }
-        let forwarded = stats.rtp_forwarded - before;
-        self.flush(Some((now, forwarded))).await;
+        self.flush().await;
     }
 
-    /// Sends every pending datagram and dispatches every event. With `latency`, the first
-    /// `n` transmits are forwarded copies of a datagram received at `t` and are timed (when the
-    /// send call that carries them returns). Runs of equal-size datagrams to one destination
-    /// leave in one GSO send (see [`super::gso`]).
-    async fn flush(&mut self, latency: Option<(Instant, u64)>) {
-        let (t0, mut copies) = latency.unwrap_or((Instant::now(), 0));
+    /// Sends every pending datagram and dispatches every event. A forwarded copy (it carries
+    /// the arrival time of the datagram it copies, however long str0m's pacer held it) is
+    /// timed when the send call that carries it returns. Runs of equal-size datagrams to one
+    /// destination leave in one GSO send (see [`super::gso`]).
+    async fn flush(&mut self) {
         let max_segments = self.state.max_gso_segments().max(1);
         let mut batch = std::mem::replace(&mut self.batch, Batch::new_empty());
         while let Some(t) = self.sfu.poll_transmit() {
             if !batch.fits(t.destination, &t.contents, max_segments) {
-                self.send_batch(&mut batch, t0).await;
+                self.send_batch(&mut batch).await;
             }
-            let timed = copies > 0;
-            copies = copies.saturating_sub(1);
-            batch.push(t.destination, &t.contents, timed);
+            batch.push(t.destination, &t.contents, t.received_at);
         }
-        self.send_batch(&mut batch, t0).await;
+        self.send_batch(&mut batch).await;
         while let Some(e) = self.sfu.poll_event() {
             self.event(e);
         }
         // Events may have queued transmits (removals close DTLS).
         while let Some(t) = self.sfu.poll_transmit() {
             if !batch.fits(t.destination, &t.contents, max_segments) {
-                self.send_batch(&mut batch, t0).await;
+                self.send_batch(&mut batch).await;
             }
-            batch.push(t.destination, &t.contents, false);
+            batch.push(t.destination, &t.contents, None);
         }
-        self.send_batch(&mut batch, t0).await;
+        self.send_batch(&mut batch).await;
         self.batch = batch;
     }
 
-    async fn send_batch(&self, batch: &mut Batch, t0: Instant) {
+    async fn send_batch(&self, batch: &mut Batch) {
         if let Some(destination) = batch.destination {
             self.send(destination, &batch.buf, batch.segment_size())
                 .await;
-            for _ in 0..batch.timed {
+            let sent = Instant::now();
+            for t in &batch.received {
                 self.metrics
                     .forward_latency
-                    .observe(t0.elapsed().as_secs_f64());
+                    .observe(sent.saturating_duration_since(*t).as_secs_f64());
             }
         }
         batch.clear();
@@ -771,7 +767,7 @@ impl Worker {
             }
             Command::Shutdown => return false,
         }
-        self.flush(None).await;
+        self.flush().await;
         self.update_stats();
         true
     }

@@ -100,6 +100,9 @@ pub struct World {
     pub held_offers: Vec<(ParticipantId, String)>,
     /// Rate caps per destination (see [`World::set_capacity`]).
     pub bottlenecks: Vec<Bottleneck>,
+    /// For each transmit that is a forwarded copy: its destination and how long after the
+    /// arrival of the datagram it copies it was polled out of the relay.
+    pub forward_delays: Vec<(SocketAddr, Duration)>,
 }
 
 impl World {
@@ -126,6 +129,7 @@ impl World {
             hold_offers: false,
             held_offers: Vec::new(),
             bottlenecks: Vec::new(),
+            forward_delays: Vec::new(),
         }
     }
 
@@ -409,6 +413,10 @@ impl World {
             let mut progressed = false;
             while let Some(t) = self.sfu.poll_transmit() {
                 self.sfu_transmits += 1;
+                if let Some(at) = t.received_at {
+                    self.forward_delays
+                        .push((t.destination, self.now.saturating_duration_since(at)));
+                }
                 self.send(t.source, t.destination, t.contents);
                 progressed = true;
             }

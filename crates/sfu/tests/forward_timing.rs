@@ -1,0 +1,85 @@
+//! Every forwarded copy leaves the core with the arrival time of the datagram it copies, so
+//! the IO layer's `callrelay_forward_latency_seconds` measures socket-to-kernel per copy,
+//! including the time str0m's pacer holds a copy back.
+
+mod common;
+
+use std::time::Duration;
+
+use callrelay_sfu::{RoomKind, SfuConfig};
+use common::World;
+
+#[test]
+fn each_forwarded_copy_carries_its_arrival_time() {
+    let mut w = World::new();
+    let a = w.join(1, 7, RoomKind::Video, true, true).expect("a joins");
+    let b = w.join(2, 7, RoomKind::Video, true, true).expect("b joins");
+    let c = w.join(3, 7, RoomKind::Video, true, true).expect("c joins");
+    w.run_until(Duration::from_secs(5), |w| w.settled(4));
+    w.forward_delays.clear();
+    let before = w.sfu.stats().rtp_forwarded;
+
+    w.pump(40);
+
+    let forwarded = w.sfu.stats().rtp_forwarded - before;
+    // 3 senders × 2 others × (audio + video) × 40.
+    assert_eq!(forwarded, 480);
+    assert_eq!(w.forward_delays.len() as u64, forwarded);
+    for i in [a, b, c] {
+        let to = w.clients[i].addr;
+        let n = w.forward_delays.iter().filter(|(d, _)| *d == to).count();
+        assert_eq!(n, 160, "copies timed towards client {i}");
+    }
+    // Without a pacer (no bandwidth estimation) a copy leaves in the step its original arrived.
+    assert!(
+        w.forward_delays.iter().all(|(_, d)| d.is_zero()),
+        "{:?}",
+        w.forward_delays.iter().map(|(_, d)| d).max()
+    );
+}
+
+#[test]
+fn time_in_the_pacer_counts_as_forwarding_latency() {
+    let mut config = SfuConfig::new(common::SFU_ADDR);
+    // A low starting estimate: str0m paces video towards each subscriber at about this rate.
+    config.bwe_initial_bitrate = Some(100_000);
+    let mut w = World::with_config(config);
+    let a = w.join(1, 7, RoomKind::Video, true, true).expect("a joins");
+    let b = w.join(2, 7, RoomKind::Video, true, false).expect("b joins");
+    w.run_until(Duration::from_secs(5), |w| {
+        w.settled(1) && w.clients[b].subscribed_mids.len() == 2
+    });
+    w.forward_delays.clear();
+    let before = w.sfu.stats().rtp_forwarded;
+
+    // A 30-packet keyframe burst (about 220 kbit) in one instant, far above the pacing rate.
+    for _ in 0..30 {
+        w.send_video(a);
+    }
+    w.drain();
+    w.run_for(Duration::from_secs(3));
+
+    let forwarded = w.sfu.stats().rtp_forwarded - before;
+    assert_eq!(forwarded, 30);
+    let to_b = w.clients[b].addr;
+    let delays: Vec<Duration> = w
+        .forward_delays
+        .iter()
+        .filter(|(d, _)| *d == to_b)
+        .map(|(_, d)| *d)
+        .collect();
+    assert_eq!(
+        delays.len(),
+        30,
+        "every copy is timed when it finally leaves"
+    );
+    let max = delays.iter().max().copied().unwrap_or_default();
+    assert!(
+        max >= Duration::from_millis(50),
+        "the pacer spread the burst, and the wait is counted: max {max:?}"
+    );
+    assert!(
+        delays[0] < max,
+        "the first copy left before the last: {delays:?}"
+    );
+}
