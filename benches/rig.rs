@@ -104,7 +104,12 @@ impl Net {
     /// room), the others only subscribe. Returns once every subscriber is connected and has
     /// its subscription m-lines.
     pub fn room(size: usize, kind: RoomKind) -> Self {
-        let mut net = Net::new(Net::config(size.max(32)));
+        Net::room_with(size, kind, Net::config(size.max(32)))
+    }
+
+    /// [`Net::room`] with a relay using `config`.
+    pub fn room_with(size: usize, kind: RoomKind, config: SfuConfig) -> Self {
+        let mut net = Net::new(config);
         net.join(RoomKey(1), kind, true, kind == RoomKind::Video);
         for _ in 1..size {
             net.join(RoomKey(1), kind, false, false);

@@ -33,6 +33,11 @@ pub struct SfuConfig {
     /// A subscriber moves to a higher simulcast layer only after its estimate has covered
     /// that layer for this long (moving down is immediate), so layers do not flap.
     pub layer_up_hold: Duration,
+    /// Remember each forwarded copy's arrival and hand it back on its
+    /// [`Transmit::received_at`][crate::Transmit::received_at] (one hash-map insert and one
+    /// removal per copy), for the IO layer's forwarding-latency histogram. On by default; off
+    /// only to measure what it costs.
+    pub forward_timing: bool,
 }
 
 impl SfuConfig {
@@ -46,6 +51,7 @@ impl SfuConfig {
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial_bitrate: None,
             layer_up_hold: Duration::from_millis(2_500),
+            forward_timing: true,
         }
     }
 }

@@ -42,6 +42,7 @@
 mod api;
 mod speaker;
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,7 +149,7 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     /// Arrival time of each forwarded copy not yet polled out of its subscriber's `Rtc`, by
     /// (subscriber, outgoing SSRC, sequence number): the copy leaves when str0m's pacer lets it.
-    forwarded_at: HashMap<(Slot, u32, u16), Instant>,
+    forwarded_at: FxHashMap<(Slot, u32, u16), Instant>,
     /// When `forwarded_at` was last purged of copies older than the horizon.
     forwarded_purge: Option<Instant>,
     events: VecDeque<Event>,
@@ -281,7 +282,7 @@ impl Sfu {
             dirty: Vec::new(),
             to_negotiate: Vec::new(),
             transmits: VecDeque::new(),
-            forwarded_at: HashMap::new(),
+            forwarded_at: FxHashMap::default(),
             forwarded_purge: None,
             events: VecDeque::new(),
             stats: SfuStats::default(),
@@ -1263,8 +1264,10 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            self.forwarded_at
-                .insert((sub.subscriber, *tx.ssrc(), out_seq as u16), now);
+            if self.config.forward_timing {
+                self.forwarded_at
+                    .insert((sub.subscriber, *tx.ssrc(), out_seq as u16), now);
+            }
             tx.write_rtp(
                 RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
                     .marker(pkt.header.marker)
