@@ -20,12 +20,16 @@ if [ "$#" -eq 0 ]; then
 fi
 
 if [ -z "${COMPARE_IN_NETNS:-}" ]; then
-  if ! command -v janus >/dev/null 2>&1; then
-    echo "compare.sh: installing janus (Debian package)" >&2
+  missing=""
+  command -v janus >/dev/null 2>&1 || missing="$missing janus"
+  command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+  if [ -n "$missing" ]; then
+    echo "compare.sh: installing$missing (Debian packages)" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q janus >&2 || { apt-get update -q >&2 && apt-get install -y -q janus >&2; }
+    # shellcheck disable=SC2086
+    apt-get install -y -q $missing >&2 || { apt-get update -q >&2 && apt-get install -y -q $missing >&2; }
   fi
-  for tool in unshare ip curl; do
+  for tool in janus unshare ip curl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "compare.sh: needs $tool" >&2; exit 1; }
   done
   if [ -z "${LOADTEST_NO_BUILD:-}" ]; then

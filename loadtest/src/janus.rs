@@ -8,7 +8,8 @@
 //! publishers arriving later are added with `subscribe` and a renegotiation). Media flows through
 //! the same [`callrelay_client::Client`] (str0m: ICE, DTLS, SRTP over UDP) as against callrelay.
 //! The control half (Janus events, subscriptions) runs in a task of its own per participant.
-//! Video subscriptions ask for the same simulcast layer callrelay sends by default (`l`).
+//! Video subscriptions ask for the substream of `--subscribe-layer` (default `l`, the layer
+//! callrelay sends a subscriber that states no preference).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -267,8 +268,7 @@ struct Control {
     /// Where a new subscriber connection goes.
     new_subscriber: mpsc::Sender<Client>,
     client_config: ClientConfig,
-    /// Simulcast substream subscriptions ask for: 0 is `l` (with `rid_order: lmh`), the layer
-    /// callrelay sends a subscriber that states no preference.
+    /// Simulcast substream subscriptions ask for: 0 is `l`, 2 is `h` (with `rid_order: lmh`).
     substream: u8,
     /// Feeds subscribed to (or asked for).
     subscribed: HashSet<u64>,
@@ -296,6 +296,7 @@ impl Peer {
         room: u64,
         display: String,
         publish: Option<ClientConfig>,
+        substream: u8,
         within: Duration,
     ) -> anyhow::Result<(Peer, Vec<ClientEvent>)> {
         let session = janus.create_session().await?;
@@ -312,7 +313,7 @@ impl Peer {
             subscriber: None,
             new_subscriber: new_tx,
             client_config: publish.clone().unwrap_or_default(),
-            substream: 0,
+            substream,
             subscribed: HashSet::new(),
             waiting: Vec::new(),
             events,

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! callrelay-loadgen --url http://127.0.0.1:7700 --dev --rooms 2 --publishers 3 --duration 10s
+//! callrelay-loadgen --target janus --url http://127.0.0.1:8088/janus --rooms 2 --publishers 3
+//! callrelay-loadgen --compare callrelay.json janus.json
 //! ```
 //!
 //! Exit codes: 0 passed (or no thresholds), 1 error, 2 a `--max-p99`/`--max-loss` threshold failed.
@@ -9,6 +11,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use callrelay_loadgen::header::Stream;
 use callrelay_loadgen::report::compare as compare_reports;
 use callrelay_loadgen::traffic::TrafficConfig;
 use callrelay_loadgen::{run, Auth, Options, Report, Target, Thresholds};
@@ -70,6 +73,9 @@ struct Cli {
     /// Joins started per second.
     #[arg(long, default_value_t = 10.0)]
     join_rate: f64,
+    /// The simulcast layer receivers ask for: l (what callrelay sends by default), m or h.
+    #[arg(long, value_enum, default_value = "l")]
+    subscribe_layer: LayerArg,
     /// Seed for payload sizes and send phases (same seed, same traffic).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -99,6 +105,13 @@ struct Cli {
     /// and Janus) side by side with their ratios.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"])]
     compare: Option<Vec<std::path::PathBuf>>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LayerArg {
+    L,
+    M,
+    H,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -155,6 +168,11 @@ fn main() -> ExitCode {
         },
         duration: cli.duration,
         join_rate: cli.join_rate,
+        subscribe_layer: match cli.subscribe_layer {
+            LayerArg::L => Stream::VideoL,
+            LayerArg::M => Stream::VideoM,
+            LayerArg::H => Stream::VideoH,
+        },
         seed: cli.seed,
         progress: !cli.quiet,
         relay_pid: cli.relay_pid,

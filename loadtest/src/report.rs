@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Keyframe period, s.
     pub keyframe_interval_s: f64,
+    /// The simulcast layer receivers asked for (`l`, `m`, `h`).
+    #[serde(default)]
+    pub subscribe_layer: String,
 }
 
 /// Who joined.
@@ -407,16 +410,18 @@ pub fn compare(a: &Report, b: &Report) -> String {
         && a.config.audio == b.config.audio
         && a.config.video_layers == b.config.video_layers
         && a.config.duration_s == b.config.duration_s
-        && a.config.seed == b.config.seed;
+        && a.config.seed == b.config.seed
+        && a.config.subscribe_layer == b.config.subscribe_layer;
     let c = &a.config;
     let _ = writeln!(
         s,
-        "scenario: {} rooms × ({} publishers + {} subscribers), audio {}, video layers {}, {} s, seed {}{}",
+        "scenario: {} rooms × ({} publishers + {} subscribers), audio {}, video layers {} (receivers get {}), {} s, seed {}{}",
         c.rooms,
         c.publishers,
         c.subscribers,
         c.audio,
         c.video_layers,
+        c.subscribe_layer,
         c.duration_s,
         c.seed,
         if same { "" } else { "  (WARNING: the two runs differ in scenario)" }
@@ -529,7 +534,10 @@ mod tests {
             delivered_per_cpu_second(&report("a", 5000, Some(0.5), 1.0, 0)),
             Some(10_000.0)
         );
-        assert_eq!(delivered_per_cpu_second(&report("a", 5000, None, 1.0, 0)), None);
+        assert_eq!(
+            delivered_per_cpu_second(&report("a", 5000, None, 1.0, 0)),
+            None
+        );
         assert_eq!(
             delivered_per_cpu_second(&report("a", 5000, Some(0.0), 1.0, 0)),
             None
@@ -554,7 +562,10 @@ mod tests {
             ["20000", "10000", "0.50×"]
         );
         assert_eq!(line("latency p99 ms")[3..], ["1.000", "1.500", "1.50×"]);
-        assert!(t.contains("callrelay") && t.contains("janus/callrelay"), "{t}");
+        assert!(
+            t.contains("callrelay") && t.contains("janus/callrelay"),
+            "{t}"
+        );
         assert!(!t.contains("WARNING"), "{t}");
         let mut other = b.clone();
         other.config.publishers = 4;

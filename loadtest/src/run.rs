@@ -1,7 +1,7 @@
 //! One load test: links, paced joins, synthetic traffic, receiver accounting, relay metrics
 //! before and after, and the report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +89,9 @@ pub struct Options {
     pub duration: Duration,
     /// Joins started per second.
     pub join_rate: f64,
+    /// The simulcast layer every receiver asks for (callrelay: `video_preference` with a max
+    /// height of 180 / 360 / 720 for `l` / `m` / `h`; Janus: substream 0 / 1 / 2).
+    pub subscribe_layer: Stream,
     /// Seed for sizes and phases.
     pub seed: u64,
     /// Print a progress line every second on stderr.
@@ -135,6 +138,18 @@ impl Options {
         }
         if self.traffic.video_layers > 3 {
             return Err("--video-layers is 0 to 3".into());
+        }
+        let layer = match self.subscribe_layer {
+            Stream::VideoL => 1,
+            Stream::VideoM => 2,
+            Stream::VideoH => 3,
+            Stream::Audio => return Err("--subscribe-layer is l, m or h".into()),
+        };
+        if self.traffic.video_layers > 0 && layer > self.traffic.video_layers {
+            return Err(format!(
+                "--subscribe-layer asks for a layer publishers do not send (--video-layers {})",
+                self.traffic.video_layers
+            ));
         }
         if self.target == Target::Janus && !self.links.is_empty() {
             return Err(
@@ -355,6 +370,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             phase_rx.clone(),
             links.clone(),
             janus.clone(),
+            opts.subscribe_layer,
         )));
     }
     tokio::time::sleep(opts.duration).await;
@@ -400,6 +416,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         join_rate: opts.join_rate,
         seed: opts.seed,
         keyframe_interval_s: opts.traffic.keyframe_interval.as_secs_f64(),
+        subscribe_layer: opts.subscribe_layer.rid().unwrap_or("l").to_owned(),
     };
     let relay = match (before, after) {
         (Some(b), Some(a)) => {
@@ -472,6 +489,7 @@ async fn participant(
     mut phase: watch::Receiver<Phase>,
     links: Vec<String>,
     janus: Option<Janus>,
+    subscribe_layer: Stream,
 ) -> Outcome {
     let layers = if p.publish { traffic.layers() } else { &[] };
     let config = ClientConfig {
@@ -498,6 +516,7 @@ async fn participant(
                     room,
                     format!("loadgen-{}", p.index),
                     publish,
+                    substream(subscribe_layer),
                     JOIN_TIMEOUT,
                 )
                 .await?;
@@ -542,6 +561,10 @@ async fn participant(
         t0,
         interval: latency_histogram(),
         received: 0,
+        // callrelay sends `l` unless asked otherwise.
+        prefer: (subscribe_layer != Stream::VideoL).then(|| max_height(subscribe_layer)),
+        asked: HashSet::new(),
+        to_ask: Vec::new(),
     };
     let mut last_flush = clock.now_ns();
     let mut due = Vec::new();
@@ -549,6 +572,7 @@ async fn participant(
     for e in early {
         rx.handle(e, &mut out, &mut schedule);
     }
+    rx.ask(&client);
 
     let mut closed = false;
     loop {
@@ -588,6 +612,7 @@ async fn participant(
                     }
                     n += 1;
                 }
+                rx.ask(&client);
                 if is_closed || closed {
                     closed = true;
                     break;
@@ -679,6 +704,13 @@ impl Peer {
         }
     }
 
+    /// callrelay only: Janus subscriptions pick their substream when made.
+    fn set_video_preference(&self, publisher: &str, max_height: u32) {
+        if let Peer::Relay(c) = self {
+            let _ = c.set_video_preference(publisher, max_height);
+        }
+    }
+
     fn dropped_events(&self) -> u64 {
         match self {
             Peer::Relay(c) => c.dropped_events(),
@@ -704,6 +736,11 @@ struct Rx {
     interval: Histogram<u64>,
     /// Packets since the last merge into the live counter.
     received: u64,
+    /// Max height to ask each publisher's video at (`None`: the relay's default, `l`).
+    prefer: Option<u32>,
+    /// Publishers asked already, and those to ask.
+    asked: HashSet<String>,
+    to_ask: Vec<String>,
 }
 
 impl Rx {
@@ -711,6 +748,13 @@ impl Rx {
         match e {
             ClientEvent::Media(m) => {
                 let video = m.kind == TrackKind::Video;
+                // Ask once per publisher, on its first video packet (the subscription exists).
+                if let (true, Some(_), Some(from)) = (video, self.prefer, m.from.as_ref()) {
+                    if !self.asked.contains(from) {
+                        self.asked.insert(from.clone());
+                        self.to_ask.push(from.clone());
+                    }
+                }
                 let Some(h) = header::find(&m.payload, video) else {
                     out.stats.foreign += 1;
                     return;
@@ -731,6 +775,34 @@ impl Rx {
             }
             ClientEvent::Connected | ClientEvent::Signal(_) | ClientEvent::Closed { .. } => {}
         }
+    }
+}
+
+impl Rx {
+    /// Sends the video preferences queued by [`Rx::handle`].
+    fn ask(&mut self, peer: &Peer) {
+        let Some(h) = self.prefer else { return };
+        for from in self.to_ask.drain(..) {
+            peer.set_video_preference(&from, h);
+        }
+    }
+}
+
+/// The `video_preference` max height that selects `layer` on callrelay.
+fn max_height(layer: Stream) -> u32 {
+    match layer {
+        Stream::VideoM => 360,
+        Stream::VideoH => 720,
+        _ => 180,
+    }
+}
+
+/// Janus's substream index of `layer` (with `rid_order: lmh`).
+fn substream(layer: Stream) -> u8 {
+    match layer {
+        Stream::VideoM => 1,
+        Stream::VideoH => 2,
+        _ => 0,
     }
 }
 

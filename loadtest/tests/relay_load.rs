@@ -118,6 +118,7 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         },
         duration: Duration::from_secs(5),
         join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
         seed: 7,
         progress: false,
         relay_pid: None,
@@ -201,6 +202,51 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     assert!(scrape
         .sum("process_cpu_seconds_total")
         .is_some_and(|v| v > 0.0));
+
+    let _ = relay.stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), relay.task)
+        .await
+        .expect("relay stops in time")
+        .expect("relay task ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_get_the_layer_they_ask_for() {
+    let relay = start_relay().await;
+    let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        url: relay.base.clone(),
+        metrics_url: None,
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 1,
+        publishers: 2,
+        subscribers: 0,
+        // Layers l and m; each receiver sends a video_preference for m.
+        traffic: TrafficConfig {
+            video_layers: 2,
+            ..TrafficConfig::default()
+        },
+        duration: Duration::from_secs(5),
+        join_rate: 20.0,
+        seed: 3,
+        progress: false,
+        relay_pid: None,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
+        .await
+        .expect("the run stops by itself")
+        .expect("the run completes");
+    eprintln!("{}", report.table());
+    assert_eq!(report.config.subscribe_layer, "m");
+    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
+    // Both receivers moved to m (the relay starts them on l and switches at a keyframe).
+    let m = report.streams.get("video_m").expect("m arrived");
+    assert_eq!(m.streams, 2, "{:?}", report.streams);
+    assert!(m.received > 2 * 50, "{m:?}");
+    assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
 
     let _ = relay.stop.send(());
     tokio::time::timeout(Duration::from_secs(15), relay.task)
