@@ -230,7 +230,7 @@ pub const SIGNALING_ERROR_CODES: [&str; 13] = [
 #[derive(Clone, Debug)]
 pub struct MediaMetrics {
     /// `callrelay_forward_latency_seconds`: arrival of a datagram at the socket to the moment each
-    /// forwarded copy is handed to the kernel.
+    /// forwarded copy is handed to the kernel, time held back by the pacer included.
     pub forward_latency: Histogram,
     /// `callrelay_packets_received_total{kind}`
     pub packets_received: IntCounterVec,
@@ -271,7 +271,7 @@ impl MediaMetrics {
             forward_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "callrelay_forward_latency_seconds",
-                    "Time from a datagram's arrival at the relay's socket to the moment each forwarded copy is handed to the kernel.",
+                    "Time from a datagram's arrival at the relay's socket to the moment each forwarded copy is handed to the kernel (time held back by the pacer included).",
                 )
                 .buckets(FORWARD_LATENCY_BUCKETS.to_vec()),
             )?,
