@@ -8,7 +8,7 @@
 #   COMPARE_OUT=/tmp/cmp loadtest/compare.sh ...          # keep the JSON reports and logs there
 #
 # Arguments, if any, replace the default scenario and go to callrelay-loadgen for both runs.
-# Installs Janus from Debian's packages if it is missing (needs root, as CI has). Janus never
+# Installs Janus (and iproute2, curl) from Debian's packages if missing (needs root, as CI has). Janus never
 # gathers ICE candidates on a loopback interface, so both runs happen in a private network
 # namespace (unshare -n) where a veth interface carries 127.0.0.1/32; nothing in it reaches
 # out, and it disappears with the script.
@@ -23,6 +23,7 @@ if [ -z "${COMPARE_IN_NETNS:-}" ]; then
   missing=""
   command -v janus >/dev/null 2>&1 || missing="$missing janus"
   command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+  command -v curl >/dev/null 2>&1 || missing="$missing curl"
   if [ -n "$missing" ]; then
     echo "compare.sh: installing$missing (Debian packages)" >&2
     export DEBIAN_FRONTEND=noninteractive
