@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const BINARY = process.env.CALLRELAY_BIN || join(ROOT, 'target', 'debug', 'callrelay');
+export const BINARY = process.env.CALLRELAY_BIN || join(ROOT, 'target', 'release', 'callrelay');
 export const ARTIFACTS = join(ROOT, 'artifacts');
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
