@@ -179,6 +179,9 @@ fn init_tracing(settings: &Settings) {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Signal handlers before the port is bound: once the relay accepts connections, SIGTERM
+    // drains it instead of killing it; one that arrives while the store opens stops the start.
+    let mut signals = install_signals();
     let registry = prometheus::Registry::new();
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -193,26 +196,48 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         StoreLocation::Sqlite(path) => format!("SQLite file {}", path.display()),
         StoreLocation::Postgres(_) => "PostgreSQL (store.database_url)".to_owned(),
     };
-    let state = app::build(settings, registry, Arc::new(SystemClock)).await?;
+    let build = app::build(settings, registry, Arc::new(SystemClock));
+    let state = match signals.as_mut() {
+        Some((term, int)) => tokio::select! {
+            state = build => state?,
+            _ = term.recv() => { stopped_while_starting(); return Ok(()) }
+            _ = int.recv() => { stopped_while_starting(); return Ok(()) }
+        },
+        None => build.await?,
+    };
     tracing::info!(addr = %listener.local_addr()?, public_url, backend = state.store.backend(), "callrelay serving");
     if dev {
         eprintln!("\n  callrelay (dev mode) is running: open {public_url}/ in a browser\n  store: {store}\n");
     }
-    app::serve(state.clone(), listener, drained(state)).await?;
+    app::serve(state.clone(), listener, drained(state, signals)).await?;
     tracing::info!("callrelay stopped");
     Ok(())
 }
 
-/// Completes when the node has drained: the first SIGTERM or SIGINT (or `POST /v1/admin/drain`)
-/// starts a drain; it completes when the last room empties, or at `drain.deadline` after the
-/// remaining participants were removed. A second signal forces exit at once (code 130).
-async fn drained(state: Arc<app::AppState>) {
+fn stopped_while_starting() {
+    tracing::warn!("signal received while starting: stopped before serving");
+}
+
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// SIGTERM and SIGINT streams; `None` if the OS refuses them (logged by [`drained`]).
+fn install_signals() -> Option<Signals> {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(mut term), Ok(mut int)) => {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+/// Completes when the node has drained: the first SIGTERM or SIGINT (or `POST /v1/admin/drain`)
+/// starts a drain; it completes when the last room empties, or at `drain.deadline` after the
+/// remaining participants were removed. A second signal forces exit at once (code 130).
+async fn drained(state: Arc<app::AppState>, signals: Option<Signals>) {
+    match signals {
+        Some((mut term, mut int)) => {
             let signals = state.clone();
             tokio::spawn(async move {
                 tokio::select! {
@@ -229,7 +254,7 @@ async fn drained(state: Arc<app::AppState>) {
                 std::process::exit(130);
             });
         }
-        _ => tracing::error!(
+        None => tracing::error!(
             "cannot install signal handlers; use POST /v1/admin/drain to stop gracefully"
         ),
     }

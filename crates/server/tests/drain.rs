@@ -57,6 +57,38 @@ async fn sigterm_without_calls_exits_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_store_opens_stops_the_start() {
+    // A "PostgreSQL server" that takes the connection and never answers: the relay is held in
+    // its start-up (the store's 2 s connect timeout would then fail it with exit code 1).
+    let pg = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    pg.set_nonblocking(true).unwrap();
+    let url = format!(
+        "postgres://callrelay@{}/callrelay",
+        pg.local_addr().unwrap()
+    );
+    let mut relay = Relay::start(&[("CALLRELAY_STORE_DATABASE_URL", &url)], &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _held = loop {
+        match pg.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the relay never connected to its store"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    relay.signal("TERM");
+    let status = relay.wait_exit(Duration::from_secs(10)).expect("exits");
+    let log = relay.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped before serving"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_keeps_calls_and_exits_when_the_last_room_empties() {
     let mut relay = Relay::start(&[], &[]);
     let http = reqwest::Client::new();
