@@ -8,15 +8,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use callrelay_server::config::{Config, Overrides, Settings};
 use callrelay_server::metrics::{MediaMetrics, Metrics};
 use serde_norway::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_callrelay");
-const SECRET: &str = "deploy-test-secret-deploy-test-secret";
+#[path = "support/relay.rs"]
+mod support;
+use support::{free_port, token, Relay, SECRET};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -129,77 +130,6 @@ fn served(name: &str, fams: &BTreeMap<String, String>) -> Result<(), String> {
     Err(format!("{name} is not served on /metrics"))
 }
 
-/// The real binary on 127.0.0.1, killed on drop.
-struct Relay {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_relay() -> Relay {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("CALLRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("CALLRELAY_STORE_DATA_DIR", dir.path())
-        .env("CALLRELAY_AUTH_SECRET", SECRET)
-        .env("CALLRELAY_MEDIA_PORTS", "0")
-        .env("CALLRELAY_MEDIA_WORKERS", "1")
-        .env("CALLRELAY_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start callrelay");
-    let mut relay = Relay {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return relay;
-        }
-        if let Some(status) = relay.child.try_wait().unwrap() {
-            panic!("callrelay exited early: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("callrelay did not listen within 20 s");
-}
-
-fn token(user: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "--user", user, "--ttl", "10m"])
-        .env_clear()
-        .env("CALLRELAY_AUTH_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 fn healthcheck(port: u16) -> std::process::Output {
     Command::new("bash")
         .arg(repo().join("deploy/healthcheck.sh"))
@@ -261,10 +191,10 @@ async fn dashboard_and_alerts_read_only_metrics_the_relay_serves() {
     }
 
     // A real relay, with a little traffic so that labelled families have series.
-    let relay = start_relay();
-    let base = format!("http://127.0.0.1:{}", relay.port);
+    let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
+    let base = relay.base.clone();
     let http = reqwest::Client::new();
-    let bearer = format!("Bearer {}", token("alice"));
+    let bearer = format!("Bearer {}", token("alice", false));
     assert_eq!(
         http.get(format!("{base}/readyz"))
             .send()
@@ -339,7 +269,7 @@ async fn dashboard_and_alerts_read_only_metrics_the_relay_serves() {
         "healthcheck.sh against a live relay: {}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    drop(relay);
+    relay.stop();
     assert!(!healthcheck(free_port()).status.success());
 }
 
