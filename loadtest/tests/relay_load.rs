@@ -10,17 +10,23 @@ use std::time::Duration;
 use callrelay_loadgen::prom::Scrape;
 use callrelay_loadgen::traffic::TrafficConfig;
 use callrelay_loadgen::{run, Auth, Options};
-use callrelay_server::app::{self, SystemClock};
-use callrelay_server::config::{Config, Overrides};
+use callrelay_server::app::SystemClock;
+use callrelay_server::config::Overrides;
+use callrelay_server::testing::{self, InProcess};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The relay in-process, as `callrelay serve --dev` runs it, with a temporary store.
 struct Relay {
     base: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    relay: InProcess,
     _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn stop(self) {
+        self.relay.stop(Duration::from_secs(15)).await;
+    }
 }
 
 async fn start_relay() -> Relay {
@@ -29,30 +35,17 @@ async fn start_relay() -> Relay {
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("bound address");
-    let vars: Vec<(String, String)> = [
-        ("CALLRELAY_HTTP_PUBLIC_URL", format!("http://{addr}")),
-        ("CALLRELAY_MEDIA_PORTS", "0".into()),
-        ("CALLRELAY_MEDIA_WORKERS", "2".into()),
-        ("CALLRELAY_MEDIA_BIND_IP", "127.0.0.1".into()),
-        ("CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE", "100000".into()),
-        ("CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE", "100000".into()),
-        (
-            "CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE",
-            "100000".into(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let public_url = format!("http://{addr}");
+    let env = [
+        ("CALLRELAY_HTTP_PUBLIC_URL", public_url.as_str()),
+        ("CALLRELAY_MEDIA_WORKERS", "2"),
+    ];
     let overrides = Overrides {
         http_addr: Some(addr.to_string()),
         data_dir: Some(dir.path().to_string_lossy().into_owned()),
         ..Overrides::default()
     };
-    let settings = Config::load(None, vars)
-        .expect("test config loads")
-        .validate(&overrides, true)
-        .expect("test config validates");
+    let settings = testing::settings(&env, &overrides);
     // As `callrelay serve` does: the process collector exports process_cpu_seconds_total.
     let registry = prometheus::Registry::new();
     registry
@@ -60,21 +53,10 @@ async fn start_relay() -> Relay {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("process collector registers");
-    let state = app::build(settings, registry, Arc::new(SystemClock))
-        .await
-        .expect("relay state builds");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app::serve(state, listener, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("relay serves");
-    });
+    let relay = InProcess::start(listener, settings, registry, Arc::new(SystemClock)).await;
     Relay {
-        base: format!("http://{addr}"),
-        stop,
-        task,
+        base: relay.base.clone(),
+        relay,
         _dir: dir,
     }
 }
@@ -203,11 +185,7 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         .sum("process_cpu_seconds_total")
         .is_some_and(|v| v > 0.0));
 
-    let _ = relay.stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), relay.task)
-        .await
-        .expect("relay stops in time")
-        .expect("relay task ends");
+    relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,9 +226,5 @@ async fn receivers_get_the_layer_they_ask_for() {
     assert!(m.received > 2 * 50, "{m:?}");
     assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
 
-    let _ = relay.stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), relay.task)
-        .await
-        .expect("relay stops in time")
-        .expect("relay task ends");
+    relay.stop().await;
 }

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod problem;
 pub mod seats;
 pub mod signal;
+pub mod testing;
 pub mod web;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use callrelay_server::app::{self, ManualClock};
 use callrelay_server::auth::Tokens;
-use callrelay_server::config::{Config, Overrides, Settings};
+use callrelay_server::config::{Overrides, Settings};
+use callrelay_server::testing::{self, InProcess};
 use chrono::{TimeZone, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 
@@ -77,8 +77,7 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub tokens: Tokens,
     pub state: Arc<app::AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    relay: InProcess,
 }
 
 pub fn t0() -> chrono::DateTime<Utc> {
@@ -87,43 +86,19 @@ pub fn t0() -> chrono::DateTime<Utc> {
 
 /// Settings for tests: the given store, generous limits unless a test tightens them.
 pub fn settings(store: &StoreHandle, env: &[(&str, &str)]) -> Settings {
-    let mut vars: Vec<(String, String)> = vec![
-        ("CALLRELAY_AUTH_SECRET".into(), SECRET.into()),
-        (
-            "CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE".into(),
-            "100000".into(),
-        ),
-        (
-            "CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE".into(),
-            "100000".into(),
-        ),
-        (
-            "CALLRELAY_LIMITS_PREVIEW_PER_IP_PER_MINUTE".into(),
-            "100000".into(),
-        ),
-        (
-            "CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE".into(),
-            "100000".into(),
-        ),
-        (
-            "CALLRELAY_HTTP_PUBLIC_URL".into(),
-            "https://calls.example.org".into(),
-        ),
-        // Every test server binds its media sockets on free ports.
-        ("CALLRELAY_MEDIA_PORTS".into(), "0".into()),
-        ("CALLRELAY_MEDIA_WORKERS".into(), "1".into()),
+    let mut vars = vec![
+        ("CALLRELAY_AUTH_SECRET", SECRET),
+        ("CALLRELAY_HTTP_PUBLIC_URL", "https://calls.example.org"),
+        ("CALLRELAY_MEDIA_WORKERS", "1"),
     ];
-    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars.extend_from_slice(env);
     let overrides = Overrides {
         http_addr: Some("127.0.0.1:0".into()),
         data_dir: Some(store.data_dir.clone()),
         database_url: Some(store.database_url.clone()),
         ..Overrides::default()
     };
-    Config::load(None, vars)
-        .expect("test config loads")
-        .validate(&overrides, true)
-        .expect("test config validates")
+    testing::settings(&vars, &overrides)
 }
 
 impl TestServer {
@@ -141,47 +116,30 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
-        let state = app::build(settings, prometheus::Registry::new(), clock.clone())
-            .await
-            .expect("server state builds");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let state = state.clone();
-            async move {
-                app::serve(state, listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server runs");
-            }
-        });
+        let relay = InProcess::start(
+            listener,
+            settings,
+            prometheus::Registry::new(),
+            clock.clone(),
+        )
+        .await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
         TestServer {
-            base: format!("http://{addr}"),
+            base: relay.base.clone(),
             client,
             clock,
             tokens,
-            state,
-            stop: Some(stop),
-            task: Some(task),
+            state: relay.state.clone(),
+            relay,
         }
     }
 
     /// Stops the server and waits until it has closed its listener and store handles.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .expect("server stops in time")
-                .expect("server task ends cleanly");
-        }
+    pub async fn stop(self) {
+        self.relay.stop(Duration::from_secs(10)).await;
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -238,14 +196,6 @@ impl TestServer {
             None,
         )
         .await
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
     }
 }
 

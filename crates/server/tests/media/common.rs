@@ -9,10 +9,10 @@ use callrelay_client::{Client, ClientConfig, ClientEvent, TrackKind};
 use callrelay_proto::server_message::Msg;
 use callrelay_server::app::{self, SystemClock};
 use callrelay_server::auth::Tokens;
-use callrelay_server::config::{Config, Overrides};
+use callrelay_server::config::Overrides;
+use callrelay_server::testing::{self, InProcess};
 use chrono::Utc;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 
@@ -24,9 +24,8 @@ pub struct Relay {
     pub http: reqwest::Client,
     pub tokens: Tokens,
     pub state: Arc<app::AppState>,
+    relay: InProcess,
     _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Relay {
@@ -40,78 +39,46 @@ impl Relay {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
-        let mut vars: Vec<(String, String)> = vec![
-            ("CALLRELAY_AUTH_SECRET".into(), SECRET.into()),
-            ("CALLRELAY_HTTP_PUBLIC_URL".into(), format!("http://{addr}")),
-            ("CALLRELAY_MEDIA_PORTS".into(), "0".into()),
-            ("CALLRELAY_MEDIA_WORKERS".into(), "2".into()),
-            ("CALLRELAY_MEDIA_BIND_IP".into(), "127.0.0.1".into()),
-            (
-                "CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE".into(),
-                "100000".into(),
-            ),
-            (
-                "CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE".into(),
-                "100000".into(),
-            ),
-            (
-                "CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE".into(),
-                "100000".into(),
-            ),
+        let public_url = format!("http://{addr}");
+        let mut vars = vec![
+            ("CALLRELAY_AUTH_SECRET", SECRET),
+            ("CALLRELAY_HTTP_PUBLIC_URL", &public_url),
+            ("CALLRELAY_MEDIA_WORKERS", "2"),
         ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars.extend_from_slice(env);
         let overrides = Overrides {
             http_addr: Some(addr.to_string()),
             data_dir: Some(dir.path().to_string_lossy().into_owned()),
             ..Overrides::default()
         };
-        let settings = Config::load(None, vars)
-            .expect("test config loads")
-            .validate(&overrides, true)
-            .expect("test config validates");
+        let settings = testing::settings(&vars, &overrides);
         let tokens = Tokens::new(&settings.auth_secret, settings.leeway);
-        let state = app::build(settings, prometheus::Registry::new(), Arc::new(SystemClock))
-            .await
-            .expect("server state builds");
-        for a in state.media.addrs() {
+        let relay = InProcess::start(
+            listener,
+            settings,
+            prometheus::Registry::new(),
+            Arc::new(SystemClock),
+        )
+        .await;
+        for a in relay.state.media.addrs() {
             assert_ne!(a.port(), 0, "the announced candidate uses the bound port");
         }
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let state = state.clone();
-            async move {
-                app::serve(state, listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server runs");
-            }
-        });
         Relay {
-            base: format!("http://{addr}"),
+            base: relay.base.clone(),
             http: reqwest::Client::builder()
                 .timeout(PATIENCE)
                 .build()
                 .unwrap(),
             tokens,
-            state,
+            state: relay.state.clone(),
+            relay,
             _dir: dir,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
     /// Stops HTTP and the media workers.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(PATIENCE, t)
-                .await
-                .expect("server stops in time")
-                .expect("server task ends cleanly");
-        }
+    pub async fn stop(self) {
+        self.relay.stop(PATIENCE).await;
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -219,14 +186,6 @@ impl Relay {
             peer.record(e);
         }
         peer
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
     }
 }
 
