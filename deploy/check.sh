@@ -8,33 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-install_promtool() {
-  echo "deploy/check: installing promtool (Debian package prometheus)" >&2
-  if [ "$(id -u)" != 0 ]; then
-    echo "deploy/check: promtool is missing and installing it needs root (apt-get install prometheus)" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  # The package's maintainer script would start a Prometheus server (invoke-rc.d or systemctl).
-  # Deny it for the duration of the install: policy-rc.d answering 101 is honoured by both
-  # invoke-rc.d and deb-systemd-invoke; RUNLEVEL=1 covers sysvinit scripts that look at it.
-  local policy=/usr/sbin/policy-rc.d created=
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    created=1
-  fi
-  # Only refresh the package lists when apt does not know the package yet.
-  if ! apt-cache show prometheus >/dev/null 2>&1; then
-    apt-get update -qq >&2
-  fi
-  local rc=0
-  RUNLEVEL=1 apt-get install -y -qq --no-install-recommends prometheus >&2 || rc=$?
-  [ -n "$created" ] && rm -f "$policy"
-  [ "$rc" = 0 ] || exit "$rc"
-}
-
-command -v promtool >/dev/null 2>&1 || install_promtool
+command -v promtool >/dev/null 2>&1 || scripts/apt-install prometheus
 promtool check rules deploy/prometheus/alerts.yml
 promtool check config deploy/prometheus/prometheus.yml
 

@@ -13,7 +13,14 @@
 # namespace (unshare -n) where a veth interface carries 127.0.0.1/32; nothing in it reaches
 # out, and it disappears with the script.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here="$(cd "$(dirname "$0")" && pwd)"
+# A relative COMPARE_OUT means relative to where the script was called from.
+if [ -n "${COMPARE_OUT:-}" ]; then
+  mkdir -p "$COMPARE_OUT"
+  COMPARE_OUT="$(cd "$COMPARE_OUT" && pwd)"
+  export COMPARE_OUT
+fi
+cd "$here/.."
 
 if [ "$#" -eq 0 ]; then
   set -- --rooms 2 --publishers 3 --duration 20s
@@ -24,19 +31,19 @@ if [ -z "${COMPARE_IN_NETNS:-}" ]; then
   command -v janus >/dev/null 2>&1 || missing="$missing janus"
   command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
   command -v curl >/dev/null 2>&1 || missing="$missing curl"
-  if [ -n "$missing" ]; then
-    echo "compare.sh: installing$missing (Debian packages)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    # shellcheck disable=SC2086
-    apt-get install -y -q $missing >&2 || { apt-get update -q >&2 && apt-get install -y -q $missing >&2; }
-  fi
+  # shellcheck disable=SC2086
+  [ -z "$missing" ] || scripts/apt-install $missing
   for tool in janus unshare ip curl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "compare.sh: needs $tool" >&2; exit 1; }
   done
-  if [ -z "${LOADTEST_NO_BUILD:-}" ]; then
-    cargo build --release -p callrelay-server -p callrelay-loadgen >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "compare.sh: needs root, for a private network namespace (unshare -n)" >&2
+    exit 1
   fi
-  COMPARE_IN_NETNS=1 exec unshare -n "$0" "$@"
+  if [ -z "${LOADTEST_NO_BUILD:-}" ]; then
+    cargo build --release --locked -p callrelay-server -p callrelay-loadgen >&2
+  fi
+  COMPARE_IN_NETNS=1 exec unshare -n "$here/compare.sh" "$@"
 fi
 
 # Inside the private network namespace from here on.

@@ -18,7 +18,7 @@ fi
 
 # LOADTEST_NO_BUILD=1 reuses target/release binaries (e.g. to step the load without rebuilding).
 if [ -z "${LOADTEST_NO_BUILD:-}" ]; then
-  cargo build --release -p callrelay-server -p callrelay-loadgen >&2
+  cargo build --release --locked -p callrelay-server -p callrelay-loadgen >&2
 fi
 
 data="$(mktemp -d)"

@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends "$@" || { apt-get update && apt-get install -y --no-install-recommends "$@"; }
-}
-command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-[ -x /usr/bin/chromium ] || apt_install chromium
+command -v node >/dev/null && command -v npm >/dev/null || ../../scripts/apt-install nodejs npm
+[ -x /usr/bin/chromium ] || ../../scripts/apt-install chromium
 
 npm ci --no-audit --no-fund --loglevel=error
 (cd ../.. && cargo build --release -p callrelay-server -p callrelay-loadgen --locked)
