@@ -256,6 +256,12 @@ impl Thresholds {
             if r.loss.ratio > max {
                 failures.push(format!("loss {:.5} > {max}", r.loss.ratio));
             }
+            if r.participants.failed > 0 {
+                failures.push(format!(
+                    "{} of {} participants failed to join",
+                    r.participants.failed, r.participants.requested
+                ));
+            }
             if r.packets.missing_streams > 0 {
                 failures.push(format!(
                     "{} of {} streams never received",
@@ -582,5 +588,26 @@ mod tests {
         let v = t.judge(&report("a", 100, None, 1.0, 2)).unwrap();
         assert!(!v.passed);
         assert_eq!(v.failures, ["2 of 24 streams never received"]);
+    }
+
+    #[test]
+    fn participants_that_never_join_fail_the_loss_threshold() {
+        let t = Thresholds {
+            max_p99: None,
+            max_loss: Some(0.001),
+        };
+        let mut r = report("a", 100, None, 1.0, 0);
+        r.participants.joined = 5;
+        r.participants.failed = 1;
+        let v = t.judge(&r).unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.failures, ["1 of 6 participants failed to join"]);
+        // Without thresholds there is no verdict to fail.
+        assert!(Thresholds {
+            max_p99: None,
+            max_loss: None
+        }
+        .judge(&r)
+        .is_none());
     }
 }

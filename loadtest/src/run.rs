@@ -302,7 +302,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let first = 1_000_000 + (now ^ opts.seed) % 1_000_000_000;
         let mut v = Vec::with_capacity(rooms);
         for i in 0..rooms as u64 {
-            j.create_room(first + i, opts.publishers).await?;
+            if let Err(e) = j.create_room(first + i, opts.publishers).await {
+                // Leave nothing behind in a Janus that outlives this run.
+                for room in first..first + i {
+                    let _ = j.destroy_room(room).await;
+                }
+                return Err(e);
+            }
             v.push((first + i).to_string());
         }
         v
