@@ -158,6 +158,14 @@ impl Worker {
                             break;
                         }
                     }
+                    // Under sustained input the socket is readable at every turn and, biased,
+                    // the timer branch below would never run (str0m's RTCP, pacing and DTLS
+                    // timers, idle removal): serve a deadline that has passed here as well.
+                    let now = Instant::now();
+                    if self.sfu.poll_timeout().is_some_and(|d| d <= now) {
+                        self.sfu.handle_timeout(now);
+                        self.flush().await;
+                    }
                     // Counters once per burst, not per packet.
                     self.update_stats();
                     self.busy += started.elapsed();
