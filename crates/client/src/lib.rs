@@ -183,6 +183,8 @@ pub struct Client {
 }
 
 /// Applies renegotiation offers to a [`Client`] from another task ([`Client::renegotiator`]).
+/// It does not keep the session alive: dropping the `Client` ends the session, and the
+/// handle then answers [`ClientError::Closed`].
 #[derive(Debug, Clone)]
 pub struct Renegotiator {
     commands: mpsc::UnboundedSender<Command>,
@@ -243,6 +245,11 @@ pub const VP8_KEYFRAME_PREFIX: usize = 4 + 10;
 /// SFUs find keyframes, which simulcast layer switches wait for, in these clear-text bytes:
 /// callrelay (str0m's parser) from the P bit, Janus only with the extended descriptor and the
 /// start code. [`vp8_body`] gives `body` back.
+///
+/// Unlike Chrome, which starts only the first packet of a frame this way (S=1, payload header)
+/// and counts picture ids up, a synthetic sender puts this on every packet, with picture id 0:
+/// every packet then carries the body a receiver measures, and to an SFU every packet of a
+/// keyframe looks like the start of one (a layer switch may begin at any of them).
 pub fn vp8_payload(keyframe: bool, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(body.len() + VP8_KEYFRAME_PREFIX);
     // X=1, S=1, PID=0 | I=1 | M=1, picture id 0.

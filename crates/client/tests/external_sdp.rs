@@ -103,3 +103,26 @@ async fn a_bad_remote_description_is_an_sdp_error() {
     assert!(matches!(err, ClientError::Sdp(_)), "{err}");
     assert!(receiver.is_running());
 }
+
+#[tokio::test]
+async fn a_renegotiator_does_not_keep_its_session_alive() {
+    let (_o, offer) = Client::offer(ClientConfig::default()).await.unwrap();
+    let (receiver, _) = Client::answer(&offer, ClientConfig::default())
+        .await
+        .unwrap();
+    let renegotiator = receiver.renegotiator();
+    // While the client lives, the handle reaches its session (which refuses a bad offer).
+    let err = renegotiator
+        .apply_offer("v=0\r\n".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Sdp(_)), "{err}");
+
+    drop(receiver);
+    let (_o2, offer2) = Client::offer(ClientConfig::default()).await.unwrap();
+    let err = tokio::time::timeout(PATIENCE, renegotiator.apply_offer(offer2))
+        .await
+        .expect("answers at once")
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Closed), "{err}");
+}
