@@ -160,9 +160,10 @@ impl Worker {
                     }
                     // Under sustained input the socket is readable at every turn and, biased,
                     // the timer branch below would never run (str0m's RTCP, pacing and DTLS
-                    // timers, idle removal): serve a deadline that has passed here as well.
+                    // timers, idle removal): serve a deadline that has passed here as well
+                    // (the one computed for this turn; no second walk over the participants).
                     let now = Instant::now();
-                    if self.sfu.poll_timeout().is_some_and(|d| d <= now) {
+                    if deadline <= now {
                         self.sfu.handle_timeout(now);
                         self.flush().await;
                     }
