@@ -109,6 +109,11 @@ pub enum RemoveReason {
     Left,
     /// The participant's session failed (its `Rtc` errored).
     Error,
+    /// The call moved to another node of the cluster (a stale copy merged back after a
+    /// partition): the client joins again through any node.
+    Moved,
+    /// The call link expired during the call.
+    Expired,
 }
 
 impl RemoveReason {
@@ -123,6 +128,8 @@ impl RemoveReason {
             RemoveReason::Kicked => "kicked",
             RemoveReason::Left => "left",
             RemoveReason::Error => "error",
+            RemoveReason::Moved => "moved",
+            RemoveReason::Expired => "expired",
         }
     }
 }
