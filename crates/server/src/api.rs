@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::app::{AppState, ControlEvent};
+use crate::app::AppState;
 use crate::auth::{Caller, GrantClaims, GRANT_AUDIENCE};
 use crate::problem::{ApiError, Problem};
 
@@ -109,7 +109,8 @@ pub struct PreviewView {
     /// When the link expires unless joined before.
     #[serde(serialize_with = "ts")]
     pub expires_at: DateTime<Utc>,
-    /// People admitted into the call on this node now (seats held).
+    /// People admitted into the call now, on whichever node of the cluster hosts it (seats held
+    /// there; in a cluster, as its home last reported, at most `cluster.reconcile` old).
     pub participants: u32,
 }
 
@@ -133,6 +134,56 @@ pub struct JoinAnswer {
     pub ice_servers: Vec<IceServer>,
     /// The link, renewed by this join.
     pub link: LinkView,
+}
+
+/// `POST /v1/links/{id}/join` body (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The region the caller is nearest to: in a cluster a new call is placed on a node of that
+    /// region when one serves (default: the region of the node that takes the request).
+    pub region: Option<String>,
+}
+
+/// A member of the cluster, as `GET /v1/admin/nodes` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeItem {
+    /// `cluster.node_id`.
+    pub node_id: String,
+    /// `cluster.region`.
+    pub region: String,
+    /// The node's own URL (its signaling).
+    pub url: String,
+    /// Its announced media addresses.
+    pub media_addrs: Vec<String>,
+    /// `serving`, `draining` or `expired` (its lease ran out: it is gone or cut off).
+    pub state: String,
+    /// Registration epoch (bumped when it registers again after losing its lease); 0 without a
+    /// cluster.
+    pub epoch: i64,
+    /// Milliseconds until its lease runs out (negative: ran out that long ago); absent without a
+    /// cluster.
+    pub lease_expires_in_ms: Option<i64>,
+    /// Milliseconds since its last heartbeat; absent without a cluster.
+    pub heartbeat_age_ms: Option<i64>,
+    /// Participants connected to it.
+    pub participants: i64,
+    /// Rooms live on it.
+    pub rooms: i64,
+    /// Mean busy ratio of its media workers (0–1).
+    pub busy_ratio: f64,
+    /// Whether this is the node that answered.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+/// `GET /v1/admin/nodes` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    /// Whether this node is a cluster member (PostgreSQL); on SQLite the list is this node alone.
+    pub cluster: bool,
+    /// The members, by node id.
+    pub nodes: Vec<NodeItem>,
 }
 
 /// One line of the call log.
@@ -453,6 +504,16 @@ pub async fn preview_link(
 ) -> Result<Json<PreviewView>, ApiError> {
     s.limits.check_preview_ip(ip, &s.metrics)?;
     let link = s.active_link(&id).await?;
+    let here = s.seats.held(&link.id, Instant::now());
+    let participants = match &s.cluster {
+        Some(c) => match c.room(&link.id).await {
+            Ok(Some(r)) if r.live && r.row.node_id != c.node_id() => {
+                usize::try_from(r.row.participants).unwrap_or(0)
+            }
+            _ => here,
+        },
+        None => here,
+    };
     Ok(Json(PreviewView {
         id: link.id.as_str().to_owned(),
         kind: link.kind,
@@ -460,7 +521,7 @@ pub async fn preview_link(
         title: link.title.clone(),
         scheduled_at: link.scheduled_at,
         expires_at: link.expires_at,
-        participants: u32::try_from(s.seats.held(&link.id, Instant::now())).unwrap_or(u32::MAX),
+        participants: u32::try_from(participants).unwrap_or(u32::MAX),
     }))
 }
 
@@ -521,16 +582,17 @@ pub fn qr_svg(text: &str) -> Result<String, ApiError> {
         (status = 409, description = "The call is full", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable, this node draining, or no cluster node available (retry; Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn join_link(
     State(s): State<Arc<AppState>>,
     ClientIp(ip): ClientIp,
     caller: Caller,
     Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<JoinBody>,
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let started = Instant::now();
-    let result = join_inner(&s, ip, &caller, &id).await;
+    let result = join_inner(&s, ip, &caller, &id, body.region.as_deref()).await;
     s.metrics
         .join_duration
         .observe(started.elapsed().as_secs_f64());
@@ -542,6 +604,7 @@ pub async fn join_link(
         Err(ApiError::JoinRefused) => Refusal::Blocked.as_str(),
         Err(ApiError::RoomFull) => Refusal::RoomFull.as_str(),
         Err(ApiError::NodeDraining) => "node_draining",
+        Err(ApiError::NoNodeAvailable) => "no_node_available",
         Err(_) => "error",
     };
     s.metrics.joins.with_label_values(&[label]).inc();
@@ -553,7 +616,19 @@ async fn join_inner(
     ip: IpAddr,
     caller: &Caller,
     id: &str,
+    region: Option<&str>,
 ) -> Result<JoinAnswer, ApiError> {
+    if let Some(r) = region {
+        let ok = !r.is_empty()
+            && r.len() <= 64
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !ok {
+            return Err(ApiError::InvalidRequest(
+                "region must be 1 to 64 characters of [A-Za-z0-9._:-]".into(),
+            ));
+        }
+    }
     s.limits.check_join_ip(ip, &s.metrics)?;
     s.limits.check_join_user(&caller.user, &s.metrics)?;
     let id = parse_link_id(id)?;
@@ -578,17 +653,36 @@ async fn join_inner(
         now,
     })
     .map_err(ApiError::from_refusal)?;
-    // A draining node starts no new room; joins into a room already here are still admitted.
-    if held == 0 && s.drain.is_draining() {
-        return Err(ApiError::NodeDraining);
-    }
-
+    // In a cluster the call has one home, which may be another node (placed here if new).
+    let home = match &s.cluster {
+        Some(c) => Some(c.place(&id, region).await?),
+        None => None,
+    };
+    let remote = match (&s.cluster, &home) {
+        (Some(c), Some(h)) if h.node_id != c.node_id() => Some(h),
+        _ => None,
+    };
     let participant_id = new_participant_id();
-    if !s
-        .seats
-        .try_take(&id, &participant_id, max, mono, s.settings.grant_ttl)
-    {
-        return Err(ApiError::RoomFull);
+    if let Some(h) = remote {
+        // The home's count is as of its last report; the home enforces the cap at signaling.
+        if usize::try_from(h.participants).unwrap_or(usize::MAX) >= max {
+            return Err(ApiError::RoomFull);
+        }
+    } else {
+        // A draining node starts no new room; joins into a room already here are still admitted.
+        let new_room = match &home {
+            Some(h) => h.outcome != callrelay_cluster::PlaceOutcome::Existing,
+            None => held == 0,
+        };
+        if new_room && s.drain.is_draining() {
+            return Err(ApiError::NodeDraining);
+        }
+        if !s
+            .seats
+            .try_take(&id, &participant_id, max, mono, s.settings.grant_ttl)
+        {
+            return Err(ApiError::RoomFull);
+        }
     }
     let outcome = s
         .timed(
@@ -600,7 +694,9 @@ async fn join_inner(
     let link = match outcome {
         Ok(JoinOutcome::Renewed(link)) => link,
         other => {
-            s.seats.release(&id, &participant_id);
+            if remote.is_none() {
+                s.seats.release(&id, &participant_id);
+            }
             return Err(match other {
                 Ok(JoinOutcome::NotFound) => ApiError::LinkNotFound,
                 Ok(JoinOutcome::Revoked) => ApiError::LinkRevoked,
@@ -621,12 +717,17 @@ async fn join_inner(
         pid: participant_id.clone(),
         kind: link.kind,
         name: caller.name.clone(),
+        node: home.as_ref().map(|h| h.node_id.clone()),
     });
-    tracing::info!(link = %id, user = %caller.user, participant = %participant_id, "join admitted");
+    let node_url = match &home {
+        Some(h) => h.http_url.as_str(),
+        None => s.settings.public_url.as_str(),
+    };
+    tracing::info!(link = %id, user = %caller.user, participant = %participant_id, home = home.as_ref().map(|h| h.node_id.as_str()), "join admitted");
     Ok(JoinAnswer {
         participant_id,
         grant,
-        signal_url: signal_url(&s.settings.public_url),
+        signal_url: signal_url(node_url),
         ice_servers: Vec::new(),
         link: LinkView::new(&link, &s.settings.public_url),
     })
@@ -722,13 +823,11 @@ pub async fn block_user(
 ) -> Result<StatusCode, ApiError> {
     let blocked = UserId::parse(&user).map_err(|_| ApiError::InvalidUserId)?;
     check_block(&caller.user, &blocked).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    s.timed("block", s.store.block(&caller.user, &blocked, s.now()))
+    let now = s.now();
+    s.timed("block", s.store.block(&caller.user, &blocked, now))
         .await?;
     tracing::info!(blocker = %caller.user, blocked = %blocked, "user blocked");
-    s.publish(ControlEvent::UserBlocked {
-        blocker: caller.user,
-        blocked,
-    });
+    crate::enforce::blocked(&s, caller.user, blocked, now).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -785,7 +884,7 @@ pub async fn revoke_link(
         s.metrics.links_revoked.inc();
     }
     tracing::warn!(link = %id, operator = %caller.user, "link revoked");
-    s.publish(ControlEvent::LinkRevoked { link: id });
+    crate::enforce::revoked(&s, id, now).await;
     Ok(Json(LinkView::new(&link, &s.settings.public_url)))
 }
 
@@ -917,6 +1016,71 @@ pub async fn undrain(
     Ok(Json(drain_status(&s)))
 }
 
+/// The cluster's members (operators only): leases, load, draining state.
+#[utoipa::path(get, path = "/v1/admin/nodes", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The members", body = NodeList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_nodes(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<NodeList>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden);
+    }
+    let Some(c) = &s.cluster else {
+        return Ok(Json(NodeList {
+            cluster: false,
+            nodes: vec![NodeItem {
+                node_id: s.settings.cluster.node_id.clone(),
+                region: s.settings.cluster.region.clone(),
+                url: s.settings.public_url.clone(),
+                media_addrs: s.media.addrs().iter().map(|a| a.to_string()).collect(),
+                state: if s.drain.is_draining() {
+                    "draining"
+                } else {
+                    "serving"
+                }
+                .into(),
+                epoch: 0,
+                lease_expires_in_ms: None,
+                heartbeat_age_ms: None,
+                participants: i64::try_from(s.media.participants()).unwrap_or(i64::MAX),
+                rooms: i64::try_from(s.media.rooms()).unwrap_or(i64::MAX),
+                busy_ratio: s.media_busy_ratio(),
+                is_self: true,
+            }],
+        }));
+    };
+    let (now, nodes) = tokio::time::timeout(Duration::from_secs(3), c.nodes())
+        .await
+        .map_err(|_| ApiError::StoreUnavailable)??;
+    Ok(Json(NodeList {
+        cluster: true,
+        nodes: nodes
+            .into_iter()
+            .map(|n| NodeItem {
+                state: crate::cluster::state_name(&n, now).into(),
+                lease_expires_in_ms: Some(n.lease_until - now),
+                heartbeat_age_ms: Some(now - n.heartbeat_at),
+                is_self: n.node_id == c.node_id(),
+                node_id: n.node_id,
+                region: n.region,
+                url: n.http_url,
+                media_addrs: n.media_addrs,
+                epoch: n.epoch,
+                participants: n.participants,
+                rooms: n.rooms,
+                busy_ratio: n.busy_ratio,
+            })
+            .collect(),
+    }))
+}
+
 /// Prometheus metrics in the text format.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
@@ -980,6 +1144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/links/{id}/revoke", post(revoke_link))
         .route("/v1/admin/drain", post(drain))
         .route("/v1/admin/undrain", post(undrain))
+        .route("/v1/admin/nodes", get(admin_nodes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -998,8 +1163,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

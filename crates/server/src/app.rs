@@ -15,12 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::auth::Tokens;
+use crate::cluster::Cluster;
 use crate::config::{LimitsConfig, Settings, StoreLocation};
-use crate::metrics::{MediaMetrics, Metrics};
+use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics};
 use crate::problem::ApiError;
 use crate::seats::Seats;
 
-/// What the control plane tells the media plane (typed, pushed; never polled).
+/// What the control plane announced (revocations and blocks), for observers such as tests. The
+/// enforcement itself never depends on this broadcast (which may lag): see `crate::enforce`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlEvent {
     /// The operator revoked this link: everyone in its room is removed.
@@ -168,8 +170,14 @@ pub struct AppState {
     pub limits: Limits,
     /// Wall time for links.
     pub clock: Arc<dyn Clock>,
-    /// Control events to the media plane.
+    /// Announcements of revocations and blocks (observers only; enforcement is `crate::enforce`).
     pub events: broadcast::Sender<ControlEvent>,
+    /// Metric families of enforcement and of the cluster.
+    pub cluster_metrics: ClusterMetrics,
+    /// This node's cluster membership (`None` on SQLite: a single node).
+    pub cluster: Option<Arc<Cluster>>,
+    /// Asks the reconciliation loop for a round now.
+    pub reconcile_now: tokio::sync::Notify,
     /// The UDP workers (bound in [`build`]).
     pub media: Arc<crate::media::MediaPlane>,
     /// The drain switch (SIGTERM, `POST /v1/admin/drain`).
@@ -225,6 +233,9 @@ impl AppState {
         let now = self.clock.now();
         let started = self.drain.start(tokio::time::Instant::now(), now);
         if started {
+            if let Some(c) = &self.cluster {
+                c.wake_heartbeat.notify_one();
+            }
             self.metrics.draining.set(1);
             self.metrics
                 .drain_started
@@ -243,6 +254,9 @@ impl AppState {
     pub fn stop_drain(&self) -> bool {
         let stopped = self.drain.stop();
         if stopped {
+            if let Some(c) = &self.cluster {
+                c.wake_heartbeat.notify_one();
+            }
             self.metrics.draining.set(0);
             self.metrics.drain_started.set(0.0);
             tracing::warn!("drain cancelled: serving again");
@@ -252,22 +266,41 @@ impl AppState {
 
     /// Runs until a drain completes: the last room emptied, or the deadline passed and the
     /// remaining participants were removed (reason `drain`).
-    pub async fn drained(&self) -> crate::drain::DrainOutcome {
+    ///
+    /// In a cluster the node first gives up its placements, so that the participants it removes
+    /// (who rejoin by themselves) are placed on another node.
+    pub async fn drained(self: &Arc<Self>) -> crate::drain::DrainOutcome {
         let outcome = crate::drain::run(
             &self.drain,
             self.settings.drain_deadline,
             || self.media.rooms(),
-            || self.media.remove_all(callrelay_sfu::RemoveReason::Drain),
+            || {
+                let s = self.clone();
+                tokio::spawn(async move {
+                    if let Some(c) = &s.cluster {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), c.release_all()).await;
+                    }
+                    s.media.remove_all(callrelay_sfu::RemoveReason::Drain);
+                });
+            },
         )
         .await;
         tracing::info!(?outcome, "drain complete");
         outcome
     }
 
-    /// Tells the media plane (if it listens).
-    pub fn publish(&self, event: ControlEvent) {
-        // No receiver is not an error: no room is running on this node.
-        let _ = self.events.send(event);
+    /// The mean busy ratio of the media workers over their last interval.
+    pub fn media_busy_ratio(&self) -> f64 {
+        let n = self.settings.media_workers.max(1);
+        let sum: f64 = (0..n)
+            .map(|i| {
+                self.media_metrics
+                    .worker_busy
+                    .with_label_values(&[&i.to_string()])
+                    .get()
+            })
+            .sum();
+        sum / n as f64
     }
 }
 
@@ -288,12 +321,28 @@ pub async fn build(
 ) -> anyhow::Result<Arc<AppState>> {
     let metrics = Metrics::register(&registry)?;
     let media_metrics = MediaMetrics::register(&registry)?;
+    let cluster_metrics = ClusterMetrics::register(&registry)?;
     let store = open_store(&settings.store).await?;
     let media = Arc::new(crate::media::MediaPlane::start(
         &settings,
         media_metrics.clone(),
     )?);
+    let cluster = Cluster::new(&settings, &media.addrs(), cluster_metrics.clone())?.map(Arc::new);
+    if let Some(c) = &cluster {
+        // Register before serving, so the first join can place a room here. A store that does not
+        // answer now is retried by the heartbeat loop.
+        let load = callrelay_cluster::Load::default();
+        if !tokio::time::timeout(Duration::from_secs(5), c.beat(load))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!("not registered in the cluster yet: retrying every heartbeat");
+        }
+    }
     Ok(Arc::new(AppState {
+        cluster_metrics,
+        cluster,
+        reconcile_now: tokio::sync::Notify::new(),
         media,
         drain: crate::drain::Drain::default(),
         signal_grants: crate::signal::UsedGrants::default(),
@@ -311,15 +360,26 @@ pub async fn build(
 }
 
 /// Serves HTTP and signaling on `listener` until `shutdown` completes, with the background
-/// tasks (purge of expired links, sweeping of rate-limit and seat tables, live enforcement of
-/// revocations and blocks); then stops the media workers.
+/// tasks (purge of expired links, sweeping of rate-limit and seat tables, reconciliation of the
+/// calls hosted here with the store; in a cluster the heartbeats and the notice listener); then
+/// stops the media workers.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let maintenance = tokio::spawn(maintenance(state.clone()));
-    let enforce = tokio::spawn(crate::signal::enforce(state.clone()));
+    let mut tasks = vec![tokio::spawn(crate::enforce::reconcile(state.clone()))];
+    if let Some(c) = &state.cluster {
+        tasks.push(tokio::spawn(crate::enforce::heartbeats(
+            state.clone(),
+            c.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::enforce::listen(
+            state.clone(),
+            c.clone(),
+        )));
+    }
     let media = state.media.clone();
     let app = crate::api::router(state.clone()).merge(crate::signal::router(state));
     let result = axum::serve(
@@ -329,7 +389,9 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     maintenance.abort();
-    enforce.abort();
+    for t in tasks {
+        t.abort();
+    }
     let _ = tokio::task::spawn_blocking(move || media.shutdown()).await;
     result
 }

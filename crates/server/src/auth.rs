@@ -64,6 +64,10 @@ pub struct GrantClaims {
     /// Display name, if the user's token had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// In a cluster: the node the grant is for (the call's home); signaling on any other node
+    /// refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Why a token was refused.
@@ -271,6 +275,7 @@ mod tests {
             pid: "p1".into(),
             kind: LinkKind::Video,
             name: None,
+            node: None,
         });
         assert!(t.verify_user(&grant).is_err());
         assert!(t.verify_grant(&grant).is_ok());

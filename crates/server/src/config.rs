@@ -50,6 +50,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Graceful drain on SIGTERM.
     pub drain: DrainConfig,
+    /// The cluster (only with PostgreSQL).
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -104,6 +106,58 @@ impl Default for DrainConfig {
             deadline: "30m".into(),
         }
     }
+}
+
+/// `[cluster]`: used only with `store.database_url = postgres://…`, where every node sharing the
+/// database is a member.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's stable name in the cluster; empty means `{hostname}-{http port}`.
+    pub node_id: String,
+    /// The region this node serves; new rooms go to the least-loaded node of the caller's region.
+    pub region: String,
+    /// This node's own URL, reachable by clients: where its signaling WebSocket is (the join
+    /// answer's `signal_url` for calls hosted here). Empty means `http.public_url`.
+    pub advertise_url: String,
+    /// How long a node stays a member without a heartbeat: a killed node's calls are placed
+    /// again after this.
+    pub lease: String,
+    /// How often a node renews its lease and reports its load.
+    pub heartbeat: String,
+    /// How often a node checks its calls against the store (catches a lost notice, an expiry,
+    /// a room placed elsewhere during a partition).
+    pub reconcile: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            region: "default".into(),
+            advertise_url: String::new(),
+            lease: "5s".into(),
+            heartbeat: "1s".into(),
+            reconcile: "2s".into(),
+        }
+    }
+}
+
+/// The validated `[cluster]`.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// `cluster.node_id`, resolved.
+    pub node_id: String,
+    /// `cluster.region`
+    pub region: String,
+    /// `cluster.advertise_url` (or `http.public_url`), without a trailing slash.
+    pub advertise_url: String,
+    /// `cluster.lease`
+    pub lease: Duration,
+    /// `cluster.heartbeat`
+    pub heartbeat: Duration,
+    /// `cluster.reconcile`
+    pub reconcile: Duration,
 }
 
 /// `[http]`
@@ -323,6 +377,8 @@ pub struct Settings {
     pub bandwidth_estimation: bool,
     /// `drain.deadline`
     pub drain_deadline: Duration,
+    /// `cluster.*` (used only with PostgreSQL).
+    pub cluster: ClusterSettings,
     /// `log.format`
     pub log_format: LogFormat,
     /// `log.level`
@@ -524,6 +580,7 @@ impl Config {
 
         let media = validate_media(&self.media)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
+        let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
 
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
@@ -562,11 +619,95 @@ impl Config {
             idle_timeout: media.idle_timeout,
             bandwidth_estimation: self.media.bandwidth_estimation,
             drain_deadline,
+            cluster,
             log_format,
             log_level: self.log.level,
             dev,
         })
     }
+}
+
+fn validate_url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let u = text.trim_end_matches('/');
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(u.to_owned()),
+        _ => Err(ConfigError::new(
+            key,
+            "must be an http:// or https:// URL without query or fragment",
+        )),
+    }
+}
+
+fn validate_cluster(
+    c: &ClusterConfig,
+    public_url: &str,
+    http_port: u16,
+) -> Result<ClusterSettings, ConfigError> {
+    let node_id = if c.node_id.trim().is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "callrelay".into());
+        format!("{host}-{http_port}")
+    } else {
+        c.node_id.trim().to_owned()
+    };
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+    };
+    if !id_ok(&node_id) {
+        return Err(ConfigError::new(
+            "cluster.node_id",
+            format!("{node_id:?} must be 1 to 64 characters of [A-Za-z0-9._:-]"),
+        ));
+    }
+    if !id_ok(&c.region) {
+        return Err(ConfigError::new(
+            "cluster.region",
+            "must be 1 to 64 characters of [A-Za-z0-9._:-]",
+        ));
+    }
+    let advertise_url = if c.advertise_url.is_empty() {
+        public_url.to_owned()
+    } else {
+        validate_url("cluster.advertise_url", &c.advertise_url)?
+    };
+    let lease = duration("cluster.lease", &c.lease)?;
+    let heartbeat = duration("cluster.heartbeat", &c.heartbeat)?;
+    let reconcile = duration("cluster.reconcile", &c.reconcile)?;
+    if heartbeat < Duration::from_millis(100) {
+        return Err(ConfigError::new(
+            "cluster.heartbeat",
+            "must be at least 100ms",
+        ));
+    }
+    if lease < heartbeat * 2 {
+        return Err(ConfigError::new(
+            "cluster.lease",
+            "must be at least twice cluster.heartbeat (one lost heartbeat must not end a lease)",
+        ));
+    }
+    if reconcile < Duration::from_millis(100) || reconcile > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "cluster.reconcile",
+            "must be between 100ms and 60s",
+        ));
+    }
+    Ok(ClusterSettings {
+        node_id,
+        region: c.region.clone(),
+        advertise_url,
+        lease,
+        heartbeat,
+        reconcile,
+    })
 }
 
 struct MediaSettings {

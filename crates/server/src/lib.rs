@@ -5,8 +5,10 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod drain;
+pub mod enforce;
 pub mod media;
 pub mod metrics;
 pub mod problem;

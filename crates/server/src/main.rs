@@ -3,6 +3,7 @@
 //! ```text
 //! callrelay serve [--dev] [--config FILE] [--http-addr ADDR] [--public-url URL] [--data-dir DIR] [--database-url URL]
 //! callrelay token --user alice [--name Alice] [--admin] [--ttl 1h] [--config FILE]
+//! callrelay admin nodes [--url URL] [--config FILE] [--json]
 //! callrelay openapi
 //! ```
 
@@ -79,8 +80,28 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Operator commands against a running node (signed with auth.secret).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the cluster's members: leases, load, draining state (GET /v1/admin/nodes).
+    Nodes {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The node to ask; default http://{http.addr}.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(config: &ConfigArgs, overrides: &Overrides, dev: bool) -> Result<Settings, ConfigError> {
@@ -99,6 +120,9 @@ fn main() -> ExitCode {
             print!("{}", callrelay_server::api::openapi_json());
             ExitCode::SUCCESS
         }
+        Command::Admin {
+            command: AdminCommand::Nodes { config, url, json },
+        } => admin_nodes(&config, url, json),
         Command::Token {
             config,
             user,
@@ -162,6 +186,79 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `callrelay admin nodes`: asks a node for the members and prints them.
+fn admin_nodes(config: &ConfigArgs, url: Option<String>, json: bool) -> ExitCode {
+    let settings = match load(config, &Overrides::default(), false) {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    let base = url.unwrap_or_else(|| {
+        let a = settings.http_addr;
+        let ip = if a.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            a.ip()
+        };
+        format!("http://{}", std::net::SocketAddr::new(ip, a.port()))
+    });
+    let operator = UserId::parse("callrelay-admin-cli").expect("a valid user id");
+    let token = Tokens::new(&settings.auth_secret, settings.leeway).issue_user(
+        &operator,
+        None,
+        true,
+        chrono::Utc::now(),
+        Duration::from_secs(60),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("callrelay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("{}/v1/admin/nodes", base.trim_end_matches('/'));
+    let answer = runtime.block_on(async {
+        let r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.text().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    let (status, body) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("callrelay: cannot reach {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !status.is_success() {
+        eprintln!("callrelay: {url} answered {status}: {body}");
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => {
+            print!("{}", callrelay_server::cluster::nodes_table(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callrelay: unexpected answer from {url}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

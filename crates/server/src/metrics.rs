@@ -197,8 +197,149 @@ pub const DROP_REASONS: [&str; 7] = [
     "error",
 ];
 
+/// The metric families of enforcement and of the cluster (leases, placement).
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    /// `callrelay_control_propagation_seconds{kind}`: from the API call (revoke, block) or the
+    /// moment a link expired to the removal of its participants on the node hosting the call.
+    pub propagation: HistogramVec,
+    /// `callrelay_cluster_lease_held`: 1 while this node holds its cluster lease.
+    pub lease_held: IntGauge,
+    /// `callrelay_cluster_epoch`: this node's registration epoch.
+    pub epoch: IntGauge,
+    /// `callrelay_cluster_heartbeat_failures_total`
+    pub heartbeat_failures: IntCounter,
+    /// `callrelay_cluster_registrations_total`: (re-)registrations, each under a new epoch.
+    pub registrations: IntCounter,
+    /// `callrelay_cluster_placements_total{outcome}`
+    pub placements: IntCounterVec,
+    /// `callrelay_cluster_rooms_moved_total`: stale copies of a room merged into its live home.
+    pub rooms_moved: IntCounter,
+    /// `callrelay_cluster_nodes{state}`: members as this node last read the registry.
+    pub nodes: prometheus::IntGaugeVec,
+    /// `callrelay_cluster_notices_total{kind,direction}`
+    pub notices: IntCounterVec,
+    /// `callrelay_reconcile_removals_total{reason}`: removals made by reconciliation (a notice
+    /// was lost, or a link expired).
+    pub reconcile_removals: IntCounterVec,
+    /// `callrelay_cluster_errors_total{op}`: cluster store operations that failed.
+    pub errors: IntCounterVec,
+}
+
+/// Buckets of `callrelay_control_propagation_seconds`: the target is under 1 s.
+const PROPAGATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Kinds of `callrelay_control_propagation_seconds`.
+pub const PROPAGATION_KINDS: [&str; 3] = ["revoke", "block", "expiry"];
+/// Outcomes of `callrelay_cluster_placements_total`.
+pub const PLACEMENT_OUTCOMES: [&str; 4] = ["existing", "new_local", "new_remote", "replaced"];
+/// States of `callrelay_cluster_nodes`.
+pub const NODE_STATES: [&str; 3] = ["serving", "draining", "expired"];
+
+impl ClusterMetrics {
+    /// Creates and registers every family on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<ClusterMetrics> {
+        let m = ClusterMetrics {
+            propagation: HistogramVec::new(
+                HistogramOpts::new(
+                    "callrelay_control_propagation_seconds",
+                    "Time from a revocation or block API call (or a link's expiry) to the removal of the participants concerned, on the node hosting the call.",
+                )
+                .buckets(PROPAGATION_BUCKETS.to_vec()),
+                &["kind"],
+            )?,
+            lease_held: IntGauge::new(
+                "callrelay_cluster_lease_held",
+                "1 while this node holds its cluster lease, else 0 (always 0 without a cluster).",
+            )?,
+            epoch: IntGauge::new(
+                "callrelay_cluster_epoch",
+                "This node's registration epoch in the cluster (0 without a cluster).",
+            )?,
+            heartbeat_failures: IntCounter::new(
+                "callrelay_cluster_heartbeat_failures_total",
+                "Cluster heartbeats that did not reach the store.",
+            )?,
+            registrations: IntCounter::new(
+                "callrelay_cluster_registrations_total",
+                "Registrations of this node in the cluster, each under a new epoch (start, or after a lost lease).",
+            )?,
+            placements: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_cluster_placements_total",
+                    "Joins placed by this node, by outcome: the call's existing home, a new room here or elsewhere, or a room whose home was lost.",
+                ),
+                &["outcome"],
+            )?,
+            rooms_moved: IntCounter::new(
+                "callrelay_cluster_rooms_moved_total",
+                "Stale copies of a room on this node merged into the room's live home (participants told `moved`).",
+            )?,
+            nodes: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "callrelay_cluster_nodes",
+                    "Cluster members by state, as this node last read the registry.",
+                ),
+                &["state"],
+            )?,
+            notices: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_cluster_notices_total",
+                    "Control notices sent to or received from other nodes, by kind and direction.",
+                ),
+                &["kind", "direction"],
+            )?,
+            reconcile_removals: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_reconcile_removals_total",
+                    "Participants or rooms removed by periodic reconciliation with the store, by reason.",
+                ),
+                &["reason"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_cluster_errors_total",
+                    "Cluster store operations that failed, by operation.",
+                ),
+                &["op"],
+            )?,
+        };
+        registry.register(Box::new(m.propagation.clone()))?;
+        registry.register(Box::new(m.lease_held.clone()))?;
+        registry.register(Box::new(m.epoch.clone()))?;
+        registry.register(Box::new(m.heartbeat_failures.clone()))?;
+        registry.register(Box::new(m.registrations.clone()))?;
+        registry.register(Box::new(m.placements.clone()))?;
+        registry.register(Box::new(m.rooms_moved.clone()))?;
+        registry.register(Box::new(m.nodes.clone()))?;
+        registry.register(Box::new(m.notices.clone()))?;
+        registry.register(Box::new(m.reconcile_removals.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        for k in PROPAGATION_KINDS {
+            m.propagation.with_label_values(&[k]);
+        }
+        for o in PLACEMENT_OUTCOMES {
+            m.placements.with_label_values(&[o]);
+        }
+        for s in NODE_STATES {
+            m.nodes.with_label_values(&[s]);
+        }
+        for k in ["revoke", "block"] {
+            for d in ["sent", "received"] {
+                m.notices.with_label_values(&[k, d]);
+            }
+        }
+        for r in ["revoked", "blocked", "expired", "moved"] {
+            m.reconcile_removals.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+}
+
 /// Reasons used as the `reason` label of `callrelay_participants_removed_total`.
-pub const REMOVE_REASONS: [&str; 8] = [
+pub const REMOVE_REASONS: [&str; 10] = [
     "left",
     "revoked",
     "blocked",
@@ -207,10 +348,12 @@ pub const REMOVE_REASONS: [&str; 8] = [
     "drain",
     "kicked",
     "error",
+    "moved",
+    "expired",
 ];
 
 /// Codes used as the `code` label of `callrelay_signaling_errors_total` (proto/signal.proto).
-pub const SIGNALING_ERROR_CODES: [&str; 13] = [
+pub const SIGNALING_ERROR_CODES: [&str; 14] = [
     "invalid_message",
     "invalid_grant",
     "grant_expired",
@@ -223,6 +366,7 @@ pub const SIGNALING_ERROR_CODES: [&str; 13] = [
     "sdp_rejected",
     "video_not_allowed",
     "rate_limited",
+    "wrong_node",
     "internal",
 ];
 

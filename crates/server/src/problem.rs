@@ -84,6 +84,9 @@ pub enum ApiError {
     /// 503 `node_draining`: this node takes no new rooms; another node will (retry).
     #[error("this node is draining and starts no new calls; retry")]
     NodeDraining,
+    /// 503 `no_node_available`: no cluster node holds a lease and serves (retry).
+    #[error("no relay node can take this call now; retry")]
+    NoNodeAvailable,
     /// 500 `internal`
     #[error("internal error")]
     Internal,
@@ -106,7 +109,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable | ApiError::NodeDraining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::NodeDraining | ApiError::NoNodeAvailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +137,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::NodeDraining => "node_draining",
+            ApiError::NoNodeAvailable => "no_node_available",
             ApiError::Internal => "internal",
         }
     }
@@ -144,6 +150,15 @@ impl ApiError {
             Refusal::Revoked => ApiError::LinkRevoked,
             Refusal::Blocked => ApiError::JoinRefused,
             Refusal::RoomFull => ApiError::RoomFull,
+        }
+    }
+}
+
+impl From<callrelay_cluster::ClusterError> for ApiError {
+    fn from(e: callrelay_cluster::ClusterError) -> Self {
+        match e {
+            callrelay_cluster::ClusterError::NoNode => ApiError::NoNodeAvailable,
+            callrelay_cluster::ClusterError::Unavailable(_) => ApiError::StoreUnavailable,
         }
     }
 }
@@ -176,7 +191,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::NodeDraining = self {
+        if let ApiError::NodeDraining | ApiError::NoNodeAvailable | ApiError::StoreUnavailable =
+            self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
         }

@@ -8,20 +8,55 @@
 
 use std::time::{Duration, Instant};
 
-use callrelay_links::LinkId;
+use callrelay_links::{LinkId, UserId};
 use dashmap::DashMap;
 
 /// Seats per link.
 #[derive(Debug, Default)]
 pub struct Seats {
-    rooms: DashMap<LinkId, Vec<Seat>>,
+    rooms: DashMap<LinkId, Room>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// The link's creator, once a participant is live (for blocks made during the call).
+    creator: Option<UserId>,
+    seats: Vec<Seat>,
+}
+
+impl std::ops::Deref for Room {
+    type Target = Vec<Seat>;
+    fn deref(&self) -> &Vec<Seat> {
+        &self.seats
+    }
+}
+
+impl std::ops::DerefMut for Room {
+    fn deref_mut(&mut self) -> &mut Vec<Seat> {
+        &mut self.seats
+    }
 }
 
 #[derive(Debug)]
 struct Seat {
     participant: String,
+    /// Who holds it, once live.
+    user: Option<UserId>,
     /// `None`: a live seat, held until released.
     until: Option<Instant>,
+}
+
+/// A room with seats on this node, as [`Seats::snapshot`] copies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSeats {
+    /// The link.
+    pub link: LinkId,
+    /// The link's creator (known once someone is live).
+    pub creator: Option<UserId>,
+    /// Live participants: participant id and user.
+    pub live: Vec<(String, UserId)>,
+    /// Seats held, live or granted.
+    pub held: usize,
 }
 
 impl Seat {
@@ -56,6 +91,7 @@ impl Seats {
         }
         seats.push(Seat {
             participant: participant.to_owned(),
+            user: None,
             until: Some(now + hold),
         });
         true
@@ -63,11 +99,22 @@ impl Seats {
 
     /// Turns `participant`'s seat into a live seat (held until released), taking a new one if
     /// its grant-time seat has expired and the room has room; false when the room is full.
-    pub fn hold_live(&self, link: &LinkId, participant: &str, max: usize, now: Instant) -> bool {
+    /// `user` is the participant's user and `creator` the link's creator (kept for enforcement).
+    pub fn hold_live(
+        &self,
+        link: &LinkId,
+        participant: &str,
+        user: &UserId,
+        creator: &UserId,
+        max: usize,
+        now: Instant,
+    ) -> bool {
         let mut seats = self.rooms.entry(*link).or_default();
         seats.retain(|s| s.held_at(now));
         if let Some(seat) = seats.iter_mut().find(|s| s.participant == participant) {
             seat.until = None;
+            seat.user = Some(user.clone());
+            seats.creator = Some(creator.clone());
             return true;
         }
         if seats.len() >= max {
@@ -75,9 +122,51 @@ impl Seats {
         }
         seats.push(Seat {
             participant: participant.to_owned(),
+            user: Some(user.clone()),
             until: None,
         });
+        seats.creator = Some(creator.clone());
         true
+    }
+
+    /// A copy of every room with seats, for reconciliation and enforcement (the map is not held
+    /// while the caller does IO).
+    pub fn snapshot(&self, now: Instant) -> Vec<RoomSeats> {
+        self.rooms
+            .iter()
+            .map(|r| RoomSeats {
+                link: *r.key(),
+                creator: r.creator.clone(),
+                live: r
+                    .iter()
+                    .filter(|s| s.until.is_none())
+                    .filter_map(|s| Some((s.participant.clone(), s.user.clone()?)))
+                    .collect(),
+                held: r.iter().filter(|s| s.held_at(now)).count(),
+            })
+            .filter(|r| r.held > 0)
+            .collect()
+    }
+
+    /// Live seats of `blocked` in rooms of links `blocker` created.
+    pub fn live_seats_of(&self, blocker: &UserId, blocked: &UserId) -> usize {
+        self.rooms
+            .iter()
+            .filter(|r| r.creator.as_ref() == Some(blocker))
+            .map(|r| {
+                r.iter()
+                    .filter(|s| s.until.is_none() && s.user.as_ref() == Some(blocked))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Live seats in the link's room.
+    pub fn live(&self, link: &LinkId) -> usize {
+        self.rooms
+            .get(link)
+            .map(|r| r.iter().filter(|s| s.until.is_none()).count())
+            .unwrap_or(0)
     }
 
     /// Gives a seat back (the join failed after the seat was taken, or the participant left).
@@ -134,8 +223,12 @@ mod tests {
         let link = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
         let t = Instant::now();
         let hold = Duration::from_secs(60);
+        let (u, c) = (UserId::parse("u").unwrap(), UserId::parse("c").unwrap());
         assert!(seats.try_take(&link, "a", 2, t, hold));
-        assert!(seats.hold_live(&link, "a", 2, t));
+        assert!(seats.hold_live(&link, "a", &u, &c, 2, t));
+        assert_eq!(seats.live_seats_of(&c, &u), 1);
+        assert_eq!(seats.live_seats_of(&u, &c), 0);
+        assert_eq!(seats.snapshot(t)[0].live, vec![("a".to_owned(), u.clone())]);
         assert_eq!(
             seats.held(&link, t + hold * 10),
             1,
@@ -143,8 +236,8 @@ mod tests {
         );
         // An expired grant-time seat is replaced if there is room, refused if not.
         assert!(seats.try_take(&link, "b", 2, t, hold));
-        assert!(!seats.hold_live(&link, "c", 2, t));
-        assert!(seats.hold_live(&link, "c", 2, t + hold * 2));
+        assert!(!seats.hold_live(&link, "c", &u, &c, 2, t));
+        assert!(seats.hold_live(&link, "c", &u, &c, 2, t + hold * 2));
         seats.sweep(t + hold * 10);
         assert_eq!(seats.held(&link, t + hold * 10), 2);
         seats.release(&link, "a");

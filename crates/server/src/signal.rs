@@ -259,6 +259,14 @@ async fn admit(
         .map_err(|_| Refusal::new("invalid_grant", "bad link in grant"))?;
     let user = UserId::parse(&claims.sub)
         .map_err(|_| Refusal::new("invalid_grant", "bad user in grant"))?;
+    // In a cluster a grant names the call's home: only that node admits it.
+    let me = s.cluster.as_ref().map(|c| c.node_id());
+    if claims.node.as_deref() != me {
+        return Err(Refusal::new(
+            "wrong_node",
+            "this grant is for another relay node: join the link again",
+        ));
+    }
     if !s
         .signal_grants
         .try_use(&claims.pid, claims.exp, chrono::Utc::now().timestamp())
@@ -286,9 +294,25 @@ async fn admit(
     {
         return Err(Refusal::new("join_refused", "you cannot join this call"));
     }
+    if let Some(c) = &s.cluster {
+        // The room must still be placed here (a partition may have moved it meanwhile).
+        let held = i64::try_from(s.seats.held(&link_id, Instant::now())).unwrap_or(i64::MAX);
+        match c.claim(&link_id, held.max(1)).await {
+            Ok(callrelay_cluster::Claim::Elsewhere { .. }) => {
+                return Err(Refusal::new(
+                    "wrong_node",
+                    "this call runs on another relay node: join the link again",
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(Refusal::new("internal", "store unavailable")),
+        }
+    }
     if !s.seats.hold_live(
         &link_id,
         &claims.pid,
+        &user,
+        &link.creator,
         s.settings.max_participants,
         Instant::now(),
     ) {
@@ -500,32 +524,5 @@ async fn handle_message(
             false
         }
         Msg::Ping(p) => send(socket, server_message::Msg::Pong(Pong { nonce: p.nonce })).await,
-    }
-}
-
-/// Forwards control-plane events to the workers until the sender is gone: a revoked link
-/// empties its room, a block removes the blocked user from the blocker's rooms.
-pub async fn enforce(state: Arc<AppState>) {
-    let mut events = state.events.subscribe();
-    loop {
-        match events.recv().await {
-            Ok(crate::app::ControlEvent::LinkRevoked { link }) => {
-                tracing::info!(link = %link, "link revoked: removing its room");
-                state.media.send(
-                    media::room_key(&link),
-                    Command::RemoveRoom(media::room_key(&link), RemoveReason::Revoked),
-                );
-            }
-            Ok(crate::app::ControlEvent::UserBlocked { blocker, blocked }) => {
-                state.media.broadcast(|| Command::RemoveBlocked {
-                    blocker: blocker.clone(),
-                    blocked: blocked.clone(),
-                });
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "control events lagged");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
     }
 }

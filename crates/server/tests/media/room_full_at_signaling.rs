@@ -29,6 +29,7 @@ async fn room_full_at_the_websocket_stage() {
         pid: "p-00000000000000b0".into(),
         kind: LinkKind::Video,
         name: None,
+        node: None,
     });
     let ticket = JoinTicket {
         participant_id: "p-00000000000000b0".into(),

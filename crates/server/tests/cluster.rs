@@ -1,0 +1,614 @@
+//! The relay cluster as operators run it: three real `callrelay` processes on 127.0.0.1 (their own
+//! HTTP and UDP ports) sharing one real PostgreSQL database, driven by str0m clients through the
+//! public API. Each test has its own database and stops everything it starts.
+//!
+//! Each node is in its own region (`region-a`, …), so a join without a region hint places a new
+//! call on the node that took the request: a test chooses a call's home by the node it joins
+//! through first. Leases are short (2 s) so the failure tests stay quick; everything else is the
+//! default configuration.
+
+use std::time::{Duration, Instant};
+
+use callrelay_client::{Client, ClientConfig, ClientEvent};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[path = "support/relay.rs"]
+mod support;
+use support::{send, token, Relay};
+
+const LEASE: &str = "2s";
+
+/// Skips (locally) or fails (CI) without a PostgreSQL server; returns its admin URL.
+fn admin_url() -> Option<String> {
+    match std::env::var("CALLRELAY_TEST_DATABASE_URL") {
+        Ok(u) => Some(u),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the cluster tests: CALLRELAY_TEST_DATABASE_URL is unset"
+            );
+            eprintln!("\n*** SKIPPED cluster test: set CALLRELAY_TEST_DATABASE_URL (eval \"$(scripts/pg start)\") ***\n");
+            None
+        }
+    }
+}
+
+/// A fresh database on the test server; returns (its URL, the server's host:port, the user).
+async fn fresh_database(admin: &str) -> (String, String, String) {
+    let name = format!("cr_cluster_{:016x}", rand::random::<u64>());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let after_at = admin.split('@').nth(1).unwrap();
+    let hostport = after_at.split('/').next().unwrap().to_owned();
+    let user = admin
+        .trim_start_matches("postgres://")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    (
+        format!("postgres://{user}@{hostport}/{name}"),
+        hostport,
+        user,
+    )
+}
+
+/// A TCP forwarder to `target` that can be cut (every connection dropped, new ones closed at
+/// once) and restored: a node's link to PostgreSQL.
+async fn cuttable_proxy(target: String) -> (u16, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up_tx, up_rx) = watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut up = up_rx.clone();
+            if !*up.borrow() {
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = up.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    });
+    (port, up_tx)
+}
+
+/// Starts node `name` (`a`, `b`, …) on `db`.
+fn node(name: &str, db: &str) -> Relay {
+    let id = format!("node-{name}");
+    let region = format!("region-{name}");
+    Relay::start(
+        &[
+            ("CALLRELAY_STORE_DATABASE_URL", db),
+            ("CALLRELAY_CLUSTER_NODE_ID", &id),
+            ("CALLRELAY_CLUSTER_REGION", &region),
+            ("CALLRELAY_CLUSTER_LEASE", LEASE),
+            ("CALLRELAY_CLUSTER_HEARTBEAT", "250ms"),
+            ("CALLRELAY_CLUSTER_RECONCILE", "500ms"),
+            ("CALLRELAY_MEDIA_WORKERS", "1"),
+            ("CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE", "1000"),
+            ("CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE", "1000"),
+            ("CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE", "1000"),
+        ],
+        &[],
+    )
+}
+
+fn audio() -> ClientConfig {
+    ClientConfig {
+        video: false,
+        ..ClientConfig::default()
+    }
+}
+
+async fn create(http: &reqwest::Client, via: &Relay, user: &str) -> String {
+    let (st, l) = send(
+        http.post(format!("{}/v1/links", via.base))
+            .bearer_auth(token(user, false))
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{l}");
+    l["id"].as_str().unwrap().to_owned()
+}
+
+/// Joins through `via` and waits for media to connect.
+async fn join(via: &str, user: &str, link: &str) -> Client {
+    let mut c = Client::join(via, &token(user, false), link, audio())
+        .await
+        .unwrap_or_else(|e| panic!("{user} joins through {via}: {e}"));
+    c.wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    c
+}
+
+/// Joins through the first of `urls` that takes the join, retrying until `within` (a node just
+/// killed may still be the call's home until its lease runs out).
+async fn rejoin(urls: &[&str], user: &str, link: &str, within: Duration) -> Client {
+    let until = Instant::now() + within;
+    let mut last = String::new();
+    let mut i = 0;
+    while Instant::now() < until {
+        let via = urls[i % urls.len()];
+        i += 1;
+        match Client::join(via, &token(user, false), link, audio()).await {
+            Ok(mut c) => {
+                if c.wait_connected(Duration::from_secs(5)).await.is_ok() {
+                    return c;
+                }
+                last = "connected signaling but no media".into();
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user} could not rejoin within {within:?}: {last}");
+}
+
+/// Sends audio from `from` until `to` has received `n` packets of it (or panics after `within`).
+async fn media_flows(from: &Client, to: &mut Client, n: usize, within: Duration) {
+    let tag = rand::random::<u8>() | 1;
+    let payload = vec![tag; 120];
+    let until = Instant::now() + within;
+    let mut got = 0;
+    while got < n {
+        assert!(
+            Instant::now() < until,
+            "media did not flow within {within:?} ({got}/{n} packets)"
+        );
+        from.send_audio(payload.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(e) = to.try_next_event() {
+            if let ClientEvent::Media(p) = e {
+                if p.payload == payload {
+                    got += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the session to end; returns the relay's `removed` reason and when it came.
+async fn removed(c: &mut Client, within: Duration) -> Option<String> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, c.next_event()).await {
+            Ok(Some(ClientEvent::Closed { reason })) => return reason,
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(_) => panic!("not removed within {within:?}"),
+        }
+    }
+}
+
+async fn preview_participants(http: &reqwest::Client, via: &Relay, link: &str) -> u64 {
+    let (st, p) = send(http.get(format!("{}/v1/links/{link}", via.base))).await;
+    assert_eq!(st, 200, "{p}");
+    p["participants"].as_u64().unwrap()
+}
+
+/// The node a join through `via` is sent to (the host of its `signal_url`).
+async fn home_of(http: &reqwest::Client, via: &Relay, user: &str, link: &str) -> String {
+    let (st, j) = send(
+        http.post(format!("{}/v1/links/{link}/join", via.base))
+            .bearer_auth(token(user, false)),
+    )
+    .await;
+    assert_eq!(st, 200, "{j}");
+    j["signal_url"].as_str().unwrap().to_owned()
+}
+
+fn signal_url(r: &Relay) -> String {
+    format!("ws://127.0.0.1:{}/v1/signal", r.port)
+}
+
+async fn stop_all(nodes: Vec<Relay>) {
+    for n in nodes {
+        // Killed, not drained: a test's leftover calls must not hold it up.
+        drop(n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_through_three_nodes_end_in_one_call() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, b, c) = (node("a", &db), node("b", &db), node("c", &db));
+    let http = reqwest::Client::new();
+    let link = create(&http, &b, "alice").await;
+
+    let mut alice = join(&a.base, "alice", &link).await;
+    let mut bob = join(&b.base, "bob", &link).await;
+    let mut carol = join(&c.base, "carol", &link).await;
+    // Everyone receives everyone: one call, not three.
+    media_flows(&alice, &mut bob, 10, Duration::from_secs(5)).await;
+    media_flows(&bob, &mut carol, 10, Duration::from_secs(5)).await;
+    media_flows(&carol, &mut alice, 10, Duration::from_secs(5)).await;
+    // Every node's preview counts the three, wherever they are (the home reports each 500 ms).
+    let until = Instant::now() + Duration::from_secs(5);
+    for via in [&a, &b, &c] {
+        loop {
+            let n = preview_participants(&http, via, &link).await;
+            if n == 3 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "preview through {} says {n}",
+                via.base
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The call lives on the node the first join went through (its region), for every later join
+    // (after the preview check: a join through the home itself holds a seat until its grant expires).
+    for via in [&a, &b, &c] {
+        assert_eq!(home_of(&http, via, "dave", &link).await, signal_url(&a));
+    }
+    // The operator sees three serving members.
+    let (st, nodes) = send(
+        http.get(format!("{}/v1/admin/nodes", c.base))
+            .bearer_auth(token("ops", true)),
+    )
+    .await;
+    assert_eq!(st, 200, "{nodes}");
+    assert_eq!(nodes["cluster"], true);
+    let list = nodes["nodes"].as_array().unwrap();
+    let ids: Vec<&str> = list
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node-a", "node-b", "node-c"]);
+    assert!(list.iter().all(|n| n["state"] == "serving"), "{nodes}");
+    assert_eq!(list.iter().filter(|n| n["self"] == true).count(), 1);
+    drop((alice, bob, carol));
+    stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_and_blocks_through_one_node_remove_participants_on_another_within_1s() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, b, c) = (node("a", &db), node("b", &db), node("c", &db));
+    let http = reqwest::Client::new();
+
+    // A call hosted on B, with participants who joined through A and B.
+    let link = create(&http, &a, "alice").await;
+    let mut alice = join(&b.base, "alice", &link).await;
+    let mut bob = join(&a.base, "bob", &link).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    let (st, _) = send(
+        http.post(format!("{}/v1/admin/links/{link}/revoke", c.base))
+            .bearer_auth(token("ops", true))
+            .json(&serde_json::json!({"reason": "test"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let revoked_at = Instant::now();
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(
+            removed(c, Duration::from_secs(3)).await.as_deref(),
+            Some("revoked")
+        );
+    }
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(1),
+        "removed {:?} after the revocation through another node",
+        revoked_at.elapsed()
+    );
+
+    // A block made through C removes the blocked user from the creator's call on B.
+    let link = create(&http, &a, "alice").await;
+    let alice = join(&b.base, "alice", &link).await;
+    let mut mallory = join(&c.base, "mallory", &link).await;
+    media_flows(&alice, &mut mallory, 5, Duration::from_secs(5)).await;
+    let (st, _) = send(
+        http.put(format!("{}/v1/me/blocks/mallory", c.base))
+            .bearer_auth(token("alice", false)),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let blocked_at = Instant::now();
+    assert_eq!(
+        removed(&mut mallory, Duration::from_secs(3))
+            .await
+            .as_deref(),
+        Some("blocked")
+    );
+    assert!(
+        blocked_at.elapsed() < Duration::from_secs(1),
+        "removed {:?} after the block through another node",
+        blocked_at.elapsed()
+    );
+    // Alice stays, and the block holds on every node.
+    assert!(alice.is_running());
+    for via in [&a, &b, &c] {
+        let (st, p) = send(
+            http.post(format!("{}/v1/links/{link}/join", via.base))
+                .bearer_auth(token("mallory", false)),
+        )
+        .await;
+        assert_eq!((st, p["code"].as_str()), (403, Some("join_refused")));
+    }
+    // B measured it.
+    let (_, _) = (&a, &c);
+    let metrics = http
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["revoke", "block"] {
+        let count = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "callrelay_control_propagation_seconds_count{{kind=\"{kind}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 1.0, "B observed a {kind} propagation:\n{metrics}");
+    }
+    drop((alice, mallory));
+    stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_home_node_costs_its_call_less_than_5s() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, mut b, c) = (node("a", &db), node("b", &db), node("c", &db));
+    let http = reqwest::Client::new();
+    let link = create(&http, &a, "alice").await;
+    // The call lives on B; alice came in through A, bob through C.
+    let mut alice = join(&b.base, "alice", &link).await;
+    let mut bob = join(&c.base, "bob", &link).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    let killed = Instant::now();
+    // Both notice: their signaling socket dies without a `removed`.
+    assert_eq!(removed(&mut alice, Duration::from_secs(5)).await, None);
+    assert_eq!(removed(&mut bob, Duration::from_secs(5)).await, None);
+    // They rejoin through the nodes left; the call is placed again once B's lease runs out.
+    let (ac, ca) = ([a.base.as_str(), &c.base], [c.base.as_str(), &a.base]);
+    let (alive_alice, alive_bob) = tokio::join!(
+        rejoin(&ac, "alice", &link, Duration::from_secs(5)),
+        rejoin(&ca, "bob", &link, Duration::from_secs(5)),
+    );
+    let (alice, mut bob) = (alive_alice, alive_bob);
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(5), "media back after {took:?}");
+    eprintln!("media flowing again {took:?} after kill -9 of the home node");
+    // The operator sees B's lease gone.
+    let (_, nodes) = send(
+        http.get(format!("{}/v1/admin/nodes", a.base))
+            .bearer_auth(token("ops", true)),
+    )
+    .await;
+    let b_row = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "node-b")
+        .cloned()
+        .unwrap();
+    assert_eq!(b_row["state"], "expired", "{nodes}");
+    drop((alice, bob));
+    stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_outage_keeps_calls_refuses_joins_and_recovers() {
+    let Some(admin) = admin_url() else { return };
+    let (_, hostport, user) = fresh_database(&admin).await;
+    let (db, _, _) = fresh_database(&admin).await;
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    let (proxy, up) = cuttable_proxy(hostport).await;
+    let via_proxy = format!("postgres://{user}@127.0.0.1:{proxy}/{name}");
+    let (a, b, c) = (
+        node("a", &via_proxy),
+        node("b", &via_proxy),
+        node("c", &via_proxy),
+    );
+    let http = reqwest::Client::new();
+    let link = create(&http, &a, "alice").await;
+    let mut alice = join(&b.base, "alice", &link).await;
+    let mut bob = join(&c.base, "bob", &link).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+
+    up.send_replace(false);
+    // Longer than a lease: no node can renew it, and no call ends for that.
+    let cut = Instant::now();
+    for via in [&a, &b, &c] {
+        let started = Instant::now();
+        let (st, p) = send(
+            http.post(format!("{}/v1/links/{link}/join", via.base))
+                .bearer_auth(token("carol", false)),
+        )
+        .await;
+        assert_eq!(
+            (st, p["code"].as_str()),
+            (503, Some("store_unavailable")),
+            "{p}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "fails fast");
+    }
+    while cut.elapsed() < Duration::from_secs(4) {
+        media_flows(&alice, &mut bob, 3, Duration::from_secs(2)).await;
+        media_flows(&bob, &mut alice, 3, Duration::from_secs(2)).await;
+    }
+    assert!(alice.is_running() && bob.is_running());
+
+    up.send_replace(true);
+    // The nodes register again; the call stays where it is and a new join finds it.
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut carol = loop {
+        match Client::join(&a.base, &token("carol", false), &link, audio()).await {
+            Ok(mut c) => {
+                c.wait_connected(Duration::from_secs(10)).await.unwrap();
+                break c;
+            }
+            Err(e) => {
+                assert!(Instant::now() < until, "joins recover: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    media_flows(&alice, &mut carol, 5, Duration::from_secs(5)).await;
+    media_flows(&carol, &mut bob, 5, Duration::from_secs(5)).await;
+    assert!(alice.is_running() && bob.is_running(), "nobody was moved");
+    drop((alice, bob, carol));
+    stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_a_room_after_a_partition_become_one_within_5s() {
+    let Some(admin) = admin_url() else { return };
+    let (db, hostport, user) = fresh_database(&admin).await;
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    let (proxy, up) = cuttable_proxy(hostport).await;
+    let b_db = format!("postgres://{user}@127.0.0.1:{proxy}/{name}");
+    let (a, b, c) = (node("a", &db), node("b", &b_db), node("c", &db));
+    let http = reqwest::Client::new();
+    let link = create(&http, &a, "alice").await;
+    let mut alice = join(&b.base, "alice", &link).await;
+    let mut bob = join(&b.base, "bob", &link).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+
+    // B is cut off: its call goes on, but its lease runs out and the room is placed again on A.
+    up.send_replace(false);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, j) = send(
+            http.post(format!("{}/v1/links/{link}/join", a.base))
+                .bearer_auth(token("probe", false)),
+        )
+        .await;
+        if st == 200 && j["signal_url"] == signal_url(&a).as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the room is placed again once B's lease ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut carol = join(&a.base, "carol", &link).await;
+    // Two copies now: alice and bob on B, carol alone on A.
+    media_flows(&alice, &mut bob, 3, Duration::from_secs(5)).await;
+
+    up.send_replace(true);
+    let healed = Instant::now();
+    // B merges its copy into A's: alice and bob are told `moved` and rejoin by themselves.
+    assert_eq!(
+        removed(&mut alice, Duration::from_secs(5)).await.as_deref(),
+        Some("moved")
+    );
+    assert_eq!(
+        removed(&mut bob, Duration::from_secs(5)).await.as_deref(),
+        Some("moved")
+    );
+    let (bc, ca) = ([b.base.as_str(), &c.base], [c.base.as_str(), &a.base]);
+    let (mut alice, bob) = tokio::join!(
+        rejoin(&bc, "alice", &link, Duration::from_secs(5)),
+        rejoin(&ca, "bob", &link, Duration::from_secs(5)),
+    );
+    media_flows(&carol, &mut alice, 5, Duration::from_secs(5)).await;
+    media_flows(&bob, &mut carol, 5, Duration::from_secs(5)).await;
+    let took = healed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "one call again after {took:?}"
+    );
+    eprintln!("one call again {took:?} after the partition healed");
+    drop((alice, bob, carol));
+    stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_to_place_a_new_room_place_it_once() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, b) = (node("a", &db), node("b", &db));
+    let http = reqwest::Client::new();
+    let mut homes = std::collections::HashMap::new();
+    for round in 0..40 {
+        let link = create(&http, &a, "alice").await;
+        // Each node would place a new room on itself (its own region): only one may.
+        let (x, y) = tokio::join!(
+            home_of(&http, &a, "u1", &link),
+            home_of(&http, &b, "u2", &link)
+        );
+        assert_eq!(x, y, "round {round}: both joins go to one home");
+        *homes.entry(x).or_insert(0) += 1;
+    }
+    eprintln!("homes chosen over 40 races: {homes:?}");
+    stop_all(vec![a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_keeps_its_calls_and_gets_no_new_room() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, b, c) = (node("a", &db), node("b", &db), node("c", &db));
+    let http = reqwest::Client::new();
+    let link = create(&http, &a, "alice").await;
+    let mut alice = join(&a.base, "alice", &link).await;
+    let mut bob = join(&b.base, "bob", &link).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+
+    let (st, d) = send(
+        http.post(format!("{}/v1/admin/drain", a.base))
+            .bearer_auth(token("ops", true)),
+    )
+    .await;
+    assert_eq!((st, d["draining"].as_bool()), (200, Some(true)));
+    // The registry says so (the heartbeat is sent at once).
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, nodes) = send(
+            http.get(format!("{}/v1/admin/nodes", c.base))
+                .bearer_auth(token("ops", true)),
+        )
+        .await;
+        if nodes["nodes"][0]["state"] == "draining" {
+            break;
+        }
+        assert!(Instant::now() < until, "A shows draining: {nodes}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new call joined through A goes elsewhere; A's call goes on and still takes joiners.
+    let other = create(&http, &a, "dave").await;
+    let home = home_of(&http, &a, "dave", &other).await;
+    assert_ne!(home, signal_url(&a), "no new room on a draining node");
+    let dave = join(&a.base, "dave", &other).await;
+    let mut erin = join(&c.base, "erin", &other).await;
+    media_flows(&dave, &mut erin, 5, Duration::from_secs(5)).await;
+    let mut carol = join(&c.base, "carol", &link).await;
+    assert_eq!(home_of(&http, &c, "frank", &link).await, signal_url(&a));
+    media_flows(&alice, &mut carol, 5, Duration::from_secs(5)).await;
+    media_flows(&bob, &mut alice, 5, Duration::from_secs(5)).await;
+    drop((alice, bob, carol, dave, erin));
+    stop_all(vec![a, b, c]).await;
+}
