@@ -23,9 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Caller, GrantClaims, GRANT_AUDIENCE};
 use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -1095,17 +1095,19 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+/// 404 `not_found` for any unknown path.
+pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-async fn method_not_allowed() -> ApiError {
+/// 405 `method_not_allowed`.
+pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
 /// Counts every request by route template and status, and times it. Logs the route template,
 /// never the path (a path may hold a link id).
-async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -1128,9 +1130,10 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
     resp
 }
 
-/// The router with every route, for the given state.
-pub fn router(state: Arc<AppState>) -> Router {
-    let mut r = Router::new()
+/// The API's routes (the composition root, `crate::app::router`, adds the web pages, the
+/// fallbacks and the layers).
+pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
+    let r = Router::new()
         .route("/v1/links", post(create_link))
         .route("/v1/links/{id}", get(preview_link))
         .route("/v1/links/{id}/qr.svg", get(link_qr))
@@ -1147,16 +1150,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/nodes", get(admin_nodes))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(crate::web::routes());
+        .route("/metrics", get(metrics));
     if state.settings.dev {
-        r = r.route("/v1/dev/token", post(dev_token));
+        r.route("/v1/dev/token", post(dev_token))
+    } else {
+        r
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
 }
 
 /// The OpenAPI document of this API.

@@ -22,9 +22,9 @@ use callrelay_links::{LinkId, LinkStatus, UserId};
 use callrelay_sfu::RemoveReason;
 use chrono::{DateTime, Utc};
 
-use crate::app::{AppState, ControlEvent};
 use crate::cluster::Cluster;
 use crate::media::{self, Command};
+use crate::state::{AppState, ControlEvent};
 
 fn observe(s: &AppState, kind: &str, since: DateTime<Utc>) {
     let secs = (Utc::now() - since).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;

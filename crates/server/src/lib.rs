@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod problem;
 pub mod seats;
 pub mod signal;
+pub mod state;
 pub mod testing;
 pub mod web;

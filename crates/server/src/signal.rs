@@ -18,11 +18,10 @@ use callrelay_links::{LinkId, LinkKind, LinkStatus, UserId};
 use callrelay_proto::signal::{Error as ErrorMsg, Joined, Pong, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuError};
-use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::AppState;
 use crate::media::{self, Command, JoinRequest, SESSION_QUEUE};
+use crate::state::AppState;
 
 /// How long a client has to send `join` after the socket opens.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -39,28 +38,6 @@ const CLOSE_UNSUPPORTED: u16 = 1003;
 const CLOSE_POLICY: u16 = 1008;
 /// Normal closure.
 const CLOSE_NORMAL: u16 = 1000;
-
-/// Grants already used on this node: participant id → grant expiry (unix seconds).
-#[derive(Debug, Default)]
-pub struct UsedGrants {
-    used: DashMap<String, i64>,
-}
-
-impl UsedGrants {
-    /// Marks the grant of `pid` used; false if it already was.
-    pub fn try_use(&self, pid: &str, exp: i64, now_unix: i64) -> bool {
-        if self.used.len() > 4096 {
-            self.used.retain(|_, e| *e >= now_unix);
-        }
-        match self.used.entry(pid.to_owned()) {
-            dashmap::Entry::Occupied(_) => false,
-            dashmap::Entry::Vacant(v) => {
-                v.insert(exp);
-                true
-            }
-        }
-    }
-}
 
 /// The `/v1/signal` route.
 pub fn router(state: Arc<AppState>) -> Router {

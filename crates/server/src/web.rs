@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use callrelay_links::LinkId;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const SHELL: &str = include_str!("../web/index.html");
 const BAD_ID: &str = include_str!("../web/bad-link.html");
@@ -154,7 +154,7 @@ async fn dev_config(State(s): State<Arc<AppState>>) -> Json<DevConfig> {
     })
 }
 
-/// The page routes, merged into [`crate::api::router`].
+/// The page routes, merged into [`crate::app::router`].
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(shell))
