@@ -259,12 +259,17 @@ pub struct Health {
 /// `GET /readyz` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// Whether this node should receive new joins: the store answers and the node is not draining.
+    /// Whether this node should receive new joins: the store answers, the node is not draining
+    /// and, in a cluster, it holds its lease.
     pub ready: bool,
     /// `ok` or `unavailable`.
     pub store: String,
     /// Whether the node is draining (no new rooms; running calls go on).
     pub draining: bool,
+    /// In a cluster: whether this node holds its lease (without it, it places no call). Absent
+    /// on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_lease: Option<bool>,
 }
 
 /// `POST /v1/admin/drain` and `/v1/admin/undrain` answer.
@@ -942,7 +947,8 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Readine
         .is_ok_and(|r| r.is_ok());
     s.metrics.store_up.set(i64::from(store_ok));
     let draining = s.drain.is_draining();
-    let ready = store_ok && !draining;
+    let lease = s.cluster.as_ref().map(|c| c.holds_lease());
+    let ready = store_ok && !draining && lease != Some(false);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -954,6 +960,7 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Readine
             ready,
             store: if store_ok { "ok" } else { "unavailable" }.into(),
             draining,
+            cluster_lease: lease,
         }),
     )
 }

@@ -275,6 +275,43 @@ async fn joins_through_three_nodes_end_in_one_call() {
     assert_eq!(ids, ["node-a", "node-b", "node-c"]);
     assert!(list.iter().all(|n| n["state"] == "serving"), "{nodes}");
     assert_eq!(list.iter().filter(|n| n["self"] == true).count(), 1);
+    // The same as a table from the command line.
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "nodes", "--url", &b.base])
+        .env_clear()
+        .env("CALLRELAY_AUTH_SECRET", support::SECRET)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("NODE") && lines[0].contains("STATE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("node-a ") && lines[1].contains("serving"),
+        "{table}"
+    );
+    assert!(lines[2].starts_with("node-b *"), "B answered: {table}");
+    assert!(lines[1].contains(" 3 "), "A hosts the three: {table}");
+    // Without the operator's secret it is refused, and says so.
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "nodes", "--url", &b.base])
+        .env_clear()
+        .env(
+            "CALLRELAY_AUTH_SECRET",
+            "another-secret-another-secret-another",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     drop((alice, bob, carol));
     stop_all(vec![a, b, c]).await;
 }
@@ -459,6 +496,13 @@ async fn a_postgresql_outage_keeps_calls_refuses_joins_and_recovers() {
         media_flows(&bob, &mut alice, 3, Duration::from_secs(2)).await;
     }
     assert!(alice.is_running() && bob.is_running());
+    // Load balancers stop sending joins: not ready, and the lease is known to be gone.
+    let (st, r) = send(http.get(format!("{}/readyz", a.base))).await;
+    assert_eq!(
+        (st, r["cluster_lease"].as_bool()),
+        (503, Some(false)),
+        "{r}"
+    );
 
     up.send_replace(true);
     // The nodes register again; the call stays where it is and a new join finds it.
@@ -478,6 +522,8 @@ async fn a_postgresql_outage_keeps_calls_refuses_joins_and_recovers() {
     media_flows(&alice, &mut carol, 5, Duration::from_secs(5)).await;
     media_flows(&carol, &mut bob, 5, Duration::from_secs(5)).await;
     assert!(alice.is_running() && bob.is_running(), "nobody was moved");
+    let (st, r) = send(http.get(format!("{}/readyz", a.base))).await;
+    assert_eq!((st, r["cluster_lease"].as_bool()), (200, Some(true)), "{r}");
     drop((alice, bob, carol));
     stop_all(vec![a, b, c]).await;
 }
