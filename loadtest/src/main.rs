@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! callrelay-loadgen --url http://127.0.0.1:7700 --dev --rooms 2 --publishers 3 --duration 10s
+//! callrelay-loadgen --url http://10.0.0.1:7700 --url http://10.0.0.2:7700 --token "$T" --rooms 4
 //! callrelay-loadgen --target janus --url http://127.0.0.1:8088/janus --rooms 2 --publishers 3
 //! callrelay-loadgen --compare callrelay.json janus.json
 //! ```
@@ -28,9 +29,16 @@ struct Cli {
     /// --url http://127.0.0.1:8088/janus) for a side-by-side comparison.
     #[arg(long, value_enum, default_value = "callrelay")]
     target: TargetArg,
-    /// Relay base URL (only targets you are allowed to load).
-    #[arg(long, default_value = "http://127.0.0.1:7700")]
-    url: String,
+    /// Relay base URL (only targets you are allowed to load). Repeatable or comma-separated for
+    /// the nodes of a cluster: participant i joins through URL i mod n, and joins again through
+    /// the next ones when its call moves, its node drains or is lost. Janus: exactly one.
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        num_args = 1,
+        default_value = "http://127.0.0.1:7700"
+    )]
+    urls: Vec<String>,
     /// A user token for joins (and for creating links unless --admin-token is given).
     #[arg(long, env = "CALLRELAY_TOKEN", conflicts_with = "dev")]
     token: Option<String>,
@@ -88,13 +96,19 @@ struct Cli {
     /// Fail (exit 2) if the loss ratio exceeds this, e.g. 0.001.
     #[arg(long)]
     max_loss: Option<f64>,
-    /// Where the relay's Prometheus metrics are (default: URL/metrics).
-    #[arg(long)]
-    metrics_url: Option<String>,
+    /// Where the relays' Prometheus metrics are (default: URL/metrics for every --url).
+    /// Repeatable or comma-separated; several nodes' figures are summed in the report, and
+    /// each node's is shown too.
+    #[arg(long = "metrics-url", value_delimiter = ',', num_args = 1)]
+    metrics_urls: Vec<String>,
     /// The relay's pid when it runs on this machine: its CPU is read from /proc (finer than
-    /// process_cpu_seconds_total, which counts whole seconds).
-    #[arg(long)]
-    relay_pid: Option<u32>,
+    /// process_cpu_seconds_total, which counts whole seconds). Repeatable, in --url order.
+    #[arg(long = "relay-pid", value_delimiter = ',', num_args = 1)]
+    relay_pids: Vec<u32>,
+    /// How long a participant keeps trying to join again after its call moved, its node
+    /// drained or was lost (round robin over --url, 200 ms doubling to 1 s between tries).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    rejoin_deadline: Duration,
     /// Do not read the relay's metrics.
     #[arg(long)]
     no_metrics: bool,
@@ -143,12 +157,22 @@ fn main() -> ExitCode {
         eprintln!("callrelay-loadgen: --layer-kbps takes three values (l,m,h)");
         return ExitCode::FAILURE;
     }
-    let base = cli.url.trim_end_matches('/').to_owned();
+    let urls: Vec<String> = cli
+        .urls
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect();
+    let metrics_urls = match (cli.no_metrics, &target) {
+        (false, Target::Callrelay) if cli.metrics_urls.is_empty() => {
+            urls.iter().map(|u| format!("{u}/metrics")).collect()
+        }
+        (false, Target::Callrelay) => cli.metrics_urls.clone(),
+        _ => Vec::new(),
+    };
     let opts = Options {
-        metrics_url: (!cli.no_metrics && target == Target::Callrelay)
-            .then(|| cli.metrics_url.clone().unwrap_or(format!("{base}/metrics"))),
+        metrics_urls,
         target,
-        url: base,
+        urls,
         auth,
         admin_token: cli.admin_token.clone(),
         links: cli.links.clone(),
@@ -175,7 +199,8 @@ fn main() -> ExitCode {
         },
         seed: cli.seed,
         progress: !cli.quiet,
-        relay_pid: cli.relay_pid,
+        relay_pids: cli.relay_pids.clone(),
+        rejoin_deadline: cli.rejoin_deadline,
     };
     if let Err(e) = opts.validate() {
         eprintln!("callrelay-loadgen: {e}");

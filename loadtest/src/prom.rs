@@ -111,6 +111,35 @@ impl Scrape {
     }
 }
 
+impl Scrape {
+    /// Several nodes' scrapes as one: samples with the same name and label set (in any order)
+    /// are added up, so sums, per-label values and histogram buckets read the cluster's
+    /// totals. Meaningful for counters and histograms with the same bucket bounds everywhere
+    /// (one relay binary); a gauge comes out as the sum over the nodes.
+    pub fn merge<'a>(scrapes: impl IntoIterator<Item = &'a Scrape>) -> Scrape {
+        let mut out = Scrape::default();
+        let mut index: std::collections::HashMap<(String, Vec<(String, String)>), usize> =
+            std::collections::HashMap::new();
+        for s in scrapes {
+            out.families.extend(s.families.iter().cloned());
+            for smp in &s.samples {
+                let mut key_labels = smp.labels.clone();
+                key_labels.sort();
+                match index.entry((smp.name.clone(), key_labels)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        out.samples[*e.get()].value += smp.value;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(out.samples.len());
+                        out.samples.push(smp.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Bucket counts of `after` minus `before` (same `le` bounds; a bound missing before counts 0).
 pub fn bucket_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
     after
@@ -295,6 +324,55 @@ process_cpu_seconds_total 12.5
             quantile(0.99, &[(1.0, 0.0), (f64::INFINITY, 5.0)]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn merged_scrapes_add_up_counters_and_buckets_per_label_set() {
+        let a = Scrape::parse(TEXT).unwrap();
+        let b = Scrape::parse(
+            "callrelay_forward_latency_seconds_bucket{le=\"0.00001\"} 0\n\
+             callrelay_forward_latency_seconds_bucket{le=\"0.00002\"} 0\n\
+             callrelay_forward_latency_seconds_bucket{le=\"0.00005\"} 100\n\
+             callrelay_forward_latency_seconds_bucket{le=\"+Inf\"} 100\n\
+             callrelay_packets_forwarded_total{kind=\"video\"} 50\n\
+             callrelay_packets_forwarded_total{kind=\"rtcp\"} 5\n\
+             weird{b=\"1, 2}\",a=\"x\\\"y\\\\z\"} 1\n\
+             process_cpu_seconds_total 2.5\n",
+        )
+        .unwrap();
+        let m = Scrape::merge([&a, &b]);
+        assert_eq!(m.sum("callrelay_packets_forwarded_total"), Some(1055.0));
+        assert_eq!(
+            m.get("callrelay_packets_forwarded_total", "kind", "video"),
+            Some(350.0)
+        );
+        assert_eq!(
+            m.get("callrelay_packets_forwarded_total", "kind", "rtcp"),
+            Some(5.0)
+        );
+        assert_eq!(m.sum("process_cpu_seconds_total"), Some(15.0));
+        // Label order does not matter.
+        assert_eq!(m.samples.iter().filter(|x| x.name == "weird").count(), 1);
+        assert_eq!(m.sum("weird"), Some(1001.0));
+        // 200 observations: 10 ≤ 10 µs, 60 ≤ 20 µs, all ≤ 50 µs; the median is in (20, 50].
+        let buckets = m.buckets("callrelay_forward_latency_seconds");
+        assert_eq!(
+            buckets,
+            vec![
+                (0.00001, 10.0),
+                (0.00002, 60.0),
+                (0.00005, 200.0),
+                (f64::INFINITY, 200.0)
+            ]
+        );
+        let p50 = quantile(0.5, &buckets).unwrap();
+        assert!(
+            (p50 - (0.00002 + 0.00003 * 40.0 / 140.0)).abs() < 1e-12,
+            "{p50}"
+        );
+        assert!(m.families.contains("callrelay_forward_latency_seconds"));
+        // One scrape merges into itself.
+        assert_eq!(Scrape::merge([&a]).samples, a.samples);
     }
 
     #[test]

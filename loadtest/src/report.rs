@@ -25,8 +25,18 @@ pub struct Report {
     pub loss: LossReport,
     /// Per stream kind received (`audio`, `video_l`, `video_m`, `video_h`).
     pub streams: BTreeMap<String, StreamTotals>,
-    /// The relay's own figures from its `/metrics` (absent for targets without them).
+    /// Participants that joined again after their session ended for `moved`, `drain` or a
+    /// lost node (callrelay only).
+    #[serde(default)]
+    pub rejoins: RejoinReport,
+    /// The relay's own figures from its `/metrics` (absent for targets without them). With
+    /// several nodes: the sum over the nodes scraped both before and after the run (see
+    /// `relay_nodes`).
     pub relay: Option<RelayReport>,
+    /// Each node's figures, when more than one node's metrics were read (in `--metrics-url` /
+    /// `--url` order).
+    #[serde(default)]
+    pub relay_nodes: Vec<NodeReport>,
     /// CPU seconds the loadgen itself used (it shares the machine with the relay).
     pub loadgen_cpu_seconds: Option<f64>,
     /// Seconds from the first join to the stop of traffic.
@@ -78,6 +88,40 @@ pub struct ParticipantReport {
     pub keyframe_requests: u64,
     /// Client events dropped because a participant read too slowly (would look like loss).
     pub dropped_events: u64,
+    /// Sessions the relay ended during the run for a reason that is final (`revoked`,
+    /// `blocked`, `kicked`, `idle`, `expired`, …; the participant did not join again), by
+    /// reason.
+    #[serde(default)]
+    pub closed_by_relay: BTreeMap<String, u64>,
+}
+
+/// Rejoins: a participant whose session ended with `removed{moved | drain}` or without any
+/// `removed` (`node_lost`) joins again through the next URL (`callrelay_client::Member`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RejoinReport {
+    /// Successful rejoins.
+    pub count: u64,
+    /// Successful rejoins by reason (`moved`, `drain`, `node_lost`).
+    pub by_reason: BTreeMap<String, u64>,
+    /// Rejoins that did not succeed before the deadline (`--rejoin-deadline`) or were refused.
+    pub failed: u64,
+    /// From the end of the old session to the new one's `joined`, median, ms.
+    pub took_ms_p50: Option<f64>,
+    /// 99th percentile, ms.
+    pub took_ms_p99: Option<f64>,
+    /// Longest, ms.
+    pub took_ms_max: Option<f64>,
+}
+
+/// One node's figures in a run against several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Its metrics URL.
+    pub metrics_url: String,
+    /// Its deltas (`None` if a scrape failed).
+    pub relay: Option<RelayReport>,
+    /// Why it has no figures (e.g. the node was gone when the run ended).
+    pub error: Option<String>,
 }
 
 /// Packet counts.
@@ -271,6 +315,21 @@ impl Thresholds {
             if r.latency_ms.count == 0 {
                 failures.push("no packet received: loss unknown".into());
             }
+            if r.rejoins.failed > 0 {
+                failures.push(format!("{} rejoins failed", r.rejoins.failed));
+            }
+            let closed: u64 = r.participants.closed_by_relay.values().sum();
+            if closed > 0 {
+                failures.push(format!(
+                    "{closed} sessions closed by the relay ({})",
+                    r.participants
+                        .closed_by_relay
+                        .iter()
+                        .map(|(k, n)| format!("{k} ×{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         Some(Verdict {
             passed: failures.is_empty(),
@@ -301,6 +360,34 @@ impl Report {
         );
         for (e, n) in &p.errors {
             let _ = writeln!(s, "  error ×{n}: {e}");
+        }
+        if !p.closed_by_relay.is_empty() {
+            let _ = writeln!(
+                s,
+                "closed        by the relay, final: {}",
+                p.closed_by_relay
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let rj = &self.rejoins;
+        if rj.count > 0 || rj.failed > 0 {
+            let _ = writeln!(
+                s,
+                "rejoins       {} ({})  failed {}  took ms p50 {} p99 {} max {}  (what was not delivered meanwhile counts as loss; a video gap that ends on a keyframe as a layer-switch gap)",
+                rj.count,
+                rj.by_reason
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rj.failed,
+                opt(rj.took_ms_p50, 1),
+                opt(rj.took_ms_p99, 1),
+                opt(rj.took_ms_max, 1)
+            );
         }
         let k = &self.packets;
         let _ = writeln!(
@@ -361,24 +448,29 @@ impl Report {
             );
         }
         if let Some(r) = &self.relay {
-            let _ = writeln!(
-                s,
-                "relay         received {}  forwarded {}  dropped {}  cpu {} s ({})  cpu s per million forwarded {}",
-                opt(r.packets_received, 0),
-                opt(r.packets_forwarded, 0),
-                opt(r.datagrams_dropped, 0),
-                opt(r.cpu_seconds, 2),
-                r.cpu_source,
-                opt(r.cpu_seconds_per_million_forwarded, 2)
-            );
-            let _ = writeln!(
-                s,
-                "relay fwd ms  p50 {}  p90 {}  p99 {}  p99.9 {}  (callrelay_forward_latency_seconds buckets)",
-                opt(r.forward_latency_ms_p50, 4),
-                opt(r.forward_latency_ms_p90, 4),
-                opt(r.forward_latency_ms_p99, 4),
-                opt(r.forward_latency_ms_p999, 4)
-            );
+            if !self.relay_nodes.is_empty() {
+                let summed = self
+                    .relay_nodes
+                    .iter()
+                    .filter(|n| n.relay.is_some())
+                    .count();
+                let _ = writeln!(
+                    s,
+                    "relay         sum over {summed} of {} nodes (counters added; latency from the merged histogram)",
+                    self.relay_nodes.len()
+                );
+            }
+            relay_lines(&mut s, "relay", r);
+            for n in &self.relay_nodes {
+                let _ = writeln!(s, "node          {}", n.metrics_url);
+                match (&n.relay, &n.error) {
+                    (Some(r), _) => relay_lines(&mut s, "  relay", r),
+                    (None, e) => {
+                        let _ =
+                            writeln!(s, "  not counted: {}", e.as_deref().unwrap_or("no figures"));
+                    }
+                }
+            }
         }
         let _ = writeln!(
             s,
@@ -395,6 +487,30 @@ impl Report {
         }
         s
     }
+}
+
+/// The two lines of relay figures, labelled `name`.
+fn relay_lines(s: &mut String, name: &str, r: &RelayReport) {
+    let _ = writeln!(
+        s,
+        "{:<12}  received {}  forwarded {}  dropped {}  cpu {} s ({})  cpu s per million forwarded {}",
+        name,
+        opt(r.packets_received, 0),
+        opt(r.packets_forwarded, 0),
+        opt(r.datagrams_dropped, 0),
+        opt(r.cpu_seconds, 2),
+        r.cpu_source,
+        opt(r.cpu_seconds_per_million_forwarded, 2)
+    );
+    let _ = writeln!(
+        s,
+        "{:<12}  p50 {}  p90 {}  p99 {}  p99.9 {}  (callrelay_forward_latency_seconds buckets)",
+        format!("{name} fwd ms"),
+        opt(r.forward_latency_ms_p50, 4),
+        opt(r.forward_latency_ms_p90, 4),
+        opt(r.forward_latency_ms_p99, 4),
+        opt(r.forward_latency_ms_p999, 4)
+    );
 }
 
 /// Packets delivered to receivers per second of relay CPU, if the relay's CPU time is known:
@@ -588,6 +704,72 @@ mod tests {
         let v = t.judge(&report("a", 100, None, 1.0, 2)).unwrap();
         assert!(!v.passed);
         assert_eq!(v.failures, ["2 of 24 streams never received"]);
+    }
+
+    #[test]
+    fn failed_rejoins_and_sessions_the_relay_ended_fail_the_loss_threshold() {
+        let t = Thresholds {
+            max_p99: None,
+            max_loss: Some(0.001),
+        };
+        // Older reports have neither field: they read as none.
+        let mut r = report("a", 100, None, 1.0, 0);
+        assert_eq!(r.rejoins.count, 0);
+        assert!(r.participants.closed_by_relay.is_empty());
+        assert!(r.relay_nodes.is_empty());
+        // Successful rejoins alone pass (their gaps count as loss already).
+        r.rejoins.count = 3;
+        r.rejoins.by_reason.insert("drain".into(), 2);
+        r.rejoins.by_reason.insert("node_lost".into(), 1);
+        r.rejoins.took_ms_p50 = Some(210.0);
+        assert!(t.judge(&r).unwrap().passed);
+        let table = r.table();
+        assert!(
+            table.contains("rejoins       3 (drain ×2, node_lost ×1)  failed 0  took ms p50 210.0"),
+            "{table}"
+        );
+        r.rejoins.failed = 1;
+        r.participants.closed_by_relay.insert("revoked".into(), 2);
+        let v = t.judge(&r).unwrap();
+        assert_eq!(
+            v.failures,
+            [
+                "1 rejoins failed",
+                "2 sessions closed by the relay (revoked ×2)"
+            ]
+        );
+        assert!(r
+            .table()
+            .contains("closed        by the relay, final: revoked ×2"));
+    }
+
+    #[test]
+    fn several_nodes_show_the_sum_and_each_node() {
+        let mut r = report("callrelay", 100, Some(1.0), 1.0, 0);
+        r.relay_nodes = vec![
+            NodeReport {
+                metrics_url: "http://a/metrics".into(),
+                relay: Some(RelayReport::cpu_only(0.4)),
+                error: None,
+            },
+            NodeReport {
+                metrics_url: "http://b/metrics".into(),
+                relay: None,
+                error: Some("GET http://b/metrics: connection refused".into()),
+            },
+        ];
+        let t = r.table();
+        assert!(t.contains("relay         sum over 1 of 2 nodes"), "{t}");
+        assert!(
+            t.contains("node          http://a/metrics\n  relay       received"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  not counted: GET http://b/metrics: connection refused"),
+            "{t}"
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.relay_nodes.len(), 2);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callrelay_client::{Client, ClientConfig, ClientError, ClientEvent, TrackKind};
+use callrelay_client::{
+    ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, TrackKind,
+};
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
@@ -14,8 +16,8 @@ use crate::header::{self, Stream};
 use crate::janus::{self, Janus};
 use crate::prom::{self, Scrape};
 use crate::report::{
-    JoinReport, LatencyReport, LossReport, PacketReport, ParticipantReport, RelayReport, Report,
-    RunConfig,
+    JoinReport, LatencyReport, LossReport, NodeReport, PacketReport, ParticipantReport,
+    RejoinReport, RelayReport, Report, RunConfig,
 };
 use crate::stats::{latency_histogram, ReceiverStats, StreamTotals};
 use crate::traffic::{Schedule, TrafficConfig};
@@ -65,12 +67,15 @@ impl Target {
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// What `url` is.
+    /// What `urls` are.
     pub target: Target,
-    /// Relay base URL, `http://127.0.0.1:7700` (for Janus its API, `http://127.0.0.1:8088/janus`).
-    pub url: String,
-    /// Where to read the relay's metrics (`None`: do not).
-    pub metrics_url: Option<String>,
+    /// Relay base URLs, `http://127.0.0.1:7700`: the nodes of one cluster. Participant `i`
+    /// joins through `urls[i % n]` and joins again through the next ones; links are created
+    /// and dev tokens fetched through `urls[0]` (a participant's dev token through its own
+    /// URL). Janus: exactly one, its API (`http://127.0.0.1:8088/janus`).
+    pub urls: Vec<String>,
+    /// Where to read the relays' metrics (empty: do not): every node's, summed in the report.
+    pub metrics_urls: Vec<String>,
     /// Token source for joins.
     pub auth: Auth,
     /// Token for creating links (else the join token).
@@ -96,9 +101,13 @@ pub struct Options {
     pub seed: u64,
     /// Print a progress line every second on stderr.
     pub progress: bool,
-    /// The relay's process id when it runs on this machine: its CPU time is then read from
-    /// `/proc` (10 ms resolution) instead of `process_cpu_seconds_total` (whole seconds).
-    pub relay_pid: Option<u32>,
+    /// The relays' process ids when they run on this machine: their CPU time is then read
+    /// from `/proc` (10 ms resolution) instead of `process_cpu_seconds_total` (whole seconds).
+    /// In `metrics_urls` order when there are as many (then per node too).
+    pub relay_pids: Vec<u32>,
+    /// How long a participant whose session ended for `moved`, `drain` or a lost node keeps
+    /// trying to join again (round robin over `urls`, 200 ms doubling to 1 s between attempts).
+    pub rejoin_deadline: Duration,
 }
 
 impl Options {
@@ -149,6 +158,18 @@ impl Options {
             return Err(format!(
                 "--subscribe-layer asks for a layer publishers do not send (--video-layers {})",
                 self.traffic.video_layers
+            ));
+        }
+        if self.urls.is_empty() {
+            return Err("give at least one --url".into());
+        }
+        if self.target == Target::Janus && self.urls.len() != 1 {
+            return Err("--target janus takes exactly one --url".into());
+        }
+        if self.rejoin_deadline.is_zero() || self.rejoin_deadline > MAX_DURATION {
+            return Err(format!(
+                "--rejoin-deadline must be between 1s and {}",
+                humantime::format_duration(MAX_DURATION)
             ));
         }
         if self.target == Target::Janus && !self.links.is_empty() {
@@ -209,6 +230,7 @@ impl Default for Clock {
 struct Live {
     joined: AtomicU64,
     failed: AtomicU64,
+    rejoins: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
     rooms_up: Vec<AtomicU64>,
@@ -252,6 +274,13 @@ struct Outcome {
     sent: u64,
     keyframe_requests: u64,
     dropped_events: u64,
+    /// Successful rejoins by reason, and how long each took (ms).
+    rejoins: BTreeMap<String, u64>,
+    rejoin_ms: Vec<f64>,
+    /// A rejoin that did not succeed (the participant's last event).
+    rejoin_failed: bool,
+    /// The relay ended the session for good, with this reason (`none`: it gave none).
+    closed_by_relay: Option<String>,
 }
 
 struct Participant {
@@ -270,15 +299,24 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()?;
-    let base = opts.url.trim_end_matches('/').to_owned();
+    let urls: Vec<String> = opts
+        .urls
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect();
+    let base = urls[0].clone();
 
-    let before = match &opts.metrics_url {
-        Some(u) => Some(scrape(&http, u).await?),
-        None => None,
-    };
+    // Every node must answer before the run; after it, a node that is gone is left out.
+    let mut before = Vec::with_capacity(opts.metrics_urls.len());
+    for u in &opts.metrics_urls {
+        before.push(scrape(&http, u).await?);
+    }
     let cpu_before = cpu_seconds("self");
-    let relay_pid = opts.relay_pid.map(|p| p.to_string());
-    let relay_cpu_before = relay_pid.as_deref().and_then(cpu_seconds);
+    let relay_cpu_before: Vec<Option<f64>> = opts
+        .relay_pids
+        .iter()
+        .map(|p| cpu_seconds(&p.to_string()))
+        .collect();
 
     // Tokens and links (Janus: rooms).
     let rooms = opts.room_count();
@@ -334,7 +372,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             let token = match (&janus, &opts.auth) {
                 (Some(_), _) => String::new(),
                 (None, Auth::Token(t)) => t.clone(),
-                (None, Auth::Dev) => dev_token(&http, &base, &format!("loadgen-{index}")).await?,
+                (None, Auth::Dev) => {
+                    let via = &urls[index as usize % urls.len()];
+                    dev_token(&http, via, &format!("loadgen-{index}")).await?
+                }
             };
             participants.push(Participant {
                 index,
@@ -368,7 +409,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         tokio::time::sleep_until(tokio::time::Instant::from_std(started + gap * i as u32)).await;
         tasks.push(tokio::spawn(participant(
             p,
-            base.clone(),
+            urls.clone(),
+            opts.rejoin_deadline,
             opts.traffic.clone(),
             opts.seed,
             clock,
@@ -385,10 +427,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let traffic_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
 
-    let after = match &opts.metrics_url {
-        Some(u) => Some(scrape(&http, u).await?),
-        None => None,
-    };
+    let mut after = Vec::with_capacity(opts.metrics_urls.len());
+    for u in &opts.metrics_urls {
+        after.push(scrape(&http, u).await);
+    }
     let _ = phase_tx.send(Phase::Leaving);
     let mut outcomes = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -402,7 +444,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         p.abort();
     }
     let cpu_after = cpu_seconds("self");
-    let relay_cpu_after = relay_pid.as_deref().and_then(cpu_seconds);
+    let relay_cpu_after: Vec<Option<f64>> = opts
+        .relay_pids
+        .iter()
+        .map(|p| cpu_seconds(&p.to_string()))
+        .collect();
     if let Some(j) = &janus {
         for room in &links {
             if let Ok(room) = room.parse() {
@@ -424,31 +470,74 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         keyframe_interval_s: opts.traffic.keyframe_interval.as_secs_f64(),
         subscribe_layer: opts.subscribe_layer.rid().unwrap_or("l").to_owned(),
     };
-    let relay = match (before, after) {
-        (Some(b), Some(a)) => {
-            let mut r = relay_report(&b, &a);
-            if let (Some(cb), Some(ca)) = (relay_cpu_before, relay_cpu_after) {
-                r.set_cpu_seconds(ca - cb, "/proc");
-            }
-            Some(r)
+    // CPU from /proc: per pid, and their sum when every pid was read both times.
+    let pid_cpu: Vec<Option<f64>> = relay_cpu_before
+        .iter()
+        .zip(&relay_cpu_after)
+        .map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
+        .collect();
+    let pid_cpu_total: Option<f64> = if pid_cpu.is_empty() {
+        None
+    } else {
+        pid_cpu.iter().copied().sum()
+    };
+    let (relay, relay_nodes) = if opts.metrics_urls.is_empty() {
+        // No metrics (Janus, or --no-metrics): the CPU time alone, when the pids are known.
+        (pid_cpu_total.map(RelayReport::cpu_only), Vec::new())
+    } else {
+        let per_node_cpu = pid_cpu.len() == opts.metrics_urls.len();
+        let mut nodes = Vec::with_capacity(opts.metrics_urls.len());
+        let mut counted = (Vec::new(), Vec::new());
+        // /proc CPU of the nodes counted, when each has its pid read both times.
+        let mut counted_cpu = Some(0.0);
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            let (relay, error) = match a {
+                Ok(a) => {
+                    counted.0.push(b);
+                    counted.1.push(a);
+                    let mut r = relay_report(b, a);
+                    let cpu = pid_cpu.get(i).copied().flatten().filter(|_| per_node_cpu);
+                    if let Some(c) = cpu {
+                        r.set_cpu_seconds(c, "/proc");
+                    }
+                    counted_cpu = counted_cpu.zip(cpu).map(|(t, c)| t + c);
+                    (Some(r), None)
+                }
+                Err(e) => (None, Some(format!("{e:#}"))),
+            };
+            nodes.push(NodeReport {
+                metrics_url: opts.metrics_urls[i].clone(),
+                relay,
+                error,
+            });
         }
-        // No metrics (Janus, or --no-metrics): the CPU time alone, when the pid is known.
-        _ => match (relay_cpu_before, relay_cpu_after) {
-            (Some(cb), Some(ca)) => Some(RelayReport::cpu_only(ca - cb)),
-            _ => None,
-        },
+        let mut sum = relay_report(
+            &Scrape::merge(counted.0.iter().copied()),
+            &Scrape::merge(counted.1.iter().copied()),
+        );
+        // /proc CPU only if it covers exactly the nodes counted: per node (pids in node
+        // order), or every pid when every node was counted.
+        let all_counted = counted.1.len() == opts.metrics_urls.len();
+        match (per_node_cpu, counted_cpu, pid_cpu_total) {
+            (true, Some(c), _) => sum.set_cpu_seconds(c, "/proc"),
+            (false, _, Some(c)) if all_counted => sum.set_cpu_seconds(c, "/proc"),
+            _ => {}
+        }
+        // One node: its figures are the sum, and no figures is an error, as it always was.
+        if nodes.len() == 1 {
+            if let Some(e) = nodes.pop().and_then(|n| n.error) {
+                anyhow::bail!("after the run: {e}");
+            }
+        }
+        (Some(sum), nodes)
     };
     let loadgen_cpu = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,
     };
-    Ok(build_report(
-        run_config,
-        outcomes,
-        traffic_secs,
-        relay,
-        loadgen_cpu,
-    ))
+    let mut report = build_report(run_config, outcomes, traffic_secs, relay, loadgen_cpu);
+    report.relay_nodes = relay_nodes;
+    Ok(report)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +560,10 @@ impl Outcome {
             sent: 0,
             keyframe_requests: 0,
             dropped_events: 0,
+            rejoins: BTreeMap::new(),
+            rejoin_ms: Vec::new(),
+            rejoin_failed: false,
+            closed_by_relay: None,
         }
     }
 }
@@ -487,7 +580,8 @@ fn redact(s: &str, links: &[String]) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn participant(
     p: Participant,
-    base: String,
+    urls: Vec<String>,
+    rejoin_deadline: Duration,
     traffic: TrafficConfig,
     seed: u64,
     clock: Clock,
@@ -510,9 +604,15 @@ async fn participant(
     let joined = tokio::time::timeout(JOIN_TIMEOUT, async {
         match janus {
             None => {
-                let mut c = Client::join(&base, &p.token, &p.link, config).await?;
-                let early = c.wait_connected(JOIN_TIMEOUT).await?;
-                Ok::<_, anyhow::Error>((Peer::Relay(c), early))
+                let policy = RejoinPolicy {
+                    deadline: rejoin_deadline,
+                    ..RejoinPolicy::default()
+                };
+                let mut m =
+                    Member::join_from(&urls, p.index as usize, &p.token, &p.link, config, policy)
+                        .await?;
+                let early = m.wait_connected(JOIN_TIMEOUT).await?;
+                Ok::<_, anyhow::Error>((Peer::Relay(Box::new(m)), early))
             }
             Some(j) => {
                 let room = p.link.parse().map_err(|_| anyhow::anyhow!("bad room"))?;
@@ -526,6 +626,7 @@ async fn participant(
                     JOIN_TIMEOUT,
                 )
                 .await?;
+                let early = early.into_iter().map(MemberEvent::Client).collect();
                 Ok((Peer::Janus(Box::new(peer)), early))
             }
         }
@@ -575,6 +676,7 @@ async fn participant(
     let mut last_flush = clock.now_ns();
     let mut due = Vec::new();
     let mut sent_flushed = 0u64;
+    let mut rejoins_flushed = 0u64;
     for e in early {
         rx.handle(e, &mut out, &mut schedule);
     }
@@ -605,22 +707,16 @@ async fn participant(
                     closed = true;
                     break;
                 };
-                let is_closed = matches!(e, ClientEvent::Closed { .. });
-                rx.handle(e, &mut out, &mut schedule);
+                closed = rx.handle(e, &mut out, &mut schedule);
                 // Read what else is queued in one go.
                 let mut n = 0;
-                while n < 256 {
+                while n < 256 && !closed {
                     let Some(e) = client.try_next_event() else { break };
-                    let c = matches!(e, ClientEvent::Closed { .. });
-                    rx.handle(e, &mut out, &mut schedule);
-                    if c {
-                        closed = true;
-                    }
+                    closed = rx.handle(e, &mut out, &mut schedule);
                     n += 1;
                 }
                 rx.ask(&client);
-                if is_closed || closed {
-                    closed = true;
+                if closed {
                     break;
                 }
             }
@@ -653,6 +749,10 @@ async fn participant(
             sent_flushed = out.sent;
             live.received
                 .fetch_add(std::mem::take(&mut rx.received), Ordering::Relaxed);
+            let rejoins = out.rejoin_ms.len() as u64;
+            live.rejoins
+                .fetch_add(rejoins - rejoins_flushed, Ordering::Relaxed);
+            rejoins_flushed = rejoins;
             last_flush = now;
         }
     }
@@ -660,9 +760,16 @@ async fn participant(
     live.sent
         .fetch_add(out.sent - sent_flushed, Ordering::Relaxed);
     live.received.fetch_add(rx.received, Ordering::Relaxed);
+    live.rejoins.fetch_add(
+        out.rejoin_ms.len() as u64 - rejoins_flushed,
+        Ordering::Relaxed,
+    );
     out.dropped_events = client.dropped_events();
     if closed {
-        out.error = Some("session closed by the relay during the run".into());
+        if out.error.is_none() {
+            out.error = Some("session ended during the run".into());
+        }
+        out.error = out.error.as_deref().map(|e| redact(e, &links));
     } else {
         client.leave().await;
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
@@ -677,22 +784,23 @@ async fn participant(
 /// A participant's connection(s): one callrelay session, or a Janus session with its publisher
 /// and subscriber peer connections.
 enum Peer {
-    Relay(Client),
+    /// A callrelay participant that joins again by itself (moved, drain, lost node).
+    Relay(Box<Member>),
     Janus(Box<janus::Peer>),
 }
 
 impl Peer {
-    async fn next_event(&mut self) -> Option<ClientEvent> {
+    async fn next_event(&mut self) -> Option<MemberEvent> {
         match self {
             Peer::Relay(c) => c.next_event().await,
-            Peer::Janus(j) => j.next_event().await,
+            Peer::Janus(j) => j.next_event().await.map(MemberEvent::Client),
         }
     }
 
-    fn try_next_event(&mut self) -> Option<ClientEvent> {
+    fn try_next_event(&mut self) -> Option<MemberEvent> {
         match self {
             Peer::Relay(c) => c.try_next_event(),
-            Peer::Janus(j) => j.try_next_event(),
+            Peer::Janus(j) => j.try_next_event().map(MemberEvent::Client),
         }
     }
 
@@ -750,7 +858,34 @@ struct Rx {
 }
 
 impl Rx {
-    fn handle(&mut self, e: ClientEvent, out: &mut Outcome, schedule: &mut Option<Schedule>) {
+    /// Accounts for one event; true if it is the participant's last (its call is over).
+    fn handle(
+        &mut self,
+        e: MemberEvent,
+        out: &mut Outcome,
+        schedule: &mut Option<Schedule>,
+    ) -> bool {
+        let e = match e {
+            MemberEvent::Client(e) => e,
+            MemberEvent::Rejoined { reason, took, .. } => {
+                *out.rejoins.entry(reason).or_default() += 1;
+                out.rejoin_ms.push(took.as_secs_f64() * 1e3);
+                // A new session: video preferences are asked again.
+                self.asked.clear();
+                return false;
+            }
+            MemberEvent::RejoinFailed {
+                reason,
+                error,
+                attempts,
+            } => {
+                out.rejoin_failed = true;
+                out.error = Some(format!(
+                    "could not join again after {reason} ({attempts} attempts): {error}"
+                ));
+                return true;
+            }
+        };
         match e {
             ClientEvent::Media(m) => {
                 let video = m.kind == TrackKind::Video;
@@ -763,7 +898,7 @@ impl Rx {
                 }
                 let Some(h) = header::find(&m.payload, video) else {
                     out.stats.foreign += 1;
-                    return;
+                    return false;
                 };
                 let arrival = self.clock.ns(m.arrival);
                 let latency = out.stats.record(&h, m.payload.len(), arrival);
@@ -779,8 +914,17 @@ impl Rx {
                     s.request_keyframe(rid.as_deref().and_then(Stream::from_rid));
                 }
             }
-            ClientEvent::Connected | ClientEvent::Signal(_) | ClientEvent::Closed { .. } => {}
+            ClientEvent::Closed { reason } => {
+                let reason = reason.unwrap_or_else(|| "none".to_owned());
+                out.error = Some(format!(
+                    "session closed by the relay during the run: removed{{{reason}}}"
+                ));
+                out.closed_by_relay = Some(reason);
+                return true;
+            }
+            ClientEvent::Connected | ClientEvent::Signal(_) => {}
         }
+        false
     }
 }
 
@@ -829,10 +973,11 @@ async fn progress_line(live: Arc<Live>, clock: Clock, rooms: usize, total: usize
             .take_interval_p99_ms()
             .map_or("-".to_owned(), |v| format!("{v:.2} ms"));
         eprintln!(
-            "[{:>4.0}s] rooms up {up}/{rooms}  joined {}/{total} (failed {})  packets/s out {}  in {}  p99 {p99}",
+            "[{:>4.0}s] rooms up {up}/{rooms}  joined {}/{total} (failed {}, rejoins {})  packets/s out {}  in {}  p99 {p99}",
             clock.now_ns() as f64 / 1e9,
             live.joined.load(Ordering::Relaxed),
             live.failed.load(Ordering::Relaxed),
+            live.rejoins.load(Ordering::Relaxed),
             sent - last_sent,
             received - last_received,
         );
@@ -842,15 +987,16 @@ async fn progress_line(live: Arc<Live>, clock: Clock, rooms: usize, total: usize
 }
 
 async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
+    use anyhow::Context as _;
     let text = http
         .get(url)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?
-        .error_for_status()
-        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("GET {url}"))?
         .text()
-        .await?;
+        .await
+        .with_context(|| format!("GET {url}"))?;
     Ok(Scrape::parse(&text)?)
 }
 
@@ -999,9 +1145,24 @@ fn build_report(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let (mut joined, mut failed, mut without_media) = (0, 0, 0);
     let (mut keyframe_requests, mut dropped_events, mut foreign) = (0, 0, 0);
+    let mut rejoins = RejoinReport::default();
+    let mut rejoin_took =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("1 µs..1 h at 3 digits is valid");
+    let mut closed_by_relay: BTreeMap<String, u64> = BTreeMap::new();
     for o in &outcomes {
         if let Some(e) = &o.error {
             *errors.entry(e.clone()).or_default() += 1;
+        }
+        for (reason, n) in &o.rejoins {
+            *rejoins.by_reason.entry(reason.clone()).or_default() += n;
+            rejoins.count += n;
+        }
+        for ms in &o.rejoin_ms {
+            rejoin_took.saturating_record((ms * 1000.0) as u64);
+        }
+        rejoins.failed += u64::from(o.rejoin_failed);
+        if let Some(r) = &o.closed_by_relay {
+            *closed_by_relay.entry(r.clone()).or_default() += 1;
         }
         if !o.joined {
             failed += 1;
@@ -1029,6 +1190,9 @@ fn build_report(
     let ms = |h: &Histogram<u64>, q: f64, div: f64| {
         (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / div)
     };
+    rejoins.took_ms_p50 = ms(&rejoin_took, 0.5, 1e3);
+    rejoins.took_ms_p99 = ms(&rejoin_took, 0.99, 1e3);
+    rejoins.took_ms_max = (!rejoin_took.is_empty()).then(|| rejoin_took.max() as f64 / 1e3);
     Report {
         config,
         participants: ParticipantReport {
@@ -1038,6 +1202,7 @@ fn build_report(
             errors,
             keyframe_requests,
             dropped_events,
+            closed_by_relay,
         },
         packets: PacketReport {
             sent,
@@ -1076,7 +1241,9 @@ fn build_report(
             jitter_ms_max: all.jitter_ms_max,
         },
         streams,
+        rejoins,
         relay,
+        relay_nodes: Vec::new(),
         loadgen_cpu_seconds,
         traffic_seconds: traffic_secs,
         thresholds: None,

@@ -31,21 +31,30 @@ impl Relay {
 
 async fn start_relay() -> Relay {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let relay = start_relay_in(dir.path(), &[("CALLRELAY_MEDIA_WORKERS", "2")]).await;
+    Relay {
+        base: relay.base.clone(),
+        relay,
+        _dir: dir,
+    }
+}
+
+/// A dev-mode relay on a free port storing in `dir` (relays sharing a dir share links), with
+/// `env` on top.
+async fn start_relay_in(dir: &std::path::Path, env: &[(&str, &str)]) -> InProcess {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("bound address");
     let public_url = format!("http://{addr}");
-    let env = [
-        ("CALLRELAY_HTTP_PUBLIC_URL", public_url.as_str()),
-        ("CALLRELAY_MEDIA_WORKERS", "2"),
-    ];
+    let mut vars = vec![("CALLRELAY_HTTP_PUBLIC_URL", public_url.as_str())];
+    vars.extend_from_slice(env);
     let overrides = Overrides {
         http_addr: Some(addr.to_string()),
-        data_dir: Some(dir.path().to_string_lossy().into_owned()),
+        data_dir: Some(dir.to_string_lossy().into_owned()),
         ..Overrides::default()
     };
-    let settings = testing::settings(&env, &overrides);
+    let settings = testing::settings(&vars, &overrides);
     // As `callrelay serve` does: the process collector exports process_cpu_seconds_total.
     let registry = prometheus::Registry::new();
     registry
@@ -53,12 +62,7 @@ async fn start_relay() -> Relay {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("process collector registers");
-    let relay = InProcess::start(listener, settings, registry, Arc::new(SystemClock)).await;
-    Relay {
-        base: relay.base.clone(),
-        relay,
-        _dir: dir,
-    }
+    InProcess::start(listener, settings, registry, Arc::new(SystemClock)).await
 }
 
 /// Every metric name written as a string literal in the relay's metrics module.
@@ -85,8 +89,8 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     let relay = start_relay().await;
     let opts = Options {
         target: callrelay_loadgen::Target::Callrelay,
-        url: relay.base.clone(),
-        metrics_url: Some(format!("{}/metrics", relay.base)),
+        urls: vec![relay.base.clone()],
+        metrics_urls: vec![format!("{}/metrics", relay.base)],
         auth: Auth::Dev,
         admin_token: None,
         links: Vec::new(),
@@ -103,13 +107,17 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
         seed: 7,
         progress: false,
-        relay_pid: None,
+        relay_pids: Vec::new(),
+        rejoin_deadline: Duration::from_secs(30),
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
         .expect("the run stops by itself")
         .expect("the run completes");
     eprintln!("{}", report.table());
+    assert!(report.relay_nodes.is_empty(), "one node: no per-node lines");
+    assert_eq!(report.rejoins.count, 0);
+    assert!(report.participants.closed_by_relay.is_empty());
 
     assert_eq!(
         report.participants.joined, 6,
@@ -193,8 +201,8 @@ async fn receivers_get_the_layer_they_ask_for() {
     let relay = start_relay().await;
     let opts = Options {
         target: callrelay_loadgen::Target::Callrelay,
-        url: relay.base.clone(),
-        metrics_url: None,
+        urls: vec![relay.base.clone()],
+        metrics_urls: Vec::new(),
         auth: Auth::Dev,
         admin_token: None,
         links: Vec::new(),
@@ -210,7 +218,8 @@ async fn receivers_get_the_layer_they_ask_for() {
         join_rate: 20.0,
         seed: 3,
         progress: false,
-        relay_pid: None,
+        relay_pids: Vec::new(),
+        rejoin_deadline: Duration::from_secs(30),
         subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
@@ -227,4 +236,86 @@ async fn receivers_get_the_layer_they_ask_for() {
     assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
 
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_again() {
+    // Two relays on one store (one secret, so a token works on both). Without a cluster each
+    // hosts the calls joined through it; with 2 rooms and 2 URLs participant i joins room
+    // i % 2 through URL i % 2, so each room lives on one relay.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let env = [
+        (
+            "CALLRELAY_AUTH_SECRET",
+            "loadgen-test-secret-loadgen-test-secret",
+        ),
+        ("CALLRELAY_MEDIA_WORKERS", "1"),
+    ];
+    let a = start_relay_in(dir.path(), &env).await;
+    let b = start_relay_in(dir.path(), &env).await;
+    let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        urls: vec![a.base.clone(), b.base.clone()],
+        metrics_urls: vec![format!("{}/metrics", a.base), format!("{}/metrics", b.base)],
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 2,
+        publishers: 3,
+        subscribers: 0,
+        traffic: TrafficConfig {
+            video_layers: 1,
+            ..TrafficConfig::default()
+        },
+        duration: Duration::from_secs(6),
+        join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
+        seed: 11,
+        progress: false,
+        relay_pids: Vec::new(),
+        rejoin_deadline: Duration::from_secs(10),
+    };
+    let run = tokio::spawn(run(opts));
+    // Every join is done after 0.3 s; A then drains: its room's three participants get
+    // `removed{drain}` and join again through B.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(a.state.media.participants(), 3, "room 0 on A");
+    assert_eq!(b.state.media.participants(), 3, "room 1 on B");
+    a.stop(Duration::from_secs(15)).await;
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run stops by itself")
+        .expect("the run task ends")
+        .expect("the run completes");
+    eprintln!("{}", report.table());
+
+    let p = &report.participants;
+    assert_eq!((p.joined, p.failed), (6, 0), "{:?}", p.errors);
+    assert!(p.closed_by_relay.is_empty(), "{:?}", p.closed_by_relay);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let r = &report.rejoins;
+    assert_eq!(r.count, 3, "{r:?}");
+    assert_eq!(r.by_reason.get("drain"), Some(&3), "{r:?}");
+    assert_eq!(r.failed, 0);
+    assert!(r.took_ms_max.is_some_and(|ms| ms < 5_000.0), "{r:?}");
+    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
+    // Media flowed again in the moved room: every packet handed to a client reaches the two
+    // other members of its room, but for what was in flight around the move.
+    let k = &report.packets;
+    assert!(
+        k.received as f64 >= 2.0 * k.sent as f64 * 0.8,
+        "sent {} received {}",
+        k.sent,
+        k.received
+    );
+
+    // Per node: A was gone when the run ended, so only B is counted in the sum.
+    assert_eq!(report.relay_nodes.len(), 2);
+    assert!(report.relay_nodes[0].relay.is_none());
+    assert!(report.relay_nodes[0].error.is_some());
+    let nb = report.relay_nodes[1].relay.as_ref().expect("B's figures");
+    let sum = report.relay.as_ref().expect("the sum");
+    assert_eq!(sum.packets_forwarded, nb.packets_forwarded);
+    assert!(nb.packets_forwarded.is_some_and(|v| v > 0.0), "{nb:?}");
+    b.stop(Duration::from_secs(15)).await;
 }

@@ -23,7 +23,14 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! [`Member`] wraps a `Client` for calls that outlive a node: it joins through a list of relay
+//! URLs and joins again by itself when the relay moves the call, drains, or is lost.
 #![forbid(unsafe_code)]
+
+mod member;
+
+pub use member::{rejoin_reason, Member, MemberEvent, RejoinPolicy};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -85,9 +92,20 @@ impl Default for ClientConfig {
 /// Why a client could not join or act.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The HTTP join failed (network or a non-2xx answer, with its body).
+    /// The HTTP join failed before an answer (connection refused, reset, unreadable body).
     #[error("http join failed: {0}")]
     Http(String),
+    /// The HTTP join was answered with a non-2xx status.
+    #[error("http join failed: {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The problem's stable `code` (`link_revoked`, `store_unavailable`, …), empty if the
+        /// body is not a problem document.
+        code: String,
+        /// The body as received.
+        body: String,
+    },
     /// The WebSocket could not be opened or broke during the join.
     #[error("websocket: {0}")]
     WebSocket(String),
@@ -311,7 +329,15 @@ pub async fn http_join(
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
-        return Err(ClientError::Http(format!("{status}: {body}")));
+        let code = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            code,
+            body,
+        });
     }
     resp.json::<JoinTicket>()
         .await

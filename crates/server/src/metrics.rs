@@ -235,6 +235,19 @@ const PROPAGATION_BUCKETS: &[f64] = &[
 pub const PROPAGATION_KINDS: [&str; 3] = ["revoke", "block", "expiry"];
 /// Outcomes of `callrelay_cluster_placements_total`.
 pub const PLACEMENT_OUTCOMES: [&str; 4] = ["existing", "new_local", "new_remote", "replaced"];
+/// Operations of `callrelay_cluster_errors_total`.
+pub const CLUSTER_OPS: [&str; 10] = [
+    "register",
+    "heartbeat",
+    "place",
+    "claim",
+    "report",
+    "release",
+    "room",
+    "nodes",
+    "notify",
+    "gc",
+];
 /// States of `callrelay_cluster_nodes`.
 pub const NODE_STATES: [&str; 3] = ["serving", "draining", "expired"];
 
@@ -333,6 +346,9 @@ impl ClusterMetrics {
         }
         for r in ["revoked", "blocked", "expired", "moved"] {
             m.reconcile_removals.with_label_values(&[r]);
+        }
+        for op in CLUSTER_OPS {
+            m.errors.with_label_values(&[op]);
         }
         Ok(m)
     }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use callrelay_client::{Client, ClientConfig, ClientEvent};
+use callrelay_client::{Client, ClientConfig, ClientEvent, Member, MemberEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -136,29 +136,6 @@ async fn join(via: &str, user: &str, link: &str) -> Client {
     c
 }
 
-/// Joins through the first of `urls` that takes the join, retrying until `within` (a node just
-/// killed may still be the call's home until its lease runs out).
-async fn rejoin(urls: &[&str], user: &str, link: &str, within: Duration) -> Client {
-    let until = Instant::now() + within;
-    let mut last = String::new();
-    let mut i = 0;
-    while Instant::now() < until {
-        let via = urls[i % urls.len()];
-        i += 1;
-        match Client::join(via, &token(user, false), link, audio()).await {
-            Ok(mut c) => {
-                if c.wait_connected(Duration::from_secs(5)).await.is_ok() {
-                    return c;
-                }
-                last = "connected signaling but no media".into();
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{user} could not rejoin within {within:?}: {last}");
-}
-
 /// Sends audio from `from` until `to` has received `n` packets of it (or panics after `within`).
 async fn media_flows(from: &Client, to: &mut Client, n: usize, within: Duration) {
     let tag = rand::random::<u8>() | 1;
@@ -174,6 +151,63 @@ async fn media_flows(from: &Client, to: &mut Client, n: usize, within: Duration)
         tokio::time::sleep(Duration::from_millis(20)).await;
         while let Some(e) = to.try_next_event() {
             if let ClientEvent::Media(p) = e {
+                if p.payload == payload {
+                    got += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Joins a rejoining participant through `urls[0]` (later rejoins go round the list) and waits
+/// for media to connect.
+async fn member(urls: &[&Relay], user: &str, link: &str) -> Member {
+    let urls: Vec<String> = urls.iter().map(|r| r.base.clone()).collect();
+    let mut m = Member::join(&urls, &token(user, false), link, audio())
+        .await
+        .unwrap_or_else(|e| panic!("{user} joins: {e}"));
+    m.wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    m
+}
+
+/// Waits for the member to have joined again by itself; returns why (`moved`, `node_lost`, …).
+async fn rejoined(m: &mut Member, within: Duration) -> String {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, m.next_event()).await {
+            Ok(Some(MemberEvent::Rejoined { reason, .. })) => return reason,
+            Ok(Some(MemberEvent::RejoinFailed { reason, error, .. })) => {
+                panic!("rejoin after {reason} failed: {error}")
+            }
+            Ok(Some(MemberEvent::Client(ClientEvent::Closed { reason }))) => {
+                panic!("session ended for good: {reason:?}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the member ended"),
+            Err(_) => panic!("no rejoin within {within:?}"),
+        }
+    }
+}
+
+/// Sends audio from member `from` until member `to` has received `n` packets of it.
+async fn member_media_flows(from: &mut Member, to: &mut Member, n: usize, within: Duration) {
+    let tag = rand::random::<u8>() | 1;
+    let payload = vec![tag; 120];
+    let until = Instant::now() + within;
+    let mut got = 0;
+    while got < n {
+        assert!(
+            Instant::now() < until,
+            "media did not flow within {within:?} ({got}/{n} packets)"
+        );
+        // Err while a rejoin is still in progress: keep pumping both.
+        let _ = from.send_audio(payload.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while from.try_next_event().is_some() {}
+        while let Some(e) = to.try_next_event() {
+            if let MemberEvent::Client(ClientEvent::Media(p)) = e {
                 if p.payload == payload {
                     got += 1;
                 }
@@ -415,25 +449,24 @@ async fn a_killed_home_node_costs_its_call_less_than_5s() {
     let (a, mut b, c) = (node("a", &db), node("b", &db), node("c", &db));
     let http = reqwest::Client::new();
     let link = create(&http, &a, "alice").await;
-    // The call lives on B; alice came in through A, bob through C.
-    let mut alice = join(&b.base, "alice", &link).await;
-    let mut bob = join(&c.base, "bob", &link).await;
-    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    // The call lives on B (alice's join through B placed it there); bob came in through C.
+    // Both are `callrelay_client::Member`s: they rejoin by themselves.
+    let mut alice = member(&[&b, &a, &c], "alice", &link).await;
+    let mut bob = member(&[&c, &a, &b], "bob", &link).await;
+    member_media_flows(&mut alice, &mut bob, 5, Duration::from_secs(5)).await;
 
     b.child.kill().unwrap(); // SIGKILL
     b.child.wait().unwrap();
     let killed = Instant::now();
-    // Both notice: their signaling socket dies without a `removed`.
-    assert_eq!(removed(&mut alice, Duration::from_secs(5)).await, None);
-    assert_eq!(removed(&mut bob, Duration::from_secs(5)).await, None);
-    // They rejoin through the nodes left; the call is placed again once B's lease runs out.
-    let (ac, ca) = ([a.base.as_str(), &c.base], [c.base.as_str(), &a.base]);
-    let (alive_alice, alive_bob) = tokio::join!(
-        rejoin(&ac, "alice", &link, Duration::from_secs(5)),
-        rejoin(&ca, "bob", &link, Duration::from_secs(5)),
+    // Their signaling dies without a `removed`: each joins again through the nodes left, once
+    // B's lease has run out and the call is placed again.
+    let (ra, rb) = tokio::join!(
+        rejoined(&mut alice, Duration::from_secs(5)),
+        rejoined(&mut bob, Duration::from_secs(5))
     );
-    let (alice, mut bob) = (alive_alice, alive_bob);
-    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    assert_eq!((ra.as_str(), rb.as_str()), ("node_lost", "node_lost"));
+    member_media_flows(&mut alice, &mut bob, 5, Duration::from_secs(5)).await;
+    member_media_flows(&mut bob, &mut alice, 5, Duration::from_secs(5)).await;
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(5), "media back after {took:?}");
     eprintln!("media flowing again {took:?} after kill -9 of the home node");
@@ -538,9 +571,9 @@ async fn two_copies_of_a_room_after_a_partition_become_one_within_5s() {
     let (a, b, c) = (node("a", &db), node("b", &b_db), node("c", &db));
     let http = reqwest::Client::new();
     let link = create(&http, &a, "alice").await;
-    let mut alice = join(&b.base, "alice", &link).await;
-    let mut bob = join(&b.base, "bob", &link).await;
-    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    let mut alice = member(&[&b, &c, &a], "alice", &link).await;
+    let mut bob = member(&[&b, &a, &c], "bob", &link).await;
+    member_media_flows(&mut alice, &mut bob, 5, Duration::from_secs(5)).await;
 
     // B is cut off: its call goes on, but its lease runs out and the room is placed again on A.
     up.send_replace(false);
@@ -560,28 +593,20 @@ async fn two_copies_of_a_room_after_a_partition_become_one_within_5s() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut carol = join(&a.base, "carol", &link).await;
+    let mut carol = member(&[&a], "carol", &link).await;
     // Two copies now: alice and bob on B, carol alone on A.
-    media_flows(&alice, &mut bob, 3, Duration::from_secs(5)).await;
+    member_media_flows(&mut alice, &mut bob, 3, Duration::from_secs(5)).await;
 
     up.send_replace(true);
     let healed = Instant::now();
     // B merges its copy into A's: alice and bob are told `moved` and rejoin by themselves.
-    assert_eq!(
-        removed(&mut alice, Duration::from_secs(5)).await.as_deref(),
-        Some("moved")
+    let (ra, rb) = tokio::join!(
+        rejoined(&mut alice, Duration::from_secs(5)),
+        rejoined(&mut bob, Duration::from_secs(5))
     );
-    assert_eq!(
-        removed(&mut bob, Duration::from_secs(5)).await.as_deref(),
-        Some("moved")
-    );
-    let (bc, ca) = ([b.base.as_str(), &c.base], [c.base.as_str(), &a.base]);
-    let (mut alice, bob) = tokio::join!(
-        rejoin(&bc, "alice", &link, Duration::from_secs(5)),
-        rejoin(&ca, "bob", &link, Duration::from_secs(5)),
-    );
-    media_flows(&carol, &mut alice, 5, Duration::from_secs(5)).await;
-    media_flows(&bob, &mut carol, 5, Duration::from_secs(5)).await;
+    assert_eq!((ra.as_str(), rb.as_str()), ("moved", "moved"));
+    member_media_flows(&mut carol, &mut alice, 5, Duration::from_secs(5)).await;
+    member_media_flows(&mut bob, &mut carol, 5, Duration::from_secs(5)).await;
     let took = healed.elapsed();
     assert!(
         took < Duration::from_secs(5),
