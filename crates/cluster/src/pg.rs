@@ -410,18 +410,29 @@ impl ClusterDb {
         Ok(decision)
     }
 
-    /// Records the participants of the rooms `me` hosts under `epoch`, in one statement; returns
-    /// the links whose row still names `me` at `epoch` (the others need a [`ClusterDb::claim`]).
+    /// Records the participants of the rooms `me` hosts under `epoch` (and zero for its other
+    /// placements: rooms that emptied, so that a draining node's empty room is placed elsewhere);
+    /// returns the links whose row still names `me` at `epoch` (the others need a
+    /// [`ClusterDb::claim`]).
     pub async fn report(
         &self,
         me: &str,
         epoch: i64,
         rooms: &[(String, i64)],
     ) -> Result<Vec<String>, ClusterError> {
+        let links: Vec<String> = rooms.iter().map(|(l, _)| l.clone()).collect();
+        sqlx::query(
+            "UPDATE cluster_rooms SET participants = 0 WHERE node_id = $1 AND epoch = $2 \
+             AND participants <> 0 AND NOT (link_id = ANY($3))",
+        )
+        .bind(me)
+        .bind(epoch)
+        .bind(&links)
+        .execute(&self.pool)
+        .await?;
         if rooms.is_empty() {
             return Ok(Vec::new());
         }
-        let links: Vec<String> = rooms.iter().map(|(l, _)| l.clone()).collect();
         let counts: Vec<i64> = rooms.iter().map(|(_, n)| *n).collect();
         Ok(sqlx::query_scalar(&format!(
             "UPDATE cluster_rooms AS r SET participants = m.n, updated_at = {NOW} \

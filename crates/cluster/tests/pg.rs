@@ -195,6 +195,9 @@ async fn a_lost_home_is_replaced_and_its_stale_copy_told_so() {
     let r = db.room("room2").await.unwrap().unwrap();
     assert!(r.live);
     assert_eq!(r.row.participants, 4);
+    // Emptied: reported as zero by the next report that does not list it.
+    db.report("b", b3, &[]).await.unwrap();
+    assert_eq!(db.room("room2").await.unwrap().unwrap().row.participants, 0);
     // Released when empty (after the grace), and all at once at the end of a drain.
     assert_eq!(
         db.release_idle("b", b3, &[], Duration::from_secs(60))

@@ -138,7 +138,7 @@ impl Cluster {
                     if epoch == 0 {
                         tracing::info!(node = %self.advert.node_id, epoch = e, region = %self.advert.region, url = %self.advert.http_url, "joined the cluster");
                     } else {
-                        tracing::warn!(node = %self.advert.node_id, old_epoch = epoch, epoch = e, "the lease had run out: registered again (rooms placed elsewhere meanwhile are merged back)");
+                        tracing::warn!(node = %self.advert.node_id, old_epoch = epoch, epoch = e, "the lease had run out: registered again (rooms placed elsewhere meanwhile are merged back; if this repeats while the store is up, another node uses the same cluster.node_id)");
                     }
                     true
                 }
