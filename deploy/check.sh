@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the deploy/ artifacts, run by scripts/test before `cargo test`:
 #   - promtool check rules / check config (installs the Debian `prometheus` package for promtool
-#     when promtool is missing, without letting the package start a Prometheus server);
+#     when promtool is missing, without letting the package start a Prometheus server), and
+#     promtool test rules: the alert rules' unit tests (prometheus/alerts.test.yml);
 #   - systemd-analyze verify of the unit (skipped with a message where systemd-analyze is absent);
 #   - kubectl kustomize of deploy/kubernetes, where kubectl is installed (offline render).
 # The Rust test crates/server/tests/deploy.rs checks the contents (metric names, env names, ports).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 command -v promtool >/dev/null 2>&1 || scripts/apt-install prometheus
 promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
 promtool check config deploy/prometheus/prometheus.yml
 
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -1,11 +1,15 @@
 // Calls through the relay's media plane, in real headless Chromium: two and three people in a video
-// link, a voice link, E2EE with and without the key, and revocation during a call. Skipped (with a
-// note) when the relay binary does not serve signaling yet.
+// link, a voice link, E2EE with and without the key, revocation and blocking during a call (no
+// rejoin), and a drain (the pages rejoin the relay that replaces it). Skipped (with a note) when
+// the relay binary does not serve signaling yet. More rejoin cases: rejoin.test.mjs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import {
   startRelay, launchBrowser, newPerson, createLink as create, joinCall, devToken, hasSignaling, artifactsDir, sleep,
+  inbound, waitDecoding, inCall,
 } from './harness.mjs';
 import { clearBytes, parseHeader } from '../../crates/server/web/e2ee.mjs';
 
@@ -36,40 +40,6 @@ const needsMedia = (t) => {
   }
   return false;
 };
-
-/** Inbound RTP stats of the page's peer connection, per kind. */
-async function inbound(page) {
-  return page.evaluate(async () => {
-    const pc = window.callrelay.pc;
-    const out = { audio: [], video: [] };
-    if (!pc) return out;
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp') {
-        out[s.kind]?.push({ bytesReceived: s.bytesReceived || 0, packetsReceived: s.packetsReceived || 0, framesDecoded: s.framesDecoded || 0 });
-      }
-    });
-    return out;
-  });
-}
-
-/** Waits until the page decodes `others` remote audio streams (and video ones unless voice). */
-async function waitDecoding(page, others, { video = true, videos = others, within = 15000 } = {}) {
-  const deadline = Date.now() + within;
-  let last;
-  while (Date.now() < deadline) {
-    last = await inbound(page);
-    const a = last.audio.filter((s) => s.bytesReceived > 0 && s.packetsReceived > 0).length;
-    const v = last.video.filter((s) => s.bytesReceived > 0 && s.framesDecoded > 0).length;
-    if (a >= others && (!video || v >= videos)) return last;
-    await sleep(250);
-  }
-  throw new Error(`not decoding ${others} participant(s) within ${within} ms: ${JSON.stringify(last)}`);
-}
-
-async function inCall(page) {
-  await page.getByTestId('call-status').waitFor();
-  await page.waitForFunction(() => ['joined', 'connected'].includes(document.querySelector('[data-testid=call-status]')?.dataset.state), null, { timeout: 15000 });
-}
 
 test('two people in a video link hear and see each other (E2EE on)', { timeout: 90000 }, async (t) => {
   if (needsMedia(t)) return;
@@ -226,7 +196,7 @@ test('E2EE: without the key nothing decodes (missing-key) and the relay forwards
   for (const p of [alice, bob, eve]) await p.context().close();
 });
 
-test('revoking the link during a call removes both people within 2 s, with the reason', { timeout: 90000 }, async (t) => {
+test('revoking the link during a call removes both people within 2 s, with the reason, and nobody rejoins', { timeout: 90000 }, async (t) => {
   if (needsMedia(t)) return;
   const alice = await newPerson(browser, relay.base);
   const bob = await newPerson(browser, relay.base);
@@ -236,6 +206,9 @@ test('revoking the link during a call removes both people within 2 s, with the r
   await joinCall(bob, link.url, 'Bob');
   await inCall(bob);
   await Promise.all([waitDecoding(alice, 1), waitDecoding(bob, 1)]);
+  // Any join attempt after the revocation would be a rejoin: there must be none.
+  const joins = [];
+  for (const p of [alice, bob]) p.on('request', (r) => r.method() === 'POST' && r.url().endsWith('/join') && joins.push(r.url()));
   const ops = await devToken(relay.base, { user: 'ops', admin: true });
   const revokedAt = Date.now();
   const r = await fetch(`${relay.base}/v1/admin/links/${link.id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ops}` } });
@@ -246,6 +219,13 @@ test('revoking the link during a call removes both people within 2 s, with the r
     assert.equal(await reason.textContent(), 'This link was revoked');
   }));
   assert.ok(Date.now() - revokedAt <= 2500);
+  await sleep(3000); // longer than the first rejoin delays (200, 400, 800 ms…)
+  for (const p of [alice, bob]) {
+    assert.equal(await p.getByTestId('call-status').getAttribute('data-state'), 'ended');
+    assert.equal(await p.getByTestId('removed-reason').textContent(), 'This link was revoked');
+    assert.equal(await p.getByTestId('rejoin').count(), 0, 'no Rejoin button after a revocation');
+  }
+  assert.deepEqual(joins, [], 'no join after the revocation');
   for (const p of [alice, bob]) await p.context().close();
 });
 
@@ -272,9 +252,12 @@ test('a user the creator blocks during the call is removed, without being told w
   for (const p of [alice, mallory]) await p.context().close();
 });
 
-test('a draining relay past its deadline removes everyone with "The server is restarting (drain)"', { timeout: 90000 }, async (t) => {
+test('a draining relay past its deadline: both pages reconnect by themselves to its replacement, media flows again', { timeout: 120000 }, async (t) => {
   if (needsMedia(t)) return;
-  const node = await startRelay({ env: { CALLRELAY_DRAIN_DEADLINE: '1s' } });
+  // A dev relay; its replacement (same port, same data dir) signs with a new generated secret, so
+  // the pages' first rejoin is refused 401 and they fetch a new dev token (app.mjs joinAgain).
+  const dataDir = mkdtempSync(join(tmpdir(), 'callrelay-drain-'));
+  let node = await startRelay({ dataDir, env: { CALLRELAY_DRAIN_DEADLINE: '1s' } });
   try {
     const alice = await newPerson(browser, node.base);
     const bob = await newPerson(browser, node.base);
@@ -283,16 +266,33 @@ test('a draining relay past its deadline removes everyone with "The server is re
     await inCall(alice);
     await joinCall(bob, link.url, 'Bob');
     await inCall(bob);
+    await Promise.all([waitDecoding(alice, 1), waitDecoding(bob, 1)]);
     node.signal('SIGTERM');
+    // removed{drain} at the deadline: "Reconnecting…", not the end of the call.
     for (const p of [alice, bob]) {
-      const reason = p.getByTestId('removed-reason');
-      await reason.waitFor({ timeout: 10000 });
-      assert.equal(await reason.textContent(), 'The server is restarting (drain)');
-      assert.equal(await p.getByTestId('rejoin').count(), 1);
+      await p.waitForFunction(() => {
+        const s = document.querySelector('[data-testid=call-status]');
+        return s?.dataset.state === 'reconnecting' && s.dataset.reason === 'drain';
+      }, null, { timeout: 10000 });
+      assert.equal(await p.getByTestId('call-status').textContent(), 'Reconnecting…');
+      assert.equal(await p.getByTestId('removed-reason').count(), 0);
+    }
+    await node.exited; // the drained node exits once empty
+    node = await startRelay({ dataDir, port: node.port, env: { CALLRELAY_DRAIN_DEADLINE: '1s' } });
+    const restarted = Date.now();
+    await Promise.all([alice, bob].map(async (p) => {
+      await inCall(p);
+      await waitDecoding(p, 1, { within: 20000 });
+    }));
+    assert.ok(Date.now() - restarted < 20000, `back in ${Date.now() - restarted} ms`);
+    for (const p of [alice, bob]) {
+      assert.equal(await p.getByTestId('tile').count(), 1);
+      assert.equal(await p.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
     }
     for (const p of [alice, bob]) await p.context().close();
   } finally {
     await node.stop();
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

@@ -33,11 +33,15 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts `callrelay serve --dev` on a free 127.0.0.1 port with a fresh data dir. */
-export async function startRelay({ env = {} } = {}) {
+/**
+ * Starts `callrelay serve --dev` on 127.0.0.1. By default on a free port with a fresh data dir
+ * (removed by `stop()`); `port` and `dataDir` restart a relay in place of one that was stopped or
+ * killed (the caller then owns the data dir: `stop()` leaves it).
+ */
+export async function startRelay({ env = {}, port: fixedPort, dataDir: fixedDataDir } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build -p callrelay-server first`);
-  const port = await freePort();
-  const dataDir = mkdtempSync(join(tmpdir(), 'callrelay-browser-'));
+  const port = fixedPort || (await freePort());
+  const dataDir = fixedDataDir || mkdtempSync(join(tmpdir(), 'callrelay-browser-'));
   const base = `http://127.0.0.1:${port}`;
   const child = spawn(BINARY, ['serve', '--dev', '--http-addr', `127.0.0.1:${port}`, '--public-url', base, '--data-dir', dataDir], {
     env: { ...process.env, CALLRELAY_MEDIA_PORTS: '0', CALLRELAY_MEDIA_BIND_IP: '127.0.0.1', RUST_LOG: process.env.RUST_LOG || 'info', ...env },
@@ -65,6 +69,7 @@ export async function startRelay({ env = {} } = {}) {
   return {
     base,
     port,
+    dataDir,
     get log() {
       return log;
     },
@@ -73,14 +78,21 @@ export async function startRelay({ env = {} } = {}) {
       child.kill(sig);
     },
     exited,
+    /** SIGKILL (a lost node: no drain, no `removed`), once it is gone. */
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 5000);
         await exited;
         clearTimeout(t);
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!fixedDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -139,6 +151,40 @@ export async function hasSignaling(base) {
   } catch {
     return false;
   }
+}
+
+/** Inbound RTP stats of the page's peer connection, per kind. */
+export async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = window.callrelay.pc;
+    const out = { audio: [], video: [] };
+    if (!pc || pc.connectionState === 'closed') return out;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        out[s.kind]?.push({ bytesReceived: s.bytesReceived || 0, packetsReceived: s.packetsReceived || 0, framesDecoded: s.framesDecoded || 0 });
+      }
+    });
+    return out;
+  });
+}
+
+/** Waits until the page decodes `others` remote audio streams (and video ones unless voice). */
+export async function waitDecoding(page, others, { video = true, videos = others, within = 15000 } = {}) {
+  const deadline = Date.now() + within;
+  let last;
+  while (Date.now() < deadline) {
+    last = await inbound(page);
+    const a = last.audio.filter((s) => s.bytesReceived > 0 && s.packetsReceived > 0).length;
+    const v = last.video.filter((s) => s.bytesReceived > 0 && s.framesDecoded > 0).length;
+    if (a >= others && (!video || v >= videos)) return last;
+    await sleep(250);
+  }
+  throw new Error(`not decoding ${others} participant(s) within ${within} ms: ${JSON.stringify(last)}`);
+}
+
+export async function inCall(page) {
+  await page.getByTestId('call-status').waitFor();
+  await page.waitForFunction(() => ['joined', 'connected'].includes(document.querySelector('[data-testid=call-status]')?.dataset.state), null, { timeout: 15000 });
 }
 
 export function artifactsDir() {

@@ -305,8 +305,8 @@ fn settings(file: Option<&Path>, env: &BTreeMap<String, String>, what: &str) -> 
 }
 
 /// Compose interpolation of the forms used: `${VAR:-default}` takes the default, `${VAR:?msg}`
-/// (a required variable) takes `required` in its place.
-fn interpolate(value: &str, required: &str) -> String {
+/// (a required variable) takes `required(VAR)` in its place.
+fn interpolate(value: &str, required: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(at) = rest.find("${") {
@@ -315,8 +315,8 @@ fn interpolate(value: &str, required: &str) -> String {
         let inner = &rest[at + 2..end];
         if let Some((_, default)) = inner.split_once(":-") {
             out.push_str(default);
-        } else if inner.contains(":?") {
-            out.push_str(required);
+        } else if let Some((var, _)) = inner.split_once(":?") {
+            out.push_str(&required(var));
         } else {
             panic!("${{{inner}}} has no default");
         }
@@ -384,6 +384,15 @@ fn dockerfile_sets_real_keys_and_exposes_its_ports() {
     );
 }
 
+/// What the operator must set for compose (`${VAR:?…}`): a secret and the announced address.
+fn compose_required(var: &str) -> String {
+    match var {
+        "CALLRELAY_ANNOUNCE_IP" => "203.0.113.7".into(),
+        "CALLRELAY_AUTH_SECRET" => SECRET.into(),
+        other => panic!("${{{other}:?…}} is required by the compose file: give the test a stand-in"),
+    }
+}
+
 #[test]
 fn compose_sets_real_keys_and_publishes_its_ports() {
     let docs = yaml_docs("deploy/docker-compose.yml");
@@ -391,59 +400,85 @@ fn compose_sets_real_keys_and_publishes_its_ports() {
     for name in ["callrelay", "postgres", "prometheus", "grafana"] {
         assert!(services.contains_key(name), "service {name}");
     }
-    let relay = &docs[0]["services"]["callrelay"];
-    let mut env = BTreeMap::new();
-    for (k, v) in relay["environment"].as_mapping().expect("environment map") {
-        let v = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => panic!("{k:?}: {other:?}"),
-        };
-        env.insert(k.as_str().unwrap().to_owned(), interpolate(&v, SECRET));
-    }
-    assert!(assert_real_keys("deploy/docker-compose.yml", env.keys()) >= 5);
-    assert!(env["CALLRELAY_STORE_DATABASE_URL"].contains("@postgres:5432/"));
-    let s = settings(None, &env, "docker-compose.yml callrelay environment");
-
-    let mut tcp = BTreeSet::new();
-    let mut udp = BTreeSet::new();
-    for p in relay["ports"].as_sequence().expect("ports") {
-        let p = p.as_str().expect("\"host:container/proto\"");
-        let (mapping, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-        let (host, container) = mapping.rsplit_once(':').expect("host:container");
-        assert_eq!(
-            host.rsplit(':').next(),
-            Some(container),
-            "{p}: same port outside"
+    let prometheus_yml = read("deploy/prometheus/prometheus.yml");
+    // Three relay nodes of one cluster: `callrelay` (node callrelay-1), `callrelay-2`, `callrelay-3`.
+    let nodes = ["callrelay", "callrelay-2", "callrelay-3"];
+    let mut node_ids = BTreeSet::new();
+    let mut advertised = BTreeSet::new();
+    let mut all_udp = BTreeSet::new();
+    let mut all_tcp = BTreeSet::new();
+    for service in nodes {
+        let relay = &docs[0]["services"][service];
+        let mut env = BTreeMap::new();
+        for (k, v) in relay["environment"].as_mapping().expect("environment map") {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => panic!("{k:?}: {other:?}"),
+            };
+            // No silent default for the announced address: compose must fail without it.
+            if k.as_str() == Some("CALLRELAY_MEDIA_ANNOUNCE_IP") {
+                assert!(v.starts_with("${CALLRELAY_ANNOUNCE_IP:?"), "{service}: {v}");
+            }
+            env.insert(
+                k.as_str().unwrap().to_owned(),
+                interpolate(&v, compose_required),
+            );
+        }
+        assert!(assert_real_keys("deploy/docker-compose.yml", env.keys()) >= 7);
+        assert!(env["CALLRELAY_STORE_DATABASE_URL"].contains("@postgres:5432/"));
+        let s = settings(None, &env, &format!("docker-compose.yml {service} environment"));
+        assert!(node_ids.insert(s.cluster.node_id.clone()), "{service}: node_id reused");
+        assert!(
+            advertised.insert(s.cluster.advertise_url.clone()),
+            "{service}: advertise_url reused"
         );
-        let port: u16 = container.parse().unwrap();
-        match proto {
-            "tcp" => tcp.insert(port),
-            "udp" => udp.insert(port),
-            other => panic!("{other}"),
-        };
+        assert_eq!(s.announce_ip.to_string(), "203.0.113.7");
+
+        let mut tcp = BTreeSet::new();
+        let mut udp = BTreeSet::new();
+        for p in relay["ports"].as_sequence().expect("ports") {
+            let p = p.as_str().expect("\"host:container/proto\"");
+            let (mapping, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            let (host, container) = mapping.rsplit_once(':').expect("host:container");
+            assert_eq!(
+                host.rsplit(':').next(),
+                Some(container),
+                "{service} {p}: same port outside"
+            );
+            let port: u16 = container.parse().unwrap();
+            match proto {
+                "tcp" => tcp.insert(port),
+                "udp" => udp.insert(port),
+                other => panic!("{other}"),
+            };
+        }
+        assert_eq!(tcp, BTreeSet::from([s.http_addr.port()]), "{service}: HTTP port");
+        assert_eq!(udp, media_ports(&s), "{service}: published UDP ports = media.ports");
+        assert!(all_udp.is_disjoint(&udp), "{service}: UDP ports of another node");
+        assert!(all_tcp.is_disjoint(&tcp), "{service}: HTTP port of another node");
+        all_udp.extend(udp);
+        all_tcp.extend(tcp);
+        let grace = duration(
+            relay["stop_grace_period"]
+                .as_str()
+                .expect("stop_grace_period"),
+        );
+        assert!(
+            grace > s.drain_deadline,
+            "{service}: stop_grace_period {grace:?} <= drain.deadline"
+        );
+        let target = format!("\"{service}:{}\"", s.http_addr.port());
+        assert!(
+            prometheus_yml.contains(&target),
+            "prometheus.yml scrapes {target}"
+        );
     }
-    assert_eq!(tcp, BTreeSet::from([s.http_addr.port()]), "HTTP port");
-    assert_eq!(udp, media_ports(&s), "published UDP ports = media.ports");
-    let grace = duration(
-        relay["stop_grace_period"]
-            .as_str()
-            .expect("stop_grace_period"),
-    );
-    assert!(
-        grace > s.drain_deadline,
-        "stop_grace_period {grace:?} <= drain.deadline"
-    );
 
     // Prometheus gets the config directory that holds the rules; Grafana its provisioning.
     let prom = format!("{:?}", docs[0]["services"]["prometheus"]["volumes"]);
     assert!(prom.contains("./prometheus:/etc/prometheus"), "{prom}");
-    let target = format!("callrelay:{}", s.http_addr.port());
-    assert!(
-        read("deploy/prometheus/prometheus.yml").contains(&target),
-        "prometheus.yml scrapes {target}"
-    );
     let graf = format!("{:?}", docs[0]["services"]["grafana"]["volumes"]);
     assert!(graf.contains("./grafana/provisioning:/etc/grafana/provisioning"));
     assert!(graf.contains("./grafana/callrelay.json:"));
@@ -547,14 +582,23 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     assert_real_keys("deploy/kubernetes/secret.yaml", secret_keys.iter());
     assert!(secret_keys.contains(&"CALLRELAY_AUTH_SECRET".to_owned()));
     assert!(secret_keys.contains(&"CALLRELAY_STORE_DATABASE_URL".to_owned()));
-    let mut env = BTreeMap::new();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
     for e in c["env"].as_sequence().expect("env") {
         let name = e["name"].as_str().unwrap().to_owned();
         let value = if let Some(v) = e["value"].as_str() {
-            v.to_owned()
+            // Kubernetes expands $(NAME) of the variables defined before this one.
+            let mut v = v.to_owned();
+            for (k, val) in &env {
+                v = v.replace(&format!("$({k})"), val);
+            }
+            assert!(!v.contains("$("), "env {name}: {v} refers to an undefined variable");
+            v
         } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            assert_eq!(path, "status.hostIP", "{name}");
-            "10.1.2.3".to_owned()
+            match path {
+                "status.hostIP" => "10.1.2.3".to_owned(),
+                "metadata.name" => "callrelay-0".to_owned(),
+                other => panic!("env {name}: unexpected fieldRef {other}"),
+            }
         } else if let Some(key) = e["valueFrom"]["secretKeyRef"]["key"].as_str() {
             assert_eq!(e["valueFrom"]["secretKeyRef"]["name"], "callrelay");
             assert!(secret_keys.iter().any(|k| k == key), "Secret key {key}");
@@ -575,6 +619,11 @@ fn kubernetes_manifests_agree_with_the_configuration() {
         s.announce_ip.to_string(),
         "10.1.2.3",
         "announce the node IP"
+    );
+    assert_eq!(s.cluster.node_id, "callrelay-0", "node_id = the pod name");
+    assert_eq!(
+        s.cluster.advertise_url, "https://callrelay-0.calls.example.org",
+        "advertise_url per pod"
     );
 
     // Ports: HTTP named http, one UDP port per worker on the same number on the node (the relay
@@ -676,6 +725,39 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
     let pdb = get(&objects, "PodDisruptionBudget", "callrelay");
     assert!(matches(&pdb["spec"]["selector"]["matchLabels"], pod_labels));
+
+    // Per pod: a Service of that pod alone, ready or not (a draining pod still hosts calls), and an
+    // ingress host routed to it, which is the pod's advertise_url.
+    let ingress = get(&objects, "Ingress", "callrelay");
+    let rules = ingress["spec"]["rules"].as_sequence().expect("ingress rules");
+    let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 3, "a cluster of at least three nodes");
+    for i in 0..replicas {
+        let pod = format!("callrelay-{i}");
+        let svc = get(&objects, "Service", &pod);
+        assert_eq!(svc["spec"]["publishNotReadyAddresses"], Value::Bool(true), "{pod}");
+        assert_eq!(svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], pod.as_str());
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http", "{pod}");
+        let host = s.cluster.advertise_url.replace("callrelay-0", &pod);
+        let host = host.strip_prefix("https://").expect("https advertise_url");
+        let rule = rules
+            .iter()
+            .find(|r| r["host"] == host)
+            .unwrap_or_else(|| panic!("no ingress rule for {host}"));
+        assert_eq!(
+            rule["http"]["paths"][0]["backend"]["service"]["name"],
+            pod.as_str()
+        );
+    }
+    let public = s.public_url.strip_prefix("https://").expect("https public_url");
+    let rule = rules
+        .iter()
+        .find(|r| r["host"] == public)
+        .expect("an ingress rule for http.public_url");
+    assert_eq!(
+        rule["http"]["paths"][0]["backend"]["service"]["name"],
+        "callrelay"
+    );
 }
 
 #[test]

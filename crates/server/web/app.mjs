@@ -33,13 +33,14 @@ function show(...nodes) {
   app.replaceChildren(...nodes);
 }
 
-async function api(method, path, { body, token } = {}) {
+async function api(method, path, { body, token, timeoutMs } = {}) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (token) headers.authorization = `Bearer ${token}`;
   let res;
   try {
-    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   } catch {
     return { ok: false, status: 0, data: { code: 'network' } };
   }
@@ -278,13 +279,32 @@ async function previewPage(kindInPath, id) {
         }
         throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
       }
-      const call = new Call({ root: app, h, join: r.data, link, key, stream, name: session.name });
+      const rejoin = () => joinAgain(id);
+      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name });
       await call.start();
     } catch (err) {
       error.textContent = err.message;
       join.disabled = false;
     }
   });
+}
+
+/**
+ * Another join of link `id` for the call's rejoin (call.mjs), on this page's origin whichever node
+ * served it. A dev relay that restarted signs with a new secret: there the page asks it for a new
+ * token once.
+ */
+async function joinAgain(id) {
+  const timeoutMs = 5000; // a node that hangs counts as a failed attempt
+  const r = await api('POST', `/v1/links/${id}/join`, { token: session.token, timeoutMs });
+  if (r.status !== 401 || !(await devMode()) || !session.name) return r;
+  sessionStorage.removeItem('callrelay.token');
+  try {
+    const token = await ensureToken(session.name);
+    return await api('POST', `/v1/links/${id}/join`, { token, timeoutMs });
+  } catch {
+    return r;
+  }
 }
 
 async function callLogPage() {

@@ -2,6 +2,14 @@
 // RTCPeerConnection to the relay, E2EE on every sender and receiver (e2ee-worker.mjs), the tiles,
 // the participant list, mute/camera toggles, leaving, and removal with its reason in words.
 //
+// Rejoin (the relay is a cluster): when the relay says the call moved (`removed{moved}`) or its
+// node is draining (`removed{drain}`), or the signaling socket closes without any `removed` (the
+// node was lost), the page joins again by itself: a new `POST /v1/links/{id}/join` on its own
+// origin, then the new answer's `signal_url`, with a new peer connection. It retries with backoff
+// (200 ms doubling to 2 s) for 30 s, then says the connection was lost. Meanwhile it shows
+// "Reconnecting…" and keeps the local camera and microphone tracks (no new prompt), the E2EE worker
+// and its key; the new senders and receivers get their transforms as the first ones did.
+//
 // E2EE pitfall (Chromium): a transform assigned later than the task that creates the sender or the
 // receiver is silently ignored, and media then flows in clear. So: the worker is created and keyed
 // before any transceiver; a sender's transform is set right after addTransceiver, with no await in
@@ -17,6 +25,9 @@ export const REMOVAL_TEXT = {
   kicked: 'You were removed',
   error: 'The call ended because of an error',
   left: 'You left the call',
+  expired: 'This call link has expired',
+  moved: 'The call moved to another server',
+  lost: 'The connection to the call was lost',
 };
 
 export const ERROR_TEXT = {
@@ -31,7 +42,23 @@ export const ERROR_TEXT = {
   video_not_allowed: 'This is a voice call: video is not allowed',
   rate_limited: 'Too many attempts: try again in a moment',
   internal: 'The relay had a problem: try again',
+  link_not_found: 'This call link doesn\'t exist',
+  unauthorized: 'Your session expired: open the link again',
 };
+
+// `removed{reason}` that mean "join again through any node" (the call goes on elsewhere).
+const REJOIN_REASONS = ['moved', 'drain'];
+// Signaling errors before `joined` that another join may get past (anything else ends the call).
+const RETRY_ERRORS = ['grant_expired', 'internal', 'rate_limited'];
+// Join API refusals that end the call instead of retrying (network errors, 429 and 5xx retry).
+const FINAL_JOIN_CODES = ['link_not_found', 'link_expired', 'link_revoked', 'join_refused', 'room_full', 'unauthorized'];
+const REJOIN_FIRST_DELAY_MS = 200;
+const REJOIN_MAX_DELAY_MS = 2000;
+const REJOIN_GIVE_UP_MS = 30000;
+// One attempt (signaling socket open to `joined`) that takes longer than this is abandoned.
+const ATTEMPT_TIMEOUT_MS = 10000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const SIMULCAST = [
   { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
@@ -43,11 +70,17 @@ const hasScriptTransform = typeof RTCRtpScriptTransform !== 'undefined';
 const hasLegacyStreams = typeof RTCRtpSender !== 'undefined' && 'createEncodedStreams' in RTCRtpSender.prototype;
 
 export class Call {
-  constructor({ root, h, join, link, key, stream, name }) {
-    Object.assign(this, { root, h, join, link, key, stream, name });
+  /**
+   * `join`: the answer of the first `POST /v1/links/{id}/join`; `rejoin()`: makes another join on
+   * the page's origin and resolves to {ok, status, data} (the page's `api()` result).
+   */
+  constructor({ root, h, join, rejoin, link, key, stream, name }) {
+    Object.assign(this, { root, h, join, rejoin, link, key, stream, name });
     this.video = link.kind === 'video';
     this.participants = new Map(); // pid -> {info, tile, listItem, video, audio}
-    this.queue = Promise.resolve();
+    this.conn = null; // the current connection: {epoch, pc, ws, queue, joined, ...} (connect())
+    this.epoch = 0; // connections made so far; the worker tags each one's encrypted frames
+    this.reconnecting = false;
     this.ended = false;
     this.audioMuted = false;
     this.videoMuted = false;
@@ -164,14 +197,15 @@ export class Call {
     p.item.lastChild.textContent = [audioMuted ? 'muted' : '', this.video && videoMuted ? 'camera off' : ''].filter(Boolean).join(', ');
   }
 
-  showRemoved(text, reason) {
+  showRemoved(text, reason, detail) {
     const { h } = this;
     // Rejoining makes sense after leaving or a transient end, not after a revocation or a refusal.
-    const rejoin = ['left', 'idle', 'drain', 'error', 'disconnected'].includes(reason)
+    const rejoin = ['left', 'idle', 'drain', 'error', 'lost'].includes(reason)
       ? h('button', { type: 'button', class: 'primary', 'data-testid': 'rejoin', onclick: () => location.reload() }, 'Rejoin')
       : null;
     this.removedEl.replaceChildren(h('div', { class: 'card' },
       h('h1', { 'data-testid': 'removed-reason' }, text),
+      detail ? h('p', {}, detail) : null,
       h('div', { class: 'row' }, rejoin, h('a', { class: 'button', href: '/' }, 'New call link'), h('a', { class: 'button', href: '/calls' }, 'Call log'))));
     this.removedEl.hidden = false;
   }
@@ -186,7 +220,8 @@ export class Call {
     this.render();
     window.callrelay.call = this;
 
-    // 1. The worker, keyed, before any transceiver exists.
+    // The worker, keyed, before any transceiver exists. It lives as long as the call: every
+    // connection's senders and receivers use it (same key, same key id, one frame counter).
     this.worker = new Worker('/assets/e2ee-worker.mjs', { type: 'module', name: 'e2ee' });
     const ready = new Promise((resolve, reject) => {
       this.worker.addEventListener('error', (e) => reject(new Error(`E2EE worker failed: ${e.message || 'error'}`)), { once: true });
@@ -196,60 +231,153 @@ export class Call {
     this.worker.postMessage({ type: 'key', key: this.key || null });
     await ready;
 
-    // 2. The peer connection and our senders, each with its transform in the same task.
-    const legacy = !hasScriptTransform;
-    this.pc = new RTCPeerConnection({
-      iceServers: (this.join.ice_servers || []).map((s) => ({ urls: s.urls })),
-      bundlePolicy: 'max-bundle',
-      rtcpMuxPolicy: 'require',
-      ...(legacy ? { encodedInsertableStreams: true } : {}),
-    });
-    window.callrelay.pc = this.pc;
-    this.pc.ontrack = (e) => this.onTrack(e);
-    this.pc.onconnectionstatechange = () => this.onConnectionState();
-    const audioTrack = this.stream?.getAudioTracks()[0] || null;
-    const videoTrack = this.video ? this.stream?.getVideoTracks()[0] || null : null;
-    this.audioTrack = audioTrack;
-    this.videoTrack = videoTrack;
-    const streams = this.stream ? [this.stream] : [];
-    const ta = this.pc.addTransceiver(audioTrack || 'audio', { direction: 'sendonly', streams });
-    this.attachSender(ta.sender, 'audio');
-    if (this.video) {
-      // Simulcast l/m/h (quarter, half, full size): the relay forwards to each subscriber the layer
-      // its `video_preference` asks for. One sender transform sees the frames of every layer.
-      const tv = this.pc.addTransceiver(videoTrack || 'video', { direction: 'sendonly', streams, sendEncodings: SIMULCAST });
-      this.attachSender(tv.sender, 'video');
-      this.preferVp8(tv);
-    }
-    this.senders = this.pc.getSenders();
-
-    // 3. Offer, socket, join.
-    const offer = await this.pc.createOffer();
-    await this.pc.setLocalDescription(offer);
-    this.ws = new WebSocket(this.join.signal_url);
-    this.ws.onopen = () => this.send({ join: { grant: this.join.grant, sdp: this.pc.localDescription.sdp } });
-    this.ws.onmessage = (e) => {
-      let msg;
-      try {
-        msg = JSON.parse(e.data);
-      } catch {
-        return;
-      }
-      this.queue = this.queue.then(() => this.onSignal(msg)).catch((err) => console.warn('signal', err));
-    };
-    this.ws.onclose = () => {
-      // After the messages still queued (a `removed{reason}` comes just before the close).
-      this.queue = this.queue.then(() => {
-        if (!this.ended) this.end(this.joined ? 'Disconnected from the call' : 'Could not reach the call', 'disconnected');
-      });
-    };
-    this.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
+    this.audioTrack = this.stream?.getAudioTracks()[0] || null;
+    this.videoTrack = this.video ? this.stream?.getVideoTracks()[0] || null : null;
     this.onResize = () => {
       clearTimeout(this.resizeTimer);
       this.resizeTimer = setTimeout(() => this.participants.forEach((p, pid) => p.videoTrack && this.preferVideo(pid)), 300);
     };
     window.addEventListener('resize', this.onResize);
     this.guard = setInterval(() => this.checkBypass(), 1000);
+
+    const outcome = await this.connect(this.join);
+    if (outcome === 'retry') this.reconnect('unreachable');
+  }
+
+  /**
+   * One connection: a new peer connection with our tracks, the signaling socket of `join`, the
+   * join. Resolves 'joined', 'retry' (closed or refused in a way another join may get past) or
+   * 'ended' (the call ended). After 'joined', losing this connection starts `reconnect()`.
+   */
+  connect(join) {
+    this.disconnect(this.conn);
+    this.join = join;
+    const conn = { epoch: ++this.epoch, queue: Promise.resolve(), joined: false, prevEncoded: 0 };
+    this.conn = conn;
+    let settle;
+    const settled = new Promise((resolve) => (settle = resolve));
+    conn.settle = (outcome) => {
+      if (!conn.settled) {
+        conn.settled = outcome;
+        clearTimeout(conn.timer);
+        settle(outcome);
+      }
+    };
+    // A failed attempt: closed before `joined`, refused for now, or too slow.
+    conn.fail = () => {
+      this.disconnect(conn);
+      conn.settle('retry');
+    };
+    conn.timer = setTimeout(conn.fail, ATTEMPT_TIMEOUT_MS);
+
+    // The peer connection and our senders, each with its transform in the same task.
+    const legacy = !hasScriptTransform;
+    const pc = new RTCPeerConnection({
+      iceServers: (join.ice_servers || []).map((s) => ({ urls: s.urls })),
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+      ...(legacy ? { encodedInsertableStreams: true } : {}),
+    });
+    conn.pc = pc;
+    window.callrelay.pc = pc;
+    pc.ontrack = (e) => this.onTrack(e);
+    pc.onconnectionstatechange = () => conn === this.conn && this.onConnectionState();
+    // After the bypass guard fired, we send nothing (transceivers without a track).
+    const sending = this.e2ee.state !== 'failed';
+    const streams = this.stream ? [this.stream] : [];
+    const ta = pc.addTransceiver((sending && this.audioTrack) || 'audio', { direction: 'sendonly', streams });
+    this.attachSender(ta.sender, 'audio');
+    if (this.video) {
+      // Simulcast l/m/h (quarter, half, full size): the relay forwards to each subscriber the layer
+      // its `video_preference` asks for. One sender transform sees the frames of every layer.
+      const tv = pc.addTransceiver((sending && this.videoTrack) || 'video', { direction: 'sendonly', streams, sendEncodings: SIMULCAST });
+      this.attachSender(tv.sender, 'video');
+      this.preferVp8(tv);
+    }
+
+    // Offer, socket, join.
+    (async () => {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      if (conn !== this.conn) return;
+      const ws = new WebSocket(join.signal_url);
+      conn.ws = ws;
+      ws.onopen = () => this.send({ join: { grant: join.grant, sdp: pc.localDescription.sdp } });
+      ws.onmessage = (e) => {
+        let msg;
+        try {
+          msg = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        conn.queue = conn.queue.then(() => conn === this.conn && this.onSignal(msg)).catch((err) => console.warn('signal', err));
+      };
+      ws.onclose = () => {
+        // After the messages still queued (a `removed{reason}` comes just before the close).
+        conn.queue = conn.queue.then(() => {
+          if (conn !== this.conn || this.ended) return;
+          if (conn.joined) this.reconnect('node_lost');
+          else conn.fail();
+        });
+      };
+      conn.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
+    })().catch((err) => {
+      console.warn('connect', err);
+      if (conn === this.conn) conn.fail();
+    });
+    return settled;
+  }
+
+  /** Ends a connection without ending the call: its socket and peer connection are closed. */
+  disconnect(conn) {
+    if (!conn) return;
+    clearTimeout(conn.timer);
+    clearInterval(conn.ping);
+    if (conn.ws) {
+      conn.ws.onclose = null;
+      conn.ws.onmessage = null;
+      try {
+        conn.ws.close();
+      } catch {
+        /* closed already */
+      }
+    }
+    conn.pc?.close();
+    if (this.conn === conn) this.conn = null;
+  }
+
+  /**
+   * Joins again through the page's origin until a connection is back, the call ends (a final
+   * refusal, Leave), or REJOIN_GIVE_UP_MS pass. `why`: moved, drain, node_lost, unreachable.
+   */
+  async reconnect(why) {
+    if (this.ended || this.reconnecting) return;
+    this.reconnecting = true;
+    const since = Date.now();
+    this.disconnect(this.conn);
+    this.setStatus('reconnecting', 'Reconnecting…');
+    this.statusEl.dataset.reason = why;
+    try {
+      for (let delay = REJOIN_FIRST_DELAY_MS; ; delay = Math.min(delay * 2, REJOIN_MAX_DELAY_MS)) {
+        const r = await this.rejoin();
+        if (this.ended) return;
+        if (r.ok) {
+          const outcome = await this.connect(r.data);
+          if (outcome !== 'retry' || this.ended) return;
+        } else if (FINAL_JOIN_CODES.includes(r.data.code) || r.status === 401) {
+          this.end(ERROR_TEXT[r.data.code] || ERROR_TEXT.unauthorized, r.data.code || 'unauthorized');
+          return;
+        }
+        if (Date.now() - since + delay > REJOIN_GIVE_UP_MS) {
+          this.end(REMOVAL_TEXT.lost, 'lost', 'Reconnecting failed for 30 seconds. Check your network, then rejoin.');
+          return;
+        }
+        await sleep(delay);
+        if (this.ended) return;
+      }
+    } finally {
+      this.reconnecting = false;
+    }
   }
 
   preferVp8(transceiver) {
@@ -266,11 +394,13 @@ export class Call {
   }
 
   attachSender(sender, kind) {
+    // `epoch` lets the worker count this connection's encrypted frames apart (checkBypass).
+    const options = { op: 'encrypt', kind, epoch: this.epoch };
     if (hasScriptTransform) {
-      sender.transform = new RTCRtpScriptTransform(this.worker, { op: 'encrypt', kind });
+      sender.transform = new RTCRtpScriptTransform(this.worker, options);
     } else {
       const { readable, writable } = sender.createEncodedStreams();
-      this.worker.postMessage({ type: 'stream', readable, writable, op: 'encrypt', kind }, [readable, writable]);
+      this.worker.postMessage({ type: 'stream', readable, writable, ...options }, [readable, writable]);
     }
   }
 
@@ -343,38 +473,60 @@ export class Call {
   }
 
   async checkBypass() {
-    if (!this.pc || this.ended || !this.workerStats) return;
+    const conn = this.conn;
+    if (!conn?.pc || this.ended || !this.workerStats) return;
     let encoded = 0;
     let audioPackets = 0;
-    const stats = await this.pc.getStats();
+    const stats = await conn.pc.getStats();
     stats.forEach((s) => {
       if (s.type !== 'outbound-rtp') return;
       if (s.kind === 'video') encoded += s.framesEncoded || 0;
       if (s.kind === 'audio') audioPackets += s.packetsSent || 0;
     });
     // A transform that never ran while the encoder produced frames means media left in clear.
-    if ((encoded > 10 || audioPackets > 50) && this.workerStats.encrypted === 0) {
+    // Compared: what this connection's encoder had produced one check ago (the worker reports
+    // twice a second, so its count covers those frames) with what the worker encrypted for it.
+    const ws = this.workerStats;
+    const encrypted = ws.epoch === conn.epoch ? ws.epochEncrypted : 0;
+    const before = conn.prevEncoded;
+    conn.prevEncoded = Math.max(encoded, audioPackets / 5);
+    if (before > 10 && encrypted === 0) {
       this.setE2ee('failed', 'The browser bypassed the encryption transform; sending stopped.');
-      for (const s of this.senders || []) s.replaceTrack(null).catch(() => {});
+      for (const s of conn.pc.getSenders()) s.replaceTrack(null).catch(() => {});
       clearInterval(this.guard);
     }
   }
 
+  get pc() {
+    return this.conn?.pc || null;
+  }
+
+  get ws() {
+    return this.conn?.ws || null;
+  }
+
   send(msg) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    const ws = this.conn?.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
   }
 
   async onSignal(msg) {
     const [type, body] = Object.entries(msg)[0] || [];
     switch (type) {
       case 'joined': {
-        this.joined = true;
+        const conn = this.conn;
         this.self = body.participant_id || this.self;
         this.selfTile.el.dataset.participant = this.self;
+        // After a rejoin everyone has a new participant id: the old tiles go.
+        for (const pid of [...this.participants.keys()]) this.removeParticipant(pid);
         for (const p of body.participants || []) this.addParticipant(p);
-        await this.pc.setRemoteDescription({ type: 'answer', sdp: body.sdp });
+        await conn.pc.setRemoteDescription({ type: 'answer', sdp: body.sdp });
+        conn.joined = true;
+        delete this.statusEl.dataset.reason;
         this.setStatus('joined', 'In the call');
         if (this.audioMuted || this.videoMuted) this.sendMute();
+        for (const [pid, p] of this.participants) if (p.videoTrack) this.preferVideo(pid);
+        conn.settle('joined');
         break;
       }
       case 'offer': {
@@ -403,10 +555,17 @@ export class Call {
         break;
       }
       case 'removed':
-        this.end(REMOVAL_TEXT[body.reason] || 'You were removed', body.reason);
+        if (REJOIN_REASONS.includes(body.reason)) {
+          // Not awaited: the rejoin runs on its own connections, this one's queue ends here.
+          this.reconnect(body.reason);
+        } else {
+          this.end(REMOVAL_TEXT[body.reason] || 'You were removed', body.reason);
+        }
         break;
       case 'error':
-        if (!this.joined || ['link_revoked', 'link_expired', 'join_refused', 'room_full'].includes(body.code)) {
+        if (!this.conn.joined && RETRY_ERRORS.includes(body.code)) {
+          this.conn.fail();
+        } else if (!this.conn.joined || ['link_revoked', 'link_expired', 'join_refused', 'room_full'].includes(body.code)) {
           this.end(ERROR_TEXT[body.code] || 'The call could not be joined', body.code);
         } else {
           console.warn('signal error', body.code);
@@ -451,22 +610,18 @@ export class Call {
     this.end('You left the call', 'left');
   }
 
-  end(text, reason) {
+  end(text, reason, detail) {
     if (this.ended) return;
     this.ended = true;
-    clearInterval(this.ping);
+    const conn = this.conn;
     clearInterval(this.guard);
     window.removeEventListener('resize', this.onResize);
-    try {
-      this.ws?.close();
-    } catch {
-      /* closed already */
-    }
-    this.pc?.close();
+    this.disconnect(conn);
+    conn?.settle('ended');
     this.worker?.terminate();
     this.stream?.getTracks().forEach((t) => t.stop());
     this.setStatus('ended', text);
-    this.showRemoved(text, reason);
+    this.showRemoved(text, reason, detail);
     if (reason) this.removedEl.dataset.reason = reason;
   }
 }

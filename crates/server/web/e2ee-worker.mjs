@@ -7,6 +7,9 @@
 //   - RTCRtpScriptTransform: the `rtctransform` event, options {op: 'encrypt'|'decrypt', kind};
 //   - the legacy createEncodedStreams(): a {type: 'stream', readable, writable, op, kind} message.
 // Page → worker: {type: 'key', key: Uint8Array|null} before any transform (frames wait for it).
+// Encrypt transforms may carry `epoch` (the page's connection number, rising on each rejoin): the
+// stats then count the frames encrypted for the newest epoch apart (`epoch`, `epochEncrypted`), so
+// the page's bypass guard can check each new peer connection on its own.
 // Worker → page: {type: 'state', state: 'ok'|'missing-key'|'decrypt-failed', kid?} on a change,
 // {type: 'stats', ...counters} twice a second, and test hooks (sent-sample, seen-frames).
 import { FrameCrypto, clearBytes, hex } from './e2ee.mjs';
@@ -22,6 +25,8 @@ const stats = {
   dropped: 0,
   missingKey: 0,
   decryptFailed: 0,
+  epoch: 0, // the newest epoch an encrypt transform was created for
+  epochEncrypted: 0, // frames encrypted by that epoch's transforms
   senders: {}, // kid hex -> 'ok' | 'decrypt-failed'
 };
 let state = null;
@@ -54,7 +59,7 @@ self.onmessage = (e) => {
     setKey();
     post({ type: 'ready', kid: fc.kid.toString(16), hasKey });
   } else if (m.type === 'stream') {
-    pump(m.readable, m.writable, { op: m.op, kind: m.kind });
+    pump(m.readable, m.writable, { op: m.op, kind: m.kind, epoch: m.epoch });
   }
 };
 
@@ -65,18 +70,22 @@ if ('RTCTransformEvent' in self || 'onrtctransform' in self) {
   };
 }
 
-function pump(readable, writable, { op, kind }) {
+function pump(readable, writable, { op, kind, epoch = 0 }) {
+  if (op === 'encrypt' && epoch > stats.epoch) {
+    stats.epoch = epoch;
+    stats.epochEncrypted = 0;
+  }
   const transform = new TransformStream({
     async transform(frame, controller) {
       await keyReady;
-      if (op === 'encrypt') await encryptFrame(frame, kind, controller);
+      if (op === 'encrypt') await encryptFrame(frame, kind, controller, epoch);
       else await decryptFrame(frame, kind, controller);
     },
   });
   readable.pipeThrough(transform).pipeTo(writable).catch((err) => post({ type: 'error', message: String(err) }));
 }
 
-async function encryptFrame(frame, kind, controller) {
+async function encryptFrame(frame, kind, controller, epoch) {
   const data = new Uint8Array(frame.data);
   if (data.byteLength === 0) {
     controller.enqueue(frame);
@@ -93,6 +102,7 @@ async function encryptFrame(frame, kind, controller) {
   const out = await fc.encrypt(kind, data);
   frame.data = out.buffer;
   stats.encrypted++;
+  if (epoch === stats.epoch) stats.epochEncrypted++;
   controller.enqueue(frame);
 }
 
