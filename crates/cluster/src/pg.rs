@@ -283,7 +283,7 @@ impl ClusterDb {
         let now: i64 = sqlx::query_scalar(&format!("SELECT {NOW}"))
             .fetch_one(&mut *tx)
             .await?;
-        let nodes: Vec<NodeView> = sqlx::query(&format!(
+        let mut nodes: Vec<NodeView> = sqlx::query(&format!(
             "SELECT {NODE_COLUMNS} FROM cluster_nodes ORDER BY node_id"
         ))
         .fetch_all(&mut *tx)
@@ -291,6 +291,18 @@ impl ClusterDb {
         .iter()
         .map(node_from_row)
         .collect::<Result<_, _>>()?;
+        // Rooms as placed now (a heartbeat's report may be a second old: two rooms placed within
+        // it would otherwise both go to the same node).
+        let placed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, COUNT(*) FROM cluster_rooms WHERE node_id <> '' GROUP BY node_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for n in &mut nodes {
+            if let Some((_, count)) = placed.iter().find(|(id, _)| *id == n.node_id) {
+                n.rooms = *count;
+            }
+        }
         if let Some(cur) = &current {
             let home = nodes.iter().find(|n| n.node_id == cur.node_id);
             if let (true, Some(home)) = (placement_holds(cur, home, now), home) {

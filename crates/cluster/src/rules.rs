@@ -33,6 +33,13 @@ pub struct NodeView {
     pub lease_until: i64,
 }
 
+impl NodeView {
+    /// Participants plus rooms: what a new room adds to is compared on this.
+    pub fn load(&self) -> i64 {
+        self.participants.saturating_add(self.rooms)
+    }
+}
+
 /// What an operator sees of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
@@ -111,8 +118,9 @@ pub fn placement_holds(row: &PlacementRow, home: Option<&NodeView>, now: i64) ->
 /// else the asking node's own region); when that region has no serving node, the least-loaded
 /// serving node anywhere. `None` when no node serves.
 ///
-/// Load is compared as participants, then rooms, then busy ratio; ties go to the smallest node id,
-/// so two nodes deciding on the same rows decide the same.
+/// Load is participants plus rooms ([`NodeView::load`]: a room placed but not yet reported
+/// counts one), then the busy ratio; ties go to the smallest node id, so two nodes deciding on
+/// the same rows decide the same.
 pub fn choose_home<'a>(nodes: &'a [NodeView], region: &str, now: i64) -> Option<&'a NodeView> {
     let serving = || {
         nodes
@@ -120,9 +128,8 @@ pub fn choose_home<'a>(nodes: &'a [NodeView], region: &str, now: i64) -> Option<
             .filter(move |n| node_state(n, now) == NodeState::Serving)
     };
     let least = |a: &&NodeView, b: &&NodeView| -> Ordering {
-        a.participants
-            .cmp(&b.participants)
-            .then(a.rooms.cmp(&b.rooms))
+        a.load()
+            .cmp(&b.load())
             .then(
                 a.busy_ratio
                     .partial_cmp(&b.busy_ratio)
@@ -351,9 +358,9 @@ mod tests {
                     let in_region: Vec<&&NodeView> = serving.iter().filter(|n| n.region == region).collect();
                     if !in_region.is_empty() {
                         prop_assert_eq!(&h.region, &region);
-                        prop_assert!(in_region.iter().all(|n| n.participants >= h.participants));
+                        prop_assert!(in_region.iter().all(|n| n.load() >= h.load()));
                     } else {
-                        prop_assert!(serving.iter().all(|n| n.participants >= h.participants));
+                        prop_assert!(serving.iter().all(|n| n.load() >= h.load()));
                     }
                 }
             }

@@ -125,6 +125,27 @@ async fn racing_placements_of_one_room_agree_every_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rooms_spread_over_the_region_before_any_load_is_reported() {
+    let Some(url) = fresh().await else { return };
+    let db = ClusterDb::connect_lazy(&url).unwrap();
+    for id in ["a", "b", "c"] {
+        db.register(&advert(id, "eu"), &Load::default(), LEASE)
+            .await
+            .unwrap();
+    }
+    let mut homes = Vec::new();
+    for i in 0..6 {
+        homes.push(
+            db.place(&format!("room{i}"), "eu", false)
+                .await
+                .unwrap()
+                .node_id,
+        );
+    }
+    assert_eq!(homes, ["a", "b", "c", "a", "b", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_home_is_replaced_and_its_stale_copy_told_so() {
     let Some(url) = fresh().await else { return };
     let db = ClusterDb::connect_lazy(&url).unwrap();
