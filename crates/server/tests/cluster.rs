@@ -88,23 +88,27 @@ async fn cuttable_proxy(target: String) -> (u16, watch::Sender<bool>) {
 
 /// Starts node `name` (`a`, `b`, …) on `db`.
 fn node(name: &str, db: &str) -> Relay {
+    node_with(name, db, &[])
+}
+
+/// Starts node `name` on `db` with more settings.
+fn node_with(name: &str, db: &str, extra: &[(&str, &str)]) -> Relay {
     let id = format!("node-{name}");
     let region = format!("region-{name}");
-    Relay::start(
-        &[
-            ("CALLRELAY_STORE_DATABASE_URL", db),
-            ("CALLRELAY_CLUSTER_NODE_ID", &id),
-            ("CALLRELAY_CLUSTER_REGION", &region),
-            ("CALLRELAY_CLUSTER_LEASE", LEASE),
-            ("CALLRELAY_CLUSTER_HEARTBEAT", "250ms"),
-            ("CALLRELAY_CLUSTER_RECONCILE", "500ms"),
-            ("CALLRELAY_MEDIA_WORKERS", "1"),
-            ("CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE", "1000"),
-            ("CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE", "1000"),
-            ("CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE", "1000"),
-        ],
-        &[],
-    )
+    let mut env = vec![
+        ("CALLRELAY_STORE_DATABASE_URL", db),
+        ("CALLRELAY_CLUSTER_NODE_ID", &id),
+        ("CALLRELAY_CLUSTER_REGION", &region),
+        ("CALLRELAY_CLUSTER_LEASE", LEASE),
+        ("CALLRELAY_CLUSTER_HEARTBEAT", "250ms"),
+        ("CALLRELAY_CLUSTER_RECONCILE", "500ms"),
+        ("CALLRELAY_MEDIA_WORKERS", "1"),
+        ("CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE", "1000"),
+        ("CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE", "1000"),
+        ("CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    Relay::start(&env, &[])
 }
 
 fn audio() -> ClientConfig {
@@ -682,4 +686,47 @@ async fn a_draining_node_keeps_its_calls_and_gets_no_new_room() {
     media_flows(&bob, &mut alice, 5, Duration::from_secs(5)).await;
     drop((alice, bob, carol, dave, erin));
     stop_all(vec![a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_expires_during_a_call_ends_it_on_its_home() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let ttl = [("CALLRELAY_LINKS_TTL", "3s")];
+    let (a, b) = (node_with("a", &db, &ttl), node_with("b", &db, &ttl));
+    let http = reqwest::Client::new();
+    let link = create(&http, &a, "alice").await;
+    let mut alice = join(&b.base, "alice", &link).await;
+    let joined = Instant::now();
+    // The join renewed the link for 3 s; nobody joins again, so it expires during the call and
+    // the home's reconciliation (every 500 ms here) ends the call.
+    assert_eq!(
+        removed(&mut alice, Duration::from_secs(6)).await.as_deref(),
+        Some("expired")
+    );
+    let took = joined.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900),
+        "not before it expired: {took:?}"
+    );
+    let (st, p) = send(
+        http.post(format!("{}/v1/links/{link}/join", a.base))
+            .bearer_auth(token("bob", false)),
+    )
+    .await;
+    assert_eq!((st, p["code"].as_str()), (410, Some("link_expired")));
+    let metrics = http
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("callrelay_control_propagation_seconds_count{kind=\"expiry\"} 1"),
+        "{metrics}"
+    );
+    drop(alice);
+    stop_all(vec![a, b]).await;
 }
