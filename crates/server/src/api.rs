@@ -109,8 +109,8 @@ pub struct PreviewView {
     /// When the link expires unless joined before.
     #[serde(serialize_with = "ts")]
     pub expires_at: DateTime<Utc>,
-    /// People admitted into the call now, on whichever node of the cluster hosts it (seats held
-    /// there; in a cluster, as its home last reported, at most `cluster.reconcile` old).
+    /// People connected to the call now, on whichever node of the cluster hosts it (in a
+    /// cluster, as its home last reported, at most `cluster.reconcile` old).
     pub participants: u32,
 }
 
@@ -509,7 +509,8 @@ pub async fn preview_link(
 ) -> Result<Json<PreviewView>, ApiError> {
     s.limits.check_preview_ip(ip, &s.metrics)?;
     let link = s.active_link(&id).await?;
-    let here = s.seats.held(&link.id, Instant::now());
+    // Connected participants only: a seat taken by a join that never connects is not a person.
+    let here = s.seats.live(&link.id);
     let participants = match &s.cluster {
         Some(c) => match c.room(&link.id).await {
             Ok(Some(r)) if r.live && r.row.node_id != c.node_id() => {
@@ -584,7 +585,7 @@ pub fn qr_svg(text: &str) -> Result<String, ApiError> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "You can't join this call", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The call is full", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The call is full (room_full), or you hold the most seats one user may hold in it (seat_limit)", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable, this node draining, or no cluster node available (retry; Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -608,6 +609,7 @@ pub async fn join_link(
         Err(ApiError::LinkRevoked) => Refusal::Revoked.as_str(),
         Err(ApiError::JoinRefused) => Refusal::Blocked.as_str(),
         Err(ApiError::RoomFull) => Refusal::RoomFull.as_str(),
+        Err(ApiError::SeatLimit) => "seat_limit",
         Err(ApiError::NodeDraining) => "node_draining",
         Err(ApiError::NoNodeAvailable) => "no_node_available",
         Err(_) => "error",
@@ -682,12 +684,23 @@ async fn join_inner(
         if new_room && s.drain.is_draining() {
             return Err(ApiError::NodeDraining);
         }
-        if !s
-            .seats
-            .try_take(&id, &participant_id, max, mono, s.settings.grant_ttl)
-        {
-            return Err(ApiError::RoomFull);
-        }
+        let limits = crate::seats::SeatLimits {
+            max,
+            per_user: s.settings.max_seats_per_user,
+        };
+        s.seats
+            .try_take(
+                &id,
+                &participant_id,
+                &caller.user,
+                limits,
+                mono,
+                s.settings.seat_hold,
+            )
+            .map_err(|e| match e {
+                crate::seats::NoSeat::RoomFull => ApiError::RoomFull,
+                crate::seats::NoSeat::UserLimit => ApiError::SeatLimit,
+            })?;
     }
     let outcome = s
         .timed(

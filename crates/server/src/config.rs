@@ -229,12 +229,19 @@ impl Default for LinksConfig {
 pub struct RoomsConfig {
     /// Most participants in one room.
     pub max_participants: u32,
+    /// Most seats one user holds in one room (several devices), connected or not.
+    pub max_seats_per_user: u32,
+    /// How long a seat taken by a join waits for its client to open signaling before it is
+    /// given back (at most the grant's lifetime).
+    pub seat_hold: String,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             max_participants: 32,
+            max_seats_per_user: 4,
+            seat_hold: "10s".into(),
         }
     }
 }
@@ -355,6 +362,10 @@ pub struct Settings {
     pub purge_interval: Duration,
     /// `rooms.max_participants`
     pub max_participants: usize,
+    /// `rooms.max_seats_per_user`
+    pub max_seats_per_user: usize,
+    /// `rooms.seat_hold` (at most `auth.grant_ttl`).
+    pub seat_hold: Duration,
     /// `auth.secret` (generated in dev mode when empty).
     pub auth_secret: Vec<u8>,
     /// `auth.leeway`
@@ -528,6 +539,20 @@ impl Config {
             ));
         }
 
+        let max_seats_per_user = self.rooms.max_seats_per_user;
+        if max_seats_per_user == 0 {
+            return Err(ConfigError::new(
+                "rooms.max_seats_per_user",
+                "must be at least 1",
+            ));
+        }
+        // More than the room holds means no per-user cap.
+        let max_seats_per_user = max_seats_per_user.min(max_participants);
+        let seat_hold = duration("rooms.seat_hold", &self.rooms.seat_hold)?;
+        if seat_hold < Duration::from_secs(1) {
+            return Err(ConfigError::new("rooms.seat_hold", "must be at least 1s"));
+        }
+
         let auth_secret = if self.auth.secret.is_empty() {
             if !dev {
                 return Err(ConfigError::new(
@@ -608,6 +633,8 @@ impl Config {
             purge_grace,
             purge_interval,
             max_participants: max_participants as usize,
+            max_seats_per_user: max_seats_per_user as usize,
+            seat_hold: seat_hold.min(grant_ttl),
             auth_secret,
             leeway,
             grant_ttl,

@@ -293,12 +293,14 @@ async fn reconcile_placements(s: &AppState, c: &Cluster, rooms: &[crate::seats::
     if !c.holds_lease() {
         return;
     }
+    // Connected participants (what the preview shows everywhere); a room with only granted
+    // seats is listed too, so its placement stays.
     let reports: Vec<(String, i64)> = rooms
         .iter()
         .map(|r| {
             (
                 r.link.as_str().to_owned(),
-                i64::try_from(r.held).unwrap_or(i64::MAX),
+                i64::try_from(r.live.len()).unwrap_or(i64::MAX),
             )
         })
         .collect();

@@ -147,6 +147,9 @@ impl Metrics {
         registry.register(Box::new(m.drain_started.clone()))?;
         // Initialise the label values an alert or a dashboard expects, so they exist at 0.
         m.joins.with_label_values(&["admitted"]);
+        for r in ["seat_limit", "node_draining", "no_node_available", "error"] {
+            m.joins.with_label_values(&[r]);
+        }
         for r in Refusal::ALL {
             m.joins.with_label_values(&[r.as_str()]);
         }
@@ -355,7 +358,7 @@ impl ClusterMetrics {
 }
 
 /// Reasons used as the `reason` label of `callrelay_participants_removed_total`.
-pub const REMOVE_REASONS: [&str; 10] = [
+pub const REMOVE_REASONS: [&str; 11] = [
     "left",
     "revoked",
     "blocked",
@@ -366,10 +369,11 @@ pub const REMOVE_REASONS: [&str; 10] = [
     "error",
     "moved",
     "expired",
+    "rate_limited",
 ];
 
 /// Codes used as the `code` label of `callrelay_signaling_errors_total` (proto/signal.proto).
-pub const SIGNALING_ERROR_CODES: [&str; 14] = [
+pub const SIGNALING_ERROR_CODES: [&str; 15] = [
     "invalid_message",
     "invalid_grant",
     "grant_expired",
@@ -383,6 +387,7 @@ pub const SIGNALING_ERROR_CODES: [&str; 14] = [
     "video_not_allowed",
     "rate_limited",
     "wrong_node",
+    "seat_limit",
     "internal",
 ];
 
@@ -422,6 +427,11 @@ pub struct MediaMetrics {
     pub signaling_sessions: IntGauge,
     /// `callrelay_signaling_errors_total{code}`
     pub signaling_errors: IntCounterVec,
+    /// `callrelay_signaling_rate_limited_total{type}`: client messages refused over their budget.
+    pub signaling_rate_limited: IntCounterVec,
+    /// `callrelay_signaling_coalesced_total`: room updates (mute, active speaker) replaced by a
+    /// newer one before a slow receiver read them.
+    pub signaling_coalesced: IntCounter,
 }
 
 impl MediaMetrics {
@@ -486,6 +496,14 @@ impl MediaMetrics {
                 Opts::new("callrelay_signaling_errors_total", "Signaling error messages sent to clients, by code."),
                 &["code"],
             )?,
+            signaling_rate_limited: IntCounterVec::new(
+                Opts::new("callrelay_signaling_rate_limited_total", "Client signaling messages refused over the sender's budget, by message type."),
+                &["type"],
+            )?,
+            signaling_coalesced: IntCounter::new(
+                "callrelay_signaling_coalesced_total",
+                "Room updates (mute, active speaker) to a slow receiver replaced by a newer one before it read them.",
+            )?,
         };
         registry.register(Box::new(m.forward_latency.clone()))?;
         registry.register(Box::new(m.packets_received.clone()))?;
@@ -503,6 +521,11 @@ impl MediaMetrics {
         registry.register(Box::new(m.worker_busy.clone()))?;
         registry.register(Box::new(m.signaling_sessions.clone()))?;
         registry.register(Box::new(m.signaling_errors.clone()))?;
+        registry.register(Box::new(m.signaling_rate_limited.clone()))?;
+        registry.register(Box::new(m.signaling_coalesced.clone()))?;
+        for k in crate::budget::Kind::ALL {
+            m.signaling_rate_limited.with_label_values(&[k.as_str()]);
+        }
         for kind in MEDIA_KINDS {
             m.packets_received.with_label_values(&[kind]);
             m.bytes_received.with_label_values(&[kind]);

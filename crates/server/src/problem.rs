@@ -84,6 +84,9 @@ pub enum ApiError {
     /// 503 `node_draining`: this node takes no new rooms; another node will (retry).
     #[error("this node is draining and starts no new calls; retry")]
     NodeDraining,
+    /// 409 `seat_limit`: the user already holds `rooms.max_seats_per_user` seats in this call.
+    #[error("you already hold the most seats one user may hold in this call")]
+    SeatLimit,
     /// 503 `no_node_available`: no cluster node holds a lease and serves (retry).
     #[error("no relay node can take this call now; retry")]
     NoNodeAvailable,
@@ -104,7 +107,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::JoinRefused => StatusCode::FORBIDDEN,
             ApiError::LinkNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RoomFull => StatusCode::CONFLICT,
+            ApiError::RoomFull | ApiError::SeatLimit => StatusCode::CONFLICT,
             ApiError::LinkExpired | ApiError::LinkRevoked => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,6 +141,7 @@ impl ApiError {
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::NodeDraining => "node_draining",
             ApiError::NoNodeAvailable => "no_node_available",
+            ApiError::SeatLimit => "seat_limit",
             ApiError::Internal => "internal",
         }
     }

@@ -46,6 +46,24 @@ struct Seat {
     until: Option<Instant>,
 }
 
+/// The caps a seat is taken under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeatLimits {
+    /// `rooms.max_participants`
+    pub max: usize,
+    /// `rooms.max_seats_per_user`
+    pub per_user: usize,
+}
+
+/// Why no seat was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSeat {
+    /// The room holds `max` seats.
+    RoomFull,
+    /// The user holds `per_user` seats in this room.
+    UserLimit,
+}
+
 /// A room with seats on this node, as [`Seats::snapshot`] copies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomSeats {
@@ -74,27 +92,36 @@ impl Seats {
             .unwrap_or(0)
     }
 
-    /// Takes a seat for `participant` until `now + hold` if fewer than `max` are held;
-    /// returns false when the room is full.
+    /// Takes a seat for `participant` of `user` until `now + hold` (the time it has to open
+    /// signaling) if fewer than `max` are held and `user` holds fewer than `per_user` there.
     pub fn try_take(
         &self,
         link: &LinkId,
         participant: &str,
-        max: usize,
+        user: &UserId,
+        limits: SeatLimits,
         now: Instant,
         hold: Duration,
-    ) -> bool {
+    ) -> Result<(), NoSeat> {
         let mut seats = self.rooms.entry(*link).or_default();
         seats.retain(|s| s.held_at(now));
-        if seats.len() >= max {
-            return false;
+        if seats.len() >= limits.max {
+            return Err(NoSeat::RoomFull);
+        }
+        if seats
+            .iter()
+            .filter(|s| s.user.as_ref() == Some(user))
+            .count()
+            >= limits.per_user
+        {
+            return Err(NoSeat::UserLimit);
         }
         seats.push(Seat {
             participant: participant.to_owned(),
-            user: None,
+            user: Some(user.clone()),
             until: Some(now + hold),
         });
-        true
+        Ok(())
     }
 
     /// Turns `participant`'s seat into a live seat (held until released), taking a new one if
@@ -106,19 +133,29 @@ impl Seats {
         participant: &str,
         user: &UserId,
         creator: &UserId,
-        max: usize,
+        limits: SeatLimits,
         now: Instant,
-    ) -> bool {
+    ) -> Result<(), NoSeat> {
         let mut seats = self.rooms.entry(*link).or_default();
         seats.retain(|s| s.held_at(now));
         if let Some(seat) = seats.iter_mut().find(|s| s.participant == participant) {
             seat.until = None;
             seat.user = Some(user.clone());
             seats.creator = Some(creator.clone());
-            return true;
+            return Ok(());
         }
-        if seats.len() >= max {
-            return false;
+        if seats.len() >= limits.max {
+            return Err(NoSeat::RoomFull);
+        }
+        // A seat not taken here at the HTTP join (it went through another node of the cluster,
+        // or its hold lapsed): the per-user cap applies here too.
+        if seats
+            .iter()
+            .filter(|s| s.user.as_ref() == Some(user))
+            .count()
+            >= limits.per_user
+        {
+            return Err(NoSeat::UserLimit);
         }
         seats.push(Seat {
             participant: participant.to_owned(),
@@ -126,7 +163,7 @@ impl Seats {
             until: None,
         });
         seats.creator = Some(creator.clone());
-        true
+        Ok(())
     }
 
     /// A copy of every room with seats, for reconciliation and enforcement (the map is not held
@@ -201,18 +238,27 @@ mod tests {
         let link = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
         let t = Instant::now();
         let hold = Duration::from_secs(60);
-        assert!(seats.try_take(&link, "a", 2, t, hold));
-        assert!(seats.try_take(&link, "b", 2, t, hold));
-        assert!(!seats.try_take(&link, "c", 2, t, hold));
+        let u = UserId::parse("u").unwrap();
+        let two = SeatLimits {
+            max: 2,
+            per_user: 2,
+        };
+        assert!(seats.try_take(&link, "a", &u, two, t, hold).is_ok());
+        assert!(seats.try_take(&link, "b", &u, two, t, hold).is_ok());
+        assert_eq!(
+            seats.try_take(&link, "c", &u, two, t, hold),
+            Err(NoSeat::RoomFull)
+        );
         assert_eq!(seats.held(&link, t), 2);
+        assert_eq!(seats.live(&link), 0, "nobody connected yet");
         seats.release(&link, "a");
-        assert!(seats.try_take(&link, "c", 2, t, hold));
+        assert!(seats.try_take(&link, "c", &u, two, t, hold).is_ok());
         assert_eq!(
             seats.held(&link, t + hold),
             0,
             "seats expire with their grant"
         );
-        assert!(seats.try_take(&link, "d", 2, t + hold, hold));
+        assert!(seats.try_take(&link, "d", &u, two, t + hold, hold).is_ok());
         seats.sweep(t + hold * 3);
         assert_eq!(seats.rooms(), 0);
     }
@@ -224,8 +270,12 @@ mod tests {
         let t = Instant::now();
         let hold = Duration::from_secs(60);
         let (u, c) = (UserId::parse("u").unwrap(), UserId::parse("c").unwrap());
-        assert!(seats.try_take(&link, "a", 2, t, hold));
-        assert!(seats.hold_live(&link, "a", &u, &c, 2, t));
+        let two = SeatLimits {
+            max: 2,
+            per_user: 2,
+        };
+        assert!(seats.try_take(&link, "a", &u, two, t, hold).is_ok());
+        assert!(seats.hold_live(&link, "a", &u, &c, two, t).is_ok());
         assert_eq!(seats.live_seats_of(&c, &u), 1);
         assert_eq!(seats.live_seats_of(&u, &c), 0);
         assert_eq!(seats.snapshot(t)[0].live, vec![("a".to_owned(), u.clone())]);
@@ -235,13 +285,53 @@ mod tests {
             "a live seat does not expire"
         );
         // An expired grant-time seat is replaced if there is room, refused if not.
-        assert!(seats.try_take(&link, "b", 2, t, hold));
-        assert!(!seats.hold_live(&link, "c", &u, &c, 2, t));
-        assert!(seats.hold_live(&link, "c", &u, &c, 2, t + hold * 2));
+        assert!(seats.try_take(&link, "b", &u, two, t, hold).is_ok());
+        assert_eq!(
+            seats.hold_live(&link, "c", &u, &c, two, t),
+            Err(NoSeat::RoomFull)
+        );
+        assert!(seats
+            .hold_live(&link, "c", &u, &c, two, t + hold * 2)
+            .is_ok());
         seats.sweep(t + hold * 10);
         assert_eq!(seats.held(&link, t + hold * 10), 2);
         seats.release(&link, "a");
         seats.release(&link, "c");
         assert_eq!(seats.rooms(), 0);
+    }
+
+    #[test]
+    fn one_user_holds_at_most_per_user_seats_in_a_room() {
+        let seats = Seats::default();
+        let link = LinkId::parse("4bT9xQ2mZr7LpK0aW3cV1e").unwrap();
+        let t = Instant::now();
+        let hold = Duration::from_secs(5);
+        let (m, v) = (
+            UserId::parse("mallory").unwrap(),
+            UserId::parse("victim").unwrap(),
+        );
+        let limits = SeatLimits {
+            max: 32,
+            per_user: 4,
+        };
+        for i in 0..4 {
+            assert!(seats
+                .try_take(&link, &format!("m{i}"), &m, limits, t, hold)
+                .is_ok());
+        }
+        assert_eq!(
+            seats.try_take(&link, "m4", &m, limits, t, hold),
+            Err(NoSeat::UserLimit)
+        );
+        assert_eq!(
+            seats.hold_live(&link, "m5", &m, &v, limits, t),
+            Err(NoSeat::UserLimit)
+        );
+        assert!(seats.try_take(&link, "v0", &v, limits, t, hold).is_ok());
+        // The squatter's seats lapse after the hold: seconds, not the grant's lifetime.
+        assert_eq!(seats.held(&link, t + hold), 0);
+        assert!(seats
+            .try_take(&link, "m6", &m, limits, t + hold, hold)
+            .is_ok());
     }
 }

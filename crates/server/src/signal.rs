@@ -20,6 +20,7 @@ use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessa
 use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{Budgets, Kind as BudgetKind, Verdict};
 use crate::media::{self, Command, JoinRequest, SESSION_QUEUE};
 use crate::state::AppState;
 
@@ -125,13 +126,32 @@ async fn send_error(s: &AppState, socket: &mut WebSocket, r: &Refusal) -> bool {
     .await
 }
 
+/// How long a closing socket waits for the client's Close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Sends a Close frame, then reads (and discards) what the client still sends until its own
+/// Close arrives, for at most [`CLOSE_LINGER`] (RFC 6455 §7.1.1). Dropping a TCP connection with
+/// unread input makes the kernel reset it, and a reset discards what the client has not read
+/// yet: the last messages — an error, `removed{reason}`, the Close itself — would be lost.
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
+    if socket
         .send(Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
         })))
-        .await;
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Counts a session while it lives.
@@ -285,15 +305,28 @@ async fn admit(
             Err(_) => return Err(Refusal::new("internal", "store unavailable")),
         }
     }
-    if !s.seats.hold_live(
+    let limits = crate::seats::SeatLimits {
+        max: s.settings.max_participants,
+        per_user: s.settings.max_seats_per_user,
+    };
+    match s.seats.hold_live(
         &link_id,
         &claims.pid,
         &user,
         &link.creator,
-        s.settings.max_participants,
+        limits,
         Instant::now(),
     ) {
-        return Err(Refusal::new("room_full", "the room is full"));
+        Ok(()) => {}
+        Err(crate::seats::NoSeat::RoomFull) => {
+            return Err(Refusal::new("room_full", "the room is full"))
+        }
+        Err(crate::seats::NoSeat::UserLimit) => {
+            return Err(Refusal::new(
+                "seat_limit",
+                "you already hold the most seats one user may hold in this call",
+            ))
+        }
     }
     let room = media::room_key(&link_id);
     let kind = match link.kind {
@@ -366,6 +399,7 @@ async fn run_session(
     mut socket: WebSocket,
     mut rx: mpsc::Receiver<ServerMessage>,
 ) {
+    let mut budgets = Budgets::new(Instant::now());
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -384,11 +418,34 @@ async fn run_session(
             },
             incoming = next_incoming(&mut socket) => match incoming {
                 Incoming::Message(m) => {
-                    if !handle_message(s, a, &mut socket, m).await {
-                        break;
+                    // `leave` always goes through: it ends the session.
+                    let leaving = matches!(m.msg, Some(client_message::Msg::Leave(_)));
+                    let verdict = if leaving { Verdict::Allow } else { budgets.take(budget_kind(&m), Instant::now()) };
+                    match verdict {
+                        Verdict::Allow => {
+                            if !handle_message(s, a, &mut socket, m).await {
+                                break;
+                            }
+                        }
+                        verdict => {
+                            let kind = budget_kind(&m);
+                            s.media_metrics.signaling_rate_limited.with_label_values(&[kind.as_str()]).inc();
+                            let r = Refusal::new("rate_limited", format!("too many {} messages: slow down", kind.as_str()));
+                            if !send_error(s, &mut socket, &r).await {
+                                break;
+                            }
+                            if verdict == Verdict::Remove {
+                                tracing::info!(link = %a.link, participant = %a.pid_text, kind = kind.as_str(), "signaling flood: removing the sender");
+                                // `removed{rate_limited}` comes back through `rx`, then the close.
+                                s.media.send(a.room, Command::Remove(a.pid, RemoveReason::RateLimited));
+                            }
+                        }
                     }
                 }
                 Incoming::Invalid(e) => {
+                    if budgets.take(BudgetKind::Other, Instant::now()) == Verdict::Remove {
+                        s.media.send(a.room, Command::Remove(a.pid, RemoveReason::RateLimited));
+                    }
                     let r = Refusal::new("invalid_message", e);
                     if !send_error(s, &mut socket, &r).await {
                         break;
@@ -411,6 +468,19 @@ async fn run_session(
     }
     leave(s, a, RemoveReason::Left);
     tracing::info!(link = %a.link, participant = %a.pid_text, "signaling closed");
+}
+
+/// The budget a client message draws on.
+fn budget_kind(m: &ClientMessage) -> BudgetKind {
+    use client_message::Msg;
+    match &m.msg {
+        Some(Msg::Offer(_)) => BudgetKind::Offer,
+        Some(Msg::Answer(_)) => BudgetKind::Answer,
+        Some(Msg::Mute(_)) => BudgetKind::Mute,
+        Some(Msg::VideoPreference(_)) => BudgetKind::Preference,
+        Some(Msg::Ping(_)) => BudgetKind::Ping,
+        Some(Msg::Leave(_)) | Some(Msg::Join(_)) | None => BudgetKind::Other,
+    }
 }
 
 /// One message from a joined client; false to end the session.

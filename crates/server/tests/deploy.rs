@@ -389,7 +389,9 @@ fn compose_required(var: &str) -> String {
     match var {
         "CALLRELAY_ANNOUNCE_IP" => "203.0.113.7".into(),
         "CALLRELAY_AUTH_SECRET" => SECRET.into(),
-        other => panic!("${{{other}:?…}} is required by the compose file: give the test a stand-in"),
+        other => {
+            panic!("${{{other}:?…}} is required by the compose file: give the test a stand-in")
+        }
     }
 }
 
@@ -428,8 +430,15 @@ fn compose_sets_real_keys_and_publishes_its_ports() {
         }
         assert!(assert_real_keys("deploy/docker-compose.yml", env.keys()) >= 7);
         assert!(env["CALLRELAY_STORE_DATABASE_URL"].contains("@postgres:5432/"));
-        let s = settings(None, &env, &format!("docker-compose.yml {service} environment"));
-        assert!(node_ids.insert(s.cluster.node_id.clone()), "{service}: node_id reused");
+        let s = settings(
+            None,
+            &env,
+            &format!("docker-compose.yml {service} environment"),
+        );
+        assert!(
+            node_ids.insert(s.cluster.node_id.clone()),
+            "{service}: node_id reused"
+        );
         assert!(
             advertised.insert(s.cluster.advertise_url.clone()),
             "{service}: advertise_url reused"
@@ -454,10 +463,24 @@ fn compose_sets_real_keys_and_publishes_its_ports() {
                 other => panic!("{other}"),
             };
         }
-        assert_eq!(tcp, BTreeSet::from([s.http_addr.port()]), "{service}: HTTP port");
-        assert_eq!(udp, media_ports(&s), "{service}: published UDP ports = media.ports");
-        assert!(all_udp.is_disjoint(&udp), "{service}: UDP ports of another node");
-        assert!(all_tcp.is_disjoint(&tcp), "{service}: HTTP port of another node");
+        assert_eq!(
+            tcp,
+            BTreeSet::from([s.http_addr.port()]),
+            "{service}: HTTP port"
+        );
+        assert_eq!(
+            udp,
+            media_ports(&s),
+            "{service}: published UDP ports = media.ports"
+        );
+        assert!(
+            all_udp.is_disjoint(&udp),
+            "{service}: UDP ports of another node"
+        );
+        assert!(
+            all_tcp.is_disjoint(&tcp),
+            "{service}: HTTP port of another node"
+        );
         all_udp.extend(udp);
         all_tcp.extend(tcp);
         let grace = duration(
@@ -591,7 +614,10 @@ fn kubernetes_manifests_agree_with_the_configuration() {
             for (k, val) in &env {
                 v = v.replace(&format!("$({k})"), val);
             }
-            assert!(!v.contains("$("), "env {name}: {v} refers to an undefined variable");
+            assert!(
+                !v.contains("$("),
+                "env {name}: {v} refers to an undefined variable"
+            );
             v
         } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
             match path {
@@ -729,14 +755,23 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     // Per pod: a Service of that pod alone, ready or not (a draining pod still hosts calls), and an
     // ingress host routed to it, which is the pod's advertise_url.
     let ingress = get(&objects, "Ingress", "callrelay");
-    let rules = ingress["spec"]["rules"].as_sequence().expect("ingress rules");
+    let rules = ingress["spec"]["rules"]
+        .as_sequence()
+        .expect("ingress rules");
     let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
     assert!(replicas >= 3, "a cluster of at least three nodes");
     for i in 0..replicas {
         let pod = format!("callrelay-{i}");
         let svc = get(&objects, "Service", &pod);
-        assert_eq!(svc["spec"]["publishNotReadyAddresses"], Value::Bool(true), "{pod}");
-        assert_eq!(svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], pod.as_str());
+        assert_eq!(
+            svc["spec"]["publishNotReadyAddresses"],
+            Value::Bool(true),
+            "{pod}"
+        );
+        assert_eq!(
+            svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
+            pod.as_str()
+        );
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http", "{pod}");
         let host = s.cluster.advertise_url.replace("callrelay-0", &pod);
         let host = host.strip_prefix("https://").expect("https advertise_url");
@@ -749,7 +784,10 @@ fn kubernetes_manifests_agree_with_the_configuration() {
             pod.as_str()
         );
     }
-    let public = s.public_url.strip_prefix("https://").expect("https public_url");
+    let public = s
+        .public_url
+        .strip_prefix("https://")
+        .expect("https public_url");
     let rule = rules
         .iter()
         .find(|r| r["host"] == public)

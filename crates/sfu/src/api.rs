@@ -114,6 +114,8 @@ pub enum RemoveReason {
     Moved,
     /// The call link expired during the call.
     Expired,
+    /// The participant kept sending signaling over its budget.
+    RateLimited,
 }
 
 impl RemoveReason {
@@ -130,6 +132,7 @@ impl RemoveReason {
             RemoveReason::Error => "error",
             RemoveReason::Moved => "moved",
             RemoveReason::Expired => "expired",
+            RemoveReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn run(
             totals,
             reported: (0, 0),
             batch: Batch::new(),
+            backlogged: Vec::new(),
         };
         worker.run(commands).await;
     });
@@ -105,6 +106,29 @@ struct Session {
     started: Option<Instant>,
     /// Published video tracks: mid → simulcast layers known (for video preferences).
     video_mids: Vec<callrelay_sfu::Mid>,
+    /// Room updates waiting for room in `tx`, the latest per key (see [`Worker::tell`]).
+    backlog: Vec<(Coalesce, Msg)>,
+}
+
+/// Room updates a slow receiver only needs the latest of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coalesce {
+    /// A participant's mute state.
+    Mute(ParticipantId),
+    /// The room's active speaker.
+    Speaker,
+}
+
+/// Room updates are held back (coalesced) once a receiver's queue has no more than this many
+/// free places, which stay for what it must get in full (joins, leaves, tracks, SDP, removal).
+const COALESCE_BELOW: usize = super::SESSION_QUEUE / 4;
+
+fn coalesce_key(msg: &Msg) -> Option<Coalesce> {
+    match msg {
+        Msg::MuteChanged(m) => super::parse_participant_id(&m.participant_id).map(Coalesce::Mute),
+        Msg::ActiveSpeaker(_) => Some(Coalesce::Speaker),
+        _ => None,
+    }
 }
 
 struct RoomInfo {
@@ -129,6 +153,8 @@ struct Worker {
     reported: (i64, i64),
     /// Outgoing datagrams being coalesced for GSO; its buffer is reused.
     batch: Batch,
+    /// Sessions with a non-empty `backlog`.
+    backlogged: Vec<ParticipantId>,
 }
 
 impl Worker {
@@ -140,6 +166,9 @@ impl Worker {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        // Backlogged room updates are retried this often while there are any.
+        let mut backlog_tick = tokio::time::interval(Duration::from_millis(50));
+        backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self
                 .sfu
@@ -196,6 +225,9 @@ impl Worker {
                     self.flush().await;
                     self.update_stats();
                     self.busy += started.elapsed();
+                }
+                _ = backlog_tick.tick(), if !self.backlogged.is_empty() => {
+                    self.flush_backlogs();
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -446,11 +478,36 @@ impl Worker {
         self.last_stats = s;
     }
 
-    /// Queues a message to one participant; a full queue (stalled client) removes it.
+    /// Queues a message to one participant.
+    ///
+    /// Room updates that only matter in their latest form (mute states, the active speaker) are
+    /// coalesced per receiver: once its queue is nearly full they wait in its backlog, a newer
+    /// one replacing an older one, and go out as it reads ([`Worker::flush_backlogs`]). So one
+    /// participant's traffic never fills another's queue. Everything else must arrive in full:
+    /// a receiver that lets its queue fill with those (it stopped reading) is removed.
     fn tell(&mut self, to: ParticipantId, msg: Msg) {
-        let Some(s) = self.sessions.get(&to) else {
+        let Some(s) = self.sessions.get_mut(&to) else {
             return;
         };
+        if let Some(key) = coalesce_key(&msg) {
+            if !s.backlog.is_empty() || s.tx.capacity() <= COALESCE_BELOW {
+                if let Some(slot) = s.backlog.iter_mut().find(|(k, _)| *k == key) {
+                    slot.1 = msg;
+                    self.metrics.signaling_coalesced.inc();
+                } else {
+                    if s.backlog.is_empty() {
+                        self.backlogged.push(to);
+                    }
+                    s.backlog.push((key, msg));
+                }
+                return;
+            }
+        } else if let Msg::ParticipantLeft(left) = &msg {
+            // No stale mute state of someone who left.
+            if let Some(gone) = super::parse_participant_id(&left.participant_id) {
+                s.backlog.retain(|(k, _)| *k != Coalesce::Mute(gone));
+            }
+        }
         match s.tx.try_send(ServerMessage::from(msg)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -465,6 +522,29 @@ impl Worker {
                     .remove_participant(Instant::now(), to, RemoveReason::Left);
             }
         }
+    }
+
+    /// Moves backlogged room updates into the queues that have room again.
+    fn flush_backlogs(&mut self) {
+        if self.backlogged.is_empty() {
+            return;
+        }
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.backlogged) {
+            let Some(s) = self.sessions.get_mut(&p) else {
+                continue;
+            };
+            while s.tx.capacity() > COALESCE_BELOW && !s.backlog.is_empty() {
+                let (_, msg) = s.backlog.remove(0);
+                if s.tx.try_send(ServerMessage::from(msg)).is_err() {
+                    break;
+                }
+            }
+            if !s.backlog.is_empty() {
+                still.push(p);
+            }
+        }
+        self.backlogged = still;
     }
 
     /// Sends `msg` to every member of `room` except `except`.
@@ -669,6 +749,7 @@ impl Worker {
                         video_muted: false,
                         started: Some(req.started),
                         video_mids: Vec::new(),
+                        backlog: Vec::new(),
                     },
                 );
                 self.awaiting_first_packet += 1;
