@@ -284,6 +284,14 @@ pub struct SfuStats {
     pub layer_switches_up: u64,
     /// NACKs received from subscribers (counted from str0m's once-a-second stats).
     pub nacks_received: u64,
+    /// Work counter: times a participant's `Rtc` was handed the time and drained (a
+    /// subscriber after forwarded copies were written to it, a due timer, a command). Grows
+    /// with the traffic and the due timers, not with the participants present.
+    pub rtc_drives: u64,
+    /// Work counter: entries taken off the deadline heap (due, stale, or early and pushed
+    /// again), each O(log participants). Grows with the deadlines that come due, not with
+    /// the participants present.
+    pub timer_entries_visited: u64,
 }
 
 /// Which simulcast layer a subscriber gets of one published track, from

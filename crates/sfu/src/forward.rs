@@ -1,0 +1,283 @@
+//! Forwarding: one RTP packet from a publisher to every subscriber of its track, and the
+//! keyframe requests that go the other way.
+//!
+//! The path of a packet: [`Sfu::handle_datagram`] (`route.rs`) finds the publisher's `Rtc`
+//! and drains it; its `RtpPacket` event arrives in [`Sfu::forward`] below, which writes one
+//! copy into each subscriber's `Rtc` and marks it dirty; `Sfu::flush` (`timers.rs`) then
+//! drives each dirty `Rtc`, whose datagrams come out of [`Sfu::poll_transmit`].
+
+use std::time::Instant;
+
+use str0m::format::{
+    detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, Codec,
+};
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+
+use crate::slab::Slot;
+use crate::table::{OutState, TrackKey};
+use crate::{Event, RoomKind, Sfu, TrackKind};
+
+/// Most incoming SSRCs tracked per participant (threat 13: SSRC spoofing, too many SSRCs).
+const MAX_SSRCS_PER_PARTICIPANT: usize = 16;
+
+/// Bytes a forwarded RTP packet costs on the wire besides its payload: RTP header and
+/// extensions, SRTP tag, UDP and IP headers. The bandwidth estimate counts them.
+const PACKET_OVERHEAD: u64 = 60;
+
+impl Sfu {
+    /// The hot path: one RTP packet from a publisher to all subscribers of its track. Costs
+    /// one hash probe for the track and, per subscriber, one for its sending stream; nothing
+    /// here depends on how many other tracks, rooms or participants the core holds.
+    pub(crate) fn forward(&mut self, slot: Slot, now: Instant, pkt: RtpPacket) {
+        self.stats.rtp_received += 1;
+        let Some(p) = self.participants.get_mut(slot) else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let (mid, rid) = match p.ssrcs.get(&ssrc) {
+            Some(v) => *v,
+            None => {
+                let found = p
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()));
+                match found {
+                    Some(v) if p.ssrcs.len() < MAX_SSRCS_PER_PARTICIPANT => {
+                        p.ssrcs.insert(ssrc, v);
+                        v
+                    }
+                    _ => {
+                        self.stats.rtp_dropped_unknown_track += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let room_key = p.room;
+        let in_pt = pkt.header.payload_type;
+        let in_params = p.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
+
+        let Some(track) = self.tracks.get_mut(&(slot, mid)) else {
+            let voice = self.rooms.get(&room_key).map(|r| r.kind) == Some(RoomKind::Voice);
+            if voice && p.rtc.media(mid).map(|m| m.kind().is_video()) == Some(true) {
+                self.stats.rtp_dropped_video_in_voice += 1;
+            } else {
+                self.stats.rtp_dropped_unknown_track += 1;
+            }
+            return;
+        };
+        let payload_len = pkt.payload.len() as u64;
+        match track.kind {
+            TrackKind::Audio => {
+                self.stats.audio_received += 1;
+                self.stats.audio_bytes_received += payload_len;
+            }
+            TrackKind::Video => {
+                self.stats.video_received += 1;
+                self.stats.video_bytes_received += payload_len;
+            }
+        }
+        // Wire bytes per layer, for choosing layers against subscribers' estimates.
+        let layer_idx = match rid {
+            Some(r) => track.layers.iter().position(|l| *l == r),
+            None => Some(0),
+        };
+        if let Some(meter) = layer_idx.and_then(|i| track.rates.get_mut(i)) {
+            meter.add(now, payload_len + PACKET_OVERHEAD);
+        }
+        // Only a simulcast track needs to know where keyframes start (the VP8 payload
+        // descriptor and the other codecs' headers stay in clear under end-to-end encryption).
+        let keyframe = !track.layers.is_empty()
+            && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
+
+        if track.kind == TrackKind::Audio {
+            if let (Some(level), Some(room)) = (
+                pkt.header.ext_vals.audio_level,
+                self.rooms.get_mut(&room_key),
+            ) {
+                let id = p.id;
+                if let Some(speaker) = room.speaker.update(now, id, level) {
+                    self.events.push_back(Event::ActiveSpeaker {
+                        room: room_key,
+                        participant: speaker,
+                    });
+                }
+            }
+        }
+
+        let ext_vals = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let in_seq = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
+        let nackable = track.kind == TrackKind::Video;
+        // A subscriber waits for a keyframe of its target layer that may never come unsolicited.
+        let mut want_keyframe = false;
+
+        for &sid in &track.subscribers {
+            let Some(sub) = self.subs.get_mut(sid) else {
+                continue;
+            };
+            let OutState::Open(out_mid) = sub.state else {
+                continue;
+            };
+            let Some(s) = self.participants.get_mut(sub.subscriber) else {
+                continue;
+            };
+            if sub.layer != rid {
+                if sub.target != rid || !keyframe {
+                    want_keyframe |= sub.target == rid;
+                    continue;
+                }
+                sub.switch_layer(rid, in_seq, in_ts, now);
+            }
+            let offset = *sub.seq_offset.get_or_insert(-((in_seq & !0xffff) as i64));
+            let out_seq = in_seq as i64 + offset;
+            if in_seq < sub.min_in_seq || out_seq < 0 {
+                // Reordered from before this subscriber's first packet or layer switch.
+                continue;
+            }
+            let out_seq = out_seq as u64;
+            let out_ts = in_ts.wrapping_add(sub.ts_offset);
+            let out_pt = match sub.pt_map.iter().find(|(i, _)| *i == in_pt) {
+                Some((_, o)) => *o,
+                None => {
+                    let o = in_params
+                        .and_then(|ip| s.rtc.codec_config().match_params(ip))
+                        .map(|op| op.pt());
+                    sub.pt_map.push((in_pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                continue;
+            };
+            let mut api = s.rtc.direct_api();
+            // The sending stream: found by m-line once (a walk over the subscriber's streams
+            // in str0m), then by its SSRC (a hash probe). str0m changes a sending stream's
+            // SSRC only when asked to (`reset_stream_tx`, never called here) and removes it
+            // when its m-line stops, which ends this subscription too.
+            let out_ssrc = match sub.out_ssrc {
+                Some(ssrc) => ssrc,
+                None => match api.stream_tx_by_mid(out_mid, None) {
+                    Some(tx) => tx.ssrc(),
+                    None => continue,
+                },
+            };
+            let Some(tx) = api.stream_tx(&out_ssrc) else {
+                sub.out_ssrc = None;
+                continue;
+            };
+            sub.out_ssrc = Some(out_ssrc);
+            if self.config.forward_timing {
+                self.forwarded_at
+                    .insert((sub.subscriber, *out_ssrc, out_seq as u16), now);
+            }
+            tx.write_rtp(
+                RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(nackable),
+            );
+            if sub.last_out.is_none_or(|(s, _, _)| out_seq > s) {
+                sub.last_out = Some((out_seq, out_ts, now));
+            }
+            self.stats.rtp_forwarded += 1;
+            match track.kind {
+                TrackKind::Audio => {
+                    self.stats.audio_forwarded += 1;
+                    self.stats.audio_bytes_forwarded += payload_len;
+                }
+                TrackKind::Video => {
+                    self.stats.video_forwarded += 1;
+                    self.stats.video_bytes_forwarded += payload_len;
+                }
+            }
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(sub.subscriber);
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(now, (slot, mid), rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// A subscriber asked for a keyframe on one of its subscription m-lines: ask the
+    /// publisher for the layer this subscriber gets (or is switching to).
+    pub(crate) fn relay_keyframe_request(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        out_mid: Mid,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(sub) = self
+            .subs
+            .on(slot, out_mid)
+            .and_then(|sid| self.subs.get(sid))
+        else {
+            return;
+        };
+        if sub.state != OutState::Open(out_mid) {
+            return;
+        }
+        let (key, rid) = (sub.track, sub.layer.or(sub.target));
+        self.request_keyframe(now, key, rid, kind);
+    }
+
+    /// Asks the publisher of `key` for a keyframe on layer `rid`, throttled per layer.
+    pub(crate) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        key: TrackKey,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(track) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        let last = track
+            .last_keyframe_request
+            .iter_mut()
+            .find(|(r, _)| *r == rid);
+        if let Some((_, at)) = &last {
+            if now < *at + interval {
+                self.stats.keyframe_requests_throttled += 1;
+                return;
+            }
+        }
+        let Some(p) = self.participants.get_mut(key.0) else {
+            return;
+        };
+        let mut api = p.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(key.1, rid) else {
+            // Nothing received on that m-line yet: the first keyframe is on its way anyway.
+            return;
+        };
+        rx.request_keyframe(kind);
+        match last {
+            Some((_, at)) => *at = now,
+            None => track.last_keyframe_request.push((rid, now)),
+        }
+        self.stats.keyframe_requests_relayed += 1;
+        self.mark_dirty(key.0);
+    }
+}
+
+/// Whether an RTP payload starts a keyframe, from what the codec leaves in clear.
+fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => detect_vp8_keyframe(payload),
+        Codec::Vp9 => detect_vp9_keyframe(payload),
+        Codec::H264 => detect_h264_keyframe(payload),
+        Codec::Av1 => detect_av1_keyframe(payload),
+        _ => false,
+    }
+}

@@ -1,0 +1,379 @@
+//! Membership: participants joining and leaving rooms, and everything a departure removes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::Rng;
+use str0m::bwe::Bitrate;
+use str0m::change::SdpPendingOffer;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, IceCreds, Output, Rtc};
+
+use crate::negotiate::parse_offer;
+use crate::slab::{Slot, SubId};
+use crate::speaker::SpeakerDetector;
+use crate::table::{OutState, TrackKey};
+use crate::timers::TimerEntry;
+use crate::{
+    guarded, Event, ParticipantId, RemoveReason, RoomKey, RoomKind, Sfu, SfuError, Transmit,
+};
+
+/// A room: its members and what they publish.
+pub(crate) struct Room {
+    pub(crate) kind: RoomKind,
+    pub(crate) members: Vec<Slot>,
+    /// Published tracks, in publication order (drives the order of m-lines in offers).
+    pub(crate) tracks: Vec<TrackKey>,
+    pub(crate) speaker: SpeakerDetector,
+}
+
+/// One participant: its str0m `Rtc` and what the core keeps beside it.
+pub(crate) struct Participant {
+    pub(crate) id: ParticipantId,
+    pub(crate) room: RoomKey,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The `Rtc`'s own next timeout, from its last `Output::Timeout`.
+    pub(crate) next_timeout: Instant,
+    pub(crate) last_ice: Instant,
+    /// When the layers of its simulcast subscriptions are chosen next; `None` while it has none.
+    pub(crate) next_allocation: Option<Instant>,
+    /// Its entry in the deadline heap (see [`crate::timers`]).
+    pub(crate) timer: Option<TimerEntry>,
+    /// Incoming SSRC → (mid, rid): our own index so the per-packet lookup is one hash probe.
+    pub(crate) ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Its subscriptions to the tracks of others, in the order those were published.
+    pub(crate) subscriptions: Vec<SubId>,
+    /// Outstanding relay-initiated offer.
+    pub(crate) pending_offer: Option<SdpPendingOffer>,
+    /// Subscription m-lines whose track is gone and which must be stopped.
+    pub(crate) to_stop: Vec<Mid>,
+    /// Subscription m-lines in an outstanding offer that stops them.
+    pub(crate) stopping: Vec<Mid>,
+    /// Receive-only m-lines to put in the relay's first offer (when the relay offers first).
+    pub(crate) recv_to_offer: Vec<MediaKind>,
+    /// Receive-only m-lines in the outstanding offer. str0m announces no `MediaAdded` for
+    /// lines the local side offered, so they are published when the answer is accepted.
+    pub(crate) recv_offered: Vec<Mid>,
+    pub(crate) dirty: bool,
+    pub(crate) negotiate: bool,
+    /// Latest egress bandwidth estimate towards this participant, bits/s (`None` until
+    /// str0m's BWE can measure: BWE on, and TWCC negotiated on a sending m-line).
+    pub(crate) estimate: Option<u64>,
+    /// The desired bitrate last handed to this participant's BWE (what it probes towards).
+    pub(crate) bwe_desired: u64,
+    /// NACKs received per sending stream, as last reported by str0m's once-a-second stats
+    /// (cumulative), so that [`SfuStats::nacks_received`][crate::SfuStats::nacks_received]
+    /// adds only the difference.
+    pub(crate) egress_nacks: HashMap<(Mid, Option<Rid>), u64>,
+}
+
+impl Sfu {
+    /// Participants currently present, in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Rooms with at least one participant.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Members of a room, in join order.
+    pub fn room_members(&self, room: RoomKey) -> Vec<ParticipantId> {
+        let Some(r) = self.rooms.get(&room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|s| self.participants.get(*s).map(|p| p.id))
+            .collect()
+    }
+
+    /// Adds a participant to `room` (created if absent).
+    ///
+    /// With the client's SDP offer, returns `Some(answer)` to send back; tracks already
+    /// published in the room are then offered to the newcomer through an [`Event::SdpOffer`].
+    /// Without an offer, the relay offers first: one [`Event::SdpOffer`] with a receive-only
+    /// audio m-line (and video, in a video room) for the client to publish on, plus the
+    /// room's tracks; returns `None`, and the client's answer comes to
+    /// [`Sfu::handle_sdp_answer`].
+    ///
+    /// Refused without any change when the room is full, the id is taken, the SDP is bad, or
+    /// a voice room is offered video.
+    pub fn add_participant(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantId,
+        kind: RoomKind,
+        offer_sdp: Option<&str>,
+    ) -> Result<Option<String>, SfuError> {
+        if self.by_id.contains_key(&participant) {
+            return Err(SfuError::DuplicateParticipant);
+        }
+        let room_kind = match self.rooms.get(&room) {
+            Some(r) if r.members.len() >= self.config.max_participants => {
+                return Err(SfuError::RoomFull);
+            }
+            Some(r) => r.kind,
+            None => kind,
+        };
+        let offer = offer_sdp
+            .map(|sdp| parse_offer(sdp, room_kind))
+            .transpose()?;
+
+        let ufrag = self.new_ufrag();
+        let creds = IceCreds {
+            ufrag: ufrag.clone(),
+            pass: random_token(&mut self.rng, 24),
+        };
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .set_crypto_provider(self.crypto.clone())
+            .enable_bwe(self.config.bwe_initial_bitrate.map(Bitrate::bps))
+            // Once-a-second stats carry the NACK counts behind `SfuStats::nacks_received`.
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        let candidate = Candidate::host(self.config.local_addr, "udp")
+            .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = offer
+            .map(|offer| rtc.sdp_api().accept_offer(offer))
+            .transpose()
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let recv_to_offer = match (&answer, room_kind) {
+            (Some(_), _) => Vec::new(),
+            (None, RoomKind::Voice) => vec![MediaKind::Audio],
+            (None, RoomKind::Video) => vec![MediaKind::Audio, MediaKind::Video],
+        };
+
+        let slot = self.participants.insert(Participant {
+            id: participant,
+            room,
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            next_timeout: now,
+            last_ice: now,
+            next_allocation: None,
+            timer: None,
+            ssrcs: HashMap::new(),
+            subscriptions: Vec::new(),
+            pending_offer: None,
+            to_stop: Vec::new(),
+            stopping: Vec::new(),
+            recv_to_offer,
+            recv_offered: Vec::new(),
+            dirty: false,
+            negotiate: false,
+            estimate: None,
+            bwe_desired: 0,
+            egress_nacks: HashMap::new(),
+        });
+        self.by_id.insert(participant, slot);
+        self.by_ufrag.insert(ufrag, slot);
+
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            kind: room_kind,
+            members: Vec::new(),
+            tracks: Vec::new(),
+            speaker: SpeakerDetector::default(),
+        });
+        r.members.push(slot);
+        // Subscribe the newcomer to everything already published.
+        let published: Vec<(TrackKey, Option<Rid>)> = r
+            .tracks
+            .iter()
+            .filter_map(|key| Some((*key, self.tracks.get(key)?.layers.first().copied())))
+            .collect();
+        let any = !published.is_empty();
+        for (key, target) in published {
+            self.subscribe(now, key, slot, target);
+        }
+        if any || answer.is_none() {
+            self.mark_negotiate(slot);
+        }
+        self.events
+            .push_back(Event::ParticipantJoined { room, participant });
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(answer.map(|a| a.to_sdp_string()))
+    }
+
+    /// Removes a participant (hang-up, revocation, block, kick, drain). Emits
+    /// [`Event::ParticipantLeft`] for the room and [`Event::Removed`] for the participant,
+    /// and renegotiates the others to drop its tracks.
+    pub fn remove_participant(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        reason: RemoveReason,
+    ) -> Result<(), SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        self.remove_slot(slot, reason);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Removes everyone in `room` with `reason` (e.g. the link was revoked).
+    pub fn remove_room(&mut self, now: Instant, room: RoomKey, reason: RemoveReason) {
+        let members = self
+            .rooms
+            .get(&room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        for slot in members {
+            self.remove_slot(slot, reason);
+        }
+        self.flush(now);
+    }
+
+    /// Removes everyone, room by room, with `reason` (e.g. `drain` when the node shuts down).
+    pub fn remove_all(&mut self, now: Instant, reason: RemoveReason) {
+        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.remove_room(now, room, reason);
+        }
+    }
+
+    pub(crate) fn new_ufrag(&mut self) -> String {
+        loop {
+            let u = random_token(&mut self.rng, 8);
+            if !self.by_ufrag.contains_key(&u) {
+                return u;
+            }
+        }
+    }
+
+    /// Removes a participant and every reference to its slot: routes, its tracks (their
+    /// subscribers' m-lines are stopped), its subscriptions, its room membership. Its entry
+    /// in the deadline heap goes stale and is dropped when it surfaces.
+    pub(crate) fn remove_slot(&mut self, slot: Slot, reason: RemoveReason) {
+        let Some(mut p) = self.participants.remove(slot) else {
+            return;
+        };
+        if reason == RemoveReason::Error {
+            // Its state is suspect: touch nothing more.
+            p.rtc.disconnect();
+        } else {
+            // Tell the client at the media layer too (RTCP BYE, DTLS close_notify).
+            let transmits = &mut self.transmits;
+            guarded(|| close_rtc(&mut p.rtc, transmits));
+        }
+        self.by_id.remove(&p.id);
+        self.by_ufrag.remove(&p.ufrag);
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        let room_key = p.room;
+        // Its own tracks: unpublish, and stop the subscribers' m-lines.
+        let mut own: Vec<TrackKey> = Vec::new();
+        if let Some(room) = self.rooms.get_mut(&room_key) {
+            room.members.retain(|s| *s != slot);
+            room.speaker.forget(p.id);
+            room.tracks.retain(|key| {
+                if key.0 == slot {
+                    own.push(*key);
+                }
+                key.0 != slot
+            });
+        }
+        let mut stops: Vec<(Slot, Mid)> = Vec::new();
+        for key in own {
+            if let Some(t) = self.tracks.remove(&key) {
+                for sid in t.subscribers {
+                    if let Some(sub) = self.unsubscribe(sid) {
+                        if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
+                            stops.push((sub.subscriber, m));
+                        }
+                    }
+                }
+            }
+            self.events.push_back(Event::TrackUnpublished {
+                room: room_key,
+                participant: p.id,
+                mid: key.1,
+            });
+        }
+        // Its subscriptions to others.
+        for sid in p.subscriptions.drain(..) {
+            self.unsubscribe(sid);
+        }
+        for (s, m) in stops {
+            if let Some(sp) = self.participants.get_mut(s) {
+                sp.to_stop.push(m);
+            }
+            self.mark_negotiate(s);
+        }
+        if self
+            .rooms
+            .get(&room_key)
+            .is_some_and(|r| r.members.is_empty())
+        {
+            self.rooms.remove(&room_key);
+        }
+        self.events.push_back(Event::ParticipantLeft {
+            room: room_key,
+            participant: p.id,
+            reason,
+        });
+        self.events.push_back(Event::Removed {
+            room: room_key,
+            participant: p.id,
+            reason,
+        });
+    }
+}
+
+/// Starts closing `rtc` and collects what it sends for that; bounded, events ignored.
+fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
+    if rtc.close().is_err() {
+        return;
+    }
+    for _ in 0..32 {
+        match rtc.poll_output() {
+            Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.into(),
+                received_at: None,
+            }),
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// A random string over the ICE-char alphabet.
+pub(crate) fn random_token(rng: &mut StdRng, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn tokens_are_seeded() {
+        let a = random_token(&mut StdRng::from_seed([1; 32]), 8);
+        let b = random_token(&mut StdRng::from_seed([1; 32]), 8);
+        let c = random_token(&mut StdRng::from_seed([2; 32]), 8);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 8);
+    }
+}

@@ -1,0 +1,306 @@
+//! Negotiation: SDP from and to the clients, publication of their tracks, and the relay's own
+//! offers that open and stop subscription m-lines.
+
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+
+use crate::simulcast::RateMeter;
+use crate::slab::{Slot, SubId};
+use crate::table::{OutState, Track, TrackKey};
+use crate::{Event, ParticipantId, RemoveReason, RoomKind, Sfu, SfuError, TrackKind};
+
+/// Largest SDP accepted from signaling (threat 16).
+const MAX_SDP_LEN: usize = 64 * 1024;
+
+impl Sfu {
+    /// A renegotiation offer from the client; returns the answer to send back.
+    pub fn handle_sdp_offer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let p = self
+            .participants
+            .get_mut(slot)
+            .expect("by_id only holds occupied slots");
+        let room_kind = self.rooms.get(&p.room).map(|r| r.kind);
+        let offer = parse_offer(offer_sdp, room_kind.unwrap_or(RoomKind::Video))?;
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // accept_offer rolled back our own outstanding offer: redo it after this exchange.
+        if p.pending_offer.take().is_some() {
+            p.recv_offered.clear();
+            let mut stopping = std::mem::take(&mut p.stopping);
+            p.to_stop.append(&mut stopping);
+            for &sid in &p.subscriptions {
+                if let Some(OutState::Negotiating(_)) = self.subs.get(sid).map(|s| s.state) {
+                    self.subs.set_state(sid, OutState::ToOpen);
+                }
+            }
+            self.mark_negotiate(slot);
+        }
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The client's answer to the last [`Event::SdpOffer`] it was sent.
+    pub fn handle_sdp_answer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        answer_sdp: &str,
+    ) -> Result<(), SfuError> {
+        let slot = *self
+            .by_id
+            .get(&participant)
+            .ok_or(SfuError::UnknownParticipant)?;
+        if answer_sdp.len() > MAX_SDP_LEN {
+            return Err(SfuError::SdpTooLarge);
+        }
+        let answer =
+            SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let p = self
+            .participants
+            .get_mut(slot)
+            .expect("by_id only holds occupied slots");
+        let pending = p.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
+        if let Err(e) = p.rtc.sdp_api().accept_answer(pending, answer) {
+            // A broken answer costs this participant only.
+            self.remove_slot(slot, RemoveReason::Error);
+            self.flush(now);
+            return Err(SfuError::Sdp(e.to_string()));
+        }
+        p.stopping.clear();
+        let published: Vec<(Mid, MediaKind)> = p
+            .recv_offered
+            .drain(..)
+            .filter_map(|mid| {
+                let m = p.rtc.media(mid)?;
+                m.direction().is_receiving().then(|| (mid, m.kind()))
+            })
+            .collect();
+        for (mid, kind) in published {
+            self.publish(now, slot, mid, kind, Vec::new());
+        }
+        // The subscriptions in the answered offer are open.
+        let mut opened: Vec<(TrackKey, Option<Rid>)> = Vec::new();
+        if let Some(p) = self.participants.get(slot) {
+            for &sid in &p.subscriptions {
+                let Some(sub) = self.subs.get(sid) else {
+                    continue;
+                };
+                let OutState::Negotiating(m) = sub.state else {
+                    continue;
+                };
+                let (track, target) = (sub.track, sub.target);
+                self.subs.set_state(sid, OutState::Open(m));
+                if self.tracks.get(&track).map(|t| t.kind) == Some(TrackKind::Video) {
+                    opened.push((track, target));
+                }
+            }
+        }
+        // A new video subscriber needs a keyframe to start decoding.
+        for (key, rid) in opened {
+            self.request_keyframe(now, key, rid, KeyframeRequestKind::Pli);
+        }
+        self.mark_negotiate(slot);
+        self.mark_dirty(slot);
+        self.flush(now);
+        Ok(())
+    }
+
+    pub(crate) fn mark_negotiate(&mut self, slot: Slot) {
+        if let Some(p) = self.participants.get_mut(slot) {
+            if !p.negotiate {
+                p.negotiate = true;
+                self.to_negotiate.push(slot);
+            }
+        }
+    }
+
+    /// A participant's receiving m-line became a published track: everyone else in the
+    /// room subscribes to it (their next relay offer opens it).
+    pub(crate) fn publish(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        mid: Mid,
+        kind: MediaKind,
+        layers: Vec<Rid>,
+    ) {
+        let p = self
+            .participants
+            .get(slot)
+            .expect("publish from an occupied slot");
+        let (room_key, id) = (p.room, p.id);
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        let kind = if kind.is_audio() {
+            TrackKind::Audio
+        } else {
+            TrackKind::Video
+        };
+        if kind == TrackKind::Video && room.kind == RoomKind::Voice {
+            return;
+        }
+        let key = (slot, mid);
+        if self.tracks.contains_key(&key) {
+            return;
+        }
+        let others: Vec<Slot> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|s| *s != slot)
+            .collect();
+        room.tracks.push(key);
+        let target = layers.first().copied();
+        let rates = vec![RateMeter::default(); layers.len().max(1)];
+        self.tracks.insert(
+            key,
+            Track {
+                kind,
+                layers,
+                subscribers: Vec::with_capacity(others.len()),
+                last_keyframe_request: Vec::new(),
+                rates,
+            },
+        );
+        for s in others {
+            self.subscribe(now, key, s, target);
+            self.mark_negotiate(s);
+        }
+        self.events.push_back(Event::TrackPublished {
+            room: room_key,
+            participant: id,
+            mid,
+            kind,
+        });
+    }
+
+    /// Sends a relay offer to `slot` if subscriptions wait for m-lines or must be stopped,
+    /// unless an offer is already outstanding (then this runs again when it is answered).
+    pub(crate) fn negotiate(&mut self, slot: Slot) {
+        let Some(p) = self.participants.get_mut(slot) else {
+            return;
+        };
+        p.negotiate = false;
+        if p.pending_offer.is_some() {
+            return;
+        }
+        // Subscriptions waiting for an m-line, with their track's kind and publisher's id.
+        let mut to_open: Vec<(SubId, TrackKey, TrackKind, ParticipantId)> = Vec::new();
+        let p = self.participants.get(slot).expect("checked occupied above");
+        for &sid in &p.subscriptions {
+            let Some(sub) = self.subs.get(sid) else {
+                continue;
+            };
+            if sub.state != OutState::ToOpen {
+                continue;
+            }
+            let Some(t) = self.tracks.get(&sub.track) else {
+                continue;
+            };
+            if let Some(publisher) = self.participants.get(sub.track.0) {
+                to_open.push((sid, sub.track, t.kind, publisher.id));
+            }
+        }
+        let p = self
+            .participants
+            .get_mut(slot)
+            .expect("checked occupied above");
+        let mut api = p.rtc.sdp_api();
+        // If a client offer rolls this offer back, its own offer defines what it publishes.
+        for kind in p.recv_to_offer.drain(..) {
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            p.recv_offered.push(mid);
+        }
+        for mid in p.to_stop.drain(..) {
+            api.stop_media(mid);
+            p.stopping.push(mid);
+        }
+        let mut opened: Vec<(SubId, Mid)> = Vec::with_capacity(to_open.len());
+        for (sid, key, kind, publisher) in to_open {
+            let media_kind = match kind {
+                TrackKind::Audio => MediaKind::Audio,
+                TrackKind::Video => MediaKind::Video,
+            };
+            let stream_id = publisher.to_string();
+            let track_id = format!("{publisher}-{}", key.1);
+            let mid = api.add_media(
+                media_kind,
+                Direction::SendOnly,
+                Some(stream_id),
+                Some(track_id),
+                None,
+            );
+            opened.push((sid, mid));
+        }
+        if !api.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        let id = p.id;
+        p.pending_offer = Some(pending);
+        for (sid, mid) in opened {
+            self.subs.set_state(sid, OutState::Negotiating(mid));
+        }
+        self.events.push_back(Event::SdpOffer {
+            participant: id,
+            sdp: offer.to_sdp_string(),
+        });
+        self.mark_dirty(slot);
+    }
+}
+
+/// Size check, parse, and the voice-room rule, before anything is created.
+pub(crate) fn parse_offer(sdp: &str, room_kind: RoomKind) -> Result<SdpOffer, SfuError> {
+    if sdp.len() > MAX_SDP_LEN {
+        return Err(SfuError::SdpTooLarge);
+    }
+    if room_kind == RoomKind::Voice && has_active_video(sdp) {
+        return Err(SfuError::VideoNotAllowed);
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))
+}
+
+/// Whether an SDP has a video m-line that is not disabled (port 0).
+fn has_active_video(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.strip_prefix("m=video ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|port| port != "0")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_detection_ignores_disabled_lines() {
+        assert!(has_active_video(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!has_active_video(
+            "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!has_active_video(
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        ));
+    }
+}

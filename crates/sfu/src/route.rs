@@ -1,0 +1,252 @@
+//! Routing and demux: from a datagram to its participant's `Rtc` in O(1), and from an `Rtc`'s
+//! output to the socket (transmits) or to the rest of the core (events).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::bwe::BweKind;
+use str0m::ice::StunMessage;
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Input, Output};
+
+use crate::slab::Slot;
+use crate::{guarded, ParticipantId, RemoveReason, Sfu, Transmit};
+
+/// Shortest datagram worth looking at: an RTP header is 12 bytes, and SRTP, SRTCP, DTLS and
+/// STUN are all longer. Anything shorter is dropped before any length arithmetic.
+const MIN_DATAGRAM: usize = 12;
+
+/// Most remote addresses learned per participant (ICE may validate a few candidate pairs).
+const MAX_ADDRS_PER_PARTICIPANT: usize = 4;
+
+impl Sfu {
+    /// A datagram received on the worker socket at `now` from `source`, sent to `destination`.
+    ///
+    /// `destination` must be the address announced as host candidate
+    /// ([`SfuConfig::local_addr`][crate::SfuConfig::local_addr]), even when the socket is bound
+    /// to a wildcard address: str0m matches ICE traffic against its local candidates.
+    ///
+    /// The work done does not grow with the participants the core holds: one hash probe to
+    /// find the sender, then its `Rtc` and, for media, the subscribers of that one track.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.stats.datagrams_received += 1;
+        if bytes.len() > self.config.mtu {
+            self.stats.dropped_oversized += 1;
+            return;
+        }
+        if bytes.len() < MIN_DATAGRAM {
+            self.stats.dropped_runt += 1;
+            return;
+        }
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            // Also covers STUN-looking datagrams that do not parse as STUN.
+            if bytes[0] < 2 {
+                self.stats.dropped_bad_stun += 1;
+            } else {
+                self.stats.dropped_malformed += 1;
+            }
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+
+        let slot = if bytes[0] < 2 {
+            // STUN: route by our ufrag, the first half of USERNAME; never answer a stranger.
+            let Some(slot) = self.route_stun(source, bytes) else {
+                self.stats.dropped_bad_stun += 1;
+                return;
+            };
+            let p = self
+                .participants
+                .get_mut(slot)
+                .expect("routes only point at occupied slots");
+            // Checks MESSAGE-INTEGRITY against this participant's credentials.
+            if !p.rtc.accepts(&input) {
+                self.stats.dropped_bad_stun += 1;
+                return;
+            }
+            // Moves the idle deadline later: its heap entry, now early, is put right when it
+            // surfaces (see `timers.rs`), not here on every binding request.
+            p.last_ice = now;
+            self.learn_addr(slot, source);
+            slot
+        } else {
+            let Some(&slot) = self.by_addr.get(&source) else {
+                self.stats.dropped_unknown_source += 1;
+                return;
+            };
+            slot
+        };
+
+        let p = self
+            .participants
+            .get_mut(slot)
+            .expect("routes only point at occupied slots");
+        match guarded(|| p.rtc.handle_input(input)) {
+            Some(Ok(())) => {
+                self.poll_rtc(slot, now);
+                self.after_input(slot, now);
+            }
+            Some(Err(_)) => {
+                self.stats.dropped_rtc_error += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
+            None => {
+                self.stats.sessions_panicked += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Remote addresses learned from authenticated STUN, over all participants.
+    pub fn learned_address_count(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// The participant whose authenticated address is `addr`, if any (one hash probe).
+    pub fn participant_at(&self, addr: SocketAddr) -> Option<ParticipantId> {
+        let slot = *self.by_addr.get(&addr)?;
+        self.participants.get(slot).map(|p| p.id)
+    }
+
+    fn route_stun(&self, source: SocketAddr, bytes: &[u8]) -> Option<Slot> {
+        let msg = StunMessage::parse(bytes).ok()?;
+        if let Some((local, _remote)) = msg.split_username() {
+            return self.by_ufrag.get(local).copied();
+        }
+        // Binding indications and responses carry no USERNAME: only from a known address.
+        self.by_addr.get(&source).copied()
+    }
+
+    fn learn_addr(&mut self, slot: Slot, addr: SocketAddr) {
+        match self.by_addr.get(&addr) {
+            Some(&s) if s == slot => return,
+            Some(&other) => {
+                // Authenticated STUN moved this address to another participant (port reuse).
+                if let Some(o) = self.participants.get_mut(other) {
+                    o.addrs.retain(|a| *a != addr);
+                }
+            }
+            None => {}
+        }
+        let p = self
+            .participants
+            .get_mut(slot)
+            .expect("learn_addr on an occupied slot");
+        if p.addrs.len() >= MAX_ADDRS_PER_PARTICIPANT {
+            let oldest = p.addrs.remove(0);
+            self.by_addr.remove(&oldest);
+        }
+        p.addrs.push(addr);
+        self.by_addr.insert(addr, slot);
+    }
+
+    /// Drains one `Rtc` until it reports its next timeout (kept in `next_timeout`; the
+    /// caller puts it on the deadline heap).
+    pub(crate) fn poll_rtc(&mut self, slot: Slot, now: Instant) {
+        loop {
+            let Some(p) = self.participants.get_mut(slot) else {
+                return;
+            };
+            let out = match guarded(|| p.rtc.poll_output()) {
+                Some(Ok(o)) => o,
+                Some(Err(_)) => {
+                    self.remove_slot(slot, RemoveReason::Error);
+                    return;
+                }
+                None => {
+                    self.stats.sessions_panicked += 1;
+                    self.remove_slot(slot, RemoveReason::Error);
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    p.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    let received_at = match rtp_ssrc_seq(&t.contents) {
+                        Some((ssrc, seq)) if !self.forwarded_at.is_empty() => {
+                            self.forwarded_at.remove(&(slot, ssrc, seq))
+                        }
+                        _ => None,
+                    };
+                    self.transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                        received_at,
+                    })
+                }
+                Output::Event(e) => self.handle_rtc_event(slot, now, e),
+            }
+        }
+    }
+
+    fn handle_rtc_event(&mut self, slot: Slot, now: Instant, e: str0m::Event) {
+        match e {
+            str0m::Event::RtpPacket(pkt) => self.forward(slot, now, pkt),
+            str0m::Event::MediaAdded(m) if m.direction.is_receiving() => {
+                let layers = m
+                    .simulcast
+                    .map(|s| {
+                        let l = if s.recv.is_empty() { s.send } else { s.recv };
+                        l.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                self.publish(now, slot, m.mid, m.kind, layers);
+            }
+            // The client closed DTLS: it hung up.
+            str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
+            str0m::Event::KeyframeRequest(req) => {
+                self.relay_keyframe_request(now, slot, req.mid, req.kind);
+            }
+            // Once a second per sending stream: count the NACKs the subscriber sent us (str0m
+            // answers them from its own resend buffer).
+            str0m::Event::MediaEgressStats(s) => {
+                if let Some(p) = self.participants.get_mut(slot) {
+                    let last = p.egress_nacks.entry((s.mid, s.rid)).or_insert(0);
+                    self.stats.nacks_received += s.nacks.saturating_sub(*last);
+                    *last = s.nacks;
+                }
+            }
+            str0m::Event::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
+                // Without probing (no TWCC on a sending m-line yet) it is only the initial
+                // guess: the requested layer stands until there is a measurement.
+                if let Some(p) = self.participants.get_mut(slot) {
+                    p.estimate = can_probe.then(|| estimate.as_u64());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// SSRC and sequence number of an RTP packet (SRTP leaves the header in clear); `None` for
+/// RTCP (payload types 192–223 in the second byte), DTLS, STUN and runts.
+fn rtp_ssrc_seq(datagram: &[u8]) -> Option<(u32, u16)> {
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    Some((ssrc, seq))
+}
