@@ -127,6 +127,7 @@ start_node() {
     CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE=100000 \
     CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE=100000 \
     CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE=100000 \
+    CALLRELAY_ROOMS_MAX_SEATS_PER_USER=1000 \
     CALLRELAY_LOG_LEVEL="${CALLRELAY_LOG_LEVEL:-warn}" \
     target/release/callrelay serve --http-addr "127.0.0.1:$port" --public-url "$url" \
     --data-dir "$work/node-$n" 2>"$work/node-$n.log"

@@ -109,6 +109,11 @@ struct Cli {
     /// drained or was lost (round robin over --url, 200 ms doubling to 1 s between tries).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     rejoin_deadline: Duration,
+    /// One more participant per room that floods its signaling (mutes, pings, garbage offers)
+    /// as fast as it can and joins again each time the relay removes it. The others must not
+    /// notice: loss and closed sessions count as usual (callrelay only).
+    #[arg(long)]
+    hostile: bool,
     /// Do not read the relay's metrics.
     #[arg(long)]
     no_metrics: bool,
@@ -201,6 +206,7 @@ fn main() -> ExitCode {
         progress: !cli.quiet,
         relay_pids: cli.relay_pids.clone(),
         rejoin_deadline: cli.rejoin_deadline,
+        hostile: cli.hostile,
     };
     if let Err(e) = opts.validate() {
         eprintln!("callrelay-loadgen: {e}");

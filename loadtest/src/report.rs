@@ -43,6 +43,24 @@ pub struct Report {
     pub traffic_seconds: f64,
     /// Threshold verdict, when thresholds were given.
     pub thresholds: Option<Verdict>,
+    /// The hostile participants (`--hostile`): what they sent and what the relay did.
+    #[serde(default)]
+    pub hostile: Option<HostileReport>,
+}
+
+/// `--hostile`: one flooding participant per room.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostileReport {
+    /// Times they joined (they join again after each removal).
+    pub joins: u64,
+    /// Joins that failed.
+    pub join_failures: u64,
+    /// Signaling messages they sent.
+    pub messages_sent: u64,
+    /// `error{rate_limited}` answers they got.
+    pub messages_refused: u64,
+    /// How their sessions ended, by `removed` reason (`rate_limited` expected).
+    pub removed: BTreeMap<String, u64>,
 }
 
 /// The scenario as run.
@@ -366,6 +384,21 @@ impl Report {
                 s,
                 "closed        by the relay, final: {}",
                 p.closed_by_relay
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if let Some(h) = &self.hostile {
+            let _ = writeln!(
+                s,
+                "hostile       joins {} (failed {})  messages sent {} refused {}  removed: {}",
+                h.joins,
+                h.join_failures,
+                h.messages_sent,
+                h.messages_refused,
+                h.removed
                     .iter()
                     .map(|(k, n)| format!("{k} ×{n}"))
                     .collect::<Vec<_>>()

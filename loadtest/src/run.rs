@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callrelay_client::{
-    ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, TrackKind,
+    Client, ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, TrackKind,
 };
+use callrelay_proto::signal::{MuteState, Ping, SessionDescription};
+use callrelay_proto::{client_message, server_message, ClientMessage};
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
@@ -16,8 +18,8 @@ use crate::header::{self, Stream};
 use crate::janus::{self, Janus};
 use crate::prom::{self, Scrape};
 use crate::report::{
-    JoinReport, LatencyReport, LossReport, NodeReport, PacketReport, ParticipantReport,
-    RejoinReport, RelayReport, Report, RunConfig,
+    HostileReport, JoinReport, LatencyReport, LossReport, NodeReport, PacketReport,
+    ParticipantReport, RejoinReport, RelayReport, Report, RunConfig,
 };
 use crate::stats::{latency_histogram, ReceiverStats, StreamTotals};
 use crate::traffic::{Schedule, TrafficConfig};
@@ -108,6 +110,9 @@ pub struct Options {
     /// How long a participant whose session ended for `moved`, `drain` or a lost node keeps
     /// trying to join again (round robin over `urls`, 200 ms doubling to 1 s between attempts).
     pub rejoin_deadline: Duration,
+    /// One more participant per room that floods signaling as fast as it can and joins again
+    /// whenever the relay removes it (callrelay only): the others must not notice.
+    pub hostile: bool,
 }
 
 impl Options {
@@ -421,8 +426,29 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             opts.subscribe_layer,
         )));
     }
+    let hostile_counters = Arc::new(HostileCounters::default());
+    let mut hostile_tasks = Vec::new();
+    if opts.hostile && janus.is_none() {
+        for (room, link) in links.iter().enumerate() {
+            let token = match &opts.auth {
+                Auth::Token(t) => t.clone(),
+                Auth::Dev => dev_token(&http, &base, &format!("loadgen-hostile-{room}")).await?,
+            };
+            hostile_tasks.push(tokio::spawn(hostile(
+                link.clone(),
+                urls.clone(),
+                token,
+                room,
+                phase_rx.clone(),
+                hostile_counters.clone(),
+            )));
+        }
+    }
     tokio::time::sleep(opts.duration).await;
     let _ = phase_tx.send(Phase::Draining);
+    for t in hostile_tasks {
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, t).await;
+    }
     // Traffic flows from the first join to the stop (the join phase included).
     let traffic_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
@@ -537,7 +563,120 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     };
     let mut report = build_report(run_config, outcomes, traffic_secs, relay, loadgen_cpu);
     report.relay_nodes = relay_nodes;
+    if opts.hostile && janus.is_none() {
+        report.hostile = Some(hostile_counters.report());
+    }
     Ok(report)
+}
+
+/// What the hostile participants did and what the relay did to them.
+#[derive(Debug, Default)]
+struct HostileCounters {
+    joins: AtomicU64,
+    join_failures: AtomicU64,
+    sent: AtomicU64,
+    refused: AtomicU64,
+    removed: Mutex<BTreeMap<String, u64>>,
+}
+
+impl HostileCounters {
+    fn report(&self) -> HostileReport {
+        HostileReport {
+            joins: self.joins.load(Ordering::Relaxed),
+            join_failures: self.join_failures.load(Ordering::Relaxed),
+            messages_sent: self.sent.load(Ordering::Relaxed),
+            messages_refused: self.refused.load(Ordering::Relaxed),
+            removed: self.removed.lock().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Mutes sent per 10 ms tick by a hostile participant (500 a second), with a ping, and a
+/// garbage renegotiation offer every 20 ticks.
+const HOSTILE_MUTES_PER_TICK: u64 = 5;
+
+/// A hostile participant of one room: joins, floods its signaling (mutes, pings, garbage
+/// offers) until the relay removes it, waits a second, joins again; until the run drains.
+async fn hostile(
+    link: String,
+    urls: Vec<String>,
+    token: String,
+    room: usize,
+    mut phase: watch::Receiver<Phase>,
+    counters: Arc<HostileCounters>,
+) {
+    let config = ClientConfig {
+        video: false,
+        ..ClientConfig::default()
+    };
+    let mut attempt = room;
+    while *phase.borrow() == Phase::Running {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let joined = tokio::select! {
+            c = Client::join(url, &token, &link, config.clone()) => c,
+            _ = phase.changed() => break,
+        };
+        let mut client = match joined {
+            Ok(c) => c,
+            Err(_) => {
+                counters.join_failures.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        counters.joins.fetch_add(1, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut ticks: u64 = 0;
+        let reason = loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if *phase.borrow() != Phase::Running {
+                        let _ = client.leave();
+                        return;
+                    }
+                    ticks += 1;
+                    let mut msgs: Vec<ClientMessage> = (0..HOSTILE_MUTES_PER_TICK)
+                        .map(|i| ClientMessage::from(client_message::Msg::Mute(MuteState {
+                            audio_muted: (ticks + i).is_multiple_of(2),
+                            video_muted: false,
+                        })))
+                        .collect();
+                    msgs.push(ClientMessage::from(client_message::Msg::Ping(Ping { nonce: ticks })));
+                    if ticks.is_multiple_of(20) {
+                        msgs.push(ClientMessage::from(client_message::Msg::Offer(SessionDescription {
+                            sdp: "v=0\r\nthis is not an offer\r\n".into(),
+                        })));
+                    }
+                    for m in msgs {
+                        if client.send_signal(m).is_err() {
+                            break;
+                        }
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                e = client.next_event() => match e {
+                    Some(ClientEvent::Signal(m)) => {
+                        if let Some(server_message::Msg::Error(e)) = m.msg {
+                            if e.code == "rate_limited" {
+                                counters.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Some(ClientEvent::Closed { reason }) => break reason.unwrap_or_else(|| "none".into()),
+                    None => break "none".into(),
+                    Some(_) => {}
+                },
+            }
+        };
+        if let Ok(mut m) = counters.removed.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = phase.changed() => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1247,5 +1386,6 @@ fn build_report(
         loadgen_cpu_seconds,
         traffic_seconds: traffic_secs,
         thresholds: None,
+        hostile: None,
     }
 }

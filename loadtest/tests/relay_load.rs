@@ -109,6 +109,7 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         progress: false,
         relay_pids: Vec::new(),
         rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
@@ -220,6 +221,7 @@ async fn receivers_get_the_layer_they_ask_for() {
         progress: false,
         relay_pids: Vec::new(),
         rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
         subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
@@ -274,6 +276,7 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
         progress: false,
         relay_pids: Vec::new(),
         rejoin_deadline: Duration::from_secs(10),
+        hostile: false,
     };
     let run = tokio::spawn(run(opts));
     // Every join is done after 0.3 s; A then drains: its room's three participants get
