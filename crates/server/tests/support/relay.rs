@@ -5,6 +5,8 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_callrelay");
@@ -24,6 +26,23 @@ pub struct Relay {
     pub base: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// The process's log (stderr) so far: read all along by `log_reader`, so a relay that logs a
+    /// lot never blocks on a full pipe (a pipe nobody reads stalls every thread that logs).
+    log: Arc<Mutex<Vec<u8>>>,
+    log_reader: Option<JoinHandle<()>>,
+}
+
+/// Reads `stderr` into `into` until the process closes it.
+fn drain_log(mut stderr: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
 }
 
 impl Relay {
@@ -50,6 +69,11 @@ impl Relay {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start callrelay");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_reader = Some(drain_log(
+            child.stderr.take().expect("stderr is piped"),
+            log.clone(),
+        ));
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -59,10 +83,16 @@ impl Relay {
                     base,
                     port,
                     dir,
+                    log,
+                    log_reader,
                 };
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("callrelay exited early: {status}");
+                if let Some(reader) = log_reader {
+                    let _ = reader.join();
+                }
+                let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+                panic!("callrelay exited early: {status}\n{log}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -92,13 +122,15 @@ impl Relay {
         None
     }
 
-    /// The process's log (stderr), once it has exited.
+    /// The process's log (stderr): all of it once the process has exited (this waits for the
+    /// end of the pipe then), what it wrote so far while it runs.
     pub fn log(&mut self) -> String {
-        let mut log = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut log);
+        if self.child.try_wait().ok().flatten().is_some() {
+            if let Some(reader) = self.log_reader.take() {
+                let _ = reader.join();
+            }
         }
-        log
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
     /// SIGTERM with no call running: the process drains at once and exits 0. Returns the log.
@@ -107,8 +139,12 @@ impl Relay {
         let status = self
             .wait_exit(Duration::from_secs(15))
             .expect("callrelay exits within 15 s of SIGTERM");
-        assert!(status.success(), "callrelay exits 0 on SIGTERM: {status}");
-        self.log()
+        let log = self.log();
+        assert!(
+            status.success(),
+            "callrelay exits 0 on SIGTERM: {status}\n{log}"
+        );
+        log
     }
 }
 
