@@ -76,8 +76,13 @@ impl LinkId {
         LinkId::generate(&mut rand::rngs::OsRng)
     }
 
-    /// Parses an identifier; anything but exactly 22 ASCII characters of `[0-9A-Za-z]` is refused
-    /// (so percent-encoded, Unicode or padded forms never reach a store lookup).
+    /// Parses an identifier; anything but exactly 22 ASCII characters of `[0-9A-Za-z]` is refused,
+    /// so a percent-encoded, Unicode or padded string never reaches a store lookup.
+    ///
+    /// This sees only the string it is given: a caller that decodes first (axum's `Path`
+    /// extractor percent-decodes, turning `%34bT9…` into `4bT9…`) must refuse encoded input
+    /// itself. The server does, on the raw path segment of every route that takes a link id
+    /// (`callrelay_server::api::refuse_encoded_link_id`): a link has exactly one spelling.
     pub fn parse(s: &str) -> Result<LinkId, InvalidLinkId> {
         let bytes = s.as_bytes();
         if bytes.len() != LINK_ID_LEN {

@@ -30,6 +30,15 @@ use crate::state::AppState;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// How long a request body may take to arrive in full (`http.body_timeout`), counted from the
+/// moment its handler starts reading it. The HTTP server puts it in every request's extensions;
+/// [`DEFAULT_BODY_TIMEOUT`] applies without it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeout(pub Duration);
+
+/// The body timeout of a request that carries no [`BodyTimeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
@@ -52,6 +61,7 @@ pub struct CreateLink {
     #[schema(value_type = Option<String>, example = "video")]
     pub kind: Option<LinkKind>,
     /// Optional title, at most 100 characters.
+    #[schema(max_length = 100)]
     pub title: Option<String>,
     /// Optional scheduled start (RFC 3339).
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -142,6 +152,8 @@ pub struct JoinAnswer {
 pub struct JoinBody {
     /// The region the caller is nearest to: in a cluster a new call is placed on a node of that
     /// region when one serves (default: the region of the node that takes the request).
+    /// 1 to 64 characters of `[A-Za-z0-9._:-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
     pub region: Option<String>,
 }
 
@@ -210,6 +222,7 @@ pub struct CallLog {
 #[serde(deny_unknown_fields)]
 pub struct CallLogQuery {
     /// At most this many lines (1–500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -226,6 +239,7 @@ pub struct BlockList {
 pub struct RevokeLink {
     /// Why (kept with the link; at most 500 characters).
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub reason: String,
 }
 
@@ -233,9 +247,11 @@ pub struct RevokeLink {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
-    /// The user id to issue a token for.
+    /// The user id to issue a token for: 1 to 64 characters of `[A-Za-z0-9._@+-]`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@+-]{1,64}$")]
     pub user: String,
-    /// Display name.
+    /// Display name, at most 64 characters.
+    #[schema(max_length = 64)]
     pub name: Option<String>,
     /// Issue an operator token.
     #[serde(default)]
@@ -337,13 +353,21 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
                 .trim()
                 .eq_ignore_ascii_case("application/json")
         });
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidBody("the request body could not be read".into())
-        }
-    })?;
+    let within = req
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+    // A body that never ends would hold the connection and this handler forever.
+    let bytes = tokio::time::timeout(within, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidBody("the request body could not be read".into())
+            }
+        })?;
     if bytes.is_empty() && allow_empty {
         return Ok(None);
     }
@@ -443,6 +467,31 @@ fn parse_link_id(s: &str) -> Result<LinkId, ApiError> {
     LinkId::parse(s).map_err(|_| ApiError::InvalidLinkId)
 }
 
+/// The path parameter that holds a link id in every route template that takes one.
+const LINK_ID_PARAM: &str = "{id}";
+
+/// Refuses a request whose link id is percent-encoded in the path (`/v1/links/%34bT9…`), with
+/// 400 `invalid_link_id`, before any handler, rate limit or store lookup. The `Path` extractor
+/// decodes, so without this an encoded form of a real id would preview, join and renew the link:
+/// a link has exactly one spelling. Applies to every route template with `{id}` (the API and the
+/// web pages `/video/{id}`, `/voice/{id}`); installed by `crate::app::router`.
+pub async fn refuse_encoded_link_id(req: Request, next: Next) -> Response {
+    if let Some(route) = req.extensions().get::<MatchedPath>() {
+        if let Some(i) = route
+            .as_str()
+            .split('/')
+            .position(|seg| seg == LINK_ID_PARAM)
+        {
+            // `{id}` matches exactly one segment, so the raw path has it at the same index.
+            let raw = req.uri().path().split('/').nth(i).unwrap_or_default();
+            if raw.contains('%') {
+                return ApiError::InvalidLinkId.into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
@@ -454,6 +503,9 @@ fn parse_link_id(s: &str) -> Result<LinkId, ApiError> {
         (status = 201, description = "The new link", body = LinkView),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -494,7 +546,7 @@ pub async fn create_link(
 
 /// Preview a link (no authentication; never renews it).
 #[utoipa::path(get, path = "/v1/links/{id}", tag = "links",
-    params(("id" = String, Path, description = "The 22-character link id")),
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
     responses(
         (status = 200, description = "The preview", body = PreviewView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -533,7 +585,7 @@ pub async fn preview_link(
 
 /// The link's URL as a QR code.
 #[utoipa::path(get, path = "/v1/links/{id}/qr.svg", tag = "links",
-    params(("id" = String, Path, description = "The 22-character link id")),
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
     responses(
         (status = 200, description = "SVG image of a QR code of the link URL", content_type = "image/svg+xml", body = String),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -577,16 +629,20 @@ pub fn qr_svg(text: &str) -> Result<String, ApiError> {
 
 /// Join a call link: the decision, the renewal and the call-log entry; answers a signaling grant.
 #[utoipa::path(post, path = "/v1/links/{id}/join", tag = "links",
-    params(("id" = String, Path, description = "The 22-character link id")),
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
+    request_body(content = Option<JoinBody>, description = "Optional: the caller's region"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Admitted", body = JoinAnswer),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "You can't join this call", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The call is full (room_full), or you hold the most seats one user may hold in it (seat_limit)", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable, this node draining, or no cluster node available (retry; Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -827,7 +883,7 @@ pub async fn my_blocks(
 
 /// Block a user from every link the caller created (and from their calls in progress).
 #[utoipa::path(put, path = "/v1/me/blocks/{user_id}", tag = "me",
-    params(("user_id" = String, Path, description = "The user to block")),
+    params(("user_id" = String, Path, description = "The user to block", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Blocked (idempotent)"),
@@ -851,7 +907,7 @@ pub async fn block_user(
 
 /// Unblock a user.
 #[utoipa::path(delete, path = "/v1/me/blocks/{user_id}", tag = "me",
-    params(("user_id" = String, Path, description = "The user to unblock")),
+    params(("user_id" = String, Path, description = "The user to unblock", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Not blocked any more (idempotent)"),
@@ -871,7 +927,7 @@ pub async fn unblock_user(
 
 /// Revoke a link (operators only): permanently invalid; everyone in its call is removed.
 #[utoipa::path(post, path = "/v1/admin/links/{id}/revoke", tag = "admin",
-    params(("id" = String, Path, description = "The 22-character link id")),
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
     request_body(content = Option<RevokeLink>, description = "Optional reason"),
     security(("bearer" = [])),
     responses(
@@ -880,6 +936,9 @@ pub async fn unblock_user(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_link(
     State(s): State<Arc<AppState>>,
@@ -913,6 +972,9 @@ pub async fn revoke_link(
         (status = 200, description = "A token valid 12 hours", body = DevToken),
         (status = 400, description = "Invalid user id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not in dev mode", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn dev_token(
     State(s): State<Arc<AppState>>,

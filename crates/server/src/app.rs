@@ -2,20 +2,31 @@
 //! builds the state, wires the routes (API, web pages, signaling) and the background tasks, and
 //! serves. Nothing imports this module but the binary and the test helpers.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::Router;
 use callrelay_store::{PostgresStore, SharedStore, SqliteStore, StoreError};
-use prometheus::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus::{IntGauge, Registry};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+use tower::ServiceExt;
 
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
-use crate::config::{Settings, StoreLocation};
+use crate::api::BodyTimeout;
+use crate::config::{HttpLimits, Settings, StoreLocation};
 use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics};
 use crate::seats::Seats;
 pub use crate::state::{
@@ -87,6 +98,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::MAX_BODY_BYTES,
         ))
+        .layer(axum::middleware::from_fn(
+            crate::api::refuse_encoded_link_id,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::api::observe,
@@ -117,19 +131,368 @@ pub async fn serve(
         )));
     }
     let media = state.media.clone();
+    let limits = state.settings.http_limits;
+    let metrics = state.metrics.clone();
     let app = router(state);
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let result = serve_http(listener, app, limits, metrics, shutdown).await;
     maintenance.abort();
     for t in tasks {
         t.abort();
     }
     let _ = tokio::task::spawn_blocking(move || media.shutdown()).await;
     result
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP server: axum's router on hyper's HTTP/1 connections, from our own accept loop, so that
+// every connection has a header timeout, an idle timeout and a cap per client address.
+
+/// Accepts connections on `listener` and serves `app` on each until `shutdown` completes; then
+/// stops accepting, lets the requests in progress finish (idle connections close at once) and
+/// returns when every HTTP connection has ended. Upgraded connections (signaling WebSockets) are
+/// not HTTP connections any more: they end with their session or the process.
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: crate::metrics::Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a receiver: when none is left, all have ended.
+    let (done_tx, done_rx) = watch::channel(());
+    let per_ip = Arc::new(PerIp {
+        max: limits.max_connections_per_ip,
+        open: Mutex::new(HashMap::new()),
+        gauge: metrics.http_connections.clone(),
+    });
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::error!(error = %e, "cannot accept HTTP connections");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let Some(permit) = per_ip.acquire(remote.ip()) else {
+            metrics
+                .http_connections_refused
+                .with_label_values(&["per_ip_limit"])
+                .inc();
+            tracing::debug!("HTTP connection refused: http.max_connections_per_ip reached");
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(
+            stream,
+            remote,
+            app.clone(),
+            limits,
+            metrics.clone(),
+            permit,
+            stop_rx.clone(),
+            done_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection until it ends, is shut down, or a timeout closes it.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    limits: HttpLimits,
+    metrics: crate::metrics::Metrics,
+    permit: ConnPermit,
+    mut stop: watch::Receiver<bool>,
+    _done: watch::Receiver<()>,
+) {
+    let clock = Arc::new(ConnClock::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        clock: clock.clone(),
+        _permit: permit,
+    });
+    let service = {
+        let clock = clock.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            clock.set(Phase::Busy);
+            req.extensions_mut().insert(ConnectInfo(remote));
+            req.extensions_mut()
+                .insert(BodyTimeout(limits.body_timeout));
+            let app = app.clone();
+            let clock = clock.clone();
+            async move {
+                let response = app.oneshot(req.map(Body::new)).await;
+                // The response is small and written now: the connection is idle again.
+                clock.set(Phase::Idle);
+                response
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None) // ours, below: hyper's also runs while the connection idles
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            phase = clock.expired(limits) => {
+                // Dropping the connection closes the socket.
+                metrics
+                    .http_connections_timed_out
+                    .with_label_values(&[phase.label()])
+                    .inc();
+                tracing::debug!(phase = phase.label(), "HTTP connection timed out");
+                break;
+            }
+        }
+    }
+}
+
+/// Where a connection is in its request cycle, for its timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Waiting for a request head to complete: `http.header_timeout`. From the connection's
+    /// start, and from the first byte of each later request.
+    Head = 0,
+    /// Between requests: `http.idle_timeout`.
+    Idle = 1,
+    /// A request in a handler (its body bounded by `http.body_timeout` when read): no timeout.
+    Busy = 2,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Head => "header",
+            Phase::Idle => "idle",
+            Phase::Busy => "busy",
+        }
+    }
+}
+
+/// A connection's phase and when it began; `epoch` counts the changes, and each change wakes
+/// [`ConnClock::expired`].
+struct ConnClock {
+    fast: AtomicU8,
+    state: Mutex<(Phase, tokio::time::Instant, u64)>,
+    changed: tokio::sync::Notify,
+}
+
+impl ConnClock {
+    fn new() -> ConnClock {
+        ConnClock {
+            fast: AtomicU8::new(Phase::Head as u8),
+            state: Mutex::new((Phase::Head, tokio::time::Instant::now(), 0)),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn snapshot(&self) -> (Phase, tokio::time::Instant, u64) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, phase: Phase) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *s = (phase, tokio::time::Instant::now(), s.2 + 1);
+        self.fast.store(phase as u8, Ordering::Relaxed);
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Bytes arrived: on an idle connection they start the next request's head.
+    fn bytes_read(&self) {
+        if self.fast.load(Ordering::Relaxed) != Phase::Idle as u8 {
+            return;
+        }
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.0 == Phase::Idle {
+            *s = (Phase::Head, tokio::time::Instant::now(), s.2 + 1);
+            self.fast.store(Phase::Head as u8, Ordering::Relaxed);
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Completes when the connection has stayed in `Head` or `Idle` past its timeout.
+    async fn expired(&self, limits: HttpLimits) -> Phase {
+        loop {
+            // A change after this snapshot leaves a permit in `changed`: never missed.
+            let (phase, since, epoch) = self.snapshot();
+            let deadline = match phase {
+                Phase::Head => since + limits.header_timeout,
+                Phase::Idle => since + limits.idle_timeout,
+                Phase::Busy => {
+                    self.changed.notified().await;
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.snapshot().2 == epoch {
+                        return phase;
+                    }
+                }
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+/// The connection's socket: reports reads to its [`ConnClock`] and holds its place under
+/// `http.max_connections_per_ip` until it closes (after an upgrade too).
+struct Watched {
+    inner: TcpStream,
+    clock: Arc<ConnClock>,
+    _permit: ConnPermit,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.clock.bytes_read();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Open connections per client address (an IPv6 address counts as its /64).
+struct PerIp {
+    /// `http.max_connections_per_ip`; 0: no cap.
+    max: u32,
+    open: Mutex<HashMap<IpAddr, u32>>,
+    gauge: IntGauge,
+}
+
+impl PerIp {
+    /// The key of `ip`: IPv4 (an IPv4-mapped IPv6 address as IPv4), or the /64 of IPv6.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+            v4 => v4,
+        }
+    }
+
+    /// A place for one more connection from `ip`, or `None` at the cap.
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+        let key = Self::key(ip);
+        if self.max > 0 {
+            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = open.entry(key).or_insert(0);
+            if *n >= self.max {
+                return None;
+            }
+            *n += 1;
+        }
+        self.gauge.inc();
+        Some(ConnPermit {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection's place under the cap; given back when dropped.
+struct ConnPermit {
+    per_ip: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.per_ip.gauge.dec();
+        if self.per_ip.max == 0 {
+            return;
+        }
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 async fn maintenance(state: Arc<AppState>) {

@@ -170,6 +170,20 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// A request's head (request line and headers) must arrive within this, counted from the
+    /// connection's start or from the first byte of a later request; otherwise the connection
+    /// is closed.
+    pub header_timeout: String,
+    /// A keep-alive connection with no request in progress is closed after this. Signaling
+    /// WebSockets are not HTTP requests any more once upgraded: this never cuts them.
+    pub idle_timeout: String,
+    /// A request body must be received in full within this (counted from the end of its head);
+    /// otherwise `408 request_timeout` and the connection is closed.
+    pub body_timeout: String,
+    /// Most connections open at once from one client address (IPv6: one /64), signaling
+    /// WebSockets included; more are closed at accept. 0 means no cap. Behind a proxy every
+    /// connection comes from the proxy's address: raise it or set 0 there.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for HttpConfig {
@@ -178,8 +192,25 @@ impl Default for HttpConfig {
             addr: "127.0.0.1:7700".into(),
             public_url: String::new(),
             trust_forwarded_for: false,
+            header_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            body_timeout: "30s".into(),
+            max_connections_per_ip: 256,
         }
     }
+}
+
+/// The validated `[http]` limits of connections and requests.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// `http.header_timeout`
+    pub header_timeout: Duration,
+    /// `http.idle_timeout`
+    pub idle_timeout: Duration,
+    /// `http.body_timeout`
+    pub body_timeout: Duration,
+    /// `http.max_connections_per_ip` (0: no cap).
+    pub max_connections_per_ip: u32,
 }
 
 /// `[store]`
@@ -352,6 +383,9 @@ pub struct Settings {
     pub public_url: String,
     /// `http.trust_forwarded_for`
     pub trust_forwarded_for: bool,
+    /// `http.header_timeout`, `http.idle_timeout`, `http.body_timeout`,
+    /// `http.max_connections_per_ip`
+    pub http_limits: HttpLimits,
     /// `store.*`
     pub store: StoreLocation,
     /// `links.ttl`
@@ -400,6 +434,84 @@ pub struct Settings {
 
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "CALLRELAY_";
+
+/// `CALLRELAY_*` variables that are not configuration keys: the relay ignores these (a trailing
+/// `*` matches any rest). Every other `CALLRELAY_*` variable must name a key, or the relay exits
+/// with code 64 naming the nearest one, as it does for an unknown key in the file.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    // The test suite and its scripts: CALLRELAY_TEST_DATABASE_URL (scripts/test, scripts/pg).
+    "CALLRELAY_TEST_*",
+    // scripts/pg: where the throwaway PostgreSQL keeps its state.
+    "CALLRELAY_PG_STATE",
+    // tests/browser: the binary the harness runs.
+    "CALLRELAY_BIN",
+    // callrelay-loadgen (loadtest/): its tokens.
+    "CALLRELAY_TOKEN",
+    "CALLRELAY_ADMIN_TOKEN",
+    // deploy/docker-compose.yml interpolates these into the real keys (an operator exports them
+    // in the shell that also runs `callrelay token`).
+    "CALLRELAY_ANNOUNCE_IP",
+    "CALLRELAY_PUBLIC_URL",
+    "CALLRELAY_NODE1_URL",
+    "CALLRELAY_NODE2_URL",
+    "CALLRELAY_NODE3_URL",
+    // Kubernetes service links (a Service named `callrelay`) and Docker links inject these
+    // unless disabled (deploy/kubernetes sets enableServiceLinks: false).
+    "CALLRELAY_SERVICE_*",
+    "CALLRELAY_PORT",
+    "CALLRELAY_PORT_*",
+];
+
+/// Whether `name` is one of [`NON_CONFIG_ENV`].
+pub fn is_non_config_env(name: &str) -> bool {
+    NON_CONFIG_ENV.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *p,
+    })
+}
+
+/// Every configuration environment variable, `CALLRELAY_<SECTION>_<KEY>`.
+pub fn env_names() -> Vec<String> {
+    Config::keys()
+        .iter()
+        .map(|(s, k)| format!("{ENV_PREFIX}{s}_{k}").to_ascii_uppercase())
+        .collect()
+}
+
+/// Levenshtein distance of two ASCII-ish strings (by bytes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The error for a `CALLRELAY_*` variable that names no key: the nearest key if one is close.
+fn unknown_env(name: &str) -> ConfigError {
+    let upper = name.to_ascii_uppercase();
+    let nearest = env_names()
+        .into_iter()
+        .map(|k| (edit_distance(&upper, &k), k))
+        .min();
+    let hint = match nearest {
+        Some((d, k)) if d <= 3 || d * 4 <= upper.len() => format!("did you mean {k}?"),
+        _ => "every CALLRELAY_* variable must name a key of callrelay.example.toml \
+              (CALLRELAY_<SECTION>_<KEY>)"
+            .to_owned(),
+    };
+    ConfigError::new(
+        name,
+        format!("unknown environment variable {name}: {hint}"),
+    )
+}
 
 impl Config {
     /// Reads the file (if any) and applies environment overrides from `env`.
@@ -603,6 +715,7 @@ impl Config {
             }
         }
 
+        let http_limits = validate_http_limits(&self.http)?;
         let media = validate_media(&self.media)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
         let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
@@ -628,6 +741,7 @@ impl Config {
             http_addr,
             public_url,
             trust_forwarded_for: self.http.trust_forwarded_for,
+            http_limits,
             store,
             link_ttl,
             purge_grace,
@@ -666,6 +780,28 @@ fn validate_url(key: &str, text: &str) -> Result<String, ConfigError> {
             "must be an http:// or https:// URL without query or fragment",
         )),
     }
+}
+
+fn validate_http_limits(h: &HttpConfig) -> Result<HttpLimits, ConfigError> {
+    let mut out = [Duration::ZERO; 3];
+    for (slot, (key, text)) in out.iter_mut().zip([
+        ("http.header_timeout", &h.header_timeout),
+        ("http.idle_timeout", &h.idle_timeout),
+        ("http.body_timeout", &h.body_timeout),
+    ]) {
+        let d = duration(key, text)?;
+        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+            return Err(ConfigError::new(key, "must be between 100ms and 1h"));
+        }
+        *slot = d;
+    }
+    let [header_timeout, idle_timeout, body_timeout] = out;
+    Ok(HttpLimits {
+        header_timeout,
+        idle_timeout,
+        body_timeout,
+        max_connections_per_ip: h.max_connections_per_ip,
+    })
 }
 
 fn validate_cluster(
@@ -850,7 +986,9 @@ pub fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-/// Applies `CALLRELAY_<SECTION>_<KEY>` variables to the table, typed like the defaults.
+/// Applies `CALLRELAY_<SECTION>_<KEY>` variables to the table, typed like the defaults. Any
+/// other `CALLRELAY_*` variable (a typo such as `CALLRELAY_LINKS_TTLL`) is an error naming the
+/// nearest key, except the names of [`NON_CONFIG_ENV`].
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -862,13 +1000,16 @@ fn apply_env(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
+        if is_non_config_env(&name) {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let Some((section, key)) = keys.iter().find(|(s, k)| {
             rest.strip_prefix(s.as_str())
                 .and_then(|r| r.strip_prefix('_'))
                 == Some(k.as_str())
         }) else {
-            continue;
+            return Err(unknown_env(&name));
         };
         let dotted = format!("{section}.{key}");
         let typed = match &defaults[section.as_str()][key.as_str()] {
@@ -1054,6 +1195,78 @@ mod tests {
         assert_eq!(b.media_workers, 2);
         assert_eq!(b.media_addrs[1].to_string(), "0.0.0.0:7005");
         assert_eq!(b.announce_ip.to_string(), "203.0.113.7");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_refused_with_the_nearest_key() {
+        let err = Config::load(None, env(&[("CALLRELAY_LINKS_TTLL", "3s")])).unwrap_err();
+        assert_eq!(err.key, "CALLRELAY_LINKS_TTLL");
+        assert!(
+            err.message.contains("did you mean CALLRELAY_LINKS_TTL?"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("CALLRELAY_HTTP_IDLE_TIMEOT", "1s")])).unwrap_err();
+        assert!(
+            err.message.contains("CALLRELAY_HTTP_IDLE_TIMEOUT"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("CALLRELAY_WHATEVER", "1")])).unwrap_err();
+        assert!(!err.message.contains("did you mean"), "{err}");
+        // Names the scripts, the tests and the deploy files use are not configuration keys.
+        Config::load(
+            None,
+            env(&[
+                ("CALLRELAY_TEST_DATABASE_URL", "postgres://u@127.0.0.1/x"),
+                ("CALLRELAY_PG_STATE", "/tmp/x"),
+                ("CALLRELAY_BIN", "target/release/callrelay"),
+                ("CALLRELAY_TOKEN", "t"),
+                ("CALLRELAY_ADMIN_TOKEN", "t"),
+                ("CALLRELAY_ANNOUNCE_IP", "203.0.113.7"),
+                ("CALLRELAY_PUBLIC_URL", "https://calls.example.org"),
+                ("CALLRELAY_NODE2_URL", "https://n2.example.org"),
+                ("CALLRELAY_SERVICE_HOST", "10.0.0.1"),
+                ("CALLRELAY_PORT_7700_TCP", "tcp://10.0.0.1:7700"),
+                ("CALLRELAY_LINKS_TTL", "3s"),
+            ]),
+        )
+        .expect("non-configuration names are ignored");
+        // Every real key is accepted by its environment name.
+        for name in env_names() {
+            assert!(!is_non_config_env(&name), "{name} is excluded");
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let s = Config::default()
+            .validate(&Overrides::default(), true)
+            .unwrap();
+        assert_eq!(s.http_limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.http_limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_limits.max_connections_per_ip, 256);
+        let bad = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(pairs))
+                .and_then(|c| c.validate(&Overrides::default(), true))
+                .unwrap_err()
+                .key
+        };
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_HEADER_TIMEOUT", "0s")]),
+            "http.header_timeout"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_IDLE_TIMEOUT", "never")]),
+            "http.idle_timeout"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_BODY_TIMEOUT", "2h")]),
+            "http.body_timeout"
+        );
+        assert_eq!(
+            bad(&[("CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "-1")]),
+            "http.max_connections_per_ip"
+        );
     }
 
     #[test]

@@ -43,7 +43,23 @@ pub struct Metrics {
     /// `callrelay_drain_started_timestamp_seconds`: Unix time the current drain started; 0 when
     /// not draining (alerts compare it with `time()` to catch a drain stuck past its deadline).
     pub drain_started: Gauge,
+    /// `callrelay_http_connections`: TCP connections open on the HTTP port (signaling
+    /// WebSockets included).
+    pub http_connections: IntGauge,
+    /// `callrelay_http_connections_refused_total{reason}`: connections closed at accept
+    /// (`per_ip_limit`: `http.max_connections_per_ip` reached).
+    pub http_connections_refused: IntCounterVec,
+    /// `callrelay_http_connections_timed_out_total{phase}`: connections closed by a timeout,
+    /// `header` (`http.header_timeout`) or `idle` (`http.idle_timeout`). Body timeouts answer
+    /// 408 (`callrelay_http_requests_total{status="408"}`).
+    pub http_connections_timed_out: IntCounterVec,
 }
+
+/// Reasons used as the `reason` label of `callrelay_http_connections_refused_total`.
+pub const HTTP_REFUSAL_REASONS: [&str; 1] = ["per_ip_limit"];
+
+/// Phases used as the `phase` label of `callrelay_http_connections_timed_out_total`.
+pub const HTTP_TIMEOUT_PHASES: [&str; 2] = ["header", "idle"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -130,6 +146,24 @@ impl Metrics {
                 "callrelay_drain_started_timestamp_seconds",
                 "Unix time the current drain started; 0 when not draining.",
             )?,
+            http_connections: IntGauge::new(
+                "callrelay_http_connections",
+                "TCP connections open on the HTTP port, signaling WebSockets included.",
+            )?,
+            http_connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_http_connections_refused_total",
+                    "HTTP connections closed at accept, by reason (per_ip_limit: http.max_connections_per_ip).",
+                ),
+                &["reason"],
+            )?,
+            http_connections_timed_out: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_http_connections_timed_out_total",
+                    "HTTP connections closed by a timeout, by phase (header: http.header_timeout, idle: http.idle_timeout).",
+                ),
+                &["phase"],
+            )?,
         };
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.http_duration.clone()))?;
@@ -145,6 +179,15 @@ impl Metrics {
         registry.register(Box::new(m.join_duration.clone()))?;
         registry.register(Box::new(m.draining.clone()))?;
         registry.register(Box::new(m.drain_started.clone()))?;
+        registry.register(Box::new(m.http_connections.clone()))?;
+        registry.register(Box::new(m.http_connections_refused.clone()))?;
+        registry.register(Box::new(m.http_connections_timed_out.clone()))?;
+        for r in HTTP_REFUSAL_REASONS {
+            m.http_connections_refused.with_label_values(&[r]);
+        }
+        for p in HTTP_TIMEOUT_PHASES {
+            m.http_connections_timed_out.with_label_values(&[p]);
+        }
         // Initialise the label values an alert or a dashboard expects, so they exist at 0.
         m.joins.with_label_values(&["admitted"]);
         for r in ["seat_limit", "node_draining", "no_node_available", "error"] {
@@ -189,14 +232,15 @@ pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
 /// Media kinds used as the `kind` label of packet and byte counters.
 pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
 
-/// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`.
-pub const DROP_REASONS: [&str; 7] = [
+/// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
+/// throttled keyframe requests are not dropped datagrams and have their own counter
+/// (`callrelay_keyframe_requests_throttled_total`).
+pub const DROP_REASONS: [&str; 6] = [
     "oversized",
     "runt",
     "unknown_source",
     "bad_stun",
     "not_negotiated",
-    "rate_limited",
     "error",
 ];
 
@@ -419,6 +463,10 @@ pub struct MediaMetrics {
     pub participants_removed: IntCounterVec,
     /// `callrelay_keyframe_requests_total`
     pub keyframe_requests: IntCounter,
+    /// `callrelay_keyframe_requests_throttled_total`: keyframe requests (PLI/FIR) from
+    /// subscribers, or the relay's own, not relayed to the publisher because one for the same
+    /// layer went out within the throttle interval.
+    pub keyframe_requests_throttled: IntCounter,
     /// `callrelay_nacks_total`
     pub nacks: IntCounter,
     /// `callrelay_worker_busy_ratio{worker}`: share of the last interval a worker spent working.
@@ -486,6 +534,10 @@ impl MediaMetrics {
                 "callrelay_keyframe_requests_total",
                 "Keyframe requests (PLI/FIR) sent to publishers after throttling.",
             )?,
+            keyframe_requests_throttled: IntCounter::new(
+                "callrelay_keyframe_requests_throttled_total",
+                "Keyframe requests (PLI/FIR) not relayed to the publisher: one for the same layer went out within the throttle interval.",
+            )?,
             nacks: IntCounter::new("callrelay_nacks_total", "NACK feedback packets received from subscribers.")?,
             worker_busy: prometheus::GaugeVec::new(
                 Opts::new("callrelay_worker_busy_ratio", "Share of time (0-1) each media worker spent working over the last second."),
@@ -517,6 +569,7 @@ impl MediaMetrics {
         registry.register(Box::new(m.join_to_first_packet.clone()))?;
         registry.register(Box::new(m.participants_removed.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
+        registry.register(Box::new(m.keyframe_requests_throttled.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
         registry.register(Box::new(m.worker_busy.clone()))?;
         registry.register(Box::new(m.signaling_sessions.clone()))?;
@@ -545,5 +598,25 @@ impl MediaMetrics {
             m.participants_removed.with_label_values(&[reason]);
         }
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_keyframe_requests_are_not_counted_as_dropped_datagrams() {
+        let registry = Registry::new();
+        MediaMetrics::register(&registry).unwrap();
+        Metrics::register(&registry).unwrap();
+        let text = render(&registry);
+        assert!(
+            !text.contains(r#"callrelay_datagrams_dropped_total{reason="rate_limited"}"#),
+            "{text}"
+        );
+        assert!(text.contains("\ncallrelay_keyframe_requests_throttled_total 0\n"));
+        assert!(text.contains(r#"callrelay_http_connections_refused_total{reason="per_ip_limit"} 0"#));
+        assert!(text.contains(r#"callrelay_http_connections_timed_out_total{phase="header"} 0"#));
     }
 }

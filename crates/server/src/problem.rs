@@ -60,6 +60,10 @@ pub enum ApiError {
     /// 405 `method_not_allowed`
     #[error("method not allowed on this resource")]
     MethodNotAllowed,
+    /// 408 `request_timeout`: the body did not arrive within `http.body_timeout`; the
+    /// connection is closed.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 409 `room_full`
     #[error("the call is full")]
     RoomFull,
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::JoinRefused => StatusCode::FORBIDDEN,
             ApiError::LinkNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RoomFull | ApiError::SeatLimit => StatusCode::CONFLICT,
             ApiError::LinkExpired | ApiError::LinkRevoked => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,6 +137,7 @@ impl ApiError {
             ApiError::LinkNotFound => "link_not_found",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::RoomFull => "room_full",
             ApiError::LinkExpired => "link_expired",
             ApiError::LinkRevoked => "link_revoked",
@@ -200,6 +206,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        }
+        if let ApiError::RequestTimeout = self {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::RateLimited(wait) = self {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

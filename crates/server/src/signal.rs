@@ -39,6 +39,10 @@ const CLOSE_UNSUPPORTED: u16 = 1003;
 const CLOSE_POLICY: u16 = 1008;
 /// Normal closure.
 const CLOSE_NORMAL: u16 = 1000;
+/// Close code for a protocol error (RFC 6455).
+const CLOSE_PROTOCOL: u16 = 1002;
+/// Close code for data inconsistent with the message type: a text frame that is not UTF-8.
+const CLOSE_INVALID_DATA: u16 = 1007;
 
 /// The `/v1/signal` route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -90,15 +94,25 @@ async fn next_incoming(socket: &mut WebSocket) -> Incoming {
             }
             Some(Ok(Message::Binary(_))) => return Incoming::Binary,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
-            // Over the buffer limit, or a protocol error.
+            Some(Ok(Message::Close(_))) => {
+                // The client closed first: answer with a Close echoing its code (RFC 6455
+                // §5.5.1). The WebSocket layer queued that answer; flushing sends it.
+                let _ = futures::SinkExt::flush(socket).await;
+                return Incoming::Closed;
+            }
+            None => return Incoming::Closed,
+            // Over the buffer limit, a text frame that is not UTF-8, or a protocol error.
             Some(Err(e)) => {
                 let text = e.to_string();
-                return if text.contains("too long") || text.contains("Space limit") {
-                    Incoming::TooBig
-                } else {
-                    Incoming::Closed
-                };
+                if text.contains("too long") || text.contains("Space limit") {
+                    return Incoming::TooBig;
+                }
+                if text.contains("UTF-8") {
+                    close(socket, CLOSE_INVALID_DATA, "invalid UTF-8").await;
+                } else if text.contains("protocol error") {
+                    close(socket, CLOSE_PROTOCOL, "protocol error").await;
+                }
+                return Incoming::Closed;
             }
         }
     }
@@ -400,6 +414,8 @@ async fn run_session(
     mut rx: mpsc::Receiver<ServerMessage>,
 ) {
     let mut budgets = Budgets::new(Instant::now());
+    // The sender's removal was asked of the worker (it answers through `rx`).
+    let mut removing = false;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -434,7 +450,10 @@ async fn run_session(
                             if !send_error(s, &mut socket, &r).await {
                                 break;
                             }
-                            if verdict == Verdict::Remove {
+                            if verdict == Verdict::Remove && !removing {
+                                // Once: a flood goes on until the removal lands, and a line (or a
+                                // command) per message would let it flood the log too.
+                                removing = true;
                                 tracing::info!(link = %a.link, participant = %a.pid_text, kind = kind.as_str(), "signaling flood: removing the sender");
                                 // `removed{rate_limited}` comes back through `rx`, then the close.
                                 s.media.send(a.room, Command::Remove(a.pid, RemoveReason::RateLimited));
@@ -443,7 +462,9 @@ async fn run_session(
                     }
                 }
                 Incoming::Invalid(e) => {
-                    if budgets.take(BudgetKind::Other, Instant::now()) == Verdict::Remove {
+                    if budgets.take(BudgetKind::Other, Instant::now()) == Verdict::Remove && !removing {
+                        removing = true;
+                        tracing::info!(link = %a.link, participant = %a.pid_text, "invalid signaling messages: removing the sender");
                         s.media.send(a.room, Command::Remove(a.pid, RemoveReason::RateLimited));
                     }
                     let r = Refusal::new("invalid_message", e);

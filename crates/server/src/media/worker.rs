@@ -458,12 +458,6 @@ impl Worker {
         );
         add(
             d,
-            "rate_limited",
-            s.keyframe_requests_throttled,
-            l.keyframe_requests_throttled,
-        );
-        add(
-            d,
             "error",
             s.dropped_rtc_error + s.sessions_panicked,
             l.dropped_rtc_error + l.sessions_panicked,
@@ -474,6 +468,11 @@ impl Worker {
         if s.keyframe_requests_relayed > l.keyframe_requests_relayed {
             m.keyframe_requests
                 .inc_by(s.keyframe_requests_relayed - l.keyframe_requests_relayed);
+        }
+        // Not a dropped datagram: a keyframe request held back by the per-layer throttle.
+        if s.keyframe_requests_throttled > l.keyframe_requests_throttled {
+            m.keyframe_requests_throttled
+                .inc_by(s.keyframe_requests_throttled - l.keyframe_requests_throttled);
         }
         self.last_stats = s;
     }
