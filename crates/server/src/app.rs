@@ -23,9 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
 use tower::ServiceExt;
 
+use crate::api::BodyTimeout;
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
-use crate::api::BodyTimeout;
 use crate::config::{HttpLimits, Settings, StoreLocation};
 use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics};
 use crate::seats::Seats;

@@ -507,10 +507,7 @@ fn unknown_env(name: &str) -> ConfigError {
               (CALLRELAY_<SECTION>_<KEY>)"
             .to_owned(),
     };
-    ConfigError::new(
-        name,
-        format!("unknown environment variable {name}: {hint}"),
-    )
+    ConfigError::new(name, format!("unknown environment variable {name}: {hint}"))
 }
 
 impl Config {
@@ -1206,10 +1203,7 @@ mod tests {
             "{err}"
         );
         let err = Config::load(None, env(&[("CALLRELAY_HTTP_IDLE_TIMEOT", "1s")])).unwrap_err();
-        assert!(
-            err.message.contains("CALLRELAY_HTTP_IDLE_TIMEOUT"),
-            "{err}"
-        );
+        assert!(err.message.contains("CALLRELAY_HTTP_IDLE_TIMEOUT"), "{err}");
         let err = Config::load(None, env(&[("CALLRELAY_WHATEVER", "1")])).unwrap_err();
         assert!(!err.message.contains("did you mean"), "{err}");
         // Names the scripts, the tests and the deploy files use are not configuration keys.

@@ -182,9 +182,18 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
     // A later request on a keep-alive connection has the same deadline from its first byte.
     let mut d = connect(&relay).await;
     healthz_on(&mut d).await;
-    d.write_all(b"GET /healthz HTTP/1.1\r\nhost: re").await.unwrap();
+    d.write_all(b"GET /healthz HTTP/1.1\r\nhost: re")
+        .await
+        .unwrap();
     closed_within(&mut d, PATIENCE).await;
-    assert!(metric(&relay, "callrelay_http_connections_timed_out_total{phase=\"header\"}").await >= 4.0);
+    assert!(
+        metric(
+            &relay,
+            "callrelay_http_connections_timed_out_total{phase=\"header\"}"
+        )
+        .await
+            >= 4.0
+    );
     relay.stop();
 }
 
@@ -206,7 +215,14 @@ async fn idle_keep_alive_connections_are_closed_and_websockets_are_not() {
     healthz_on(&mut conn).await;
     let sent = closed_within(&mut conn, PATIENCE).await;
     assert!(sent.is_empty());
-    assert!(metric(&relay, "callrelay_http_connections_timed_out_total{phase=\"idle\"}").await >= 1.0);
+    assert!(
+        metric(
+            &relay,
+            "callrelay_http_connections_timed_out_total{phase=\"idle\"}"
+        )
+        .await
+            >= 1.0
+    );
     // Both timeouts have passed for the WebSocket too: it still answers a ping.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     ws.send(Message::Ping(b"still there?".to_vec().into()))
@@ -283,7 +299,10 @@ async fn connections_over_the_per_address_cap_are_closed_at_accept() {
         let _ = c
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n")
             .await;
-        if closed_within(&mut c, PATIENCE).await.starts_with(b"HTTP/1.1 200") {
+        if closed_within(&mut c, PATIENCE)
+            .await
+            .starts_with(b"HTTP/1.1 200")
+        {
             break;
         }
         assert!(
@@ -357,7 +376,11 @@ async fn percent_encoded_link_ids_are_refused_everywhere_and_renew_nothing() {
             .await,
         );
         for page in ["video", "voice"] {
-            let r = http.get(format!("{base}/{page}/{enc}")).send().await.unwrap();
+            let r = http
+                .get(format!("{base}/{page}/{enc}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 400, "/{page}/{enc}");
         }
     }
@@ -619,7 +642,10 @@ async fn variables_of_the_scripts_and_tests_do_not_stop_the_relay() {
     // the relay inherits.
     let relay = Relay::start(
         &[
-            ("CALLRELAY_TEST_DATABASE_URL", "postgres://u@127.0.0.1:1/postgres"),
+            (
+                "CALLRELAY_TEST_DATABASE_URL",
+                "postgres://u@127.0.0.1:1/postgres",
+            ),
             ("CALLRELAY_PG_STATE", "/tmp/callrelay-pg"),
             ("CALLRELAY_BIN", "target/release/callrelay"),
             ("CALLRELAY_TOKEN", "x"),
@@ -723,7 +749,10 @@ async fn every_route_with_a_json_body_answers_415_to_another_type() {
     let alice = token("alice", false);
     let admin = token("ops", true);
     for (what, req) in [
-        ("create", http.post(format!("{base}/v1/links")).bearer_auth(&alice)),
+        (
+            "create",
+            http.post(format!("{base}/v1/links")).bearer_auth(&alice),
+        ),
         (
             "join",
             http.post(format!("{base}/v1/links/{id}/join"))
