@@ -235,12 +235,16 @@ pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 8] = [
     "oversized",
     "runt",
     "unknown_source",
     "bad_stun",
+    // SRTP/SRTCP from an address that passed ICE, before DTLS gave the keys (THREATS 8).
+    "before_keys",
     "not_negotiated",
+    // RTP on an SSRC over the sender's cap, or new SSRCs faster than allowed (THREATS 13).
+    "ssrc_limit",
     "error",
 ];
 
@@ -616,7 +620,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\ncallrelay_keyframe_requests_throttled_total 0\n"));
-        assert!(text.contains(r#"callrelay_http_connections_refused_total{reason="per_ip_limit"} 0"#));
+        assert!(
+            text.contains(r#"callrelay_http_connections_refused_total{reason="per_ip_limit"} 0"#)
+        );
         assert!(text.contains(r#"callrelay_http_connections_timed_out_total{phase="header"} 0"#));
+    }
+
+    #[test]
+    fn media_before_keys_and_over_the_ssrc_cap_are_drop_reasons_from_the_start() {
+        let registry = Registry::new();
+        MediaMetrics::register(&registry).unwrap();
+        let text = render(&registry);
+        for reason in ["before_keys", "ssrc_limit"] {
+            let line = format!("callrelay_datagrams_dropped_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&line), "{line}{text}");
+        }
     }
 }

@@ -38,6 +38,20 @@ pub struct SfuConfig {
     /// removal per copy), for the IO layer's forwarding-latency histogram. On by default; off
     /// only to measure what it costs.
     pub forward_timing: bool,
+    /// Most audio and video m-lines one participant may publish on at once (threat 22). An
+    /// SDP offer that sends on more is refused with [`SfuError::TooManyTracks`], and no more
+    /// than this many of a participant's m-lines become published tracks. The web page
+    /// publishes two (audio, and video with three simulcast layers); four leaves room for a
+    /// screen share and a second microphone.
+    pub max_tracks_per_participant: usize,
+    /// Most incoming RTP streams (SSRCs, main and repair) one participant may send on (threat
+    /// 13); RTP on the SSRC of a further stream is dropped
+    /// ([`SfuStats::rtp_dropped_ssrc_limit`]). A stream that changes its SSRC keeps its place.
+    /// Packets on SSRCs not yet in the table reach str0m at a bounded rate: a burst of this
+    /// many, then two a second (spoofed ones cost nothing). The web page sends seven (audio,
+    /// three video layers and their three repair streams); the default covers
+    /// `max_tracks_per_participant` video tracks of three layers with repair.
+    pub max_ssrcs_per_participant: usize,
 }
 
 impl SfuConfig {
@@ -52,6 +66,8 @@ impl SfuConfig {
             bwe_initial_bitrate: None,
             layer_up_hold: Duration::from_millis(2_500),
             forward_timing: true,
+            max_tracks_per_participant: 4,
+            max_ssrcs_per_participant: 32,
         }
     }
 }
@@ -229,6 +245,15 @@ pub enum SfuError {
     /// An SDP answer arrived while no offer was outstanding.
     #[error("no offer outstanding")]
     NoPendingOffer,
+    /// The SDP offer sends on more audio and video m-lines than
+    /// [`SfuConfig::max_tracks_per_participant`] allows.
+    #[error("sdp rejected: the offer publishes {offered} tracks, at most {max} are allowed")]
+    TooManyTracks {
+        /// Sending audio and video m-lines in the offer.
+        offered: usize,
+        /// The cap.
+        max: usize,
+    },
 }
 
 /// Plain counters; the IO layer turns them into metrics.
@@ -248,14 +273,19 @@ pub struct SfuStats {
     pub dropped_bad_stun: u64,
     /// The participant's `Rtc` refused the datagram with an error (the participant is removed).
     pub dropped_rtc_error: u64,
+    /// SRTP or SRTCP from an address that passed ICE, before DTLS gave the keys to read it.
+    pub dropped_before_keys: u64,
     /// Participants whose `Rtc` panicked (a str0m bug); each was removed alone.
     pub sessions_panicked: u64,
     /// RTP packets received from publishers.
     pub rtp_received: u64,
     /// RTP copies handed to subscribers.
     pub rtp_forwarded: u64,
-    /// RTP on an SSRC or m-line that is not a published track, or over the SSRC cap.
+    /// RTP on an SSRC or m-line that is not a published track.
     pub rtp_dropped_unknown_track: u64,
+    /// RTP on an SSRC beyond [`SfuConfig::max_ssrcs_per_participant`] of its sender, or on a
+    /// new SSRC while its sender is out of credit for new SSRCs.
+    pub rtp_dropped_ssrc_limit: u64,
     /// Video RTP arriving in a voice room.
     pub rtp_dropped_video_in_voice: u64,
     /// Keyframe requests relayed to publishers.

@@ -15,11 +15,9 @@ use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use crate::slab::Slot;
+use crate::ssrc::Stream;
 use crate::table::{OutState, TrackKey};
 use crate::{Event, RoomKind, Sfu, TrackKind};
-
-/// Most incoming SSRCs tracked per participant (threat 13: SSRC spoofing, too many SSRCs).
-const MAX_SSRCS_PER_PARTICIPANT: usize = 16;
 
 /// Bytes a forwarded RTP packet costs on the wire besides its payload: RTP header and
 /// extensions, SRTP tag, UDP and IP headers. The bandwidth estimate counts them.
@@ -34,27 +32,53 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(slot) else {
             return;
         };
+        // This packet passed str0m's SRTP check: when it arrived on an SSRC outside its
+        // sender's table (`route.rs` let it through on credit), that costs credit and the SSRC
+        // may take a place.
+        let arrived_on = match self.new_ssrc.take() {
+            Some((s, ssrc)) if s == slot => Some(ssrc),
+            _ => None,
+        };
+        if arrived_on.is_some() {
+            p.ssrcs.spend();
+        }
+        let cap = self.config.max_ssrcs_per_participant;
+        // The main SSRC: str0m rewrites a repair (RTX) packet to its main stream.
         let ssrc = pkt.header.ssrc;
-        let (mid, rid) = match p.ssrcs.get(&ssrc) {
-            Some(v) => *v,
+        let (mid, rid) = match p.ssrcs.main(ssrc) {
+            Some(v) => v,
             None => {
                 let found = p
                     .rtc
                     .direct_api()
                     .stream_rx(&ssrc)
                     .map(|s| (s.mid(), s.rid()));
-                match found {
-                    Some(v) if p.ssrcs.len() < MAX_SSRCS_PER_PARTICIPANT => {
-                        p.ssrcs.insert(ssrc, v);
-                        v
-                    }
-                    _ => {
-                        self.stats.rtp_dropped_unknown_track += 1;
-                        return;
-                    }
+                let Some((mid, rid)) = found else {
+                    self.stats.rtp_dropped_unknown_track += 1;
+                    return;
+                };
+                let main = Stream {
+                    mid,
+                    rid,
+                    repair: false,
+                };
+                if !p.ssrcs.admit(ssrc, main, cap) {
+                    self.stats.rtp_dropped_ssrc_limit += 1;
+                    return;
                 }
+                (mid, rid)
             }
         };
+        if let Some(wire) = arrived_on.filter(|w| *w != ssrc) {
+            // A repair SSRC. No place left: this packet still goes, the next ones on it are
+            // dropped by `route.rs`.
+            let repair = Stream {
+                mid,
+                rid,
+                repair: true,
+            };
+            p.ssrcs.admit(wire, repair, cap);
+        }
         let room_key = p.room;
         let in_pt = pkt.header.payload_type;
         let in_params = p.rtc.codec_config().find(|c| c.pt() == in_pt).copied();

@@ -50,6 +50,7 @@ mod route;
 mod simulcast;
 mod slab;
 mod speaker;
+mod ssrc;
 mod table;
 mod timers;
 
@@ -117,6 +118,9 @@ pub struct Sfu {
     forwarded_at: FxHashMap<(Slot, u32, u16), Instant>,
     /// When `forwarded_at` was last purged of copies older than the horizon.
     forwarded_purge: Option<Instant>,
+    /// The RTP datagram being handed to its sender's `Rtc`, when its SSRC has no place in the
+    /// sender's table yet: it gets one if str0m authenticates the packet (see `forward`).
+    new_ssrc: Option<(Slot, str0m::rtp::Ssrc)>,
     events: VecDeque<Event>,
     stats: SfuStats,
 }
@@ -142,6 +146,7 @@ impl Sfu {
             transmits: VecDeque::new(),
             forwarded_at: FxHashMap::default(),
             forwarded_purge: None,
+            new_ssrc: None,
             events: VecDeque::new(),
             stats: SfuStats::default(),
         }

@@ -9,12 +9,12 @@ use rand::Rng;
 use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
-use str0m::rtp::Ssrc;
 use str0m::{Candidate, IceCreds, Output, Rtc};
 
 use crate::negotiate::parse_offer;
 use crate::slab::{Slot, SubId};
 use crate::speaker::SpeakerDetector;
+use crate::ssrc::SsrcTable;
 use crate::table::{OutState, TrackKey};
 use crate::timers::TimerEntry;
 use crate::{
@@ -44,8 +44,11 @@ pub(crate) struct Participant {
     pub(crate) next_allocation: Option<Instant>,
     /// Its entry in the deadline heap (see [`crate::timers`]).
     pub(crate) timer: Option<TimerEntry>,
-    /// Incoming SSRC → (mid, rid): our own index so the per-packet lookup is one hash probe.
-    pub(crate) ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Incoming SSRCs, capped (threat 13); the main ones map to their (mid, rid) in one hash
+    /// probe per packet.
+    pub(crate) ssrcs: SsrcTable,
+    /// DTLS completed: str0m holds the SRTP keys, and SRTP from this participant can be read.
+    pub(crate) keyed: bool,
     /// Its subscriptions to the tracks of others, in the order those were published.
     pub(crate) subscriptions: Vec<SubId>,
     /// Outstanding relay-initiated offer.
@@ -103,8 +106,9 @@ impl Sfu {
     /// room's tracks; returns `None`, and the client's answer comes to
     /// [`Sfu::handle_sdp_answer`].
     ///
-    /// Refused without any change when the room is full, the id is taken, the SDP is bad, or
-    /// a voice room is offered video.
+    /// Refused without any change when the room is full, the id is taken, the SDP is bad, a
+    /// voice room is offered video, or the offer publishes more tracks than
+    /// [`SfuConfig::max_tracks_per_participant`][crate::SfuConfig::max_tracks_per_participant].
     pub fn add_participant(
         &mut self,
         now: Instant,
@@ -124,7 +128,7 @@ impl Sfu {
             None => kind,
         };
         let offer = offer_sdp
-            .map(|sdp| parse_offer(sdp, room_kind))
+            .map(|sdp| parse_offer(sdp, room_kind, self.config.max_tracks_per_participant))
             .transpose()?;
 
         let ufrag = self.new_ufrag();
@@ -164,7 +168,8 @@ impl Sfu {
             last_ice: now,
             next_allocation: None,
             timer: None,
-            ssrcs: HashMap::new(),
+            ssrcs: SsrcTable::default(),
+            keyed: false,
             subscriptions: Vec::new(),
             pending_offer: None,
             to_stop: Vec::new(),

@@ -1,6 +1,7 @@
 //! Negotiation: SDP from and to the clients, publication of their tracks, and the relay's own
 //! offers that open and stop subscription m-lines.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -15,7 +16,10 @@ use crate::{Event, ParticipantId, RemoveReason, RoomKind, Sfu, SfuError, TrackKi
 const MAX_SDP_LEN: usize = 64 * 1024;
 
 impl Sfu {
-    /// A renegotiation offer from the client; returns the answer to send back.
+    /// A renegotiation offer from the client; returns the answer to send back. Refused
+    /// without any change (the call goes on as negotiated before) when the SDP is bad, a voice
+    /// room is offered video, or the offer sends on more m-lines than
+    /// [`SfuConfig::max_tracks_per_participant`][crate::SfuConfig::max_tracks_per_participant].
     pub fn handle_sdp_offer(
         &mut self,
         now: Instant,
@@ -31,12 +35,20 @@ impl Sfu {
             .get_mut(slot)
             .expect("by_id only holds occupied slots");
         let room_kind = self.rooms.get(&p.room).map(|r| r.kind);
-        let offer = parse_offer(offer_sdp, room_kind.unwrap_or(RoomKind::Video))?;
+        let offer = parse_offer(
+            offer_sdp,
+            room_kind.unwrap_or(RoomKind::Video),
+            self.config.max_tracks_per_participant,
+        )?;
         let answer = p
             .rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // SSRCs of m-lines the client stopped or no longer sends on give their places back.
+        let rtc = &p.rtc;
+        p.ssrcs
+            .retain_mids(|mid| rtc.media(mid).is_some_and(|m| m.direction().is_receiving()));
         // accept_offer rolled back our own outstanding offer: redo it after this exchange.
         if p.pending_offer.take().is_some() {
             p.recv_offered.clear();
@@ -159,6 +171,22 @@ impl Sfu {
         if self.tracks.contains_key(&key) {
             return;
         }
+        // Offers over the cap are refused before str0m sees them (`parse_offer`); this holds
+        // whatever str0m makes of an offer: no more tracks than the cap on m-lines that are
+        // still received. A walk over the room's tracks, once per new m-line.
+        let live = room
+            .tracks
+            .iter()
+            .filter(|k| k.0 == slot)
+            .filter(|k| {
+                p.rtc
+                    .media(k.1)
+                    .is_some_and(|m| m.direction().is_receiving())
+            })
+            .count();
+        if live >= self.config.max_tracks_per_participant {
+            return;
+        }
         let others: Vec<Slot> = room
             .members
             .iter()
@@ -267,15 +295,64 @@ impl Sfu {
     }
 }
 
-/// Size check, parse, and the voice-room rule, before anything is created.
-pub(crate) fn parse_offer(sdp: &str, room_kind: RoomKind) -> Result<SdpOffer, SfuError> {
+/// Size check, parse, the voice-room rule and the track cap, before anything is created.
+pub(crate) fn parse_offer(
+    sdp: &str,
+    room_kind: RoomKind,
+    max_tracks: usize,
+) -> Result<SdpOffer, SfuError> {
     if sdp.len() > MAX_SDP_LEN {
         return Err(SfuError::SdpTooLarge);
     }
     if room_kind == RoomKind::Voice && has_active_video(sdp) {
         return Err(SfuError::VideoNotAllowed);
     }
+    let offered = sending_media_lines(sdp);
+    if offered > max_tracks {
+        return Err(SfuError::TooManyTracks {
+            offered,
+            max: max_tracks,
+        });
+    }
     SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))
+}
+
+/// Audio and video m-lines the offerer sends on, as str0m reads them: the first direction
+/// attribute of the section is `sendrecv` or `sendonly` (none means inactive), and the line is
+/// not rejected (port 0 counts when the line is in a BUNDLE group: a bundle-only line).
+fn sending_media_lines(sdp: &str) -> usize {
+    let bundled: HashSet<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let mut count = 0;
+    // Each section: its m= line and the lines up to the next one.
+    for section in sdp.split("\nm=").skip(1) {
+        let mut lines = section.lines().map(str::trim_end);
+        let mut fields = lines.next().unwrap_or_default().split_whitespace();
+        let (kind, port) = (fields.next(), fields.next());
+        if !matches!(kind, Some("audio" | "video")) {
+            continue;
+        }
+        let mut mid = None;
+        let mut direction = None;
+        for l in lines {
+            if let Some(m) = l.strip_prefix("a=mid:") {
+                mid.get_or_insert(m.trim());
+            }
+            let d = l.strip_prefix("a=").unwrap_or_default();
+            if direction.is_none() && matches!(d, "sendrecv" | "sendonly" | "recvonly" | "inactive")
+            {
+                direction = Some(d);
+            }
+        }
+        let enabled = port != Some("0") || mid.is_some_and(|m| bundled.contains(&m));
+        if enabled && matches!(direction, Some("sendrecv" | "sendonly")) {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// Whether an SDP has a video m-line that is not disabled (port 0).
@@ -301,6 +378,27 @@ mod tests {
         ));
         assert!(!has_active_video(
             "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        ));
+    }
+
+    #[test]
+    fn sending_lines_are_counted_as_str0m_reads_them() {
+        let sdp = "v=0\r\n\
+            a=group:BUNDLE 0 1 2 3 4 6\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendrecv\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=inactive\r\na=sendonly\r\n\
+            m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:5\r\na=sendonly\r\n\
+            m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:6\r\na=bundle-only\r\na=sendonly\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:7\r\na=sendrecv\r\n";
+        // 0 and 1 send; 2 receives; 3 has no direction (inactive); 4's first direction wins;
+        // 5 is rejected; 6 is bundle-only; 7 is no track.
+        assert_eq!(sending_media_lines(sdp), 3);
+        assert!(matches!(
+            parse_offer(sdp, RoomKind::Video, 2),
+            Err(SfuError::TooManyTracks { offered: 3, max: 2 })
         ));
     }
 }

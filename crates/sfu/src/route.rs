@@ -7,6 +7,7 @@ use std::time::Instant;
 use str0m::bwe::BweKind;
 use str0m::ice::StunMessage;
 use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::Ssrc;
 use str0m::{Input, Output};
 
 use crate::slab::Slot;
@@ -88,6 +89,35 @@ impl Sfu {
                 self.stats.dropped_unknown_source += 1;
                 return;
             };
+            if let Some(kind) = srtp_kind(bytes) {
+                let p = self
+                    .participants
+                    .get(slot)
+                    .expect("routes only point at occupied slots");
+                if !p.keyed {
+                    // ICE passed, DTLS did not (yet): nothing could read it (threat 8). Dropped
+                    // here rather than in str0m, which would drop it silently after looking up
+                    // its streams.
+                    self.stats.dropped_before_keys += 1;
+                    return;
+                }
+                if let Srtp::Rtp(ssrc) = kind {
+                    if !p.ssrcs.contains(ssrc) {
+                        let cap = self.config.max_ssrcs_per_participant;
+                        let p = self
+                            .participants
+                            .get_mut(slot)
+                            .expect("routes only point at occupied slots");
+                        if !p.ssrcs.may_try_new(now, cap) {
+                            // Out of credit for new SSRCs (see `ssrc.rs`).
+                            self.stats.rtp_dropped_ssrc_limit += 1;
+                            return;
+                        }
+                        // Gets a place if str0m authenticates it and there is room (`forward`).
+                        self.new_ssrc = Some((slot, ssrc));
+                    }
+                }
+            }
             slot
         };
 
@@ -109,6 +139,8 @@ impl Sfu {
                 self.remove_slot(slot, RemoveReason::Error);
             }
         }
+        // Only the packet of this datagram may claim the place.
+        self.new_ssrc = None;
         self.flush(now);
     }
 
@@ -211,6 +243,12 @@ impl Sfu {
                     .unwrap_or_default();
                 self.publish(now, slot, m.mid, m.kind, layers);
             }
+            // DTLS is done and the SRTP keys are in place.
+            str0m::Event::Connected => {
+                if let Some(p) = self.participants.get_mut(slot) {
+                    p.keyed = true;
+                }
+            }
             // The client closed DTLS: it hung up.
             str0m::Event::Closed => self.remove_slot(slot, RemoveReason::Left),
             str0m::Event::KeyframeRequest(req) => {
@@ -238,6 +276,31 @@ impl Sfu {
             _ => {}
         }
     }
+}
+
+/// What an SRTP-range datagram (first byte 128–191, RFC 7983) is, told apart as str0m does:
+/// payload types 64–95 in the second byte are RTCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Srtp {
+    /// RTP, with its SSRC (in clear under SRTP).
+    Rtp(Ssrc),
+    /// RTCP.
+    Rtcp,
+}
+
+/// `None` for STUN, DTLS and anything else; `bytes` is at least [`MIN_DATAGRAM`] long.
+fn srtp_kind(bytes: &[u8]) -> Option<Srtp> {
+    let (&[first, second, ..], Some(ssrc)) = (bytes, bytes.get(8..12)) else {
+        return None;
+    };
+    if !(128..192).contains(&first) {
+        return None;
+    }
+    if (64..96).contains(&(second & 0x7f)) {
+        return Some(Srtp::Rtcp);
+    }
+    let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+    Some(Srtp::Rtp(ssrc.into()))
 }
 
 /// SSRC and sequence number of an RTP packet (SRTP leaves the header in clear); `None` for

@@ -452,6 +452,18 @@ impl Worker {
         add(d, "bad_stun", s.dropped_bad_stun, l.dropped_bad_stun);
         add(
             d,
+            "before_keys",
+            s.dropped_before_keys,
+            l.dropped_before_keys,
+        );
+        add(
+            d,
+            "ssrc_limit",
+            s.rtp_dropped_ssrc_limit,
+            l.rtp_dropped_ssrc_limit,
+        );
+        add(
+            d,
             "not_negotiated",
             s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
             l.rtp_dropped_unknown_track + l.rtp_dropped_video_in_voice,

@@ -103,6 +103,8 @@ pub struct World {
     /// For each transmit that is a forwarded copy: its destination and how long after the
     /// arrival of the datagram it copies it was polled out of the relay.
     pub forward_delays: Vec<(SocketAddr, Duration)>,
+    /// When set, DTLS datagrams (either way) vanish: ICE completes, the keys never come.
+    pub block_dtls: bool,
 }
 
 impl World {
@@ -130,6 +132,7 @@ impl World {
             held_offers: Vec::new(),
             bottlenecks: Vec::new(),
             forward_delays: Vec::new(),
+            block_dtls: false,
         }
     }
 
@@ -378,6 +381,9 @@ impl World {
 
     fn send(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
         if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            return;
+        }
+        if self.block_dtls && contents.first().is_some_and(|b| (20..64).contains(b)) {
             return;
         }
         let now = self.now;
