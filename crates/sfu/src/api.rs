@@ -254,6 +254,9 @@ pub enum SfuError {
         /// The cap.
         max: usize,
     },
+    /// The SDP offer has an `m=application` line: the relay carries no data channels.
+    #[error("sdp rejected: this relay carries no data channels")]
+    DataChannelsRefused,
 }
 
 /// Plain counters; the IO layer turns them into metrics.

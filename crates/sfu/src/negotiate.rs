@@ -18,8 +18,9 @@ const MAX_SDP_LEN: usize = 64 * 1024;
 impl Sfu {
     /// A renegotiation offer from the client; returns the answer to send back. Refused
     /// without any change (the call goes on as negotiated before) when the SDP is bad, a voice
-    /// room is offered video, or the offer sends on more m-lines than
-    /// [`SfuConfig::max_tracks_per_participant`][crate::SfuConfig::max_tracks_per_participant].
+    /// room is offered video, the offer sends on more m-lines than
+    /// [`SfuConfig::max_tracks_per_participant`][crate::SfuConfig::max_tracks_per_participant],
+    /// or it has an `m=application` line ([`SfuError::DataChannelsRefused`]).
     pub fn handle_sdp_offer(
         &mut self,
         now: Instant,
@@ -314,6 +315,10 @@ pub(crate) fn parse_offer(
             max: max_tracks,
         });
     }
+    // The relay carries no data channels (threat 15): no SCTP association is ever negotiated.
+    if has_application_line(sdp) {
+        return Err(SfuError::DataChannelsRefused);
+    }
     SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))
 }
 
@@ -353,6 +358,11 @@ fn sending_media_lines(sdp: &str) -> usize {
         }
     }
     count
+}
+
+/// Whether an SDP has an `m=application` line (a data channel), enabled or not.
+fn has_application_line(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.starts_with("m=application"))
 }
 
 /// Whether an SDP has a video m-line that is not disabled (port 0).

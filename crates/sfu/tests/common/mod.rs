@@ -181,6 +181,23 @@ impl World {
         layers: &[&str],
         configure: impl FnOnce(RtcConfig) -> RtcConfig,
     ) -> Result<usize, SfuError> {
+        self.join_munged(id, room, kind, audio, video, layers, configure, |sdp| sdp)
+    }
+
+    /// Like [`World::join_custom`], with `munge` rewriting the client's offer before the relay
+    /// sees it (the client's own `Rtc` keeps what it really offered).
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_munged(
+        &mut self,
+        id: u64,
+        room: u64,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+        configure: impl FnOnce(RtcConfig) -> RtcConfig,
+        munge: impl FnOnce(String) -> String,
+    ) -> Result<usize, SfuError> {
         let simulcast = (!layers.is_empty()).then(|| {
             let mut s = Simulcast::new();
             for l in layers {
@@ -200,12 +217,13 @@ impl World {
         let video_mid = video
             .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         let (offer, pending) = api.apply().expect("an offer with media");
+        let offer = munge(offer.to_sdp_string());
         let answer = self.sfu.add_participant(
             self.now,
             RoomKey(room),
             ParticipantId(id),
             kind,
-            Some(&offer.to_sdp_string()),
+            Some(&offer),
         )?;
         let answer = answer.expect("an answer to the client's offer");
         let relay_ufrag = answer
