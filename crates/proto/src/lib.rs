@@ -29,19 +29,54 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DecodeError> 
     if text.len() > MAX_FRAME_BYTES {
         return Err(DecodeError("frame larger than 64 KiB".into()));
     }
-    // Exactly one key at the top level, so that `{"join":…, "leave":…}` is refused rather than
-    // silently keeping one of them.
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))?;
-    match value.as_object() {
-        Some(o) if o.len() == 1 => {}
-        _ => {
+    // Exactly one key at the top level, counted on the text itself, so that
+    // `{"join":…, "leave":…}` and `{"join":A, "join":B}` are refused rather than silently keeping
+    // one of them (a JSON object model keeps the last of two equal keys).
+    match serde_json::from_str::<TopLevelKeys>(text) {
+        Ok(TopLevelKeys(1)) => {}
+        Ok(_) => {
             return Err(DecodeError(
                 "a message is an object with exactly one key".into(),
             ))
         }
+        Err(e) if e.is_data() => {
+            return Err(DecodeError(
+                "a message is an object with exactly one key".into(),
+            ))
+        }
+        Err(e) => return Err(DecodeError(e.to_string())),
     }
-    serde_json::from_value(value).map_err(|e| DecodeError(e.to_string()))
+    // Straight from the text: a field given twice inside the message is an error too.
+    serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// The number of keys of a JSON object, duplicates included.
+struct TopLevelKeys(usize);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> serde::de::Visitor<'de> for Count {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevelKeys, A::Error> {
+                let mut n = 0;
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {
+                    n += 1;
+                }
+                Ok(TopLevelKeys(n))
+            }
+        }
+        d.deserialize_map(Count)
+    }
 }
 
 impl ClientMessage {
@@ -94,6 +129,21 @@ impl From<server_message::Msg> for ServerMessage {
 mod tests {
     use super::signal::*;
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_not_collapsed() {
+        for frame in [
+            r#"{"leave":{},"leave":{}}"#,
+            r#"{"join":{"grant":"a","sdp":"v=0"},"join":{"grant":"b","sdp":"v=0"}}"#,
+            r#"{"join":{"grant":"a","grant":"b","sdp":"v=0"}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""join""#,
+        ] {
+            assert!(ClientMessage::from_json(frame).is_err(), "{frame}");
+        }
+        assert!(ClientMessage::from_json(r#"{"leave":{}}"#).is_ok());
+    }
 
     #[test]
     fn json_form_is_one_key_per_message() {
