@@ -1,6 +1,8 @@
 //! Replays every checked-in input of `corpus/<target>/` — the seeds, and as `crash-*` the
 //! inputs that once made a target fail (`scripts/fuzz` tells where to copy them) — through the
 //! same target functions the fuzzer runs. Plain `cargo test`: no fuzzer, no special flags.
+//! (`corpus/rtp/` and `corpus/rtcp/` feed str0m's own parser entry points, which exist only in
+//! the libFuzzer build; `scripts/fuzz` replays them, as libFuzzer runs its whole corpus first.)
 //!
 //! As under libFuzzer, any panic fails, even one the code under test catches (the core turns a
 //! panic inside a participant's session into that participant's removal; the fuzzer still
