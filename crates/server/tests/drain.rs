@@ -66,7 +66,7 @@ async fn sigterm_while_the_store_opens_stops_the_start() {
         "postgres://callrelay@{}/callrelay",
         pg.local_addr().unwrap()
     );
-    let mut relay = Relay::start(&[("CALLRELAY_STORE_DATABASE_URL", &url)], &[]);
+    let mut relay = Relay::start_listening(&[("CALLRELAY_STORE_DATABASE_URL", &url)], &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let _held = loop {
         match pg.accept() {

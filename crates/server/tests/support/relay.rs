@@ -46,8 +46,17 @@ fn drain_log(mut stderr: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) 
 }
 
 impl Relay {
-    /// Starts `callrelay serve` with the test secret, JSON logs, free ports, and `env`/`args`.
+    /// Starts `callrelay serve` with the test secret, JSON logs, free ports, and `env`/`args`,
+    /// and returns once it serves HTTP (`/healthz` answers 200).
     pub fn start(env: &[(&str, &str)], args: &[&str]) -> Relay {
+        let mut relay = Relay::start_listening(env, args);
+        relay.wait_serving(Duration::from_secs(20));
+        relay
+    }
+
+    /// Like [`Relay::start`], but returns as soon as the HTTP port accepts connections: the
+    /// relay binds it before it opens its store, so it may still be starting.
+    pub fn start_listening(env: &[(&str, &str)], args: &[&str]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = Command::new(BIN);
@@ -99,6 +108,23 @@ impl Relay {
         let _ = child.kill();
         let _ = child.wait();
         panic!("callrelay did not listen within 20 s");
+    }
+
+    /// Waits until `GET /healthz` answers 200 (the port is bound before the store opens, and a
+    /// signal during the start stops the relay instead of draining it).
+    fn wait_serving(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if healthz_ok(self.port) {
+                return;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                let log = self.log();
+                panic!("callrelay exited before serving:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("callrelay did not serve /healthz within {within:?}");
     }
 
     /// Sends a signal (`TERM`, `INT`) to the process.
@@ -180,4 +206,20 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// One `GET /healthz` on a fresh connection, bounded by a 2 s read timeout: whether it got 200.
+fn healthz_ok(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    if c.write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
