@@ -107,7 +107,10 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
         seed: 7,
         progress: false,
-        relay_pids: Vec::new(),
+        // The relay runs in this process: its CPU from /proc (10 ms steps). The prometheus
+        // crate's process_cpu_seconds_total counts whole seconds, and a light 5 s run can cross
+        // no second boundary (the figure was then 0 and the check below failed now and then).
+        relay_pids: vec![std::process::id()],
         rejoin_deadline: Duration::from_secs(30),
         hostile: false,
     };
@@ -190,9 +193,8 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         missing.is_empty(),
         "metrics missing from /metrics: {missing:?}"
     );
-    assert!(scrape
-        .sum("process_cpu_seconds_total")
-        .is_some_and(|v| v > 0.0));
+    // Exported (a whole-seconds counter: a light test process may still be at 0).
+    assert!(scrape.sum("process_cpu_seconds_total").is_some());
 
     relay.stop().await;
 }
