@@ -148,10 +148,17 @@ impl Sfu {
         let candidate = Candidate::host(self.config.local_addr, "udp")
             .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
         rtc.add_local_candidate(candidate);
-        let answer = offer
-            .map(|offer| rtc.sdp_api().accept_offer(offer))
-            .transpose()
-            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // A panic in str0m on a hostile offer refuses the join (the Rtc is dropped here).
+        let answer = match offer {
+            Some(offer) => match guarded(|| rtc.sdp_api().accept_offer(offer)) {
+                Some(answer) => Some(answer.map_err(|e| SfuError::Sdp(e.to_string()))?),
+                None => {
+                    self.stats.sessions_panicked += 1;
+                    return Err(SfuError::Sdp("the offer could not be negotiated".into()));
+                }
+            },
+            None => None,
+        };
         let recv_to_offer = match (&answer, room_kind) {
             (Some(_), _) => Vec::new(),
             (None, RoomKind::Voice) => vec![MediaKind::Audio],

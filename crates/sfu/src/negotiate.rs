@@ -10,7 +10,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use crate::simulcast::RateMeter;
 use crate::slab::{Slot, SubId};
 use crate::table::{OutState, Track, TrackKey};
-use crate::{Event, ParticipantId, RemoveReason, RoomKind, Sfu, SfuError, TrackKind};
+use crate::{guarded, Event, ParticipantId, RemoveReason, RoomKind, Sfu, SfuError, TrackKind};
 
 /// Largest SDP accepted from signaling (threat 16).
 const MAX_SDP_LEN: usize = 64 * 1024;
@@ -41,11 +41,18 @@ impl Sfu {
             room_kind.unwrap_or(RoomKind::Video),
             self.config.max_tracks_per_participant,
         )?;
-        let answer = p
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // str0m panics on some hostile offers (e.g. a renegotiation that changes the format
+        // parameters of a payload type it already locked, found by the `sdp` fuzz target): that
+        // costs this participant only, never the worker thread and everyone on it.
+        let answer = match guarded(|| p.rtc.sdp_api().accept_offer(offer)) {
+            Some(answer) => answer.map_err(|e| SfuError::Sdp(e.to_string()))?,
+            None => {
+                self.stats.sessions_panicked += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+                self.flush(now);
+                return Err(SfuError::Sdp("the offer could not be negotiated".into()));
+            }
+        };
         // SSRCs of m-lines the client stopped or no longer sends on give their places back.
         let rtc = &p.rtc;
         p.ssrcs
@@ -88,11 +95,20 @@ impl Sfu {
             .get_mut(slot)
             .expect("by_id only holds occupied slots");
         let pending = p.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
-        if let Err(e) = p.rtc.sdp_api().accept_answer(pending, answer) {
+        match guarded(|| p.rtc.sdp_api().accept_answer(pending, answer)) {
+            Some(Ok(())) => {}
             // A broken answer costs this participant only.
-            self.remove_slot(slot, RemoveReason::Error);
-            self.flush(now);
-            return Err(SfuError::Sdp(e.to_string()));
+            Some(Err(e)) => {
+                self.remove_slot(slot, RemoveReason::Error);
+                self.flush(now);
+                return Err(SfuError::Sdp(e.to_string()));
+            }
+            None => {
+                self.stats.sessions_panicked += 1;
+                self.remove_slot(slot, RemoveReason::Error);
+                self.flush(now);
+                return Err(SfuError::Sdp("the answer could not be negotiated".into()));
+            }
         }
         p.stopping.clear();
         let published: Vec<(Mid, MediaKind)> = p
