@@ -456,3 +456,86 @@ async fn a_join_over_the_track_cap_is_refused_and_the_user_can_join_normally() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.stop();
 }
+
+/// The input the `sdp` fuzz target found (fuzz/corpus/sdp/): a flags byte, a join offer, a
+/// NUL, and a renegotiation offer that gives payload type 114 new format parameters — on which
+/// str0m 0.25 panics ("Pt locked multiple times") unless the relay refuses it first.
+const PT_LOCKED_TWICE: &[u8] =
+    include_bytes!("../../../fuzz/corpus/sdp/crash-str0m-pt-locked-multiple-times");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renegotiation_that_changes_a_payload_type_is_refused_and_the_call_carries_on() {
+    let (first, second) = {
+        let rest = &PT_LOCKED_TWICE[1..];
+        let nul = rest.iter().position(|&b| b == 0).expect("two SDPs");
+        (
+            String::from_utf8_lossy(&rest[..nul]).into_owned(),
+            String::from_utf8_lossy(&rest[nul + 1..]).into_owned(),
+        )
+    };
+    let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
+    let http = reqwest::Client::new();
+    let link = create(&http, &relay, "alice").await;
+    // Two real participants talking, on the same (only) media worker as the hostile one.
+    let mut bob = Client::join(&relay.base, &token("bob", false), &link, audio())
+        .await
+        .unwrap();
+    bob.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let mut carol = Client::join(&relay.base, &token("carol", false), &link, audio())
+        .await
+        .unwrap();
+    carol.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let carol = std::sync::Arc::new(carol);
+    let carol_id = carol.participant_id().to_owned();
+
+    // Mallory joins with the fuzzer's first offer, then sends its second.
+    let mut ws = open_and_join(&relay, "mallory", &link, first).await;
+    loop {
+        match next_msg(&mut ws, Duration::from_secs(10)).await {
+            Some(server_message::Msg::Joined(_)) => break,
+            Some(server_message::Msg::Error(e)) => panic!("join refused: {} {}", e.code, e.message),
+            Some(_) => {}
+            None => panic!("no joined within 10 s"),
+        }
+    }
+    let msg = ClientMessage::from(client_message::Msg::Offer(SessionDescription {
+        sdp: second,
+    }));
+    ws.send(Message::Text(msg.to_json().into())).await.unwrap();
+    let error = loop {
+        match next_msg(&mut ws, Duration::from_secs(5)).await {
+            Some(server_message::Msg::Error(e)) => break e,
+            Some(server_message::Msg::Answer(_)) => panic!("the offer was answered"),
+            Some(server_message::Msg::Removed(r)) => panic!("mallory removed: {}", r.reason),
+            Some(_) => {}
+            None => panic!("no reply to the offer within 5 s"),
+        }
+    };
+    assert_eq!(error.code, "sdp_rejected", "{}", error.message);
+    assert!(
+        error.message.contains("payload type 114"),
+        "a clear message: {}",
+        error.message
+    );
+
+    // Nobody was removed, nothing panicked, and the others' call carries on.
+    let talking = talk(carol.clone(), 0xB1, 100);
+    let got = received_from(&mut bob, &carol_id, 0xB1, 10, Duration::from_secs(10)).await;
+    assert_eq!(got, 10, "carol's audio still reaches bob");
+    talking.abort();
+    assert_eq!(metric(&relay, "callrelay_participants ").await, 3.0);
+    assert_eq!(
+        metric(
+            &relay,
+            "callrelay_datagrams_dropped_total{reason=\"error\"}"
+        )
+        .await,
+        0.0,
+        "no session broke (a panic counts here)"
+    );
+
+    ws.close(None).await.ok();
+    drop((ws, carol, bob));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.stop();
+}

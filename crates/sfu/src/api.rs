@@ -257,6 +257,14 @@ pub enum SfuError {
     /// The SDP offer has an `m=application` line: the relay carries no data channels.
     #[error("sdp rejected: this relay carries no data channels")]
     DataChannelsRefused,
+    /// The SDP gives a payload type a meaning (codec or format parameters) other than the one
+    /// it had in this participant's earlier SDPs or in another m-section of the same SDP
+    /// (RFC 3264 §8.3.2, RFC 8843 §9.1).
+    #[error("sdp rejected: payload type {pt} changed its codec or format parameters")]
+    PayloadTypeChanged {
+        /// The payload type number.
+        pt: u8,
+    },
 }
 
 /// Plain counters; the IO layer turns them into metrics.

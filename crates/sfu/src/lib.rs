@@ -46,6 +46,7 @@ mod api;
 mod forward;
 mod membership;
 mod negotiate;
+mod payload_types;
 mod route;
 mod simulcast;
 mod slab;

@@ -12,6 +12,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use str0m::{Candidate, IceCreds, Output, Rtc};
 
 use crate::negotiate::parse_offer;
+use crate::payload_types::PayloadTypes;
 use crate::slab::{Slot, SubId};
 use crate::speaker::SpeakerDetector;
 use crate::ssrc::SsrcTable;
@@ -73,6 +74,8 @@ pub(crate) struct Participant {
     /// (cumulative), so that [`SfuStats::nacks_received`][crate::SfuStats::nacks_received]
     /// adds only the difference.
     pub(crate) egress_nacks: HashMap<(Mid, Option<Rid>), u64>,
+    /// What each payload type means in its accepted SDPs (see [`crate::payload_types`]).
+    pub(crate) payload_types: PayloadTypes,
 }
 
 impl Sfu {
@@ -130,6 +133,10 @@ impl Sfu {
         let offer = offer_sdp
             .map(|sdp| parse_offer(sdp, room_kind, self.config.max_tracks_per_participant))
             .transpose()?;
+        let payload_types = match offer_sdp {
+            Some(sdp) => PayloadTypes::default().check(sdp)?,
+            None => PayloadTypes::default(),
+        };
 
         let ufrag = self.new_ufrag();
         let creds = IceCreds {
@@ -188,6 +195,7 @@ impl Sfu {
             estimate: None,
             bwe_desired: 0,
             egress_nacks: HashMap::new(),
+            payload_types,
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);

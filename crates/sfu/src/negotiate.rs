@@ -20,7 +20,8 @@ impl Sfu {
     /// without any change (the call goes on as negotiated before) when the SDP is bad, a voice
     /// room is offered video, the offer sends on more m-lines than
     /// [`SfuConfig::max_tracks_per_participant`][crate::SfuConfig::max_tracks_per_participant],
-    /// or it has an `m=application` line ([`SfuError::DataChannelsRefused`]).
+    /// it has an `m=application` line ([`SfuError::DataChannelsRefused`]), or it changes what
+    /// a payload type means ([`SfuError::PayloadTypeChanged`]).
     pub fn handle_sdp_offer(
         &mut self,
         now: Instant,
@@ -41,6 +42,7 @@ impl Sfu {
             room_kind.unwrap_or(RoomKind::Video),
             self.config.max_tracks_per_participant,
         )?;
+        let payload_types = p.payload_types.check(offer_sdp)?;
         // str0m panics on some hostile offers (e.g. a renegotiation that changes the format
         // parameters of a payload type it already locked, found by the `sdp` fuzz target): that
         // costs this participant only, never the worker thread and everyone on it.
@@ -53,6 +55,7 @@ impl Sfu {
                 return Err(SfuError::Sdp("the offer could not be negotiated".into()));
             }
         };
+        p.payload_types.commit(payload_types);
         // SSRCs of m-lines the client stopped or no longer sends on give their places back.
         let rtc = &p.rtc;
         p.ssrcs
@@ -94,9 +97,15 @@ impl Sfu {
             .participants
             .get_mut(slot)
             .expect("by_id only holds occupied slots");
+        if p.pending_offer.is_none() {
+            return Err(SfuError::NoPendingOffer);
+        }
+        // Checked before the pending offer is taken: a refused answer leaves the offer
+        // outstanding, so a corrected answer can still complete it.
+        let payload_types = p.payload_types.check(answer_sdp)?;
         let pending = p.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
         match guarded(|| p.rtc.sdp_api().accept_answer(pending, answer)) {
-            Some(Ok(())) => {}
+            Some(Ok(())) => p.payload_types.commit(payload_types),
             // A broken answer costs this participant only.
             Some(Err(e)) => {
                 self.remove_slot(slot, RemoveReason::Error);
@@ -393,6 +402,54 @@ fn has_active_video(sdp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// THREATS 30: a panic inside str0m costs its participant only. The relay no longer lets
+    /// the one known panicking input reach str0m (see `crate::payload_types`), so this test
+    /// forgets the participant's payload-type history to let it through, as an unknown str0m
+    /// bug would.
+    #[test]
+    fn a_panic_in_str0m_removes_only_its_participant() {
+        use crate::{RoomKey, SfuConfig};
+        let input = include_bytes!("../../../fuzz/corpus/sdp/crash-str0m-pt-locked-multiple-times");
+        let rest = &input[1..];
+        let nul = rest.iter().position(|&b| b == 0).expect("two SDPs");
+        let first = String::from_utf8_lossy(&rest[..nul]).into_owned();
+        let second = String::from_utf8_lossy(&rest[nul + 1..]).into_owned();
+        let now = Instant::now();
+        let mut sfu = Sfu::new(SfuConfig::new("127.0.0.1:3478".parse().unwrap()), [7; 32]);
+        let (room, kind) = (RoomKey(1), RoomKind::Video);
+        sfu.add_participant(now, room, ParticipantId(1), kind, None)
+            .expect("the first participant joins");
+        sfu.add_participant(now, room, ParticipantId(2), kind, Some(&first))
+            .expect("the second joins with the first SDP");
+        while sfu.poll_event().is_some() {}
+        while sfu.poll_transmit().is_some() {}
+        // Checked, it is refused without reaching str0m.
+        assert_eq!(
+            sfu.handle_sdp_offer(now, ParticipantId(2), &second),
+            Err(SfuError::PayloadTypeChanged { pt: 114 })
+        );
+        assert_eq!(sfu.stats().sessions_panicked, 0);
+        // Unchecked, str0m panics; the panic is caught and costs participant 2 alone.
+        let slot = sfu.by_id[&ParticipantId(2)];
+        sfu.participants.get_mut(slot).unwrap().payload_types = Default::default();
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let result = sfu.handle_sdp_offer(now, ParticipantId(2), &second);
+        std::panic::set_hook(hook);
+        assert!(matches!(result, Err(SfuError::Sdp(_))), "{result:?}");
+        assert_eq!(sfu.stats().sessions_panicked, 1, "str0m panicked");
+        assert_eq!(sfu.room_members(room), vec![ParticipantId(1)]);
+        let removed: Vec<Event> = std::iter::from_fn(|| sfu.poll_event())
+            .filter(|e| matches!(e, Event::Removed { .. }))
+            .collect();
+        assert_eq!(
+            removed.len(),
+            1,
+            "only participant 2 is removed: {removed:?}"
+        );
+        assert_eq!(sfu.participant_count(), 1);
+    }
 
     #[test]
     fn video_detection_ignores_disabled_lines() {
