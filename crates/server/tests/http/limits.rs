@@ -49,3 +49,53 @@ both_backends!(
         s.stop().await;
     }
 );
+
+both_backends!(
+    link_creation_is_limited_per_user,
+    |store: StoreHandle| async move {
+        let s = TestServer::start(
+            &store,
+            &[("CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE", "2")],
+        )
+        .await;
+        let alice = s.token("alice");
+        let mut created = Vec::new();
+        for _ in 0..2 {
+            created.push(
+                s.create(&alice, json!({})).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let r = s
+            .call(Method::POST, "/v1/links", Some(&alice), Some(json!({})))
+            .await;
+        r.assert_problem(429, "rate_limited");
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        // The refused creation made no link: alice's call log holds the two she made.
+        let log = s
+            .call(Method::GET, "/v1/me/links", Some(&alice), None)
+            .await;
+        let mut ids: Vec<String> = log.json["links"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["link"]["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        created.sort();
+        assert_eq!(ids, created, "{:?}", log.json);
+        // Another user is not limited by alice's.
+        s.create(&s.token("bob"), json!({})).await;
+        let metrics = s.call(Method::GET, "/metrics", None, None).await.text;
+        assert!(
+            metrics.contains("callrelay_rate_limited_total{scope=\"create_user\"} 1"),
+            "{metrics}"
+        );
+        s.stop().await;
+    }
+);
