@@ -105,6 +105,9 @@ pub struct World {
     pub forward_delays: Vec<(SocketAddr, Duration)>,
     /// When set, DTLS datagrams (either way) vanish: ICE completes, the keys never come.
     pub block_dtls: bool,
+    /// Extra delay per datagram, uniform in `0..=jitter`: with more than the sending interval,
+    /// datagrams arrive out of order.
+    pub jitter: Duration,
 }
 
 impl World {
@@ -133,6 +136,7 @@ impl World {
             bottlenecks: Vec::new(),
             forward_delays: Vec::new(),
             block_dtls: false,
+            jitter: Duration::ZERO,
         }
     }
 
@@ -406,6 +410,10 @@ impl World {
         }
         let now = self.now;
         let mut at = now + LATENCY;
+        if !self.jitter.is_zero() {
+            let extra = self.rng.gen_range(0..=self.jitter.as_micros() as u64);
+            at += Duration::from_micros(extra);
+        }
         if let Some(b) = self.bottlenecks.iter_mut().find(|b| b.to == destination) {
             let start = b.busy_until.map_or(now, |t| t.max(now));
             if start - now > b.max_queue {
