@@ -17,6 +17,11 @@ pub struct SfuConfig {
     pub max_participants: usize,
     /// A participant that sends no authenticated STUN for this long is removed (reason `idle`).
     pub idle_timeout: Duration,
+    /// A participant whose DTLS handshake has not completed this long after it joined is
+    /// removed (reason `idle`), even if it keeps ICE alive: an endless handshake holds no seat
+    /// and no session (threat 6). Browsers finish in well under a second; the default (20 s)
+    /// leaves room for DTLS retransmissions on a lossy path.
+    pub handshake_timeout: Duration,
     /// At most one keyframe request per published layer is relayed per this interval.
     pub keyframe_request_interval: Duration,
     /// Sender-side bandwidth estimation (str0m BWE over TWCC feedback) towards every
@@ -62,6 +67,7 @@ impl SfuConfig {
             mtu: 1500,
             max_participants: 32,
             idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(20),
             keyframe_request_interval: Duration::from_millis(500),
             bwe_initial_bitrate: None,
             layer_up_hold: Duration::from_millis(2_500),
@@ -115,7 +121,8 @@ pub enum RemoveReason {
     Blocked,
     /// The room is full.
     RoomFull,
-    /// No ICE activity for the idle timeout.
+    /// No ICE activity for the idle timeout, or no completed DTLS handshake within the
+    /// handshake timeout.
     Idle,
     /// The node is draining.
     Drain,

@@ -50,6 +50,8 @@ pub(crate) struct Participant {
     pub(crate) ssrcs: SsrcTable,
     /// DTLS completed: str0m holds the SRTP keys, and SRTP from this participant can be read.
     pub(crate) keyed: bool,
+    /// When it joined: its DTLS handshake must complete by `joined + handshake_timeout`.
+    pub(crate) joined: Instant,
     /// Its subscriptions to the tracks of others, in the order those were published.
     pub(crate) subscriptions: Vec<SubId>,
     /// Outstanding relay-initiated offer.
@@ -184,6 +186,7 @@ impl Sfu {
             timer: None,
             ssrcs: SsrcTable::default(),
             keyed: false,
+            joined: now,
             subscriptions: Vec::new(),
             pending_offer: None,
             to_stop: Vec::new(),

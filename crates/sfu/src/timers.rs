@@ -73,9 +73,17 @@ impl Timers {
 
 impl Participant {
     /// When this participant needs the core next.
-    fn deadline(&self, idle: Duration) -> Instant {
-        let t = self.next_timeout.min(self.last_ice + idle);
+    fn deadline(&self, idle: Duration, handshake: Duration) -> Instant {
+        let mut t = self.next_timeout.min(self.last_ice + idle);
+        if !self.keyed {
+            t = t.min(self.joined + handshake);
+        }
         self.next_allocation.map_or(t, |a| t.min(a))
+    }
+
+    /// Past its idle deadline, or past its handshake deadline without keys.
+    fn expired(&self, now: Instant, idle: Duration, handshake: Duration) -> bool {
+        now >= self.last_ice + idle || (!self.keyed && now >= self.joined + handshake)
     }
 }
 
@@ -83,7 +91,7 @@ impl Sfu {
     /// Advances timers to `now`: the participants whose deadline has passed, and nobody else,
     /// have their `Rtc` driven, their idle removal checked and their simulcast layers chosen.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let idle = self.config.idle_timeout;
+        let (idle, handshake) = (self.config.idle_timeout, self.config.handshake_timeout);
         let mut due = std::mem::take(&mut self.timers.due);
         while let Some(&Reverse((at, seq, slot))) = self.timers.heap.peek() {
             if at > now {
@@ -102,7 +110,7 @@ impl Sfu {
             let Some(p) = self.participants.get(slot) else {
                 continue;
             };
-            if now >= p.last_ice + idle {
+            if p.expired(now, idle, handshake) {
                 self.remove_slot(slot, RemoveReason::Idle);
                 continue;
             }
@@ -213,11 +221,11 @@ impl Sfu {
     /// Puts `slot`'s deadline on the heap if it is earlier than its live entry (or it has
     /// none). A later deadline is left to [`Sfu::settle_timers`] and `handle_timeout`.
     pub(crate) fn schedule(&mut self, slot: Slot) {
-        let idle = self.config.idle_timeout;
+        let (idle, handshake) = (self.config.idle_timeout, self.config.handshake_timeout);
         let Some(p) = self.participants.get_mut(slot) else {
             return;
         };
-        let deadline = p.deadline(idle);
+        let deadline = p.deadline(idle, handshake);
         if p.timer.is_some_and(|(at, _)| at <= deadline) {
             return;
         }
@@ -231,13 +239,13 @@ impl Sfu {
     /// again at its participant's deadline, until the top is a live entry at its exact
     /// deadline. Each entry is handled once, so this costs O(log n) per entry ever pushed.
     pub(crate) fn settle_timers(&mut self) {
-        let idle = self.config.idle_timeout;
+        let (idle, handshake) = (self.config.idle_timeout, self.config.handshake_timeout);
         while let Some(&Reverse((at, seq, slot))) = self.timers.heap.peek() {
             let live = self
                 .participants
                 .get(slot)
                 .filter(|p| p.timer == Some((at, seq)));
-            if live.is_some_and(|p| p.deadline(idle) == at) {
+            if live.is_some_and(|p| p.deadline(idle, handshake) == at) {
                 break;
             }
             self.timers.heap.pop();

@@ -57,8 +57,9 @@ fn idle_offer(now: Instant) -> String {
 fn world(idle: usize, bwe: bool) -> World {
     let mut config = SfuConfig::new(SFU_ADDR);
     config.bwe_initial_bitrate = bwe.then_some(1_000_000);
-    // Idle participants stay for the whole test (they never send STUN).
+    // Idle participants stay for the whole test (they never send STUN, nor finish DTLS).
     config.idle_timeout = Duration::from_secs(3_600);
+    config.handshake_timeout = Duration::from_secs(3_600);
     let mut w = World::with_config(config);
     for id in 1..=10 {
         w.join(id, 1, RoomKind::Video, true, true).expect("join");
