@@ -57,6 +57,12 @@ pub struct SfuConfig {
     /// three video layers and their three repair streams); the default covers
     /// `max_tracks_per_participant` video tracks of three layers with repair.
     pub max_ssrcs_per_participant: usize,
+    /// Most bits per second of media one participant may send to be forwarded (threat 12),
+    /// RTP headers and wire overhead included, with one second of burst: packets over it are
+    /// dropped before fan-out ([`SfuStats::rtp_dropped_ingress_limit`]) and the sender stays.
+    /// The web page sends ~2.6 Mbit/s (three simulcast layers and audio); the default (10
+    /// Mbit/s) leaves room for a screen share. `None` turns the cap off.
+    pub max_ingress_bitrate: Option<u64>,
 }
 
 impl SfuConfig {
@@ -74,6 +80,7 @@ impl SfuConfig {
             forward_timing: true,
             max_tracks_per_participant: 4,
             max_ssrcs_per_participant: 32,
+            max_ingress_bitrate: Some(10_000_000),
         }
     }
 }
@@ -306,6 +313,8 @@ pub struct SfuStats {
     pub rtp_dropped_ssrc_limit: u64,
     /// Video RTP arriving in a voice room.
     pub rtp_dropped_video_in_voice: u64,
+    /// RTP over its sender's [`SfuConfig::max_ingress_bitrate`], dropped before fan-out.
+    pub rtp_dropped_ingress_limit: u64,
     /// Keyframe requests relayed to publishers.
     pub keyframe_requests_relayed: u64,
     /// Keyframe requests suppressed by the per-layer throttle.

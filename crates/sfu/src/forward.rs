@@ -93,6 +93,12 @@ impl Sfu {
             return;
         };
         let payload_len = pkt.payload.len() as u64;
+        if let Some(bitrate) = self.config.max_ingress_bitrate {
+            if !p.ingress.admit(now, payload_len + PACKET_OVERHEAD, bitrate) {
+                self.stats.rtp_dropped_ingress_limit += 1;
+                return;
+            }
+        }
         match track.kind {
             TrackKind::Audio => {
                 self.stats.audio_received += 1;

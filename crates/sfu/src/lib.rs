@@ -44,6 +44,7 @@
 // dirty `Rtc` driven, its datagrams out through `poll_transmit`).
 mod api;
 mod forward;
+mod ingress;
 mod membership;
 mod negotiate;
 mod payload_types;

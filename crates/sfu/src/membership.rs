@@ -11,6 +11,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::{Candidate, IceCreds, Output, Rtc};
 
+use crate::ingress::IngressBudget;
 use crate::negotiate::parse_offer;
 use crate::payload_types::PayloadTypes;
 use crate::slab::{Slot, SubId};
@@ -78,6 +79,8 @@ pub(crate) struct Participant {
     pub(crate) egress_nacks: HashMap<(Mid, Option<Rid>), u64>,
     /// What each payload type means in its accepted SDPs (see [`crate::payload_types`]).
     pub(crate) payload_types: PayloadTypes,
+    /// Its media ingress budget (see [`crate::ingress`]).
+    pub(crate) ingress: IngressBudget,
 }
 
 impl Sfu {
@@ -199,6 +202,7 @@ impl Sfu {
             bwe_desired: 0,
             egress_nacks: HashMap::new(),
             payload_types,
+            ingress: IngressBudget::default(),
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);
