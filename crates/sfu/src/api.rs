@@ -6,6 +6,15 @@ use std::time::Duration;
 
 use str0m::media::{Mid, Rid};
 
+/// The starting bandwidth estimate an IO layer should give
+/// [`SfuConfig::bwe_initial_bitrate`] (bits/s): enough for a subscriber's high simulcast layer
+/// (~1.5–2.5 Mbit/s from a browser) from the first packet. str0m paces video at 1.1× the
+/// estimate, so while the estimate is below what a subscriber is sent, video waits in the
+/// pacer: starting at 1 Mbit/s that cost an `h` subscriber a p99 of ~100 ms in its first
+/// seconds, at 2.5 Mbit/s nothing (`crates/sfu/tests/simulcast_bwe.rs`). A subscriber whose
+/// link carries less is moved down as its estimate falls (delay-based, within about a second).
+pub const DEFAULT_BWE_INITIAL_BITRATE: u64 = 2_500_000;
+
 /// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SfuConfig {

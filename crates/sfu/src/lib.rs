@@ -68,7 +68,7 @@ use str0m::crypto::CryptoProvider;
 
 pub use api::{
     Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats,
-    SubscriberLayer, TrackKind,
+    SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
 };
 pub use str0m::media::{Mid, Rid};
 
