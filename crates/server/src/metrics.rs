@@ -235,7 +235,7 @@ pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 9] = [
     "oversized",
     "runt",
     "unknown_source",
@@ -246,6 +246,9 @@ pub const DROP_REASONS: [&str; 8] = [
     // RTP on an SSRC over the sender's cap, or new SSRCs faster than allowed (THREATS 13).
     "ssrc_limit",
     "error",
+    // An outgoing datagram the kernel refused (unreachable or invalid address, too large), or
+    // the worker's socket failed while datagrams waited for room in it.
+    "send_failed",
 ];
 
 /// The metric families of enforcement and of the cluster (leases, placement).
@@ -455,6 +458,12 @@ pub struct MediaMetrics {
     pub bytes_forwarded: IntCounterVec,
     /// `callrelay_datagrams_dropped_total{reason}`
     pub datagrams_dropped: IntCounterVec,
+    /// `callrelay_media_datagrams_sent_total`: datagrams the media workers handed to the
+    /// kernel (each segment of a GSO send counts).
+    pub datagrams_sent: IntCounter,
+    /// `callrelay_media_send_syscalls_total`: send system calls the media workers made
+    /// (`sendmmsg`, each carrying many datagrams). Datagrams sent over this is the batching.
+    pub send_syscalls: IntCounter,
     /// `callrelay_rooms`
     pub rooms: IntGauge,
     /// `callrelay_participants`
@@ -517,6 +526,14 @@ impl MediaMetrics {
                 Opts::new("callrelay_datagrams_dropped_total", "Datagrams dropped before or during processing, by reason."),
                 &["reason"],
             )?,
+            datagrams_sent: IntCounter::new(
+                "callrelay_media_datagrams_sent_total",
+                "Datagrams the media workers handed to the kernel (each segment of a GSO send counts).",
+            )?,
+            send_syscalls: IntCounter::new(
+                "callrelay_media_send_syscalls_total",
+                "Send system calls made by the media workers (sendmmsg: many datagrams, many destinations each).",
+            )?,
             rooms: IntGauge::new("callrelay_rooms", "Rooms with at least one participant on this node.")?,
             participants: IntGauge::new("callrelay_participants", "Participants connected to this node.")?,
             published_tracks: prometheus::IntGaugeVec::new(
@@ -567,6 +584,8 @@ impl MediaMetrics {
         registry.register(Box::new(m.packets_forwarded.clone()))?;
         registry.register(Box::new(m.bytes_forwarded.clone()))?;
         registry.register(Box::new(m.datagrams_dropped.clone()))?;
+        registry.register(Box::new(m.datagrams_sent.clone()))?;
+        registry.register(Box::new(m.send_syscalls.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
         registry.register(Box::new(m.participants.clone()))?;
         registry.register(Box::new(m.published_tracks.clone()))?;

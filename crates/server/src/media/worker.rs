@@ -1,5 +1,6 @@
-//! One media worker: a thread with a current-thread tokio runtime, one UDP socket driven
-//! through `quinn-udp` (recvmmsg/GRO in, sendmsg out), one [`Sfu`], and its command channel.
+//! One media worker: a thread with a current-thread tokio runtime, one UDP socket (received
+//! through `quinn-udp`: recvmmsg/GRO; sent through [`callrelay_udp`]: sendmmsg, GSO runs as one
+//! entry each), one [`Sfu`], and its command channel.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
@@ -18,12 +19,13 @@ use callrelay_proto::ServerMessage;
 use callrelay_sfu::{
     Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, SfuStats, TrackKind,
 };
-use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSocketState};
+use callrelay_udp::{SendStats, Sender};
+use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::gso::Batch;
+use super::gso::{Pending, Run};
 use super::{Command, JoinReply, Totals};
 use crate::metrics::MediaMetrics;
 
@@ -70,6 +72,15 @@ pub(super) fn run(
                 return;
             }
         };
+        // The socket's own address (not the announced one): its family decides how
+        // destinations are written for the kernel.
+        let bound = match socket.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "media socket has no address");
+                return;
+            }
+        };
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let local = config.local_addr;
@@ -88,7 +99,10 @@ pub(super) fn run(
             busy: Duration::ZERO,
             totals,
             reported: (0, 0),
-            batch: Batch::new(),
+            pending: Pending::new(),
+            sender: Sender::new(bound),
+            reported_sends: SendStats::default(),
+            gso_refused: false,
             backlogged: Vec::new(),
         };
         worker.run(commands).await;
@@ -151,8 +165,14 @@ struct Worker {
     totals: Arc<Totals>,
     /// (rooms, participants) last added to `totals`.
     reported: (i64, i64),
-    /// Outgoing datagrams being coalesced for GSO; its buffer is reused.
-    batch: Batch,
+    /// Outgoing datagrams of this turn, laid out for `sendmmsg`; its buffers are reused.
+    pending: Pending,
+    /// Sends `pending`; counts its syscalls and datagrams.
+    sender: Sender,
+    /// `sender`'s counters last added to the metrics.
+    reported_sends: SendStats,
+    /// The kernel refused a GSO send on this socket (a driver without UDP GSO): no more runs.
+    gso_refused: bool,
     /// Sessions with a non-empty `backlog`.
     backlogged: Vec<ParticipantId>,
 }
@@ -247,6 +267,7 @@ impl Worker {
     async fn finish(&mut self) {
         self.sfu.remove_all(Instant::now(), RemoveReason::Drain);
         self.flush().await;
+        self.update_stats();
         self.gauges();
         tracing::debug!(worker = self.index, "media worker stopped");
     }
@@ -282,14 +303,18 @@ impl Worker {
                 let end = (off + stride).min(m.len);
                 // Receive time of this datagram, passed into the core (not a later `now`).
                 let now = Instant::now();
-                self.datagram(now, m.addr, &buf[off..end]).await;
+                self.datagram(now, m.addr, &buf[off..end]);
                 off = end;
             }
         }
+        // Work per burst: the whole batch is in the core; what it has to send for all of it
+        // (the fan-out of every packet to every subscriber) leaves together.
+        self.flush().await;
         true
     }
 
-    async fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+    /// Feeds one datagram to the core; its output waits for [`Worker::flush`].
+    fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
         let before_rx = self.sfu.stats().rtp_received;
         self.sfu.handle_datagram(now, source, self.local, bytes);
@@ -306,79 +331,125 @@ impl Worker {
                 }
             }
         }
-        self.flush().await;
     }
 
-    /// Sends every pending datagram and dispatches every event. A forwarded copy (it carries
-    /// the arrival time of the datagram it copies, however long str0m's pacer held it) is
-    /// timed when the send call that carries it returns. Runs of equal-size datagrams to one
-    /// destination leave in one GSO send (see [`super::gso`]).
+    /// Sends every pending datagram and dispatches every event. What the core has queued (after
+    /// a receive batch: every packet's copies for every subscriber) leaves together, many
+    /// destinations per `sendmmsg`, a run of equal-size datagrams to one destination as one GSO
+    /// entry (see [`super::gso`]). A forwarded copy (it carries the arrival time of the datagram
+    /// it copies, however long str0m's pacer held it) is timed when the call that carries it
+    /// returns.
     async fn flush(&mut self) {
-        let max_segments = self.state.max_gso_segments().max(1);
-        let mut batch = std::mem::replace(&mut self.batch, Batch::new_empty());
-        while let Some(t) = self.sfu.poll_transmit() {
-            if !batch.fits(t.destination, &t.contents, max_segments) {
-                self.send_batch(&mut batch).await;
-            }
-            batch.push(t.destination, &t.contents, t.received_at);
-        }
-        self.send_batch(&mut batch).await;
+        self.queue_transmits().await;
         while let Some(e) = self.sfu.poll_event() {
             self.event(e);
         }
         // Events may have queued transmits (removals close DTLS).
-        while let Some(t) = self.sfu.poll_transmit() {
-            if !batch.fits(t.destination, &t.contents, max_segments) {
-                self.send_batch(&mut batch).await;
-            }
-            batch.push(t.destination, &t.contents, None);
-        }
-        self.send_batch(&mut batch).await;
-        self.batch = batch;
+        self.queue_transmits().await;
+        self.send_pending().await;
     }
 
-    async fn send_batch(&self, batch: &mut Batch) {
-        if let Some(destination) = batch.destination {
-            self.send(destination, &batch.buf, batch.segment_size())
-                .await;
-            let sent = Instant::now();
-            for t in &batch.received {
-                self.metrics
-                    .forward_latency
-                    .observe(sent.saturating_duration_since(*t).as_secs_f64());
-            }
-        }
-        batch.clear();
-    }
-
-    async fn send(&self, destination: SocketAddr, contents: &[u8], segment_size: Option<usize>) {
-        let transmit = UdpTransmit {
-            destination,
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
+    /// Moves the core's transmits into `pending`, sending first whenever it is full.
+    async fn queue_transmits(&mut self) {
+        let max_segments = if self.gso_refused {
+            1
+        } else {
+            self.state.max_gso_segments().max(1)
         };
-        for _ in 0..2 {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
-                        return;
+        while let Some(t) = self.sfu.poll_transmit() {
+            if self
+                .pending
+                .push(t.destination, &t.contents, t.received_at, max_segments)
+            {
+                continue;
+            }
+            self.send_pending().await;
+            if !self
+                .pending
+                .push(t.destination, &t.contents, t.received_at, max_segments)
+            {
+                // An empty queue takes any datagram UDP can carry: this one it cannot.
+                self.count_send_failed(1);
+            }
+        }
+    }
+
+    /// Hands `pending` to the kernel, as few `sendmmsg` calls as it takes, then empties it.
+    ///
+    /// Nothing is dropped silently: a full socket buffer (`WouldBlock`, also what the kernel
+    /// ends a partial send on) is waited out; a GSO entry the path refuses is resent datagram
+    /// by datagram, and GSO stays off for this socket (as quinn-udp does); any other error is
+    /// that entry's (UDP is lossy anyway): logged at debug, counted as dropped
+    /// (`send_failed`), and the rest goes on.
+    async fn send_pending(&mut self) {
+        while !self.pending.is_done() {
+            let result = {
+                let (sender, pending, socket) = (&mut self.sender, &self.pending, &self.socket);
+                socket.try_io(Interest::WRITABLE, || {
+                    sender.send(socket, pending.buf(), pending.unsent())
+                })
+            };
+            match result {
+                Ok(n) => {
+                    let sent = Instant::now();
+                    for t in self.pending.advance(n) {
+                        self.metrics
+                            .forward_latency
+                            .observe(sent.saturating_duration_since(t).as_secs_f64());
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // `try_io` cleared the readiness the failed call used up: this sleeps
+                    // until the kernel has room, it does not spin.
+                    if let Err(e) = self.socket.writable().await {
+                        tracing::warn!(worker = self.index, error = %e, "media socket unusable for sending");
+                        let lost = self.pending.unsent().iter().map(Run::datagrams).sum();
+                        self.count_send_failed(lost);
+                        break;
+                    }
+                }
+                Err(e)
+                    if self.pending.unsent().first().is_some_and(Run::is_gso)
+                        && callrelay_udp::gso_refused(&e) =>
+                {
+                    if !self.gso_refused {
+                        tracing::info!(worker = self.index, error = %e, "the kernel refused a GSO send: one datagram per entry from now on");
+                        self.gso_refused = true;
+                    }
+                    self.pending.split_runs();
+                }
                 Err(e) => {
-                    // UDP is lossy anyway: log (not per packet above debug) and drop.
                     tracing::debug!(worker = self.index, error = %e, "media send failed");
-                    return;
+                    let lost = self.pending.skip();
+                    self.count_send_failed(lost);
                 }
             }
         }
+        self.pending.clear();
+    }
+
+    /// Counts datagrams the kernel would not take (rare: not per packet in a healthy run).
+    fn count_send_failed(&self, datagrams: usize) {
+        self.metrics
+            .datagrams_dropped
+            .with_label_values(&["send_failed"])
+            .inc_by(datagrams as u64);
     }
 
     fn update_stats(&mut self) {
+        let sends = self.sender.stats();
+        let was = self.reported_sends;
+        if sends.syscalls > was.syscalls {
+            self.metrics
+                .send_syscalls
+                .inc_by(sends.syscalls - was.syscalls);
+        }
+        if sends.datagrams > was.datagrams {
+            self.metrics
+                .datagrams_sent
+                .inc_by(sends.datagrams - was.datagrams);
+        }
+        self.reported_sends = sends;
         let s = self.sfu.stats();
         let l = self.last_stats;
         let m = &self.metrics;
