@@ -235,7 +235,7 @@ pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
-pub const DROP_REASONS: [&str; 9] = [
+pub const DROP_REASONS: [&str; 10] = [
     "oversized",
     "runt",
     "unknown_source",
@@ -245,6 +245,8 @@ pub const DROP_REASONS: [&str; 9] = [
     "not_negotiated",
     // RTP on an SSRC over the sender's cap, or new SSRCs faster than allowed (THREATS 13).
     "ssrc_limit",
+    // Media over its sender's ingress budget, dropped before fan-out (THREATS 12).
+    "ingress_limit",
     "error",
     // An outgoing datagram the kernel refused (unreachable or invalid address, too large), or
     // the worker's socket failed while datagrams waited for room in it.
@@ -650,7 +652,7 @@ mod tests {
         let registry = Registry::new();
         MediaMetrics::register(&registry).unwrap();
         let text = render(&registry);
-        for reason in ["before_keys", "ssrc_limit"] {
+        for reason in ["before_keys", "ssrc_limit", "ingress_limit"] {
             let line = format!("callrelay_datagrams_dropped_total{{reason=\"{reason}\"}} 0\n");
             assert!(text.contains(&line), "{line}{text}");
         }

@@ -171,7 +171,11 @@ impl MediaPlane {
             config.idle_timeout = settings.idle_timeout;
             // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), starting
             // from 1 Mbit/s, capped by the size each asked for.
-            config.bwe_initial_bitrate = settings.bandwidth_estimation.then_some(1_000_000);
+            // The starting estimate decides how long video waits in str0m's pacer at the start of
+            // a subscription (see DEFAULT_BWE_INITIAL_BITRATE).
+            config.bwe_initial_bitrate = settings
+                .bandwidth_estimation
+                .then_some(callrelay_sfu::DEFAULT_BWE_INITIAL_BITRATE);
             let (tx, rx) = mpsc::unbounded_channel();
             let metrics = metrics.clone();
             let t = totals.clone();

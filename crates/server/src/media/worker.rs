@@ -535,6 +535,12 @@ impl Worker {
         );
         add(
             d,
+            "ingress_limit",
+            s.rtp_dropped_ingress_limit,
+            l.rtp_dropped_ingress_limit,
+        );
+        add(
+            d,
             "not_negotiated",
             s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
             l.rtp_dropped_unknown_track + l.rtp_dropped_video_in_voice,
