@@ -72,6 +72,13 @@ pub struct SfuConfig {
     /// The web page sends ~2.6 Mbit/s (three simulcast layers and audio); the default (10
     /// Mbit/s) leaves room for a screen share. `None` turns the cap off.
     pub max_ingress_bitrate: Option<u64>,
+    /// Packets str0m keeps per sending video stream to answer NACKs (and to pad with when it
+    /// probes), at most 3 s old. str0m's default (1,000) is ~4 s of a 2.5 Mbit/s layer, and
+    /// at ~1.3 KB a packet it made the relay hold ~1 MB per video subscription. 256 is ~1 s of
+    /// that layer, well beyond any round trip a NACK needs. Measured by
+    /// `benches/tests/memory.rs` (5 people each sending 2 Mbit/s of video, BWE on): 2,770 KiB
+    /// of relay heap per participant with 1,000, 2,060 with 256, 1,759 with 128.
+    pub send_buffer_video: usize,
 }
 
 impl SfuConfig {
@@ -90,6 +97,7 @@ impl SfuConfig {
             max_tracks_per_participant: 4,
             max_ssrcs_per_participant: 32,
             max_ingress_bitrate: Some(10_000_000),
+            send_buffer_video: 256,
         }
     }
 }

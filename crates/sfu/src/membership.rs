@@ -154,6 +154,7 @@ impl Sfu {
             .set_local_ice_credentials(creds)
             .set_crypto_provider(self.crypto.clone())
             .enable_bwe(self.config.bwe_initial_bitrate.map(Bitrate::bps))
+            .set_send_buffer_video(self.config.send_buffer_video)
             // Once-a-second stats carry the NACK counts behind `SfuStats::nacks_received`.
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);

@@ -1,0 +1,149 @@
+//! Heap held by the relay per participant (issue #11: ≤ 300 KiB audio-only, ≤ 1 MiB with
+//! video), counted by allocator, not read from RSS: a voice room of 30 and a video room of 5,
+//! everyone publishing, run in virtual time until str0m's buffers are at steady state (its RTX
+//! cache keeps 3 s of nackable packets). The relay's share is measured by dropping the clients
+//! first and then the `Sfu`: the heap released by the second drop is the relay's.
+//!
+//! `cargo test -p callrelay-benches --test memory -- --nocapture` prints the figures.
+//! One `#[test]` only: the counter is process-wide.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use callrelay_benches::rig::{publish_from, Media, Net, SFU_ADDR};
+use callrelay_sfu::{RoomKey, RoomKind};
+
+// The crate's lints deny `unsafe` (lowered from the workspace's `forbid` for this module only,
+// see Cargo.toml): `GlobalAlloc` is an `unsafe trait`, so counting live bytes needs this one
+// `unsafe impl`. Each method only forwards to `System` with the caller's arguments, whose
+// safety contract is the caller's, unchanged.
+#[allow(unsafe_code)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// Bytes allocated and not yet freed.
+    pub static LIVE: AtomicI64 = AtomicI64::new(0);
+
+    pub struct Counting;
+
+    // SAFETY: forwards every call to `System` unchanged; the counter is an atomic.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+            // SAFETY: `ptr` came from this allocator, i.e. from `System`, with `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            // SAFETY: `ptr` came from `System` with `layout`; the caller checks `new_size`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+fn live() -> i64 {
+    counting::LIVE.load(Ordering::Relaxed)
+}
+
+/// Everyone in a room of `size` publishes (audio, plus video in a video room) for `seconds`
+/// of virtual time: audio every 20 ms, video at `video_pps`. Returns the relay's heap per
+/// participant, bytes.
+fn relay_bytes_per_participant(
+    size: usize,
+    kind: RoomKind,
+    video_pps: u32,
+    seconds: u32,
+    bwe: bool,
+) -> f64 {
+    let video = kind == RoomKind::Video;
+    let mut config = Net::config(size.max(32));
+    config.bwe_initial_bitrate = bwe.then_some(callrelay_sfu::DEFAULT_BWE_INITIAL_BITRATE);
+    let mut net = Net::new(config);
+    for _ in 0..size {
+        net.join(RoomKey(1), kind, true, video);
+    }
+    let expected = if video { 2 } else { 1 } * (size - 1);
+    net.drive_until(|n| {
+        n.peers.iter().all(|p| p.rtc.is_connected())
+            && n.peers.iter().all(|p| p.subscribed >= expected)
+    });
+    let tick = Duration::from_millis(20);
+    let video_per_tick = video_pps / 50;
+    let mut out = Vec::new();
+    for _ in 0..seconds * 50 {
+        let now = net.now;
+        for i in 0..size {
+            out.clear();
+            publish_from(&mut net.peers[i], now, Media::Audio, 1, &mut out);
+            if video {
+                publish_from(
+                    &mut net.peers[i],
+                    now,
+                    Media::Video,
+                    video_per_tick as usize,
+                    &mut out,
+                );
+            }
+            let from = net.peers[i].addr;
+            for d in &out {
+                net.sfu.handle_datagram(now, from, SFU_ADDR, d);
+            }
+        }
+        net.run_for(tick);
+    }
+    assert_eq!(net.sfu.participant_count(), size);
+    let forwarded = net.sfu.stats().rtp_forwarded;
+    let per_tick = size * (size - 1) * (1 + if video { video_per_tick as usize } else { 0 });
+    assert!(
+        forwarded as usize >= per_tick * (seconds as usize * 50) * 9 / 10,
+        "media flowed: {forwarded} copies"
+    );
+    // The clients go first; what the relay then gives back when it goes is its heap.
+    net.peers.clear();
+    net.peers.shrink_to_fit();
+    let with_relay = live();
+    drop(net);
+    let without = live();
+    (with_relay - without) as f64 / size as f64
+}
+
+#[test]
+fn relay_heap_per_participant() {
+    let voice = relay_bytes_per_participant(30, RoomKind::Voice, 0, 4, true) / 1024.0;
+    // 5 people, each sending audio and ~2 Mbit/s of video (200 packets of 1,200 B a second),
+    // each receiving the 4 others' (8 Mbit/s: more than the estimate reaches in 4 s, so with
+    // BWE on, str0m's pacer also holds a queue; without it, the structural cost).
+    let meeting = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, true) / 1024.0;
+    let meeting_no_bwe = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, false) / 1024.0;
+    eprintln!(
+        "relay heap per participant: voice room of 30 (audio only) {voice:.0} KiB; video room \
+         of 5 (audio + 2 Mbit/s video each) {meeting:.0} KiB, {meeting_no_bwe:.0} KiB without \
+         BWE"
+    );
+    // Regression guards at the figures measured on 2026-12-04 (+10 %), not the targets of
+    // issue #11 (300 KiB audio-only, 1 MiB with video), which str0m's per-stream state
+    // (a StreamTx and its RTX cache per subscription, 1,000 TWCC records per session) does
+    // not allow yet: see benches/README.md.
+    assert!(voice < 700.0, "voice: {voice:.0} KiB per participant");
+    assert!(
+        meeting_no_bwe < 1_150.0,
+        "video: {meeting_no_bwe:.0} KiB per participant"
+    );
+}
