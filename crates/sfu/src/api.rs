@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use str0m::media::{Mid, Rid};
 
@@ -231,6 +231,17 @@ pub enum Event {
         participant: ParticipantId,
         /// The publisher's m-line.
         mid: Mid,
+    },
+    /// The first RTP packet of a participant's media reached the relay (authenticated, on a
+    /// published track), at `at`: once per participant, for the IO layer's join-to-first-media
+    /// time without looking at every datagram.
+    FirstMedia {
+        /// The room.
+        room: RoomKey,
+        /// The publisher.
+        participant: ParticipantId,
+        /// When the datagram carrying it arrived.
+        at: Instant,
     },
     /// The loudest participant of a room changed.
     ActiveSpeaker {

@@ -99,6 +99,14 @@ impl Sfu {
                 return;
             }
         }
+        if !p.sent_media {
+            p.sent_media = true;
+            self.events.push_back(Event::FirstMedia {
+                room: room_key,
+                participant: p.id,
+                at: now,
+            });
+        }
         match track.kind {
             TrackKind::Audio => {
                 self.stats.audio_received += 1;

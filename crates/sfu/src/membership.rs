@@ -81,6 +81,8 @@ pub(crate) struct Participant {
     pub(crate) payload_types: PayloadTypes,
     /// Its media ingress budget (see [`crate::ingress`]).
     pub(crate) ingress: IngressBudget,
+    /// [`Event::FirstMedia`] was raised for it.
+    pub(crate) sent_media: bool,
 }
 
 impl Sfu {
@@ -204,6 +206,7 @@ impl Sfu {
             egress_nacks: HashMap::new(),
             payload_types,
             ingress: IngressBudget::default(),
+            sent_media: false,
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);

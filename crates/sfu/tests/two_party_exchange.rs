@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use callrelay_sfu::{Event, RoomKind};
+use callrelay_sfu::{Event, ParticipantId, RoomKind};
 use common::World;
 
 #[test]
@@ -39,4 +39,37 @@ fn two_parties_exchange_audio_and_video_both_ways() {
     let stats = w.sfu.stats();
     assert_eq!(stats.rtp_forwarded, 200);
     assert_eq!(stats.dropped_unknown_source, 0);
+}
+
+#[test]
+fn first_media_is_announced_once_per_publisher_with_its_arrival() {
+    let mut w = World::new();
+    w.join(1, 1, RoomKind::Video, true, true).expect("a");
+    w.join(2, 1, RoomKind::Video, true, false).expect("b");
+    w.run_until(Duration::from_secs(5), |w| w.settled(1));
+    let before = w.now;
+    w.pump(10);
+    let first: Vec<(ParticipantId, std::time::Instant)> = w
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::FirstMedia {
+                participant, at, ..
+            } => Some((*participant, *at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let mut who: Vec<ParticipantId> = first.iter().map(|(p, _)| *p).collect();
+    who.sort_by_key(|p| p.0);
+    assert_eq!(who, vec![ParticipantId(1), ParticipantId(2)]);
+    assert!(first.iter().all(|(_, at)| *at >= before && *at <= w.now));
+    // More media raises nothing more.
+    w.pump(10);
+    let again = w
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FirstMedia { .. }))
+        .count();
+    assert_eq!(again, 2);
 }

@@ -95,7 +95,6 @@ pub(super) fn run(
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             last_stats: SfuStats::default(),
-            awaiting_first_packet: 0,
             busy: Duration::ZERO,
             totals,
             reported: (0, 0),
@@ -160,7 +159,6 @@ struct Worker {
     sessions: HashMap<ParticipantId, Session>,
     rooms: HashMap<RoomKey, RoomInfo>,
     last_stats: SfuStats,
-    awaiting_first_packet: usize,
     busy: Duration,
     totals: Arc<Totals>,
     /// (rooms, participants) last added to `totals`.
@@ -316,21 +314,7 @@ impl Worker {
     /// Feeds one datagram to the core; its output waits for [`Worker::flush`].
     fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
-        let before_rx = self.sfu.stats().rtp_received;
         self.sfu.handle_datagram(now, source, self.local, bytes);
-        let stats = self.sfu.stats();
-        if self.awaiting_first_packet > 0 && stats.rtp_received > before_rx {
-            if let Some(p) = self.sfu.participant_at(source) {
-                if let Some(s) = self.sessions.get_mut(&p) {
-                    if let Some(t) = s.started.take() {
-                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
-                        self.metrics
-                            .join_to_first_packet
-                            .observe(now.saturating_duration_since(t).as_secs_f64());
-                    }
-                }
-            }
-        }
     }
 
     /// Sends every pending datagram and dispatches every event. What the core has queued (after
@@ -646,6 +630,19 @@ impl Worker {
 
     fn event(&mut self, e: Event) {
         match e {
+            Event::FirstMedia {
+                participant, at, ..
+            } => {
+                if let Some(t) = self
+                    .sessions
+                    .get_mut(&participant)
+                    .and_then(|s| s.started.take())
+                {
+                    self.metrics
+                        .join_to_first_packet
+                        .observe(at.saturating_duration_since(t).as_secs_f64());
+                }
+            }
             Event::ParticipantJoined { room, participant } => {
                 let Some(info) = self.participant_info(participant) else {
                     return;
@@ -691,9 +688,6 @@ impl Worker {
                 }
                 // Dropping the sender ends the session once it has sent what is queued.
                 if let Some(s) = self.sessions.remove(&participant) {
-                    if s.started.is_some() {
-                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
-                    }
                     for _ in &s.video_mids {
                         self.metrics
                             .published_tracks
@@ -840,7 +834,6 @@ impl Worker {
                         backlog: Vec::new(),
                     },
                 );
-                self.awaiting_first_packet += 1;
                 match self.sfu.add_participant(
                     now,
                     req.room,
@@ -857,7 +850,6 @@ impl Worker {
                     }
                     Err(e) => {
                         self.sessions.remove(&req.participant);
-                        self.awaiting_first_packet = self.awaiting_first_packet.saturating_sub(1);
                         let _ = reply.send(Err(e));
                     }
                 }

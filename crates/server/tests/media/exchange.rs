@@ -53,6 +53,14 @@ async fn two_clients_exchange_audio_and_video() {
     assert!(alice.received_intact(&bob.id(), TrackKind::Audio, 2) >= 50);
     assert!(bob.received_intact(&alice.id(), TrackKind::Video, 1) >= 50);
 
+    // Each publisher's first packet was timed from its join, once.
+    let first = &relay.state.media_metrics.join_to_first_packet;
+    assert_eq!(
+        first.get_sample_count(),
+        2,
+        "one join-to-first-packet sample each"
+    );
+    assert!(first.get_sample_sum() > 0.0 && first.get_sample_sum() < 20.0);
     let latency = &relay.state.media_metrics.forward_latency;
     assert!(
         latency.get_sample_count() >= 200,
