@@ -20,6 +20,7 @@ use callrelay_sfu::{
     Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, SfuStats, TrackKind,
 };
 use callrelay_udp::{SendStats, Sender};
+use prometheus::IntCounter;
 use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
@@ -91,7 +92,7 @@ pub(super) fn run(
             local,
             socket,
             state,
-            metrics,
+            metrics: metrics.clone(),
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             last_stats: SfuStats::default(),
@@ -103,6 +104,7 @@ pub(super) fn run(
             reported_sends: SendStats::default(),
             gso_refused: false,
             backlogged: Vec::new(),
+            counters: Counters::new(&metrics),
         };
         worker.run(commands).await;
     });
@@ -173,6 +175,57 @@ struct Worker {
     gso_refused: bool,
     /// Sessions with a non-empty `backlog`.
     backlogged: Vec<ParticipantId>,
+    /// This worker's children of the labelled counters, looked up once.
+    counters: Counters,
+}
+
+/// The labelled counters the worker adds to after each burst, resolved to their children when
+/// the worker starts: adding is then one atomic add, with no label hashing or map lookup on
+/// the shared metric vectors per loop turn.
+struct Counters {
+    /// audio, video.
+    packets_received: [IntCounter; 2],
+    bytes_received: [IntCounter; 2],
+    packets_forwarded: [IntCounter; 2],
+    bytes_forwarded: [IntCounter; 2],
+    oversized: IntCounter,
+    runt: IntCounter,
+    unknown_source: IntCounter,
+    bad_stun: IntCounter,
+    before_keys: IntCounter,
+    ssrc_limit: IntCounter,
+    ingress_limit: IntCounter,
+    not_negotiated: IntCounter,
+    error: IntCounter,
+    send_failed: IntCounter,
+}
+
+impl Counters {
+    fn new(m: &MediaMetrics) -> Self {
+        let kinds = |v: &prometheus::IntCounterVec| {
+            [
+                v.with_label_values(&["audio"]),
+                v.with_label_values(&["video"]),
+            ]
+        };
+        let dropped = |r: &str| m.datagrams_dropped.with_label_values(&[r]);
+        Counters {
+            packets_received: kinds(&m.packets_received),
+            bytes_received: kinds(&m.bytes_received),
+            packets_forwarded: kinds(&m.packets_forwarded),
+            bytes_forwarded: kinds(&m.bytes_forwarded),
+            oversized: dropped("oversized"),
+            runt: dropped("runt"),
+            unknown_source: dropped("unknown_source"),
+            bad_stun: dropped("bad_stun"),
+            before_keys: dropped("before_keys"),
+            ssrc_limit: dropped("ssrc_limit"),
+            ingress_limit: dropped("ingress_limit"),
+            not_negotiated: dropped("not_negotiated"),
+            error: dropped("error"),
+            send_failed: dropped("send_failed"),
+        }
+    }
 }
 
 impl Worker {
@@ -414,10 +467,7 @@ impl Worker {
 
     /// Counts datagrams the kernel would not take (rare: not per packet in a healthy run).
     fn count_send_failed(&self, datagrams: usize) {
-        self.metrics
-            .datagrams_dropped
-            .with_label_values(&["send_failed"])
-            .inc_by(datagrams as u64);
+        self.counters.send_failed.inc_by(datagrams as u64);
     }
 
     fn update_stats(&mut self) {
@@ -437,101 +487,74 @@ impl Worker {
         let s = self.sfu.stats();
         let l = self.last_stats;
         let m = &self.metrics;
-        let add = |c: &prometheus::IntCounterVec, label: &str, now: u64, before: u64| {
+        let c = &self.counters;
+        let add = |c: &IntCounter, now: u64, before: u64| {
             if now > before {
-                c.with_label_values(&[label]).inc_by(now - before);
+                c.inc_by(now - before);
             }
         };
+        add(&c.packets_received[0], s.audio_received, l.audio_received);
+        add(&c.packets_received[1], s.video_received, l.video_received);
         add(
-            &m.packets_received,
-            "audio",
-            s.audio_received,
-            l.audio_received,
-        );
-        add(
-            &m.packets_received,
-            "video",
-            s.video_received,
-            l.video_received,
-        );
-        add(
-            &m.bytes_received,
-            "audio",
+            &c.bytes_received[0],
             s.audio_bytes_received,
             l.audio_bytes_received,
         );
         add(
-            &m.bytes_received,
-            "video",
+            &c.bytes_received[1],
             s.video_bytes_received,
             l.video_bytes_received,
         );
         add(
-            &m.packets_forwarded,
-            "audio",
+            &c.packets_forwarded[0],
             s.audio_forwarded,
             l.audio_forwarded,
         );
         add(
-            &m.packets_forwarded,
-            "video",
+            &c.packets_forwarded[1],
             s.video_forwarded,
             l.video_forwarded,
         );
         add(
-            &m.bytes_forwarded,
-            "audio",
+            &c.bytes_forwarded[0],
             s.audio_bytes_forwarded,
             l.audio_bytes_forwarded,
         );
         add(
-            &m.bytes_forwarded,
-            "video",
+            &c.bytes_forwarded[1],
             s.video_bytes_forwarded,
             l.video_bytes_forwarded,
         );
-        let d = &m.datagrams_dropped;
-        add(d, "oversized", s.dropped_oversized, l.dropped_oversized);
+        add(&c.oversized, s.dropped_oversized, l.dropped_oversized);
         add(
-            d,
-            "runt",
+            &c.runt,
             s.dropped_runt + s.dropped_malformed,
             l.dropped_runt + l.dropped_malformed,
         );
         add(
-            d,
-            "unknown_source",
+            &c.unknown_source,
             s.dropped_unknown_source,
             l.dropped_unknown_source,
         );
-        add(d, "bad_stun", s.dropped_bad_stun, l.dropped_bad_stun);
+        add(&c.bad_stun, s.dropped_bad_stun, l.dropped_bad_stun);
+        add(&c.before_keys, s.dropped_before_keys, l.dropped_before_keys);
         add(
-            d,
-            "before_keys",
-            s.dropped_before_keys,
-            l.dropped_before_keys,
-        );
-        add(
-            d,
-            "ssrc_limit",
+            &c.ssrc_limit,
             s.rtp_dropped_ssrc_limit,
             l.rtp_dropped_ssrc_limit,
         );
         add(
-            d,
-            "ingress_limit",
+            &c.ingress_limit,
             s.rtp_dropped_ingress_limit,
             l.rtp_dropped_ingress_limit,
         );
         add(
-            d,
-            "not_negotiated",
+            &c.not_negotiated,
             s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
             l.rtp_dropped_unknown_track + l.rtp_dropped_video_in_voice,
         );
         add(
-            d,
-            "error",
+            &c.error,
             s.dropped_rtc_error + s.sessions_panicked,
             l.dropped_rtc_error + l.sessions_panicked,
         );

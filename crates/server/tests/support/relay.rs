@@ -162,9 +162,10 @@ impl Relay {
     /// SIGTERM with no call running: the process drains at once and exits 0. Returns the log.
     pub fn stop(mut self) -> String {
         self.signal("TERM");
-        let status = self
-            .wait_exit(Duration::from_secs(15))
-            .expect("callrelay exits within 15 s of SIGTERM");
+        let Some(status) = self.wait_exit(Duration::from_secs(15)) else {
+            let log = self.log();
+            panic!("callrelay did not exit within 15 s of SIGTERM; its log so far:\n{log}");
+        };
         let log = self.log();
         assert!(
             status.success(),
