@@ -9,13 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use callrelay_client::{Client, ClientConfig, ClientEvent, Member, MemberEvent};
+use callrelay_client::{Client, ClientEvent, Member, MemberEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{send, token, Relay};
+use support::{audio_only, create_link, send, token, Relay};
 
 const LEASE: &str = "2s";
 
@@ -111,27 +111,9 @@ fn node_with(name: &str, db: &str, extra: &[(&str, &str)]) -> Relay {
     Relay::start(&env, &[])
 }
 
-fn audio() -> ClientConfig {
-    ClientConfig {
-        video: false,
-        ..ClientConfig::default()
-    }
-}
-
-async fn create(http: &reqwest::Client, via: &Relay, user: &str) -> String {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", via.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l["id"].as_str().unwrap().to_owned()
-}
-
 /// Joins through `via` and waits for media to connect.
 async fn join(via: &str, user: &str, link: &str) -> Client {
-    let mut c = Client::join(via, &token(user, false), link, audio())
+    let mut c = Client::join(via, &token(user, false), link, audio_only())
         .await
         .unwrap_or_else(|e| panic!("{user} joins through {via}: {e}"));
     c.wait_connected(Duration::from_secs(10))
@@ -167,7 +149,7 @@ async fn media_flows(from: &Client, to: &mut Client, n: usize, within: Duration)
 /// for media to connect.
 async fn member(urls: &[&Relay], user: &str, link: &str) -> Member {
     let urls: Vec<String> = urls.iter().map(|r| r.base.clone()).collect();
-    let mut m = Member::join(&urls, &token(user, false), link, audio())
+    let mut m = Member::join(&urls, &token(user, false), link, audio_only())
         .await
         .unwrap_or_else(|e| panic!("{user} joins: {e}"));
     m.wait_connected(Duration::from_secs(10))
@@ -267,7 +249,7 @@ async fn joins_through_three_nodes_end_in_one_call() {
     let (db, _, _) = fresh_database(&admin).await;
     let (a, b, c) = (node("a", &db), node("b", &db), node("c", &db));
     let http = reqwest::Client::new();
-    let link = create(&http, &b, "alice").await;
+    let link = create_link(&http, &b, "alice").await;
 
     let mut alice = join(&a.base, "alice", &link).await;
     let mut bob = join(&b.base, "bob", &link).await;
@@ -362,7 +344,7 @@ async fn revocations_and_blocks_through_one_node_remove_participants_on_another_
     let http = reqwest::Client::new();
 
     // A call hosted on B, with participants who joined through A and B.
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let mut alice = join(&b.base, "alice", &link).await;
     let mut bob = join(&a.base, "bob", &link).await;
     media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
@@ -387,7 +369,7 @@ async fn revocations_and_blocks_through_one_node_remove_participants_on_another_
     );
 
     // A block made through C removes the blocked user from the creator's call on B.
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let alice = join(&b.base, "alice", &link).await;
     let mut mallory = join(&c.base, "mallory", &link).await;
     media_flows(&alice, &mut mallory, 5, Duration::from_secs(5)).await;
@@ -452,7 +434,7 @@ async fn a_killed_home_node_costs_its_call_less_than_5s() {
     let (db, _, _) = fresh_database(&admin).await;
     let (a, mut b, c) = (node("a", &db), node("b", &db), node("c", &db));
     let http = reqwest::Client::new();
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     // The call lives on B (alice's join through B placed it there); bob came in through C.
     // Both are `callrelay_client::Member`s: they rejoin by themselves.
     let mut alice = member(&[&b, &a, &c], "alice", &link).await;
@@ -506,7 +488,7 @@ async fn a_postgresql_outage_keeps_calls_refuses_joins_and_recovers() {
         node("c", &via_proxy),
     );
     let http = reqwest::Client::new();
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let mut alice = join(&b.base, "alice", &link).await;
     let mut bob = join(&c.base, "bob", &link).await;
     media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
@@ -545,7 +527,7 @@ async fn a_postgresql_outage_keeps_calls_refuses_joins_and_recovers() {
     // The nodes register again; the call stays where it is and a new join finds it.
     let until = Instant::now() + Duration::from_secs(15);
     let mut carol = loop {
-        match Client::join(&a.base, &token("carol", false), &link, audio()).await {
+        match Client::join(&a.base, &token("carol", false), &link, audio_only()).await {
             Ok(mut c) => {
                 c.wait_connected(Duration::from_secs(10)).await.unwrap();
                 break c;
@@ -574,7 +556,7 @@ async fn two_copies_of_a_room_after_a_partition_become_one_within_5s() {
     let b_db = format!("postgres://{user}@127.0.0.1:{proxy}/{name}");
     let (a, b, c) = (node("a", &db), node("b", &b_db), node("c", &db));
     let http = reqwest::Client::new();
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let mut alice = member(&[&b, &c, &a], "alice", &link).await;
     let mut bob = member(&[&b, &a, &c], "bob", &link).await;
     member_media_flows(&mut alice, &mut bob, 5, Duration::from_secs(5)).await;
@@ -629,7 +611,7 @@ async fn two_nodes_racing_to_place_a_new_room_place_it_once() {
     let http = reqwest::Client::new();
     let mut homes = std::collections::HashMap::new();
     for round in 0..40 {
-        let link = create(&http, &a, "alice").await;
+        let link = create_link(&http, &a, "alice").await;
         // Each node would place a new room on itself (its own region): only one may.
         let (x, y) = tokio::join!(
             home_of(&http, &a, "u1", &link),
@@ -648,7 +630,7 @@ async fn a_draining_node_keeps_its_calls_and_gets_no_new_room() {
     let (db, _, _) = fresh_database(&admin).await;
     let (a, b, c) = (node("a", &db), node("b", &db), node("c", &db));
     let http = reqwest::Client::new();
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let mut alice = join(&a.base, "alice", &link).await;
     let mut bob = join(&b.base, "bob", &link).await;
     media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
@@ -674,7 +656,7 @@ async fn a_draining_node_keeps_its_calls_and_gets_no_new_room() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A new call joined through A goes elsewhere; A's call goes on and still takes joiners.
-    let other = create(&http, &a, "dave").await;
+    let other = create_link(&http, &a, "dave").await;
     let home = home_of(&http, &a, "dave", &other).await;
     assert_ne!(home, signal_url(&a), "no new room on a draining node");
     let dave = join(&a.base, "dave", &other).await;
@@ -695,7 +677,7 @@ async fn a_link_that_expires_during_a_call_ends_it_on_its_home() {
     let ttl = [("CALLRELAY_LINKS_TTL", "3s")];
     let (a, b) = (node_with("a", &db, &ttl), node_with("b", &db, &ttl));
     let http = reqwest::Client::new();
-    let link = create(&http, &a, "alice").await;
+    let link = create_link(&http, &a, "alice").await;
     let mut alice = join(&b.base, "alice", &link).await;
     let joined = Instant::now();
     // The join renewed the link for 3 s; nobody joins again, so it expires during the call and

@@ -9,18 +9,7 @@ use callrelay_proto::server_message::Msg;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{send, token, Relay};
-
-async fn create(http: &reqwest::Client, relay: &Relay, user: &str) -> String {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", relay.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l["id"].as_str().unwrap().to_owned()
-}
+use support::{create_link, send, token, Relay};
 
 async fn in_call(relay: &Relay, user: &str, link: &str) -> Client {
     let config = ClientConfig {
@@ -92,7 +81,7 @@ async fn sigterm_while_the_store_opens_stops_the_start() {
 async fn sigterm_keeps_calls_and_exits_when_the_last_room_empties() {
     let mut relay = Relay::start(&[], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let alice = in_call(&relay, "alice", &link).await;
     assert_eq!(
         readyz(&http, &relay).await,
@@ -123,7 +112,7 @@ async fn sigterm_keeps_calls_and_exits_when_the_last_room_empties() {
     );
     let bob = in_call(&relay, "bob", &link).await;
     // …but no new room starts here.
-    let other = create(&http, &relay, "carol").await;
+    let other = create_link(&http, &relay, "carol").await;
     let (st, p) = send(
         http.post(format!("{}/v1/links/{other}/join", relay.base))
             .bearer_auth(token("carol", false)),
@@ -157,7 +146,7 @@ async fn sigterm_keeps_calls_and_exits_when_the_last_room_empties() {
 async fn the_deadline_removes_participants_with_reason_drain() {
     let mut relay = Relay::start(&[("CALLRELAY_DRAIN_DEADLINE", "2s")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let mut alice = in_call(&relay, "alice", &link).await;
     let started = Instant::now();
     relay.signal("TERM");
@@ -189,7 +178,7 @@ async fn the_deadline_removes_participants_with_reason_drain() {
 async fn a_second_signal_forces_exit() {
     let mut relay = Relay::start(&[], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let _alice = in_call(&relay, "alice", &link).await;
     relay.signal("TERM");
     // Wait until the drain is visible, then signal again.
@@ -209,7 +198,7 @@ async fn a_second_signal_forces_exit() {
 async fn operators_drain_and_undrain_over_http() {
     let mut relay = Relay::start(&[], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let alice = in_call(&relay, "alice", &link).await;
     let admin = token("ops", true);
     let (st, p) = send(
@@ -245,7 +234,7 @@ async fn operators_drain_and_undrain_over_http() {
         relay.wait_exit(Duration::from_millis(100)).is_none(),
         "an undrained node keeps serving"
     );
-    let other = create(&http, &relay, "carol").await;
+    let other = create_link(&http, &relay, "carol").await;
     assert_eq!(
         send(
             http.post(format!("{}/v1/links/{other}/join", relay.base))

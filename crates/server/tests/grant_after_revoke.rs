@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use callrelay_client::{Client, ClientConfig, JoinTicket};
+use callrelay_client::{Client, JoinTicket};
 use callrelay_proto::signal::Join;
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
@@ -13,25 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{send, token, Relay};
-
-fn audio() -> ClientConfig {
-    ClientConfig {
-        video: false,
-        ..ClientConfig::default()
-    }
-}
-
-async fn create(http: &reqwest::Client, relay: &Relay, user: &str) -> String {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", relay.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l["id"].as_str().unwrap().to_owned()
-}
+use support::{audio_only, create_link, send, token, Relay};
 
 /// The HTTP join: a valid grant (and its signaling URL) for `user`.
 async fn grant(relay: &Relay, user: &str, link: &str) -> JoinTicket {
@@ -43,7 +25,7 @@ async fn grant(relay: &Relay, user: &str, link: &str) -> JoinTicket {
 /// Presents `ticket`'s grant at signaling with a real offer. Returns `Ok(())` on `joined`, or
 /// the error's code and message when the relay refuses (and then closes the socket).
 async fn signal_join(ticket: &JoinTicket) -> Result<(), (String, String)> {
-    let (_offering, sdp) = Client::offer(audio()).await.unwrap();
+    let (_offering, sdp) = Client::offer(audio_only()).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::connect_async(ticket.signal_url.as_str())
         .await
         .unwrap();
@@ -83,7 +65,7 @@ async fn signal_join(ticket: &JoinTicket) -> Result<(), (String, String)> {
 async fn a_grant_presented_after_the_link_was_revoked_is_refused() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
 
     // Two valid grants, both obtained before the revocation.
     let bob = grant(&relay, "bob", &link).await;
@@ -116,7 +98,7 @@ async fn a_grant_presented_after_the_link_was_revoked_is_refused() {
 async fn a_grant_presented_after_the_creator_blocked_its_user_is_refused() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
 
     // mallory and bob both get a valid grant; then alice blocks mallory.
     let mallory = grant(&relay, "mallory", &link).await;

@@ -25,43 +25,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{free_port, send, token, Relay, BIN, SECRET};
+use support::{create_link_json, free_port, metric, send, token, Relay, BIN, SECRET};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How long a test waits for something the relay must do within about a second.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-async fn create(http: &reqwest::Client, relay: &Relay, user: &str) -> serde_json::Value {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", relay.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l
-}
-
-/// The value of the first metric line starting with `line_start` (0 if absent). A fresh client
-/// each time, so no pooled connection stays open afterwards.
-async fn metric(relay: &Relay, line_start: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", relay.base))
-        .header("connection", "close")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn metrics_text(relay: &Relay) -> String {
     reqwest::Client::new()
@@ -342,7 +312,7 @@ fn encode_at(id: &str, at: usize, upper: bool) -> String {
 async fn percent_encoded_link_ids_are_refused_everywhere_and_renew_nothing() {
     let relay = Relay::start(&[], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link_json(&http, &relay, "alice").await;
     let id = link["id"].as_str().unwrap().to_owned();
     let (bob, admin) = (token("bob", false), token("ops", true));
     // Any renewal from here on would move last_used_at (millisecond timestamps).
@@ -497,7 +467,7 @@ async fn the_relay_answers_a_close_with_a_close() {
     assert_eq!(frame.code, CloseCode::Library(4001));
     // In a call.
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link_json(&http, &relay, "alice").await;
     let (mut ws, _offering) = raw_join(&relay, "alice", link["id"].as_str().unwrap()).await;
     ws.send(Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -520,7 +490,7 @@ async fn invalid_utf8_gets_close_1007() {
     assert_eq!(u16::from(frame.code), 1007);
     // In a call.
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link_json(&http, &relay, "alice").await;
     let (mut ws, _offering) = raw_join(&relay, "alice", link["id"].as_str().unwrap()).await;
     ws.send(invalid_utf8_text()).await.unwrap();
     let frame = next_close(&mut ws).await.expect("a close code");
@@ -545,7 +515,7 @@ async fn throttled_keyframe_requests_have_their_own_counter() {
     // waiting for one; each preference he sends asks for a keyframe again: a PLI flood that the
     // per-layer throttle holds back.
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link_json(&http, &relay, "alice").await;
     let link = link["id"].as_str().unwrap();
     let publisher = ClientConfig {
         audio: false,
@@ -743,7 +713,7 @@ fn the_contract_lists_415_and_the_enforced_constraints() {
 async fn every_route_with_a_json_body_answers_415_to_another_type() {
     let relay = Relay::start(&[], &["--dev"]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link_json(&http, &relay, "alice").await;
     let id = link["id"].as_str().unwrap();
     let base = &relay.base;
     let alice = token("alice", false);

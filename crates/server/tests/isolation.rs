@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use callrelay_client::{Client, ClientConfig, ClientEvent};
+use callrelay_client::{Client, ClientEvent};
 use callrelay_proto::signal::{Join, MuteState, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
@@ -12,28 +12,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{send, token, Relay};
+use support::{audio_only, create_link, metric, send, token, Relay};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn audio() -> ClientConfig {
-    ClientConfig {
-        video: false,
-        ..ClientConfig::default()
-    }
-}
-
-async fn create(http: &reqwest::Client, relay: &Relay, user: &str) -> String {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", relay.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l["id"].as_str().unwrap().to_owned()
-}
 
 /// Joins over a raw signaling WebSocket (a real SDP offer from a str0m session, which is kept so
 /// its UDP socket lives): returns the socket once `joined` arrived.
@@ -41,7 +23,7 @@ async fn raw_join(relay: &Relay, user: &str, link: &str) -> (Ws, callrelay_clien
     let ticket = callrelay_client::http_join(&relay.base, &token(user, false), link)
         .await
         .unwrap();
-    let (offering, sdp) = Client::offer(audio()).await.unwrap();
+    let (offering, sdp) = Client::offer(audio_only()).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::connect_async(ticket.signal_url.as_str())
         .await
         .unwrap();
@@ -140,30 +122,14 @@ fn removed_reason(msgs: &[server_message::Msg]) -> Option<String> {
     })
 }
 
-async fn metric(http: &reqwest::Client, relay: &Relay, line_start: &str) -> f64 {
-    let text = http
-        .get(format!("{}/metrics", relay.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mute_flood_never_removes_a_slow_receiver_and_removes_the_flooder() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     // A receiver that stopped reading its socket (a stalled phone), a bystander, a flooder.
     let (mut stalled, _stalled_media) = raw_join(&relay, "slow", &link).await;
-    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio())
+    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio_only())
         .await
         .unwrap();
     let (flooder, _flooder_media) = raw_join(&relay, "mallory", &link).await;
@@ -223,7 +189,6 @@ async fn a_mute_flood_never_removes_a_slow_receiver_and_removes_the_flooder() {
     assert!(bystander.is_running());
     assert_eq!(
         metric(
-            &http,
             &relay,
             "callrelay_participants_removed_total{reason=\"error\"}"
         )
@@ -233,7 +198,6 @@ async fn a_mute_flood_never_removes_a_slow_receiver_and_removes_the_flooder() {
     );
     assert!(
         metric(
-            &http,
             &relay,
             "callrelay_signaling_rate_limited_total{type=\"mute\"}"
         )
@@ -255,8 +219,8 @@ async fn a_mute_flood_never_removes_a_slow_receiver_and_removes_the_flooder() {
 async fn an_offer_flood_is_refused_before_the_media_worker() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
-    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio())
+    let link = create_link(&http, &relay, "alice").await;
+    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio_only())
         .await
         .unwrap();
     bystander
@@ -294,7 +258,6 @@ async fn an_offer_flood_is_refused_before_the_media_worker() {
     assert_eq!(bystander_removed, None);
     assert!(
         metric(
-            &http,
             &relay,
             "callrelay_signaling_rate_limited_total{type=\"offer\"}"
         )
@@ -316,7 +279,7 @@ async fn seats_of_joins_that_never_connect_lapse_in_seconds_and_one_user_holds_f
         &[],
     );
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let join = |user: &str| {
         http.post(format!("{}/v1/links/{link}/join", relay.base))
             .bearer_auth(token(user, false))
@@ -339,7 +302,7 @@ async fn seats_of_joins_that_never_connect_lapse_in_seconds_and_one_user_holds_f
     let (_, p) = send(http.get(format!("{}/v1/links/{link}", relay.base))).await;
     assert_eq!(p["participants"], 0);
     // A real user still gets in (6 seats, 4 squatted) and is counted once connected.
-    let mut bob = Client::join(&relay.base, &token("bob", false), &link, audio())
+    let mut bob = Client::join(&relay.base, &token("bob", false), &link, audio_only())
         .await
         .unwrap();
     bob.wait_connected(Duration::from_secs(10)).await.unwrap();

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use callrelay_client::{Client, ClientConfig, ClientEvent};
+use callrelay_client::{Client, ClientEvent};
 use callrelay_proto::signal::{Join, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
@@ -21,45 +21,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/relay.rs"]
 mod support;
-use support::{send, token, Relay};
+use support::{audio_only, create_link, metric, token, Relay};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The cap the relay runs with (`SfuConfig::max_tracks_per_participant`).
 const MAX_TRACKS: usize = 4;
-
-fn audio() -> ClientConfig {
-    ClientConfig {
-        video: false,
-        ..ClientConfig::default()
-    }
-}
-
-async fn create(http: &reqwest::Client, relay: &Relay, user: &str) -> String {
-    let (st, l) = send(
-        http.post(format!("{}/v1/links", relay.base))
-            .bearer_auth(token(user, false))
-            .json(&serde_json::json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{l}");
-    l["id"].as_str().unwrap().to_owned()
-}
-
-async fn metric(relay: &Relay, line_start: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", relay.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Polls `line_start` until it reaches `at_least` or `within` passes; returns the last value.
 async fn metric_reaches(relay: &Relay, line_start: &str, at_least: f64, within: Duration) -> f64 {
@@ -118,7 +86,7 @@ async fn raw_join(
     String,
     callrelay_proto::signal::Joined,
 ) {
-    let (offering, sdp) = Client::offer(audio()).await.unwrap();
+    let (offering, sdp) = Client::offer(audio_only()).await.unwrap();
     let mut ws = open_and_join(relay, user, link, sdp.clone()).await;
     loop {
         match next_msg(&mut ws, Duration::from_secs(10)).await {
@@ -228,7 +196,7 @@ const BEFORE_KEYS: &str = "callrelay_datagrams_dropped_total{reason=\"before_key
 async fn media_after_ice_but_before_dtls_is_dropped_and_counted() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     let (mut ws, offering, offer, joined) = raw_join(&relay, "mallory", &link).await;
     // The str0m session behind the offer is never started: no DTLS will ever come.
     drop(offering);
@@ -348,8 +316,8 @@ fn talk(client: std::sync::Arc<Client>, tag: u8, count: usize) -> tokio::task::J
 async fn a_renegotiation_over_the_track_cap_is_refused_and_the_call_carries_on() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
-    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio())
+    let link = create_link(&http, &relay, "alice").await;
+    let mut bystander = Client::join(&relay.base, &token("bob", false), &link, audio_only())
         .await
         .unwrap();
     bystander
@@ -430,8 +398,8 @@ async fn a_renegotiation_over_the_track_cap_is_refused_and_the_call_carries_on()
 async fn a_join_over_the_track_cap_is_refused_and_the_user_can_join_normally() {
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
-    let (_offering, offer) = Client::offer(audio()).await.unwrap();
+    let link = create_link(&http, &relay, "alice").await;
+    let (_offering, offer) = Client::offer(audio_only()).await.unwrap();
     let mut ws = open_and_join(&relay, "dave", &link, with_more_audio(&offer, MAX_TRACKS)).await;
     let error = loop {
         match next_msg(&mut ws, Duration::from_secs(10)).await {
@@ -447,7 +415,7 @@ async fn a_join_over_the_track_cap_is_refused_and_the_user_can_join_normally() {
     assert_eq!(metric(&relay, "callrelay_participants ").await, 0.0);
 
     // Nothing was kept: the same user joins with a normal offer and connects.
-    let mut dave = Client::join(&relay.base, &token("dave", false), &link, audio())
+    let mut dave = Client::join(&relay.base, &token("dave", false), &link, audio_only())
         .await
         .unwrap();
     dave.wait_connected(Duration::from_secs(10)).await.unwrap();
@@ -475,13 +443,13 @@ async fn a_renegotiation_that_changes_a_payload_type_is_refused_and_the_call_car
     };
     let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
     let http = reqwest::Client::new();
-    let link = create(&http, &relay, "alice").await;
+    let link = create_link(&http, &relay, "alice").await;
     // Two real participants talking, on the same (only) media worker as the hostile one.
-    let mut bob = Client::join(&relay.base, &token("bob", false), &link, audio())
+    let mut bob = Client::join(&relay.base, &token("bob", false), &link, audio_only())
         .await
         .unwrap();
     bob.wait_connected(Duration::from_secs(10)).await.unwrap();
-    let mut carol = Client::join(&relay.base, &token("carol", false), &link, audio())
+    let mut carol = Client::join(&relay.base, &token("carol", false), &link, audio_only())
         .await
         .unwrap();
     carol.wait_connected(Duration::from_secs(10)).await.unwrap();

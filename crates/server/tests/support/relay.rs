@@ -209,6 +209,57 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// `user` creates a video link through `relay`; the whole `201` body.
+pub async fn create_link_json(
+    http: &reqwest::Client,
+    relay: &Relay,
+    user: &str,
+) -> serde_json::Value {
+    let (st, l) = send(
+        http.post(format!("{}/v1/links", relay.base))
+            .bearer_auth(token(user, false))
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{l}");
+    l
+}
+
+/// `user` creates a video link through `relay`; its id.
+pub async fn create_link(http: &reqwest::Client, relay: &Relay, user: &str) -> String {
+    create_link_json(http, relay, user).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of the first line of `relay`'s /metrics starting with `line_start` (0 if absent).
+/// A fresh client each time, so no pooled connection stays open afterwards.
+pub async fn metric(relay: &Relay, line_start: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", relay.base))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A participant that publishes audio only.
+pub fn audio_only() -> callrelay_client::ClientConfig {
+    callrelay_client::ClientConfig {
+        video: false,
+        ..callrelay_client::ClientConfig::default()
+    }
+}
+
 /// One `GET /healthz` on a fresh connection, bounded by a 2 s read timeout: whether it got 200.
 fn healthz_ok(port: u16) -> bool {
     use std::io::Write;
