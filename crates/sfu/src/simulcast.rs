@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
-use str0m::media::{KeyframeRequestKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::rtp::Extension;
+use str0m::Rtc;
 
 use crate::slab::Slot;
 use crate::table::TrackKey;
@@ -30,6 +32,13 @@ pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 /// Most simulcast layers of a track that take part in the choice (browsers send three).
 const MAX_LAYERS: usize = 8;
 
+/// What the BWE of a subscriber that cannot give TWCC feedback is reset to, so that str0m's
+/// pacer (which paces at the estimate times 1.1) lets its media through as it comes.
+const UNPACED: Bitrate = Bitrate::gbps(10);
+
+/// `Participant::bwe_desired` of a subscriber whose BWE was reset to [`UNPACED`].
+const BWE_UNPACED: u64 = u64::MAX;
+
 impl Sfu {
     /// Sets the highest simulcast layer of `publisher`'s track `mid` the `subscriber` may
     /// receive (from the size it asked for). Without a call, the cap is the first layer the
@@ -41,7 +50,8 @@ impl Sfu {
     /// simulcast subscriptions. Moving down is immediate, moving up waits for
     /// [`SfuConfig::layer_up_hold`][crate::SfuConfig::layer_up_hold]. Without an estimate (BWE
     /// off, or no TWCC towards this subscriber) or before layer bitrates are known, the
-    /// subscriber gets the cap.
+    /// subscriber gets the cap; a subscriber that negotiated no TWCC is also not paced (see
+    /// [`Sfu::allocate_subscriber`]).
     ///
     /// A switch happens on the new layer's next keyframe, which is requested (throttled);
     /// until then the current layer keeps flowing. See [`Sfu::subscriber_layer`].
@@ -129,6 +139,15 @@ impl Sfu {
     /// (see [`Sfu::set_subscriber_layer`]), requests keyframes for the switches, and tells its
     /// BWE how far to probe. A new cap on `recapped` applies without the hold: the hold
     /// damps the estimate, not the subscriber's request. Returns whether any target changed.
+    ///
+    /// A subscriber none of whose open subscription m-lines negotiated TWCC (no
+    /// `transport-cc` feedback or no transport sequence number extension: some gateways,
+    /// the load generator's sampled receivers) never gets an estimate, so it gets its cap —
+    /// but with BWE on, str0m would still pace everything sent to it at the initial estimate
+    /// (1 Mbit/s by default) for good, queueing a 2.5 Mbit/s layer for seconds. Its BWE is
+    /// reset to [`UNPACED`] instead: like Janus, the relay then sends such a subscriber what
+    /// it asked for as it comes. Should TWCC appear later, the BWE starts again from the
+    /// configured initial bitrate.
     pub(crate) fn allocate_subscriber(
         &mut self,
         now: Instant,
@@ -138,15 +157,22 @@ impl Sfu {
         let Some(p) = self.participants.get(slot) else {
             return false;
         };
-        let estimate = p.estimate;
         let hold = self.config.layer_up_hold;
         // What is not simulcast (audio first) is taken from the estimate before layers.
         let mut fixed = 0u64;
         let mut simulcast = 0u64;
+        // Whether it has open subscriptions, and whether any of them can carry TWCC.
+        let (mut open, mut twcc) = (false, false);
         for &sid in &p.subscriptions {
             let Some(sub) = self.subs.get(sid).filter(|s| s.is_open()) else {
                 continue;
             };
+            open = true;
+            twcc = twcc
+                || sub
+                    .state
+                    .mid()
+                    .is_some_and(|mid| twcc_feedback(&p.rtc, mid));
             let Some(t) = self.tracks.get(&sub.track) else {
                 continue;
             };
@@ -156,6 +182,10 @@ impl Sfu {
                 simulcast += 1;
             }
         }
+        let estimate = self.pace_by_feedback(slot, open, twcc);
+        let Some(p) = self.participants.get(slot) else {
+            return false;
+        };
         let share = estimate.map(|e| e.saturating_sub(fixed) / simulcast.max(1));
         let mut desired = fixed as f64;
         let mut switches: Vec<(TrackKey, Option<Rid>)> = Vec::new();
@@ -205,7 +235,11 @@ impl Sfu {
         // Probe towards what the caps would take, with a margin: an estimate that only just
         // covers the top layer would dip under it and flap.
         let desired = (desired * PROBE_MARGIN) as u64;
-        if let Some(p) = self.participants.get_mut(slot) {
+        if let Some(p) = self
+            .participants
+            .get_mut(slot)
+            .filter(|p| p.bwe_desired != BWE_UNPACED)
+        {
             let differs = desired.abs_diff(p.bwe_desired) > p.bwe_desired / 10;
             if estimate.is_some() && desired > 0 && differs {
                 p.bwe_desired = desired;
@@ -221,6 +255,53 @@ impl Sfu {
         }
         changed
     }
+
+    /// With BWE on, resets the BWE of `slot` to [`UNPACED`] when it has `open` subscriptions
+    /// and none can carry TWCC, and back to the configured start once one can (see
+    /// [`Sfu::allocate_subscriber`]). Returns the estimate to allocate with.
+    fn pace_by_feedback(&mut self, slot: Slot, open: bool, twcc: bool) -> Option<u64> {
+        let initial = self.config.bwe_initial_bitrate;
+        let p = self.participants.get_mut(slot)?;
+        let unpaced = p.bwe_desired == BWE_UNPACED;
+        match (initial, open && !twcc, unpaced) {
+            (Some(_), true, false) => {
+                p.rtc.bwe().reset(UNPACED);
+                p.bwe_desired = BWE_UNPACED;
+            }
+            (Some(initial), false, true) if twcc => {
+                // TWCC after all: estimate from the configured start, not from UNPACED (an
+                // estimate str0m may have reported from it since is void).
+                p.rtc.bwe().reset(Bitrate::bps(initial));
+                p.bwe_desired = 0;
+                p.estimate = None;
+            }
+            _ => return p.estimate,
+        }
+        self.mark_dirty(slot);
+        None
+    }
+}
+
+/// Whether the m-line `mid` of `rtc` (a subscription: the relay sends on it) can carry TWCC:
+/// the subscriber's SDP accepted the transport sequence number extension and `transport-cc`
+/// feedback on a payload type of its kind. The test str0m makes before it probes.
+fn twcc_feedback(rtc: &Rtc, mid: Mid) -> bool {
+    let Some(m) = rtc.media(mid) else {
+        return false;
+    };
+    if m.remote_extmap()
+        .id_of(Extension::TransportSequenceNumber)
+        .is_none()
+    {
+        return false;
+    }
+    let audio = m.kind() == MediaKind::Audio;
+    let pts = m.remote_pts();
+    rtc.codec_config().params().iter().any(|p| {
+        p.fb_transport_cc()
+            && p.spec().codec.is_audio() == audio
+            && (pts.is_empty() || pts.contains(&p.pt()))
+    })
 }
 
 /// Bytes received over a sliding window of [`RATE_BUCKETS`] buckets, on the time passed in.
