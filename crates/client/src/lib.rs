@@ -26,11 +26,18 @@
 //!
 //! [`Member`] wraps a `Client` for calls that outlive a node: it joins through a list of relay
 //! URLs and joins again by itself when the relay moves the call, drains, or is lost.
+//!
+//! With [`ClientConfig::decrypt_sample`] above 1 a client receives in *sampled* mode (see
+//! [`sampled`]): it counts every RTP packet from its clear-text header into [`RtpCounts`] and
+//! decrypts only one in `N` per stream, and it negotiates neither NACK nor transport-wide
+//! congestion control, which both need every packet to go through str0m.
 #![forbid(unsafe_code)]
 
 mod member;
+pub mod sampled;
 
 pub use member::{rejoin_reason, Member, MemberEvent, RejoinPolicy};
+pub use sampled::{RtpCounts, RtpStreamCounts, MAX_DECRYPT_SAMPLE};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,12 +52,14 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::sampled::{Sampler, Verdict};
 
 /// The simulcast layers a client publishes when [`ClientConfig::simulcast`] is set, lowest first.
 pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
@@ -59,6 +68,8 @@ pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a session goes on after [`Client::leave`].
 const LEAVE_GRACE: Duration = Duration::from_secs(2);
+/// Most datagrams a sampled session reads from its socket per wake-up.
+const RECV_BATCH: usize = 64;
 
 /// What a client publishes and where it listens. At least one of `audio` and `video` must be
 /// set: the join offer needs an m-line.
@@ -75,6 +86,21 @@ pub struct ClientConfig {
     /// Capacity of the event queue; events beyond it are dropped and counted
     /// ([`Client::dropped_events`]) so a slow reader never grows memory without bound.
     pub event_capacity: usize,
+    /// Hand one received RTP packet in this many per stream (SSRC) to str0m — the first of
+    /// each stream always — and only count the others from their clear-text RTP header into
+    /// [`ClientConfig::rtp_counts`] (see [`sampled`]). 1 (the default): every packet goes
+    /// through str0m and nothing is counted. At most [`MAX_DECRYPT_SAMPLE`].
+    ///
+    /// Above 1 the session also negotiates no NACK (str0m would ask for every packet it did
+    /// not see, and the relay would resend them all) — PLI and FIR stay — and no
+    /// transport-wide congestion control (`transport-cc` feedback and its header extension:
+    /// feedback built from the sample would report the rest as lost, and the relay's
+    /// bandwidth estimate towards us would collapse). The relay then has no estimate towards
+    /// this client and sends it the layers it asks for.
+    pub decrypt_sample: u32,
+    /// Where a sampled session publishes its counts; `None`: a handle of the client's own
+    /// ([`Client::rtp_counts`]). Share one handle between the sessions of one participant.
+    pub rtp_counts: Option<RtpCounts>,
 }
 
 impl Default for ClientConfig {
@@ -85,6 +111,8 @@ impl Default for ClientConfig {
             simulcast: false,
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             event_capacity: 65_536,
+            decrypt_sample: 1,
+            rtp_counts: None,
         }
     }
 }
@@ -157,6 +185,10 @@ pub struct ReceivedPacket {
     pub mid: String,
     /// Extended RTP sequence number (as rewritten by the relay).
     pub seq: u64,
+    /// The SSRC it came on.
+    pub ssrc: u32,
+    /// The client session that received it (as [`RtpStreamCounts::session`]).
+    pub session: u64,
     /// RTP timestamp.
     pub timestamp: u32,
     /// RTP marker bit.
@@ -198,6 +230,7 @@ pub struct Client {
     dropped: Arc<AtomicU64>,
     task: JoinHandle<()>,
     connected: bool,
+    rtp_counts: RtpCounts,
 }
 
 /// Applies renegotiation offers to a [`Client`] from another task ([`Client::renegotiator`]).
@@ -402,7 +435,15 @@ struct Session {
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     event_capacity: usize,
+    /// Unique within the process ([`ReceivedPacket::session`]).
+    id: u64,
+    /// Sampled receive mode ([`ClientConfig::decrypt_sample`] above 1).
+    sampler: Option<Sampler>,
+    rtp_counts: RtpCounts,
 }
+
+/// Numbers the sessions of this process.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
     /// An `Rtc` (RTP mode, one host candidate) and its UDP socket.
@@ -410,7 +451,17 @@ impl Session {
         let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0)).await?;
         let local_addr = socket.local_addr()?;
         let start = Instant::now();
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(start);
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let rtp_counts = config.rtp_counts.clone().unwrap_or_default();
+        let every = config.decrypt_sample.clamp(1, MAX_DECRYPT_SAMPLE);
+        let builder = Rtc::builder().set_rtp_mode(true);
+        let (builder, sampler) = if every > 1 {
+            let sampler = Sampler::new(every, id, rtp_counts.clone(), start);
+            (without_nack_and_twcc(builder), Some(sampler))
+        } else {
+            (builder, None)
+        };
+        let mut rtc = builder.build(start);
         let candidate =
             Candidate::host(local_addr, "udp").map_err(|e| ClientError::Sdp(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -422,6 +473,9 @@ impl Session {
             audio_mid: None,
             video_mid: None,
             event_capacity: config.event_capacity,
+            id,
+            sampler,
+            rtp_counts,
         })
     }
 
@@ -440,7 +494,8 @@ impl Session {
             Some((sink, stream)) => (Some(sink), Some(stream)),
             None => (None, None),
         };
-        let driver = Driver {
+        let rtp_counts = self.rtp_counts.clone();
+        let mut driver = Driver {
             rtc: self.rtc,
             socket: self.socket,
             local_addr,
@@ -454,7 +509,10 @@ impl Session {
             dropped: dropped.clone(),
             removed: None,
             sink,
+            session: self.id,
+            sampler: self.sampler,
         };
+        driver.refresh_media_pts();
         let task = tokio::spawn(driver.run(stream, command_rx));
         Client {
             participant_id,
@@ -465,6 +523,7 @@ impl Session {
             dropped,
             task,
             connected: false,
+            rtp_counts,
         }
     }
 }
@@ -603,6 +662,14 @@ impl Client {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Where this session publishes its RTP counts in sampled mode
+    /// ([`ClientConfig::decrypt_sample`]; the handle of [`ClientConfig::rtp_counts`] if one
+    /// was given). Published every [`sampled::PUBLISH_INTERVAL`] while packets arrive and
+    /// when the session ends.
+    pub fn rtp_counts(&self) -> &RtpCounts {
+        &self.rtp_counts
+    }
+
     /// Sends one audio RTP packet (Opus payload type) carrying `payload`, with an RFC 6464
     /// audio level of -30 dBov (speaking).
     pub fn send_audio(&self, payload: Vec<u8>) -> Result<(), ClientError> {
@@ -736,6 +803,9 @@ struct Driver {
     removed: Option<String>,
     /// callrelay signaling (`None` when SDP travels elsewhere).
     sink: Option<WsSink>,
+    session: u64,
+    /// Sampled receive mode: classifies and counts datagrams before str0m.
+    sampler: Option<Sampler>,
 }
 
 enum Flow {
@@ -746,41 +816,96 @@ enum Flow {
 impl Driver {
     async fn run(
         mut self,
-        mut stream: Option<WsStream>,
+        stream: Option<WsStream>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
+        // Signaling is read by a task of its own: polling the WebSocket in the loop below, on
+        // every datagram, made tungstenite zero its 128 KiB read buffer each time, which cost
+        // more than receiving the datagram.
+        // The reader goes with this future, however it ends (a dropped `Client` aborts it):
+        // it holds half of the WebSocket, which must close with the session.
+        let (mut frames, _reader) = match stream {
+            Some(stream) => {
+                let (tx, rx) = mpsc::channel(64);
+                (
+                    Some(rx),
+                    Some(AbortOnDrop(tokio::spawn(read_frames(stream, tx)))),
+                )
+            }
+            None => (None, None),
+        };
         let mut buf = vec![0u8; 2048];
         let mut leaving = false;
         // After `leave`, the session ends at the latest this late (a peer that never answers
         // our close_notify must not keep it open).
         let mut leave_by: Option<Instant> = None;
+        // One timer, reset only when the deadline moves (a new one per turn costs a timer
+        // wheel insertion and removal per datagram).
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        // The Rtc's next timeout, or `None` when it must be driven: it had input since (only
+        // a datagram that was just counted leaves it untouched).
+        let mut rtc_deadline: Option<Instant> = None;
         loop {
-            let Some(mut deadline) = self.drive().await else {
-                break;
+            let mut deadline = match rtc_deadline {
+                Some(t) if Instant::now() < t => t,
+                _ => {
+                    let Some(t) = self.drive().await else {
+                        break;
+                    };
+                    rtc_deadline = Some(t);
+                    t
+                }
             };
+            if let Some(s) = self.sampler.as_mut() {
+                s.publish(Instant::now(), false);
+                if let Some(t) = s.publish_due() {
+                    deadline = deadline.min(t);
+                }
+            }
             if let Some(t) = leave_by {
                 if Instant::now() >= t {
                     break;
                 }
                 deadline = deadline.min(t);
             }
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            if armed != Some(deadline) {
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+                armed = Some(deadline);
+            }
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     let now = Instant::now();
                     match r {
                         Ok((n, source)) => {
-                            let Ok(r) = Receive::new(Protocol::Udp, source, self.local_addr, &buf[..n]) else {
-                                continue;
-                            };
-                            if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
+                            let Ok(handed) = self.receive(&buf[..n], source, now) else {
                                 break;
+                            };
+                            if handed {
+                                rtc_deadline = None;
+                            }
+                            // Sampled mode: read what else is queued in one go, so that a
+                            // counted packet costs neither a wake-up nor a drive of the Rtc.
+                            // In RTP mode the Rtc holds one received packet until polled.
+                            if self.sampler.is_some() {
+                                if handed && self.drive().await.is_none() {
+                                    break;
+                                }
+                                match self.receive_queued(&mut buf).await {
+                                    None => break,
+                                    Some(true) => rtc_deadline = None,
+                                    Some(false) => {}
+                                }
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "client socket receive failed"),
                     }
                 }
-                frame = next_frame(&mut stream) => {
+                frame = next_frame(&mut frames) => {
+                    rtc_deadline = None;
                     match frame {
                         Some(Ok(Message::Text(text))) => {
                             if let Flow::Stop = self.handle_signal(&text).await {
@@ -792,6 +917,7 @@ impl Driver {
                     }
                 }
                 cmd = commands.recv(), if !leaving => {
+                    rtc_deadline = None;
                     match cmd {
                         None => break,
                         Some(Command::Leave) => {
@@ -805,7 +931,9 @@ impl Driver {
                         Some(c) => self.command(c).await,
                     }
                 }
-                _ = sleep => {
+                _ = &mut sleep => {
+                    armed = None;
+                    rtc_deadline = None;
                     if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
                         break;
                     }
@@ -814,15 +942,28 @@ impl Driver {
         }
         // Flush what the Rtc still has to say (DTLS close_notify) before the socket goes.
         let _ = self.drive().await;
+        if let Some(s) = self.sampler.as_mut() {
+            s.publish(Instant::now(), true);
+        }
         // The relay closes DTLS and signaling together: read signaling to its end (bounded)
-        // so `removed{reason}` is not lost to the race.
+        // so `removed{reason}` is not lost to the race. SDP still queued is skipped: the
+        // session is over, and answering on a closing socket would end the read before a
+        // `removed` behind it.
         let tail = tokio::time::Instant::now() + Duration::from_secs(2);
-        if let (false, Some(stream)) = (leaving, stream.as_mut()) {
+        if let (false, Some(frames)) = (leaving, frames.as_mut()) {
             loop {
-                match tokio::time::timeout_at(tail, stream.next()).await {
+                match tokio::time::timeout_at(tail, frames.recv()).await {
                     Ok(Some(Ok(Message::Text(text)))) => {
-                        if let Flow::Stop = self.handle_signal(&text).await {
-                            break;
+                        let sdp = ServerMessage::from_json(&text).is_ok_and(|m| {
+                            matches!(
+                                m.msg,
+                                Some(
+                                    server_message::Msg::Offer(_) | server_message::Msg::Answer(_)
+                                )
+                            )
+                        });
+                        if !sdp {
+                            let _ = self.handle_signal(&text).await;
                         }
                     }
                     Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
@@ -836,6 +977,47 @@ impl Driver {
         let reason = self.removed.take();
         // The last event is never dropped: wait for room if needed.
         let _ = self.events.send(ClientEvent::Closed { reason }).await;
+    }
+
+    /// One datagram that arrived at `now`: counted only (sampled mode, `Ok(false)`) or handed
+    /// to the `Rtc` (`Ok(true)`); `Err` when the `Rtc` failed and the session is over.
+    fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) -> Result<bool, ()> {
+        // Sampled mode: most media RTP is only counted from its header; str0m never sees it.
+        let verdict = match self.sampler.as_mut() {
+            Some(s) => s.handle(data, now),
+            None => Verdict::ToRtc(None),
+        };
+        let Verdict::ToRtc(counted) = verdict else {
+            return Ok(false);
+        };
+        let Ok(r) = Receive::new(Protocol::Udp, source, self.local_addr, data) else {
+            return Ok(false);
+        };
+        self.rtc
+            .handle_input(Input::Receive(now, r))
+            .map_err(|_| ())?;
+        if let Some(ssrc) = counted {
+            self.suppress_nack(ssrc);
+        }
+        Ok(true)
+    }
+
+    /// Reads the datagrams already queued on the socket, at most [`RECV_BATCH`], driving the
+    /// `Rtc` after each it was handed; whether it was handed any, `None` when the session is
+    /// over.
+    async fn receive_queued(&mut self, buf: &mut [u8]) -> Option<bool> {
+        let mut handed = false;
+        for _ in 0..RECV_BATCH {
+            let Ok((n, source)) = self.socket.try_recv_from(buf) else {
+                break;
+            };
+            if self.receive(&buf[..n], source, Instant::now()).ok()? {
+                handed = true;
+                // In RTP mode the Rtc holds one received packet until polled.
+                self.drive().await?;
+            }
+        }
+        Some(handed)
     }
 
     /// Drains the `Rtc`; returns its next timeout, or `None` when the session is over.
@@ -897,12 +1079,17 @@ impl Driver {
                         (None, kind)
                     }
                 };
+                if let Some(s) = self.sampler.as_mut() {
+                    s.decrypted(*p.header.ssrc, p.header.sequence_number, p.payload.len());
+                }
                 self.emit(ClientEvent::Media(ReceivedPacket {
                     arrival: p.timestamp,
                     from,
                     kind,
                     mid: mid.to_string(),
                     seq: *p.seq_no,
+                    ssrc: *p.header.ssrc,
+                    session: self.session,
                     timestamp: p.header.timestamp,
                     marker: p.header.marker,
                     payload: p.payload.to_vec(),
@@ -930,7 +1117,9 @@ impl Driver {
                 };
                 // A server offer supersedes anything we had outstanding (we never offer again).
                 self.pending_offer = None;
-                match self.rtc.sdp_api().accept_offer(offer) {
+                let accepted = self.rtc.sdp_api().accept_offer(offer);
+                self.refresh_media_pts();
+                match accepted {
                     Ok(answer) => {
                         let m =
                             ClientMessage::from(client_message::Msg::Answer(SessionDescription {
@@ -951,6 +1140,7 @@ impl Driver {
                     if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                         tracing::debug!(error = %e, "relay answer rejected");
                     }
+                    self.refresh_media_pts();
                 }
             }
             Some(server_message::Msg::Removed(r)) => {
@@ -1016,12 +1206,44 @@ impl Driver {
                             .map_err(|e| ClientError::Sdp(e.to_string()))
                     })
                     .map(|a| a.to_sdp_string());
+                self.refresh_media_pts();
                 let _ = reply.send(answer);
             }
             Command::Leave => {}
         }
         // Let the Rtc packetize what was written now rather than at its next timer.
         let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    /// Tells the sampler which payload types are media, and their clock rates (after each SDP
+    /// change: payload types are fixed by negotiation).
+    fn refresh_media_pts(&mut self) {
+        let Some(s) = self.sampler.as_mut() else {
+            return;
+        };
+        s.set_media_pts(
+            self.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .map(|p| (*p.pt(), p.spec().clock_rate.get())),
+        );
+    }
+
+    /// Switches off str0m's NACKs for the stream of `ssrc` once str0m knows it. They depend on
+    /// an RTX stream being negotiated, not on `nack` in the SDP, and with only a sample of the
+    /// packets str0m would ask for every other one.
+    fn suppress_nack(&mut self, ssrc: u32) {
+        let Some(s) = self.sampler.as_mut() else {
+            return;
+        };
+        if !s.take_nack_to_suppress(ssrc) {
+            return;
+        }
+        match self.rtc.direct_api().stream_rx(&ssrc.into()) {
+            Some(rx) => rx.suppress_nack(true),
+            None => s.nack_not_suppressed(ssrc),
+        }
     }
 
     /// Sends a signaling message if the session has callrelay signaling; false if sending failed.
@@ -1053,12 +1275,53 @@ impl Driver {
     }
 }
 
+/// `config` for a sampled receiver: no NACK and no transport-wide congestion control on any
+/// payload type (PLI and FIR stay: they are how a receiver asks for a keyframe), and no
+/// transport sequence number extension. See [`ClientConfig::decrypt_sample`].
+fn without_nack_and_twcc(mut config: RtcConfig) -> RtcConfig {
+    for p in config.codec_config().iter_mut() {
+        p.set_fb_nack(false);
+        p.set_fb_transport_cc(false);
+    }
+    let mut exts = ExtensionMap::empty();
+    for (id, e) in config.extension_map().iter() {
+        if !matches!(e, Extension::TransportSequenceNumber) {
+            exts.set(id, e.clone());
+        }
+    }
+    config.set_extension_map(exts)
+}
+
+/// A signaling frame as read, or why reading failed.
+type Frame = Result<Message, tokio_tungstenite::tungstenite::Error>;
+
+/// Forwards `stream`'s frames to the driver until either ends.
+async fn read_frames(mut stream: WsStream, frames: mpsc::Sender<Frame>) {
+    loop {
+        let f = tokio::select! {
+            f = stream.next() => f,
+            _ = frames.closed() => return,
+        };
+        let Some(f) = f else { return };
+        if frames.send(f).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The next signaling frame, or never when the session has no callrelay signaling.
-async fn next_frame(
-    stream: &mut Option<WsStream>,
-) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
-    match stream.as_mut() {
-        Some(s) => s.next().await,
+async fn next_frame(frames: &mut Option<mpsc::Receiver<Frame>>) -> Option<Frame> {
+    match frames.as_mut() {
+        Some(f) => f.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -1,0 +1,659 @@
+//! Sampled receive mode ([`ClientConfig::decrypt_sample`][crate::ClientConfig::decrypt_sample]
+//! above 1): a receiver that counts every RTP packet from its clear-text header and hands only
+//! one in `N` per stream to str0m, so that a load generator costs a fraction of what the relay
+//! it measures costs per packet.
+//!
+//! Every datagram is classified by its first byte (RFC 7983): STUN, DTLS and RTCP always go to
+//! str0m, as do RTP packets with a payload type that is not a negotiated media codec (RTX,
+//! anything unknown) or with the padding bit (probes). Media RTP is counted per SSRC — the
+//! SRTP header is in clear: sequence number, timestamp, SSRC — and the first packet of each
+//! SSRC, then every `N`th, also goes to str0m, which decrypts it and emits it as usual
+//! ([`ClientEvent::Media`][crate::ClientEvent::Media]). The counts are published into an
+//! [`RtpCounts`] handle at most every [`PUBLISH_INTERVAL`] and when the session ends.
+//!
+//! The counts are per SSRC of the *receiving* side, so they count what the relay sent this
+//! receiver: a relay that rewrites sequence numbers per receiver and keeps one SSRC per
+//! subscription across simulcast layer switches (callrelay, Janus) gives one contiguous
+//! sequence per subscription, and a layer switch is neither a gap nor a duplicate in it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Largest [`ClientConfig::decrypt_sample`][crate::ClientConfig::decrypt_sample]. str0m infers
+/// the SRTP rollover counter of a packet from the highest sequence number it has decrypted on
+/// that SSRC (RFC 3711 §3.3.1), which is right while the two are less than 2^15 apart; 1 in
+/// 1,000 leaves room for 31,000 packets lost in a row between two samples. Beyond a few
+/// hundred, latency percentiles rest on too few packets anyway.
+pub const MAX_DECRYPT_SAMPLE: u32 = 1_000;
+
+/// How often a session publishes its counts into its [`RtpCounts`] while packets arrive.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Counts below this many sequence numbers behind the highest one received tell duplicates
+/// from late packets; an older packet counts as late (reordered), never as a duplicate.
+const WINDOW: u64 = 4096;
+
+/// What one receiving session counted on one SSRC, from RTP headers alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtpStreamCounts {
+    /// The client session (unique within the process; a [`Member`][crate::Member] that joins
+    /// again starts a new one).
+    pub session: u64,
+    /// The SSRC the packets came on.
+    pub ssrc: u32,
+    /// Payload type of the last packet.
+    pub pt: u8,
+    /// Packets received, duplicates included.
+    pub received: u64,
+    /// Packets that went through str0m (the sample).
+    pub decrypted: u64,
+    /// Payload bytes: the SRTP payload less the authentication tag (its length learnt from
+    /// the first decrypted packet).
+    pub bytes: u64,
+    /// Sequence numbers from the lowest to the highest received (extended over 16-bit wraps).
+    pub expected: u64,
+    /// Packets received more than once.
+    pub duplicates: u64,
+    /// Packets that arrived after one with a higher sequence number.
+    pub reordered: u64,
+    /// RFC 3550 interarrival jitter from the RTP timestamps, ns.
+    pub jitter_ns: f64,
+    /// First and last arrival.
+    pub first_arrival: Instant,
+    /// Last arrival.
+    pub last_arrival: Instant,
+}
+
+impl RtpStreamCounts {
+    /// Distinct packets received.
+    pub fn unique(&self) -> u64 {
+        self.received - self.duplicates
+    }
+
+    /// Sequence numbers in the expected range that never arrived.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.unique())
+    }
+}
+
+/// Where sessions publish their RTP counts: shared by every session of one participant (pass
+/// the same handle in each [`ClientConfig`][crate::ClientConfig]; a
+/// [`Member`][crate::Member] reuses its config for every rejoin), read whenever the caller
+/// likes. Counts are cumulative per (session, SSRC).
+#[derive(Debug, Clone, Default)]
+pub struct RtpCounts(Arc<Mutex<BTreeMap<(u64, u32), RtpStreamCounts>>>);
+
+impl RtpCounts {
+    /// A new, empty handle.
+    pub fn new() -> RtpCounts {
+        RtpCounts::default()
+    }
+
+    /// Every (session, SSRC) counted so far, in that order.
+    pub fn snapshot(&self) -> Vec<RtpStreamCounts> {
+        match self.0.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    fn publish(&self, counts: impl Iterator<Item = RtpStreamCounts>) {
+        let mut m = match self.0.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for c in counts {
+            m.insert((c.session, c.ssrc), c);
+        }
+    }
+}
+
+/// What an incoming datagram is, from its first bytes (RFC 7983; RTP and RTCP told apart by
+/// the second byte, as RFC 5761 §4 does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Datagram {
+    /// RTP, with the fields of its clear-text header.
+    Rtp(RtpHeader),
+    /// RTCP, STUN, DTLS, or anything too short or unknown: str0m's business.
+    Other,
+}
+
+/// The fields of an RTP header a sampled receiver uses (the marker bit is not: a count does
+/// not need frame boundaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RtpHeader {
+    pub(crate) ssrc: u32,
+    pub(crate) seq: u16,
+    pub(crate) timestamp: u32,
+    pub(crate) pt: u8,
+    pub(crate) padding: bool,
+    /// Bytes after the header (extensions included in the header): the SRTP payload and tag.
+    pub(crate) payload_len: usize,
+}
+
+impl Datagram {
+    pub(crate) fn classify(b: &[u8]) -> Datagram {
+        let (Some(&b0), Some(&b1)) = (b.first(), b.get(1)) else {
+            return Datagram::Other;
+        };
+        // 128..=191: RTP or RTCP (version 2); RTCP packet types 192..=223 put 64..=95 in the
+        // low seven bits of the second byte.
+        if !(128..192).contains(&b0) || (64..96).contains(&(b1 & 0x7f)) || b.len() < 12 {
+            return Datagram::Other;
+        }
+        let mut len = 12 + 4 * usize::from(b0 & 0x0f);
+        if b0 & 0x10 != 0 {
+            // Header extension: 4 bytes, then its length in 32-bit words.
+            let Some(words) = b.get(len + 2..len + 4) else {
+                return Datagram::Other;
+            };
+            len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+        }
+        if len > b.len() {
+            return Datagram::Other;
+        }
+        Datagram::Rtp(RtpHeader {
+            ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            seq: u16::from_be_bytes([b[2], b[3]]),
+            timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            pt: b1 & 0x7f,
+            padding: b0 & 0x20 != 0,
+            payload_len: b.len() - len,
+        })
+    }
+}
+
+/// Sequence accounting of one SSRC: received, duplicates, reordering and the expected range,
+/// with 16-bit sequence numbers extended across wraps (RFC 3711 §3.3.1 style: the candidate
+/// closest to the highest seen), and RFC 3550 jitter.
+#[derive(Debug, Clone)]
+pub(crate) struct SeqCounter {
+    /// Extended sequence numbers start here so that packets older than the first still have a
+    /// place below it.
+    min: u64,
+    max: u64,
+    /// Bit `i` of the window: `max - i` was received.
+    seen: [u64; (WINDOW / 64) as usize],
+    pub(crate) received: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) reordered: u64,
+    wire_bytes: u64,
+    /// RFC 3550 jitter in RTP clock ticks, and the previous transit time.
+    jitter: f64,
+    transit: Option<i64>,
+    clock_rate: u32,
+    first_arrival: Instant,
+    last_arrival: Instant,
+    /// Arrival count, for choosing the sample.
+    pub(crate) arrivals: u64,
+    pub(crate) decrypted: u64,
+    pt: u8,
+    /// NACKs for this SSRC are switched off in str0m (once it knows the stream).
+    pub(crate) nack_suppressed: bool,
+}
+
+/// The extended sequence numbers of every SSRC start at this offset plus the first packet's,
+/// so that going below the first stays positive.
+const BASE: u64 = 1 << 32;
+
+impl SeqCounter {
+    pub(crate) fn new(h: &RtpHeader, clock_rate: u32, now: Instant) -> SeqCounter {
+        let first = BASE + u64::from(h.seq);
+        SeqCounter {
+            min: first,
+            // One below, so that the first packet extends the range like any other.
+            max: first - 1,
+            seen: [0; (WINDOW / 64) as usize],
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            wire_bytes: 0,
+            jitter: 0.0,
+            transit: None,
+            clock_rate,
+            first_arrival: now,
+            last_arrival: now,
+            arrivals: 0,
+            decrypted: 0,
+            pt: h.pt,
+            nack_suppressed: false,
+        }
+    }
+
+    /// The extended sequence number of `seq`: the one closest to the highest seen.
+    fn extend(&self, seq: u16) -> u64 {
+        let roc = self.max >> 16;
+        let candidates = [roc.wrapping_sub(1), roc, roc + 1].map(|r| (r << 16) | u64::from(seq));
+        candidates
+            .into_iter()
+            .min_by_key(|c| c.abs_diff(self.max))
+            .unwrap_or(self.max)
+    }
+
+    /// Counts one packet.
+    pub(crate) fn record(&mut self, h: &RtpHeader, wire_bytes: usize, now: Instant) {
+        self.received += 1;
+        self.wire_bytes += wire_bytes as u64;
+        self.last_arrival = self.last_arrival.max(now);
+        self.pt = h.pt;
+        let ext = self.extend(h.seq);
+        if ext > self.max {
+            let shift = ext - self.max;
+            self.shift(shift);
+            self.max = ext;
+            self.seen[0] |= 1;
+        } else {
+            let back = self.max - ext;
+            if back < WINDOW {
+                let (word, bit) = ((back / 64) as usize, back % 64);
+                if self.seen[word] & (1 << bit) != 0 {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.seen[word] |= 1 << bit;
+            }
+            // Older than the window: late, and taken as new (a duplicate that late is not
+            // told apart).
+            self.reordered += 1;
+            self.min = self.min.min(ext);
+        }
+        // RFC 3550 §6.4.1 / A.8, in clock ticks.
+        if self.clock_rate > 0 {
+            let elapsed = now.saturating_duration_since(self.first_arrival);
+            let arrival = (elapsed.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000) as i64;
+            let transit = arrival.wrapping_sub(i64::from(h.timestamp));
+            if let Some(prev) = self.transit {
+                // Timestamps wrap at 2^32: the difference is taken modulo that.
+                let d = (transit.wrapping_sub(prev) as i32).unsigned_abs();
+                self.jitter += (f64::from(d) - self.jitter) / 16.0;
+            }
+            self.transit = Some(transit);
+        }
+    }
+
+    fn shift(&mut self, by: u64) {
+        if by >= WINDOW {
+            self.seen = [0; (WINDOW / 64) as usize];
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, (by % 64) as u32);
+        let n = self.seen.len();
+        for i in (0..n).rev() {
+            let from = i.checked_sub(words);
+            let hi = from.map_or(0, |j| self.seen[j]);
+            let lo = from
+                .and_then(|j| j.checked_sub(1))
+                .map_or(0, |j| self.seen[j]);
+            self.seen[i] = if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (64 - bits))
+            };
+        }
+    }
+
+    pub(crate) fn expected(&self) -> u64 {
+        (self.max + 1).saturating_sub(self.min)
+    }
+
+    fn counts(&self, session: u64, ssrc: u32, srtp_overhead: usize) -> RtpStreamCounts {
+        RtpStreamCounts {
+            session,
+            ssrc,
+            pt: self.pt,
+            received: self.received,
+            decrypted: self.decrypted,
+            bytes: self
+                .wire_bytes
+                .saturating_sub(self.received * srtp_overhead as u64),
+            expected: self.expected(),
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            jitter_ns: if self.clock_rate > 0 {
+                self.jitter * 1e9 / f64::from(self.clock_rate)
+            } else {
+                0.0
+            },
+            first_arrival: self.first_arrival,
+            last_arrival: self.last_arrival,
+        }
+    }
+}
+
+/// Hashes an SSRC (already random) with one multiplication: the default SipHash was the
+/// sampler's largest cost per packet.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SsrcHasher(u64);
+
+impl Hasher for SsrcHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// What the sampler decided for a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Counted; str0m does not see it.
+    Counted,
+    /// Goes to str0m; `Some(ssrc)` if it is a counted RTP packet (its NACKs are to be
+    /// switched off once str0m knows the stream).
+    ToRtc(Option<u32>),
+}
+
+/// The receive side of a sampled session.
+#[derive(Debug)]
+pub(crate) struct Sampler {
+    every: u64,
+    session: u64,
+    /// RTP clock rate of each negotiated media payload type; 0: not media (always to str0m).
+    clock: [u32; 128],
+    streams: HashMap<u32, SeqCounter, BuildHasherDefault<SsrcHasher>>,
+    /// SRTP payload minus decrypted payload (the authentication tag), from the first decrypted
+    /// packet.
+    srtp_overhead: Option<usize>,
+    /// The last sample handed to str0m: (SSRC, sequence number, SRTP payload length).
+    pending: Option<(u32, u16, usize)>,
+    sink: RtpCounts,
+    dirty: bool,
+    next_publish: Instant,
+}
+
+impl Sampler {
+    pub(crate) fn new(every: u32, session: u64, sink: RtpCounts, now: Instant) -> Sampler {
+        Sampler {
+            every: u64::from(every.clamp(1, MAX_DECRYPT_SAMPLE)),
+            session,
+            clock: [0; 128],
+            streams: HashMap::default(),
+            srtp_overhead: None,
+            pending: None,
+            sink,
+            dirty: false,
+            next_publish: now,
+        }
+    }
+
+    /// Sets the payload types counted, with their RTP clock rates (after each negotiation).
+    pub(crate) fn set_media_pts(&mut self, pts: impl Iterator<Item = (u8, u32)>) {
+        self.clock = [0; 128];
+        for (pt, rate) in pts {
+            if let Some(c) = self.clock.get_mut(usize::from(pt)) {
+                // 0 would read as "not media": a rate is never 0, but keep it counted.
+                *c = rate.max(1);
+            }
+        }
+    }
+
+    /// Classifies and counts one datagram that arrived at `now`.
+    pub(crate) fn handle(&mut self, datagram: &[u8], now: Instant) -> Verdict {
+        let Datagram::Rtp(h) = Datagram::classify(datagram) else {
+            return Verdict::ToRtc(None);
+        };
+        let rate = self.clock[usize::from(h.pt)];
+        if rate == 0 || h.padding {
+            return Verdict::ToRtc(None);
+        }
+        let s = self
+            .streams
+            .entry(h.ssrc)
+            .or_insert_with(|| SeqCounter::new(&h, rate, now));
+        s.clock_rate = rate;
+        let sample = s.arrivals.is_multiple_of(self.every);
+        s.arrivals += 1;
+        s.record(&h, h.payload_len, now);
+        self.dirty = true;
+        if sample {
+            s.decrypted += 1;
+            self.pending = Some((h.ssrc, h.seq, h.payload_len));
+            Verdict::ToRtc(Some(h.ssrc))
+        } else {
+            Verdict::Counted
+        }
+    }
+
+    /// str0m emitted the RTP packet (`ssrc`, `seq`) with `payload_len` decrypted bytes.
+    pub(crate) fn decrypted(&mut self, ssrc: u32, seq: u16, payload_len: usize) {
+        if self.srtp_overhead.is_some() {
+            return;
+        }
+        if let Some((s, q, wire)) = self.pending {
+            if s == ssrc && q == seq {
+                self.srtp_overhead = Some(wire.saturating_sub(payload_len));
+            }
+        }
+    }
+
+    /// Whether NACKs of `ssrc` still have to be switched off; marks them done.
+    pub(crate) fn take_nack_to_suppress(&mut self, ssrc: u32) -> bool {
+        self.streams
+            .get_mut(&ssrc)
+            .is_some_and(|s| !std::mem::replace(&mut s.nack_suppressed, true))
+    }
+
+    /// Undoes [`Sampler::take_nack_to_suppress`] when str0m did not know the stream yet.
+    pub(crate) fn nack_not_suppressed(&mut self, ssrc: u32) {
+        if let Some(s) = self.streams.get_mut(&ssrc) {
+            s.nack_suppressed = false;
+        }
+    }
+
+    /// When the counts should be published next, if there is anything new.
+    pub(crate) fn publish_due(&self) -> Option<Instant> {
+        self.dirty.then_some(self.next_publish)
+    }
+
+    /// Publishes the counts if due (or `force`d).
+    pub(crate) fn publish(&mut self, now: Instant, force: bool) {
+        if !self.dirty || (!force && now < self.next_publish) {
+            return;
+        }
+        let overhead = self.srtp_overhead.unwrap_or(0);
+        let session = self.session;
+        self.sink.publish(
+            self.streams
+                .iter()
+                .map(|(ssrc, s)| s.counts(session, *ssrc, overhead)),
+        );
+        self.dirty = false;
+        self.next_publish = now + PUBLISH_INTERVAL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(seq: u16, ts: u32) -> RtpHeader {
+        RtpHeader {
+            ssrc: 7,
+            seq,
+            timestamp: ts,
+            pt: 111,
+            padding: false,
+            payload_len: 100,
+        }
+    }
+
+    fn feed(seqs: &[u16]) -> SeqCounter {
+        let t = Instant::now();
+        let mut c = SeqCounter::new(&h(seqs[0], 0), 48_000, t);
+        for (i, &q) in seqs.iter().enumerate() {
+            c.record(
+                &h(q, u32::from(q) * 960),
+                100,
+                t + Duration::from_millis(20 * i as u64),
+            );
+        }
+        c
+    }
+
+    fn summary(c: &SeqCounter) -> (u64, u64, u64, u64, u64) {
+        let k = c.counts(1, 7, 0);
+        (k.received, k.expected, k.lost(), k.duplicates, k.reordered)
+    }
+
+    #[test]
+    fn in_order_packets_lose_nothing() {
+        let c = feed(&[5, 6, 7, 8, 9]);
+        assert_eq!(summary(&c), (5, 5, 0, 0, 0));
+        assert!(c.jitter < 1e-9, "steady 20 ms spacing: {}", c.jitter);
+    }
+
+    #[test]
+    fn gaps_are_loss_duplicates_and_reordering_are_counted() {
+        // 3 and 6 never arrive; 2 arrives twice; 5 after 7.
+        let c = feed(&[0, 1, 2, 2, 4, 7, 5, 8]);
+        assert_eq!(summary(&c), (8, 9, 2, 1, 1));
+        // A packet older than the first widens the range and is reordered.
+        let c = feed(&[10, 11, 9, 12]);
+        assert_eq!(summary(&c), (4, 4, 0, 0, 1));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_at_65535() {
+        let c = feed(&[65_533, 65_534, 65_535, 0, 1, 2]);
+        assert_eq!(summary(&c), (6, 6, 0, 0, 0));
+        // A gap across the wrap, a late packet from before it, a duplicate after it.
+        let c = feed(&[65_534, 0, 65_535, 2, 2, 3]);
+        assert_eq!(summary(&c), (6, 6, 1, 1, 1), "1 is lost");
+        // Several wraps in a row: 3 × 65,536 + 10 packets, every 7th lost.
+        let t = Instant::now();
+        let mut c = SeqCounter::new(&h(0, 0), 48_000, t);
+        let total = 3 * 65_536 + 10;
+        for i in 0..total {
+            if i % 7 != 3 {
+                c.record(&h(i as u16, 0), 100, t);
+            }
+        }
+        let lost = (0..total).filter(|i| i % 7 == 3).count() as u64;
+        assert_eq!(c.expected(), total);
+        assert_eq!(c.counts(1, 7, 0).lost(), lost);
+    }
+
+    #[test]
+    fn duplicates_are_told_apart_within_the_window_only() {
+        let mut seqs: Vec<u16> = (0..5_000).collect();
+        seqs.push(4_990); // a duplicate inside the window
+        seqs.push(10); // older than the window: late, not a duplicate
+        let c = feed(&seqs);
+        assert_eq!(summary(&c), (5_002, 5_000, 0, 1, 1));
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550_on_rtp_timestamps() {
+        let t = Instant::now();
+        let mut c = SeqCounter::new(&h(0, 0), 48_000, t);
+        // Sent every 20 ms (960 ticks); every other packet arrives 8 ms late.
+        for i in 0..200u32 {
+            let late = if i % 2 == 1 { 8 } else { 0 };
+            c.record(
+                &h(i as u16, i * 960),
+                100,
+                t + Duration::from_millis(u64::from(i) * 20 + late),
+            );
+        }
+        let jitter_ms = c.counts(1, 7, 0).jitter_ns / 1e6;
+        assert!((jitter_ms - 8.0).abs() < 0.1, "{jitter_ms}");
+    }
+
+    #[test]
+    fn datagrams_are_classified_by_their_first_bytes() {
+        let mut rtp = vec![0x80, 0x80 | 111, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0, 0, 0, 42];
+        rtp.extend_from_slice(&[0xaa; 20]);
+        assert_eq!(
+            Datagram::classify(&rtp),
+            Datagram::Rtp(RtpHeader {
+                ssrc: 42,
+                seq: 0x1234,
+                timestamp: 1000,
+                pt: 111,
+                padding: false,
+                payload_len: 20,
+            })
+        );
+        // One-byte header extension of 2 words, one CSRC.
+        let mut ext = vec![0x91, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 5];
+        ext.extend_from_slice(&[0xbe, 0xde, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
+        ext.extend_from_slice(&[0xcc; 30]);
+        match Datagram::classify(&ext) {
+            Datagram::Rtp(h) => assert_eq!((h.ssrc, h.payload_len, h.pt), (9, 30, 96)),
+            d => panic!("{d:?}"),
+        }
+        // RTCP (sender report, 200), STUN, DTLS, runts, a truncated extension.
+        assert_eq!(Datagram::classify(&[0x80, 200, 0, 6]), Datagram::Other);
+        let mut sr = vec![0x80, 200];
+        sr.extend_from_slice(&[0; 26]);
+        assert_eq!(Datagram::classify(&sr), Datagram::Other);
+        assert_eq!(Datagram::classify(&[0x00, 0x01, 0, 0]), Datagram::Other);
+        assert_eq!(Datagram::classify(&[22, 0xfe, 0xfd]), Datagram::Other);
+        assert_eq!(Datagram::classify(&rtp[..11]), Datagram::Other);
+        assert_eq!(Datagram::classify(&ext[..18]), Datagram::Other);
+    }
+
+    #[test]
+    fn one_in_n_per_ssrc_goes_to_str0m_the_first_included() {
+        let t = Instant::now();
+        let sink = RtpCounts::new();
+        let mut s = Sampler::new(10, 3, sink.clone(), t);
+        s.set_media_pts([(111u8, 48_000u32)].into_iter());
+        let packet = |ssrc: u8, seq: u16, pt: u8, padding: bool| {
+            let mut p = vec![if padding { 0xa0 } else { 0x80 }, pt];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, ssrc]);
+            p.extend_from_slice(&[0; 40]);
+            p
+        };
+        let mut to_rtc = 0;
+        for seq in 0..100u16 {
+            for ssrc in [1, 2] {
+                match s.handle(&packet(ssrc, seq, 111, false), t) {
+                    Verdict::ToRtc(Some(x)) => {
+                        assert_eq!(x, u32::from(ssrc));
+                        assert_eq!(seq % 10, 0, "the first, then every 10th");
+                        to_rtc += 1;
+                    }
+                    Verdict::Counted => {}
+                    v => panic!("{v:?}"),
+                }
+            }
+        }
+        assert_eq!(to_rtc, 20);
+        // Unknown payload types (RTX) and padding go to str0m uncounted.
+        assert_eq!(
+            s.handle(&packet(1, 100, 97, false), t),
+            Verdict::ToRtc(None)
+        );
+        assert_eq!(
+            s.handle(&packet(1, 100, 111, true), t),
+            Verdict::ToRtc(None)
+        );
+        // The tag length is learnt from a decrypted sample and taken off the byte count.
+        s.decrypted(2, 90, 30);
+        s.publish(t, false);
+        let counts = sink.snapshot();
+        assert_eq!(counts.len(), 2);
+        for c in &counts {
+            assert_eq!((c.session, c.received, c.decrypted), (3, 100, 10));
+            assert_eq!((c.expected, c.lost(), c.bytes), (100, 0, 100 * 30));
+        }
+        // Not again before the interval, unless forced.
+        s.handle(&packet(1, 100, 111, false), t);
+        s.publish(t, false);
+        assert_eq!(sink.snapshot()[0].received, 100);
+        s.publish(t, true);
+        assert_eq!(sink.snapshot()[0].received, 101);
+    }
+}
