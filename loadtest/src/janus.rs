@@ -267,6 +267,7 @@ struct Control {
     subscriber: Option<Renegotiator>,
     /// Where a new subscriber connection goes.
     new_subscriber: mpsc::Sender<Client>,
+    /// The subscriber connection's local address, event queue and receive mode.
     client_config: ClientConfig,
     /// Simulcast substream subscriptions ask for: 0 is `l`, 2 is `h` (with `rid_order: lmh`).
     substream: u8,
@@ -289,13 +290,15 @@ impl Drop for Control {
 
 impl Peer {
     /// Joins `room`: session, publisher handle, `join`; a publisher also publishes with
-    /// `config`; subscribes to the feeds already there. Returns once every peer connection is
-    /// connected (ICE + DTLS), with the client events read meanwhile.
+    /// `publish`; subscribes to the feeds already there, receiving as `receive` says (its
+    /// local address, event queue, [`ClientConfig::decrypt_sample`] and counts). Returns once
+    /// every peer connection is connected (ICE + DTLS), with the client events read meanwhile.
     pub async fn join(
         janus: Janus,
         room: u64,
         display: String,
         publish: Option<ClientConfig>,
+        receive: ClientConfig,
         substream: u8,
         within: Duration,
     ) -> anyhow::Result<(Peer, Vec<ClientEvent>)> {
@@ -312,7 +315,7 @@ impl Peer {
             own_feed: 0,
             subscriber: None,
             new_subscriber: new_tx,
-            client_config: publish.clone().unwrap_or_default(),
+            client_config: receive,
             substream,
             subscribed: HashSet::new(),
             waiting: Vec::new(),
@@ -569,12 +572,7 @@ impl Control {
             .to_owned();
         let answer = match self.subscriber.as_ref() {
             None => {
-                let config = ClientConfig {
-                    local_ip: self.client_config.local_ip,
-                    event_capacity: self.client_config.event_capacity,
-                    ..ClientConfig::default()
-                };
-                let (client, answer) = Client::answer(&offer, config).await?;
+                let (client, answer) = Client::answer(&offer, self.client_config.clone()).await?;
                 self.subscriber = Some(client.renegotiator());
                 self.new_subscriber
                     .send(client)

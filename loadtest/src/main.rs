@@ -7,13 +7,16 @@
 //! callrelay-loadgen --compare callrelay.json janus.json
 //! ```
 //!
-//! Exit codes: 0 passed (or no thresholds), 1 error, 2 a `--max-p99`/`--max-loss` threshold failed.
+//! Exit codes: 0 passed (or no thresholds), 1 error, 2 a `--max-p99`/`--max-loss` threshold
+//! failed, 3 the run is invalid (the loadgen's CPU was saturated) and `--require-valid` was
+//! given.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use callrelay_loadgen::header::Stream;
 use callrelay_loadgen::report::compare as compare_reports;
+use callrelay_loadgen::run::DEFAULT_DECRYPT_SAMPLE;
 use callrelay_loadgen::traffic::TrafficConfig;
 use callrelay_loadgen::{run, Auth, Options, Report, Target, Thresholds};
 use clap::Parser;
@@ -114,6 +117,16 @@ struct Cli {
     /// notice: loss and closed sessions count as usual (callrelay only).
     #[arg(long)]
     hostile: bool,
+    /// Receivers hand one RTP packet in N per stream to str0m (SRTP decryption, bookkeeping)
+    /// and measure its latency; they count every packet — loss, duplicates, reordering — from
+    /// its clear-text RTP header, and negotiate neither NACK nor transport-cc. 1: every packet
+    /// decrypted, loss from the payload header, NACK and TWCC negotiated. At most 1000.
+    #[arg(long, default_value_t = DEFAULT_DECRYPT_SAMPLE, value_name = "N")]
+    decrypt_sample: u32,
+    /// Exit 3 when the run is invalid: the loadgen's CPU was saturated (90 % of the cores it
+    /// may use over the traffic), so its figures are not the relay's.
+    #[arg(long)]
+    require_valid: bool,
     /// Do not read the relay's metrics.
     #[arg(long)]
     no_metrics: bool,
@@ -207,6 +220,7 @@ fn main() -> ExitCode {
         relay_pids: cli.relay_pids.clone(),
         rejoin_deadline: cli.rejoin_deadline,
         hostile: cli.hostile,
+        decrypt_sample: cli.decrypt_sample,
     };
     if let Err(e) = opts.validate() {
         eprintln!("callrelay-loadgen: {e}");
@@ -247,6 +261,14 @@ fn main() -> ExitCode {
     if report.participants.joined == 0 {
         eprintln!("callrelay-loadgen: no participant joined");
         return ExitCode::FAILURE;
+    }
+    // An invalid run's thresholds judged the loadgen: its verdict comes first.
+    if cli.require_valid && !report.valid {
+        eprintln!(
+            "callrelay-loadgen: invalid run: {}",
+            report.invalid.join("; ")
+        );
+        return ExitCode::from(3);
     }
     match &report.thresholds {
         Some(v) if !v.passed => ExitCode::from(2),

@@ -37,8 +37,20 @@ pub struct Report {
     /// `--url` order).
     #[serde(default)]
     pub relay_nodes: Vec<NodeReport>,
-    /// CPU seconds the loadgen itself used (it shares the machine with the relay).
+    /// CPU seconds the loadgen itself used (it shares the machine with the relay), over the
+    /// same span as the relay's CPU (from before the first join to after the last leave).
     pub loadgen_cpu_seconds: Option<f64>,
+    /// The loadgen's cost against the relay's, and whether its cores were saturated.
+    #[serde(default)]
+    pub loadgen: LoadgenReport,
+    /// False when the loadgen, not the relay, was the bottleneck (its CPU was saturated): the
+    /// latency, loss and throughput of such a run describe the loadgen, and are no relay
+    /// figures. `invalid` says why.
+    #[serde(default = "yes")]
+    pub valid: bool,
+    /// Why the run is invalid (empty when valid).
+    #[serde(default)]
+    pub invalid: Vec<String>,
     /// Seconds from the first join to the stop of traffic.
     pub traffic_seconds: f64,
     /// Threshold verdict, when thresholds were given.
@@ -46,6 +58,120 @@ pub struct Report {
     /// The hostile participants (`--hostile`): what they sent and what the relay did.
     #[serde(default)]
     pub hostile: Option<HostileReport>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The loadgen's share of `SATURATED` or more of the cores it may use over the traffic makes
+/// the run invalid.
+pub const SATURATED: f64 = 0.9;
+
+/// The loadgen's CPU per received packet should be at most this fraction of the relay's per
+/// forwarded packet, so that the relay saturates first (issue #11).
+pub const COST_RATIO_TARGET: f64 = 0.25;
+
+/// The loadgen's and the relays' counters over a span of the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    /// Wall time, s.
+    pub seconds: f64,
+    /// The loadgen's CPU seconds.
+    pub cpu: Option<f64>,
+    /// Packets the loadgen's receivers counted (read every 250 ms per receiver, so each end of
+    /// the span may be up to that late).
+    pub received: u64,
+    /// The relays' CPU seconds (`/proc` with `--relay-pid`, else `process_cpu_seconds_total`).
+    pub relay_cpu: Option<f64>,
+    /// Packets the relays forwarded (all kinds).
+    pub relay_forwarded: Option<f64>,
+}
+
+/// The loadgen's own cost, next to the relay's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadgenReport {
+    /// One RTP packet in this many per stream was decrypted (`--decrypt-sample`).
+    pub decrypt_sample: u32,
+    /// Cores the loadgen may run on (CPU affinity, cgroup quota).
+    pub cores: usize,
+    /// The steady window, from a second after the last join to the stop of sending (no
+    /// handshakes in it); `None` if the joins took the whole duration.
+    pub steady: Option<Span>,
+    /// What the figures below are measured over: `steady`, or `whole run` (joins, DTLS
+    /// handshakes and leaves included) when there was no steady window.
+    pub basis: String,
+    /// The loadgen's CPU over the basis' wall time times `cores`: 1 is every allowed core
+    /// busy.
+    pub utilisation: Option<f64>,
+    /// The same over the whole traffic (joins included).
+    pub utilisation_traffic: Option<f64>,
+    /// The same in the busiest whole second of the traffic.
+    pub utilisation_peak_1s: Option<f64>,
+    /// The loadgen's CPU per packet received, µs.
+    pub cpu_us_per_received: Option<f64>,
+    /// The relay's CPU per packet forwarded (all kinds), µs.
+    pub relay_cpu_us_per_forwarded: Option<f64>,
+    /// `cpu_us_per_received / relay_cpu_us_per_forwarded`; at most [`COST_RATIO_TARGET`] for
+    /// the relay to saturate first.
+    pub cost_ratio: Option<f64>,
+    /// `utilisation` reached [`SATURATED`].
+    pub saturated: bool,
+}
+
+impl LoadgenReport {
+    /// The loadgen's figures for `r`, given the cores it may use, the steady window, its CPU
+    /// seconds over the traffic (CPU s, wall s) and its busiest second (CPU s per s). Without
+    /// a steady window, they come from the whole run (`loadgen_cpu_seconds`,
+    /// `packets.received` and the relay's figures).
+    pub fn new(
+        r: &Report,
+        cores: usize,
+        steady: Option<Span>,
+        traffic: Option<(f64, f64)>,
+        peak_per_s: Option<f64>,
+    ) -> LoadgenReport {
+        let cores = cores.max(1);
+        let busy = |cpu: f64, wall: f64| (wall > 0.0).then(|| cpu / (wall * cores as f64));
+        let per = |cpu: Option<f64>, n: f64| cpu.filter(|_| n > 0.0).map(|c| c / n * 1e6);
+        let utilisation_traffic = traffic.and_then(|(c, w)| busy(c, w));
+        let (basis, utilisation, cpu_us_per_received, relay_cpu_us_per_forwarded) = match steady {
+            Some(s) => (
+                "steady",
+                s.cpu.and_then(|c| busy(c, s.seconds)),
+                per(s.cpu, s.received as f64),
+                per(s.relay_cpu, s.relay_forwarded.unwrap_or(0.0)),
+            ),
+            None => (
+                "whole run",
+                utilisation_traffic,
+                per(r.loadgen_cpu_seconds, r.packets.received as f64),
+                r.relay
+                    .as_ref()
+                    .and_then(|x| x.cpu_seconds_per_million_forwarded),
+            ),
+        };
+        LoadgenReport {
+            decrypt_sample: r.config.decrypt_sample,
+            cores,
+            steady,
+            basis: basis.into(),
+            utilisation,
+            utilisation_traffic,
+            utilisation_peak_1s: peak_per_s.map(|p| p / cores as f64),
+            cpu_us_per_received,
+            relay_cpu_us_per_forwarded,
+            cost_ratio: cpu_us_per_received
+                .zip(relay_cpu_us_per_forwarded)
+                .filter(|(_, relay)| *relay > 0.0)
+                .map(|(l, relay)| l / relay),
+            saturated: utilisation.is_some_and(|u| u >= SATURATED),
+        }
+    }
 }
 
 /// `--hostile`: one flooding participant per room.
@@ -89,6 +215,9 @@ pub struct RunConfig {
     /// The simulcast layer receivers asked for (`l`, `m`, `h`).
     #[serde(default)]
     pub subscribe_layer: String,
+    /// Receivers decrypted one RTP packet in this many per stream (`--decrypt-sample`).
+    #[serde(default = "one")]
+    pub decrypt_sample: u32,
 }
 
 /// Who joined.
@@ -356,6 +485,29 @@ impl Thresholds {
     }
 }
 
+impl Report {
+    /// Sets `valid` and `invalid` from the loadgen's figures.
+    pub fn judge_validity(&mut self) {
+        self.invalid.clear();
+        let l = &self.loadgen;
+        if l.saturated {
+            let over = if l.basis == "steady" {
+                "the steady traffic"
+            } else {
+                "the traffic"
+            };
+            self.invalid.push(format!(
+                "the loadgen's CPU was saturated: {:.0} % of its {} core{} over {over} (limit {:.0} %)",
+                l.utilisation.unwrap_or(0.0) * 100.0,
+                l.cores,
+                if l.cores == 1 { "" } else { "s" },
+                SATURATED * 100.0
+            ));
+        }
+        self.valid = self.invalid.is_empty();
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
@@ -505,11 +657,38 @@ impl Report {
                 }
             }
         }
+        let g = &self.loadgen;
+        let window = g
+            .steady
+            .map_or(String::new(), |w| format!(" {:.1} s", w.seconds));
         let _ = writeln!(
             s,
-            "loadgen cpu   {} s (shares the machine with the relay)",
-            opt(self.loadgen_cpu_seconds, 2)
+            "loadgen cpu   {} s in all; {}{window}: {} µs per received packet, relay {} µs per forwarded: ratio {} (target ≤ {COST_RATIO_TARGET})  1 in {} decrypted",
+            opt(self.loadgen_cpu_seconds, 2),
+            g.basis,
+            opt(g.cpu_us_per_received, 2),
+            opt(g.relay_cpu_us_per_forwarded, 2),
+            opt(g.cost_ratio, 3),
+            self.config.decrypt_sample
         );
+        let pct = |v: Option<f64>| v.map_or("-".into(), |u| format!("{:.0} %", u * 100.0));
+        let _ = writeln!(
+            s,
+            "loadgen busy  {} of {} core{} ({}), {} over the traffic with the joins, busiest second {} (saturated at {:.0} %)",
+            pct(g.utilisation),
+            g.cores,
+            if g.cores == 1 { "" } else { "s" },
+            g.basis,
+            pct(g.utilisation_traffic),
+            pct(g.utilisation_peak_1s),
+            SATURATED * 100.0
+        );
+        for why in &self.invalid {
+            let _ = writeln!(
+                s,
+                "INVALID RUN   {why}: the figures above describe the loadgen, not the relay"
+            );
+        }
         if let Some(v) = &self.thresholds {
             let _ = writeln!(
                 s,
@@ -650,6 +829,13 @@ pub fn compare(a: &Report, b: &Report) -> String {
     );
     let lg = |r: &Report| r.loadgen_cpu_seconds;
     row("loadgen CPU s", lg(a), lg(b), 2);
+    let per = |r: &Report| r.loadgen.cpu_us_per_received;
+    row("loadgen CPU µs per received", per(a), per(b), 2);
+    for (name, r) in [(an, a), (bn, b)] {
+        for why in &r.invalid {
+            let _ = writeln!(s, "INVALID {name}: {why}");
+        }
+    }
     s
 }
 
@@ -803,6 +989,81 @@ mod tests {
         );
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.relay_nodes.len(), 2);
+    }
+
+    #[test]
+    fn a_saturated_loadgen_makes_the_run_invalid() {
+        // Older reports know neither sampling nor validity: every packet decrypted, valid.
+        let mut r = report("callrelay", 8000, Some(0.4), 1.0, 0);
+        assert_eq!(r.config.decrypt_sample, 1);
+        assert!(r.valid && r.invalid.is_empty());
+        r.relay.as_mut().unwrap().cpu_seconds_per_million_forwarded = Some(50.0);
+        // No steady window: the whole run. 1.5 CPU-s over 10 s of traffic on one core: 15 %
+        // busy; 1.5 s / 8000 packets = 187.5 µs each.
+        r.loadgen_cpu_seconds = Some(1.5);
+        r.loadgen = LoadgenReport::new(&r, 1, None, Some((1.5, 10.0)), Some(0.3));
+        r.judge_validity();
+        let g = &r.loadgen;
+        assert_eq!(g.basis, "whole run");
+        assert_eq!(g.utilisation, Some(0.15));
+        assert_eq!(g.utilisation_peak_1s, Some(0.3));
+        assert_eq!(g.cpu_us_per_received, Some(187.5));
+        assert_eq!(g.cost_ratio, Some(3.75));
+        assert!(r.valid && !g.saturated);
+        let t = r.table();
+        assert!(
+            t.contains("loadgen busy  15 % of 1 core (whole run)"),
+            "{t}"
+        );
+        assert!(!t.contains("INVALID"));
+        // A steady window of 8 s: 2 CPU-s for 40,000 packets (50 µs each) against the relay's
+        // 4 CPU-s for 20,000 forwarded (200 µs each).
+        let steady = Span {
+            seconds: 8.0,
+            cpu: Some(2.0),
+            received: 40_000,
+            relay_cpu: Some(4.0),
+            relay_forwarded: Some(20_000.0),
+        };
+        r.loadgen = LoadgenReport::new(&r, 1, Some(steady), Some((9.5, 10.0)), Some(1.0));
+        r.judge_validity();
+        let g = &r.loadgen;
+        assert_eq!(g.basis, "steady");
+        assert_eq!(
+            (
+                g.cpu_us_per_received,
+                g.relay_cpu_us_per_forwarded,
+                g.cost_ratio
+            ),
+            (Some(50.0), Some(200.0), Some(0.25))
+        );
+        assert_eq!(
+            (g.utilisation, g.utilisation_traffic),
+            (Some(0.25), Some(0.95))
+        );
+        assert!(r.valid, "busy in the joins only");
+        // 7.6 CPU-s over the 8 s window on one core: saturated.
+        let busy = Span {
+            cpu: Some(7.6),
+            ..steady
+        };
+        r.loadgen = LoadgenReport::new(&r, 1, Some(busy), Some((9.5, 10.0)), Some(1.0));
+        r.judge_validity();
+        assert!(r.loadgen.saturated && !r.valid);
+        assert_eq!(
+            r.invalid,
+            ["the loadgen's CPU was saturated: 95 % of its 1 core over the steady traffic (limit 90 %)"]
+        );
+        assert!(r
+            .table()
+            .contains("INVALID RUN   the loadgen's CPU was saturated"));
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(!back.valid && back.loadgen.saturated);
+        assert_eq!(back.loadgen.steady, Some(busy));
+        // Two cores: the same CPU is 47.5 %.
+        r.loadgen = LoadgenReport::new(&r, 2, Some(busy), None, None);
+        r.judge_validity();
+        assert!(r.valid);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callrelay_client::{
-    Client, ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, TrackKind,
+    Client, ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, RtpCounts,
+    TrackKind, MAX_DECRYPT_SAMPLE,
 };
 use callrelay_proto::signal::{MuteState, Ping, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage};
@@ -18,10 +19,10 @@ use crate::header::{self, Stream};
 use crate::janus::{self, Janus};
 use crate::prom::{self, Scrape};
 use crate::report::{
-    HostileReport, JoinReport, LatencyReport, LossReport, NodeReport, PacketReport,
-    ParticipantReport, RejoinReport, RelayReport, Report, RunConfig,
+    HostileReport, JoinReport, LatencyReport, LoadgenReport, LossReport, NodeReport, PacketReport,
+    ParticipantReport, RejoinReport, RelayReport, Report, RunConfig, Span,
 };
-use crate::stats::{latency_histogram, ReceiverStats, StreamTotals};
+use crate::stats::{latency_histogram, ReceiverStats, SsrcAttribution, StreamTotals};
 use crate::traffic::{Schedule, TrafficConfig};
 
 /// Longest `--duration` accepted.
@@ -36,6 +37,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 const DRAIN: Duration = Duration::from_secs(1);
 /// How long leaving may take before sessions are dropped.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The steady window starts this long after the last join ended.
+const STEADY_SETTLE: Duration = Duration::from_secs(1);
+/// The default `--decrypt-sample`: one received RTP packet in this many per stream goes through
+/// str0m (SRTP, bookkeeping) and gives a latency; the others are only counted from their RTP
+/// header. See `loadtest/README.md` for what it costs and saves.
+pub const DEFAULT_DECRYPT_SAMPLE: u32 = 16;
 
 /// How the loadgen authenticates.
 #[derive(Debug, Clone)]
@@ -113,6 +120,11 @@ pub struct Options {
     /// One more participant per room that floods signaling as fast as it can and joins again
     /// whenever the relay removes it (callrelay only): the others must not notice.
     pub hostile: bool,
+    /// Receivers decrypt one RTP packet in this many per stream and count the others from
+    /// their RTP header (1: every packet through str0m, loss from the loadgen header, NACK
+    /// and TWCC negotiated, as before sampling existed). See
+    /// [`ClientConfig::decrypt_sample`]. At most [`MAX_DECRYPT_SAMPLE`].
+    pub decrypt_sample: u32,
 }
 
 impl Options {
@@ -175,6 +187,13 @@ impl Options {
             return Err(format!(
                 "--rejoin-deadline must be between 1s and {}",
                 humantime::format_duration(MAX_DURATION)
+            ));
+        }
+        if !(1..=MAX_DECRYPT_SAMPLE).contains(&self.decrypt_sample) {
+            // str0m infers the SRTP rollover counter from the sequence numbers it decrypts:
+            // samples must stay well under 2^15 apart (see MAX_DECRYPT_SAMPLE).
+            return Err(format!(
+                "--decrypt-sample must be between 1 and {MAX_DECRYPT_SAMPLE}"
             ));
         }
         if self.target == Target::Janus && !self.links.is_empty() {
@@ -243,19 +262,20 @@ struct Live {
 }
 
 impl Live {
-    fn merge_interval(&self, h: &mut Histogram<u64>) {
-        if h.is_empty() {
+    /// Moves a participant's latencies (ns) of the last quarter second into the progress
+    /// line's histogram. A list, not a histogram per participant: resetting or adding a 1 ns
+    /// to 60 s histogram walks its 220 KB of counters, four times a second per participant.
+    fn merge_interval(&self, latencies: &mut Vec<u64>) {
+        if latencies.is_empty() {
             return;
         }
         if let Ok(mut shared) = self.interval.lock() {
-            match shared.as_mut() {
-                Some(s) => {
-                    let _ = s.add(&*h);
-                }
-                None => *shared = Some(h.clone()),
+            let h = shared.get_or_insert_with(latency_histogram);
+            for ns in latencies.iter() {
+                h.saturating_record(*ns);
             }
         }
-        h.reset();
+        latencies.clear();
     }
 
     fn take_interval_p99_ms(&self) -> Option<f64> {
@@ -406,8 +426,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         ))
     });
 
-    // Paced joins.
+    // Paced joins. The loadgen's own CPU is also read over the traffic (joins included), for
+    // the saturation check: a busy loadgen delays what it measures.
     let started = Instant::now();
+    let cpu_traffic_start = cpu_seconds("self");
+    let peak = Arc::new(Mutex::new(None));
+    let peak_task = tokio::spawn(track_peak_cpu(peak.clone()));
     let gap = Duration::from_secs_f64(1.0 / opts.join_rate);
     let mut tasks = Vec::with_capacity(participants.len());
     for (i, p) in participants.into_iter().enumerate() {
@@ -424,6 +448,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             links.clone(),
             janus.clone(),
             opts.subscribe_layer,
+            opts.decrypt_sample,
         )));
     }
     let hostile_counters = Arc::new(HostileCounters::default());
@@ -444,13 +469,35 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             )));
         }
     }
-    tokio::time::sleep(opts.duration).await;
+    // The steady window: from STEADY_SETTLE after every join ended (joined or failed) to the
+    // stop of sending. No handshakes in it: the CPU per packet there is the cost of packets.
+    let traffic_end = tokio::time::Instant::now() + opts.duration;
+    let total = tasks.len() as u64;
+    let steady_start = tokio::time::timeout_at(traffic_end, async {
+        while live.joined.load(Ordering::Relaxed) + live.failed.load(Ordering::Relaxed) < total {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(STEADY_SETTLE).await;
+        Mark::take(&http, &opts, &live).await
+    })
+    .await
+    .ok();
+    tokio::time::sleep_until(traffic_end).await;
+    let steady = match steady_start {
+        Some(a) => Some(Mark::take(&http, &opts, &live).await.since(&a)),
+        None => None,
+    };
     let _ = phase_tx.send(Phase::Draining);
     for t in hostile_tasks {
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, t).await;
     }
     // Traffic flows from the first join to the stop (the join phase included).
     let traffic_secs = started.elapsed().as_secs_f64();
+    let cpu_traffic = cpu_seconds("self")
+        .zip(cpu_traffic_start)
+        .map(|(a, b)| a - b);
+    peak_task.abort();
+    let cpu_peak = peak.lock().ok().and_then(|p| *p);
     tokio::time::sleep(DRAIN).await;
 
     let mut after = Vec::with_capacity(opts.metrics_urls.len());
@@ -495,6 +542,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         seed: opts.seed,
         keyframe_interval_s: opts.traffic.keyframe_interval.as_secs_f64(),
         subscribe_layer: opts.subscribe_layer.rid().unwrap_or("l").to_owned(),
+        decrypt_sample: opts.decrypt_sample,
     };
     // CPU from /proc: per pid, and their sum when every pid was read both times.
     let pid_cpu: Vec<Option<f64>> = relay_cpu_before
@@ -563,6 +611,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     };
     let mut report = build_report(run_config, outcomes, traffic_secs, relay, loadgen_cpu);
     report.relay_nodes = relay_nodes;
+    report.loadgen = LoadgenReport::new(
+        &report,
+        allowed_cores(),
+        steady,
+        cpu_traffic.map(|c| (c, traffic_secs)),
+        cpu_peak,
+    );
+    report.judge_validity();
     if opts.hostile && janus.is_none() {
         report.hostile = Some(hostile_counters.report());
     }
@@ -729,13 +785,19 @@ async fn participant(
     links: Vec<String>,
     janus: Option<Janus>,
     subscribe_layer: Stream,
+    decrypt_sample: u32,
 ) -> Outcome {
     let layers = if p.publish { traffic.layers() } else { &[] };
+    // One handle for the RTP counts of every session of this participant (rejoins, Janus's
+    // two connections).
+    let counts = RtpCounts::new();
     let config = ClientConfig {
         // A join must offer an m-line: a receive-only participant offers audio and never sends.
         audio: !p.publish || traffic.audio,
         video: !layers.is_empty(),
         simulcast: layers.len() > 1,
+        decrypt_sample,
+        rtp_counts: Some(counts.clone()),
         ..ClientConfig::default()
     };
     let simulcast = config.simulcast;
@@ -755,12 +817,14 @@ async fn participant(
             }
             Some(j) => {
                 let room = p.link.parse().map_err(|_| anyhow::anyhow!("bad room"))?;
+                let receive = config.clone();
                 let publish = p.publish.then_some(config);
                 let (peer, early) = janus::Peer::join(
                     j,
                     room,
                     format!("loadgen-{}", p.index),
                     publish,
+                    receive,
                     substream(subscribe_layer),
                     JOIN_TIMEOUT,
                 )
@@ -805,12 +869,16 @@ async fn participant(
     let mut rx = Rx {
         clock,
         t0,
-        interval: latency_histogram(),
+        interval: Vec::new(),
         received: 0,
         // callrelay sends `l` unless asked otherwise.
         prefer: (subscribe_layer != Stream::VideoL).then(|| max_height(subscribe_layer)),
         asked: HashSet::new(),
         to_ask: Vec::new(),
+        sampled: (decrypt_sample > 1).then(|| Sampled {
+            counts,
+            attribution: SsrcAttribution::default(),
+        }),
     };
     let mut last_flush = clock.now_ns();
     let mut due = Vec::new();
@@ -882,6 +950,7 @@ async fn participant(
         }
         let now = clock.now_ns();
         if now.saturating_sub(last_flush) > 250_000_000 {
+            rx.absorb_counts(&mut out);
             live.merge_interval(&mut rx.interval);
             live.sent
                 .fetch_add(out.sent - sent_flushed, Ordering::Relaxed);
@@ -898,7 +967,6 @@ async fn participant(
     live.merge_interval(&mut rx.interval);
     live.sent
         .fetch_add(out.sent - sent_flushed, Ordering::Relaxed);
-    live.received.fetch_add(rx.received, Ordering::Relaxed);
     live.rejoins.fetch_add(
         out.rejoin_ms.len() as u64 - rejoins_flushed,
         Ordering::Relaxed,
@@ -916,6 +984,12 @@ async fn participant(
         })
         .await;
     }
+    // Sampled mode: the sessions have ended and published their last counts.
+    rx.absorb_counts(&mut out);
+    if let Some(s) = &rx.sampled {
+        out.stats.foreign += s.attribution.unattributed(&s.counts.snapshot());
+    }
+    live.received.fetch_add(rx.received, Ordering::Relaxed);
     live.rooms_up[p.room].fetch_sub(1, Ordering::Relaxed);
     out
 }
@@ -986,7 +1060,7 @@ struct Rx {
     clock: Clock,
     t0: u64,
     /// Latencies since the last merge into the progress line's histogram.
-    interval: Histogram<u64>,
+    interval: Vec<u64>,
     /// Packets since the last merge into the live counter.
     received: u64,
     /// Max height to ask each publisher's video at (`None`: the relay's default, `l`).
@@ -994,6 +1068,14 @@ struct Rx {
     /// Publishers asked already, and those to ask.
     asked: HashSet<String>,
     to_ask: Vec<String>,
+    /// Sampled mode (`--decrypt-sample` above 1).
+    sampled: Option<Sampled>,
+}
+
+/// A sampled receiver's RTP counts and what they carry.
+struct Sampled {
+    counts: RtpCounts,
+    attribution: SsrcAttribution,
 }
 
 impl Rx {
@@ -1035,14 +1117,27 @@ impl Rx {
                         self.to_ask.push(from.clone());
                     }
                 }
-                let Some(h) = header::find(&m.payload, video) else {
-                    out.stats.foreign += 1;
-                    return false;
-                };
+                let h = header::find(&m.payload, video);
                 let arrival = self.clock.ns(m.arrival);
-                let latency = out.stats.record(&h, m.payload.len(), arrival);
-                self.interval.saturating_record(latency);
-                self.received += 1;
+                let latency = match (h, self.sampled.as_mut()) {
+                    // Sampled: this packet is counted from its RTP header already; it gives
+                    // a latency and tells what its SSRC carries.
+                    (Some(h), Some(s)) => {
+                        s.attribution.learn(m.session, m.ssrc, &h);
+                        out.stats.record_latency(&h, arrival)
+                    }
+                    (Some(h), None) => {
+                        self.received += 1;
+                        out.stats.record(&h, m.payload.len(), arrival)
+                    }
+                    // Sampled, its SSRC's counts say it if none of its packets had a header.
+                    (None, Some(_)) => return false,
+                    (None, None) => {
+                        out.stats.foreign += 1;
+                        return false;
+                    }
+                };
+                self.interval.push(latency);
                 if out.join_to_media_ms.is_none() {
                     out.join_to_media_ms = Some(arrival.saturating_sub(self.t0) as f64 / 1e6);
                 }
@@ -1068,6 +1163,17 @@ impl Rx {
 }
 
 impl Rx {
+    /// Sampled mode: attributes what the RTP counts added since the last call.
+    fn absorb_counts(&mut self, out: &mut Outcome) {
+        let Some(s) = self.sampled.as_mut() else {
+            return;
+        };
+        let clock = self.clock;
+        self.received += s
+            .attribution
+            .absorb(&s.counts.snapshot(), &mut out.stats, |t| clock.ns(t));
+    }
+
     /// Sends the video preferences queued by [`Rx::handle`].
     fn ask(&mut self, peer: &Peer) {
         let Some(h) = self.prefer else { return };
@@ -1178,6 +1284,92 @@ pub async fn create_link(
     }
 }
 
+/// Counters read at one instant of the run, to measure a span of it.
+struct Mark {
+    at: Instant,
+    cpu: Option<f64>,
+    received: u64,
+    /// The relays' CPU from `/proc` (every `--relay-pid`), else their
+    /// `process_cpu_seconds_total` (whole seconds).
+    relay_cpu: Option<f64>,
+    relay_forwarded: Option<f64>,
+}
+
+impl Mark {
+    /// Reads the counters now (the relays' through a scrape of each metrics URL).
+    async fn take(http: &reqwest::Client, opts: &Options, live: &Live) -> Mark {
+        let at = Instant::now();
+        let cpu = cpu_seconds("self");
+        let received = live.received.load(Ordering::Relaxed);
+        let pids: Option<f64> = if opts.relay_pids.is_empty() {
+            None
+        } else {
+            opts.relay_pids
+                .iter()
+                .map(|p| cpu_seconds(&p.to_string()))
+                .sum()
+        };
+        let mut forwarded = Some(0.0);
+        let mut scraped_cpu = Some(0.0);
+        for u in &opts.metrics_urls {
+            let s = scrape(http, u).await.ok();
+            let get = |name| s.as_ref().and_then(|s| s.sum(name));
+            forwarded = forwarded
+                .zip(get("callrelay_packets_forwarded_total"))
+                .map(|(a, b)| a + b);
+            scraped_cpu = scraped_cpu
+                .zip(get("process_cpu_seconds_total"))
+                .map(|(a, b)| a + b);
+        }
+        let scraped = !opts.metrics_urls.is_empty();
+        Mark {
+            at,
+            cpu,
+            received,
+            relay_cpu: pids.or(scraped_cpu.filter(|_| scraped)),
+            relay_forwarded: forwarded.filter(|_| scraped),
+        }
+    }
+
+    /// The span from `start` to this mark.
+    fn since(&self, start: &Mark) -> Span {
+        let d = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+        Span {
+            seconds: self.at.duration_since(start.at).as_secs_f64(),
+            cpu: d(self.cpu, start.cpu),
+            received: self.received.saturating_sub(start.received),
+            relay_cpu: d(self.relay_cpu, start.relay_cpu),
+            relay_forwarded: d(self.relay_forwarded, start.relay_forwarded),
+        }
+    }
+}
+
+/// Cores this process may run on: its CPU affinity (`taskset`) and cgroup quota, as
+/// `std::thread::available_parallelism` reads them (Linux: `sched_getaffinity`).
+fn allowed_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Keeps in `peak` the most CPU this process used in any one second (CPU-seconds per second,
+/// from `/proc`, 10 ms resolution), until aborted.
+async fn track_peak_cpu(peak: Arc<Mutex<Option<f64>>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = (Instant::now(), cpu_seconds("self"));
+    loop {
+        tick.tick().await;
+        let now = (Instant::now(), cpu_seconds("self"));
+        let secs = now.0.duration_since(last.0).as_secs_f64();
+        if let (Some(a), Some(b), true) = (now.1, last.1, secs > 0.0) {
+            let rate = (a - b) / secs;
+            if let Ok(mut p) = peak.lock() {
+                *p = Some(p.map_or(rate, |v: f64| v.max(rate)));
+            }
+        }
+        last = now;
+    }
+}
+
 /// CPU seconds (user + system) of process `pid` (`self` for this one), from `/proc/<pid>/stat`
 /// (Linux).
 fn cpu_seconds(pid: &str) -> Option<f64> {
@@ -1258,9 +1450,8 @@ fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64) {
             expected += kinds * others;
             let pairs: std::collections::BTreeSet<(u32, bool)> = m
                 .stats
-                .streams
-                .keys()
-                .map(|(sender, stream)| (*sender, *stream != Stream::Audio))
+                .summaries()
+                .map(|((sender, stream), _)| (sender, stream != Stream::Audio))
                 .collect();
             received += pairs.len() as u64;
         }
@@ -1316,9 +1507,9 @@ fn build_report(
         if let Some(ms) = o.join_to_connected_ms {
             connect.saturating_record((ms * 1000.0) as u64);
         }
-        for ((_, stream), s) in &o.stats.streams {
-            streams.entry(stream.name().to_owned()).or_default().add(s);
-            all.add(s);
+        for ((_, stream), s) in o.stats.summaries() {
+            streams.entry(stream.name().to_owned()).or_default().add(&s);
+            all.add(&s);
         }
         keyframe_requests += o.keyframe_requests;
         dropped_events += o.dropped_events;
@@ -1384,6 +1575,9 @@ fn build_report(
         relay,
         relay_nodes: Vec::new(),
         loadgen_cpu_seconds,
+        loadgen: LoadgenReport::default(),
+        valid: true,
+        invalid: Vec::new(),
         traffic_seconds: traffic_secs,
         thresholds: None,
         hostile: None,

@@ -1,8 +1,17 @@
 //! What a receiver counts: per (sender, stream) loss, duplicates, reordering, jitter and bytes,
 //! and a latency histogram over every packet.
+//!
+//! Two ways to count, one per receive mode (`--decrypt-sample`):
+//! - every packet decrypted (`1`): [`StreamRx`], from the loadgen header in each payload: its
+//!   per-(sender, stream) sequence number, send time (latency, jitter) and keyframe flag;
+//! - sampled (`N` > 1): [`RtpRx`], from the RTP header counts `callrelay_client` keeps per SSRC
+//!   ([`callrelay_client::RtpStreamCounts`]) — the sequence numbers the relay gives this
+//!   receiver — attributed to a (sender, stream) by [`SsrcAttribution`] from the loadgen header
+//!   of the decrypted sample; latency from the sample only.
 
 use std::collections::HashMap;
 
+use callrelay_client::RtpStreamCounts;
 use hdrhistogram::Histogram;
 
 use crate::header::{Header, Stream};
@@ -112,16 +121,188 @@ impl StreamRx {
     pub fn lost(&self) -> u64 {
         self.expected().saturating_sub(self.unique())
     }
+
+    /// What the report takes from it.
+    pub fn summary(&self) -> StreamSummary {
+        StreamSummary {
+            received: self.received,
+            expected: self.expected(),
+            lost: self.lost(),
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            skipped: self.skipped,
+            bytes: self.bytes,
+            jitter_ns: self.jitter_ns,
+            first_arrival_ns: self.first_arrival_ns,
+            last_arrival_ns: self.last_arrival_ns,
+        }
+    }
+}
+
+/// One (sender, stream) at one receiver as the report sums it, whichever way it was counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamSummary {
+    /// Packets received, duplicates included.
+    pub received: u64,
+    /// Packets expected from the sequence range.
+    pub expected: u64,
+    /// Packets missing from it.
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicates: u64,
+    /// Received after a later one.
+    pub reordered: u64,
+    /// Sequence numbers skipped by simulcast layer switches (header counting only).
+    pub skipped: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// RFC 3550 jitter, ns.
+    pub jitter_ns: f64,
+    /// First arrival, ns on the loadgen clock.
+    pub first_arrival_ns: u64,
+    /// Last arrival.
+    pub last_arrival_ns: u64,
+}
+
+/// Sampled mode: what the RTP header counts of one receiver's subscriptions give one
+/// (sender, stream), as the sum of the increments attributed to it (see [`SsrcAttribution`]).
+/// Increments are signed: a gap that opens while a subscription carries one layer and is
+/// filled by a late packet after it moved to another lowers the first layer's loss and
+/// raises nothing — the totals over layers are exact, a layer's own share is not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RtpRx {
+    received: i64,
+    expected: i64,
+    lost: i64,
+    duplicates: i64,
+    reordered: i64,
+    bytes: i64,
+    jitter_ns: f64,
+    first_arrival_ns: Option<u64>,
+    last_arrival_ns: u64,
+}
+
+impl RtpRx {
+    /// Received packets attributed so far.
+    pub fn received(&self) -> u64 {
+        self.received.max(0) as u64
+    }
+
+    /// What the report takes from it (negative shares read as 0).
+    pub fn summary(&self) -> StreamSummary {
+        let u = |v: i64| v.max(0) as u64;
+        StreamSummary {
+            received: u(self.received),
+            expected: u(self.expected),
+            lost: u(self.lost),
+            duplicates: u(self.duplicates),
+            reordered: u(self.reordered),
+            skipped: 0,
+            bytes: u(self.bytes),
+            jitter_ns: self.jitter_ns,
+            first_arrival_ns: self.first_arrival_ns.unwrap_or(0),
+            last_arrival_ns: self.last_arrival_ns,
+        }
+    }
+
+    /// Adds the increment from `before` (`None`: nothing counted yet) to `now`, which arrived
+    /// from `first_ns` (the earliest arrival the increment covers) to `last_ns`.
+    fn add(
+        &mut self,
+        before: Option<&RtpStreamCounts>,
+        now: &RtpStreamCounts,
+        first_ns: u64,
+        last_ns: u64,
+    ) {
+        let d = |f: fn(&RtpStreamCounts) -> u64| f(now) as i64 - before.map_or(0, |b| f(b) as i64);
+        self.received += d(|c| c.received);
+        self.expected += d(|c| c.expected);
+        self.lost += d(RtpStreamCounts::lost);
+        self.duplicates += d(|c| c.duplicates);
+        self.reordered += d(|c| c.reordered);
+        self.bytes += d(|c| c.bytes);
+        self.jitter_ns = now.jitter_ns;
+        self.first_arrival_ns = Some(self.first_arrival_ns.map_or(first_ns, |f| f.min(first_ns)));
+        self.last_arrival_ns = self.last_arrival_ns.max(last_ns);
+    }
+}
+
+/// Sampled mode: which (sender, stream) each (session, SSRC) a receiver counts carries, learnt
+/// from the loadgen header of its decrypted packets, and the counts already attributed.
+///
+/// The relay keeps one SSRC and one sequence of numbers per subscription when it switches
+/// simulcast layers, so loss, duplicates and reordering are counted per subscription and a
+/// switch is no gap. Counts are attributed to a layer in increments, each time they are read
+/// (every 250 ms), to the layer of the latest decrypted packet: after a switch, up to one
+/// sampling period (`N` packets) and one read interval go to the old layer. Counts of an SSRC
+/// with no decrypted packet yet wait until it has one.
+#[derive(Debug, Default)]
+pub struct SsrcAttribution {
+    carries: HashMap<(u64, u32), (u32, Stream)>,
+    attributed: HashMap<(u64, u32), RtpStreamCounts>,
+}
+
+impl SsrcAttribution {
+    /// A decrypted packet of (`session`, `ssrc`) carried header `h`.
+    pub fn learn(&mut self, session: u64, ssrc: u32, h: &Header) {
+        self.carries.insert((session, ssrc), (h.sender, h.stream));
+    }
+
+    /// Attributes what `counts` (cumulative per (session, SSRC)) added since the last call to
+    /// `stats.rtp`; returns the packets attributed. `clock_ns` turns arrivals into loadgen
+    /// clock time.
+    pub fn absorb(
+        &mut self,
+        counts: &[RtpStreamCounts],
+        stats: &mut ReceiverStats,
+        clock_ns: impl Fn(std::time::Instant) -> u64,
+    ) -> u64 {
+        let mut packets = 0;
+        for c in counts {
+            let key = (c.session, c.ssrc);
+            let Some(&carries) = self.carries.get(&key) else {
+                continue;
+            };
+            let before = self.attributed.get(&key);
+            if before == Some(c) {
+                continue;
+            }
+            let first = match before {
+                Some(b) => clock_ns(b.last_arrival),
+                None => clock_ns(c.first_arrival),
+            };
+            packets += c.received - before.map_or(0, |b| b.received);
+            stats
+                .rtp
+                .entry(carries)
+                .or_default()
+                .add(before, c, first, clock_ns(c.last_arrival));
+            self.attributed.insert(key, c.clone());
+        }
+        packets
+    }
+
+    /// Packets counted on SSRCs that never had a decrypted packet of ours (so no sender).
+    pub fn unattributed(&self, counts: &[RtpStreamCounts]) -> u64 {
+        counts
+            .iter()
+            .filter(|c| !self.carries.contains_key(&(c.session, c.ssrc)))
+            .map(|c| c.received)
+            .sum()
+    }
 }
 
 /// Everything one receiving participant measured.
 #[derive(Debug, Clone)]
 pub struct ReceiverStats {
-    /// Per (sender index, stream).
+    /// Per (sender index, stream), from the loadgen header (every packet decrypted).
     pub streams: HashMap<(u32, Stream), StreamRx>,
-    /// Wire-to-wire latency of every packet, ns.
+    /// Per (sender index, stream), from RTP header counts (sampled mode).
+    pub rtp: HashMap<(u32, Stream), RtpRx>,
+    /// Wire-to-wire latency of every packet decrypted, ns.
     pub latency: Histogram<u64>,
-    /// Media packets without our header (not counted elsewhere).
+    /// Media packets without our header (not counted elsewhere), and in sampled mode packets
+    /// counted on an SSRC none of whose packets was decrypted.
     pub foreign: u64,
 }
 
@@ -129,6 +310,7 @@ impl Default for ReceiverStats {
     fn default() -> Self {
         ReceiverStats {
             streams: HashMap::new(),
+            rtp: HashMap::new(),
             latency: latency_histogram(),
             foreign: 0,
         }
@@ -136,12 +318,30 @@ impl Default for ReceiverStats {
 }
 
 impl ReceiverStats {
-    /// Counts one received packet; returns its latency in ns.
-    pub fn record(&mut self, h: &Header, len: usize, arrival_ns: u64) -> u64 {
+    /// Every (sender, stream) received, with its summary, however it was counted.
+    pub fn summaries(&self) -> impl Iterator<Item = ((u32, Stream), StreamSummary)> + '_ {
+        let header = self.streams.iter().map(|(k, s)| (*k, s.summary()));
+        let rtp = self
+            .rtp
+            .iter()
+            .filter(|(_, s)| s.received() > 0)
+            .map(|(k, s)| (*k, s.summary()));
+        header.chain(rtp)
+    }
+
+    /// Records the latency of a decrypted packet only (sampled mode: loss and the rest come
+    /// from RTP counts); returns it in ns.
+    pub fn record_latency(&mut self, h: &Header, arrival_ns: u64) -> u64 {
         let latency = arrival_ns
             .saturating_sub(h.sent_ns)
             .clamp(1, MAX_LATENCY_NS);
         self.latency.saturating_record(latency);
+        latency
+    }
+
+    /// Counts one received packet; returns its latency in ns.
+    pub fn record(&mut self, h: &Header, len: usize, arrival_ns: u64) -> u64 {
+        let latency = self.record_latency(h, arrival_ns);
         self.streams
             .entry((h.sender, h.stream))
             .or_default()
@@ -178,8 +378,8 @@ pub struct StreamTotals {
 }
 
 impl StreamTotals {
-    /// Adds the streams of `s`.
-    pub fn add(&mut self, s: &StreamRx) {
+    /// Adds one (sender, stream) of one receiver.
+    pub fn add(&mut self, s: &StreamSummary) {
         let n = self.streams as f64;
         let span_ns = s.last_arrival_ns.saturating_sub(s.first_arrival_ns);
         let kbps = if span_ns > 0 {
@@ -193,8 +393,8 @@ impl StreamTotals {
         self.jitter_ms_max = self.jitter_ms_max.max(jitter);
         self.streams += 1;
         self.received += s.received;
-        self.expected += s.expected();
-        self.lost += s.lost();
+        self.expected += s.expected;
+        self.lost += s.lost;
         self.duplicates += s.duplicates;
         self.reordered += s.reordered;
         self.skipped += s.skipped;
@@ -296,6 +496,65 @@ mod tests {
         assert!(steady.jitter_ns < 1.0);
     }
 
+    fn counts(ssrc: u32, received: u64, expected: u64, t: std::time::Instant) -> RtpStreamCounts {
+        RtpStreamCounts {
+            session: 1,
+            ssrc,
+            pt: 96,
+            received,
+            decrypted: received / 16,
+            bytes: received * 1000,
+            expected,
+            duplicates: 0,
+            reordered: 0,
+            jitter_ns: 1e6,
+            first_arrival: t,
+            last_arrival: t + std::time::Duration::from_millis(received * 10),
+        }
+    }
+
+    #[test]
+    fn rtp_counts_go_to_the_layer_of_the_latest_decrypted_packet() {
+        let t = std::time::Instant::now();
+        let ns = |i: std::time::Instant| i.duration_since(t).as_nanos() as u64;
+        let mut a = SsrcAttribution::default();
+        let mut r = ReceiverStats::default();
+        // Nothing decrypted yet on SSRC 5: its counts wait.
+        assert_eq!(a.absorb(&[counts(5, 10, 10, t)], &mut r, ns), 0);
+        assert!(r.rtp.is_empty());
+        a.learn(1, 5, &h(Stream::VideoL, 0, 0, true));
+        assert_eq!(a.absorb(&[counts(5, 10, 10, t)], &mut r, ns), 10);
+        // The subscription moved to m; 3 packets missing so far (filled in later).
+        let mut m = h(Stream::VideoM, 0, 0, true);
+        m.sender = 0;
+        a.learn(1, 5, &m);
+        assert_eq!(a.absorb(&[counts(5, 40, 43, t)], &mut r, ns), 30);
+        assert_eq!(
+            a.absorb(&[counts(5, 40, 43, t)], &mut r, ns),
+            0,
+            "no change"
+        );
+        // The late three arrive: loss goes back to 0 in total.
+        assert_eq!(a.absorb(&[counts(5, 43, 43, t)], &mut r, ns), 3);
+        let l = r.rtp[&(0, Stream::VideoL)].summary();
+        let m = r.rtp[&(0, Stream::VideoM)].summary();
+        assert_eq!((l.received, l.expected, l.lost), (10, 10, 0));
+        assert_eq!((m.received, m.expected, m.lost), (33, 33, 0));
+        assert_eq!(l.bytes + m.bytes, 43_000);
+        assert_eq!(m.first_arrival_ns, 100_000_000, "from where l stopped");
+        assert_eq!(m.last_arrival_ns, 430_000_000);
+        let mut t2 = StreamTotals::default();
+        for (_, s) in r.summaries() {
+            t2.add(&s);
+        }
+        assert_eq!((t2.streams, t2.received, t2.lost), (2, 43, 0));
+        // An SSRC never decrypted is counted as unattributed.
+        assert_eq!(
+            a.unattributed(&[counts(5, 43, 43, t), counts(6, 7, 7, t)]),
+            7
+        );
+    }
+
     #[test]
     fn receiver_latency_is_arrival_minus_send() {
         let mut r = ReceiverStats::default();
@@ -310,7 +569,7 @@ mod tests {
         );
         assert_eq!(r.latency.len(), 2);
         let mut t = StreamTotals::default();
-        t.add(&r.streams[&(0, Stream::Audio)]);
+        t.add(&r.streams[&(0, Stream::Audio)].summary());
         assert_eq!((t.streams, t.received, t.lost), (1, 2, 0));
     }
 }

@@ -1,13 +1,15 @@
 //! The load generator against a real relay on 127.0.0.1 (in-process: HTTP on a free port,
 //! media workers on free UDP ports, a fresh SQLite store in a temp dir, dev mode): 2 rooms × 3
 //! participants for 5 s through real ICE, DTLS and SRTP. Zero loss, measured latencies, and a
-//! `/metrics` that parses and holds every metric `crates/server/src/metrics.rs` defines.
+//! `/metrics` that parses and holds every metric `crates/server/src/metrics.rs` defines; the
+//! same with receivers that decrypt one packet in 16 and count the rest from RTP headers.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callrelay_loadgen::prom::Scrape;
+use callrelay_loadgen::run::DEFAULT_DECRYPT_SAMPLE;
 use callrelay_loadgen::traffic::TrafficConfig;
 use callrelay_loadgen::{run, Auth, Options};
 use callrelay_server::app::SystemClock;
@@ -113,6 +115,8 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         relay_pids: vec![std::process::id()],
         rejoin_deadline: Duration::from_secs(30),
         hostile: false,
+        // Every packet through str0m, loss from the payload header.
+        decrypt_sample: 1,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
@@ -199,6 +203,122 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     relay.stop().await;
 }
 
+/// A counter's increase over a run.
+async fn counter(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    Scrape::parse(&text)
+        .expect("the exposition parses")
+        .sum(name)
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
+    let relay = start_relay().await;
+    let nacks_before = counter(&relay.base, "callrelay_nacks_total").await;
+    let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        urls: vec![relay.base.clone()],
+        metrics_urls: vec![format!("{}/metrics", relay.base)],
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 2,
+        publishers: 3,
+        subscribers: 0,
+        // Two layers, receivers ask for m: each subscription switches from l to m once, on
+        // one SSRC and one run of sequence numbers.
+        traffic: TrafficConfig {
+            video_layers: 2,
+            ..TrafficConfig::default()
+        },
+        duration: Duration::from_secs(5),
+        join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
+        seed: 5,
+        progress: false,
+        relay_pids: vec![std::process::id()],
+        rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
+        decrypt_sample: 16,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
+        .await
+        .expect("the run stops by itself")
+        .expect("the run completes");
+    eprintln!("{}", report.table());
+    assert_eq!(report.config.decrypt_sample, 16);
+    assert_eq!(
+        (report.participants.joined, report.participants.failed),
+        (6, 0),
+        "{:?}",
+        report.participants.errors
+    );
+    assert_eq!(report.participants.dropped_events, 0);
+    // Every stream reported: 6 receivers × 2 senders, audio and video.
+    assert_eq!(report.packets.expected_streams, 24, "{:?}", report.packets);
+    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
+    assert_eq!(report.streams["audio"].streams, 12, "{:?}", report.streams);
+    let m = report.streams.get("video_m").expect("m arrived");
+    assert_eq!(m.streams, 12, "every subscription moved to m");
+    // Nothing lost, duplicated or unattributed, counted from the RTP headers of every packet.
+    assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
+    assert_eq!(report.loss.duplicates, 0, "{:?}", report.loss);
+    assert_eq!(report.packets.foreign, 0);
+    assert_eq!(report.loss.expected, report.packets.received);
+    // What the relay says it forwarded (audio and video copies, all of them sent by 127.0.0.1
+    // before the run's last second) is exactly what the receivers counted.
+    let r = report.relay.as_ref().expect("relay metrics were read");
+    let media = r.forwarded_by_kind.get("audio").copied().unwrap_or(0.0)
+        + r.forwarded_by_kind.get("video").copied().unwrap_or(0.0);
+    let k = &report.packets;
+    assert_eq!(media, k.received as f64, "{r:?}");
+    // Each packet of audio and m reaches the 2 others of its room (l reaches nobody once the
+    // switch is done): more than one copy per packet sent, fewer than two.
+    assert!(
+        k.received > k.sent && k.received < 2 * k.sent,
+        "sent {} received {}",
+        k.sent,
+        k.received
+    );
+    // One in 16 per stream was decrypted and timed: the first of each, then every 16th.
+    let l = &report.latency_ms;
+    let streams = report.streams.values().map(|t| t.streams).sum::<u64>();
+    assert!(
+        l.count >= k.received / 16 && l.count <= k.received / 16 + streams,
+        "{} timed of {} received",
+        l.count,
+        k.received
+    );
+    assert!(l.p99.is_some_and(|v| v > 0.0), "{l:?}");
+    // Sampled receivers negotiate no NACK: nothing asked the relay to resend.
+    let nacks = counter(&relay.base, "callrelay_nacks_total").await - nacks_before;
+    assert_eq!(nacks, 0.0, "NACKs from sampled receivers");
+    // The loadgen's cost is reported next to the relay's.
+    let g = &report.loadgen;
+    assert_eq!(g.decrypt_sample, 16);
+    assert!(g.cores >= 1);
+    assert!(g.cpu_us_per_received.is_some_and(|v| v > 0.0), "{g:?}");
+    assert!(
+        g.relay_cpu_us_per_forwarded.is_some_and(|v| v > 0.0),
+        "{g:?}"
+    );
+    assert!(g.cost_ratio.is_some(), "{g:?}");
+    assert!(g.utilisation.is_some_and(|u| u > 0.0), "{g:?}");
+    // Measured once every join was done: packets both ways in that window.
+    assert_eq!(g.basis, "steady", "{g:?}");
+    let w = g.steady.expect("a steady window");
+    assert!(w.seconds > 2.0 && w.received > 1_000, "{w:?}");
+    assert!(w.relay_forwarded.is_some_and(|f| f > 1_000.0), "{w:?}");
+    assert_eq!(report.valid, !g.saturated);
+    relay.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_get_the_layer_they_ask_for() {
     let relay = start_relay().await;
@@ -225,6 +345,7 @@ async fn receivers_get_the_layer_they_ask_for() {
         rejoin_deadline: Duration::from_secs(30),
         hostile: false,
         subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
+        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
@@ -279,6 +400,8 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
         relay_pids: Vec::new(),
         rejoin_deadline: Duration::from_secs(10),
         hostile: false,
+        // Sampled: the counts of the sessions before and after the rejoin add up.
+        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
     };
     let run = tokio::spawn(run(opts));
     // Every join is done after 0.3 s; A then drains: its room's three participants get
