@@ -416,10 +416,18 @@ async fn run_session(
     let mut budgets = Budgets::new(Instant::now());
     // The sender's removal was asked of the worker (it answers through `rx`).
     let mut removing = false;
+    // Offers the relay sent that the client has not answered yet. An answer to one of them
+    // draws on no budget: the relay caused it, and when many people join at once a client
+    // owes one answer per renegotiation, far beyond the budget. Only answers beyond what is
+    // owed (a flood) are counted and refused.
+    let mut owed_answers: u32 = 0;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
                 Some(m) => {
+                    if matches!(m.msg, Some(server_message::Msg::Offer(_))) {
+                        owed_answers = owed_answers.saturating_add(1);
+                    }
                     if socket.send(Message::Text(m.to_json().into())).await.is_err() {
                         break;
                     }
@@ -436,7 +444,11 @@ async fn run_session(
                 Incoming::Message(m) => {
                     // `leave` always goes through: it ends the session.
                     let leaving = matches!(m.msg, Some(client_message::Msg::Leave(_)));
-                    let verdict = if leaving { Verdict::Allow } else { budgets.take(budget_kind(&m), Instant::now()) };
+                    let owed = owed_answers > 0 && matches!(m.msg, Some(client_message::Msg::Answer(_)));
+                    if owed {
+                        owed_answers -= 1;
+                    }
+                    let verdict = if leaving || owed { Verdict::Allow } else { budgets.take(budget_kind(&m), Instant::now()) };
                     match verdict {
                         Verdict::Allow => {
                             if !handle_message(s, a, &mut socket, m).await {

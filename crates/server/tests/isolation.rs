@@ -318,3 +318,93 @@ async fn seats_of_joins_that_never_connect_lapse_in_seconds_and_one_user_holds_f
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.stop();
 }
+
+/// Answers to the relay's own offers draw on no budget: when many people join at once, each
+/// member owes the relay one answer per renegotiation, far more than the answer budget's
+/// burst. Before, the excess answers were refused, the relay's offers stayed unanswered and
+/// whole subscriptions never opened (the capacity run's "missing streams").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_the_relays_offers_are_never_rate_limited() {
+    let relay = Relay::start(&[("CALLRELAY_MEDIA_WORKERS", "1")], &[]);
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &relay, "alice").await;
+    // Joins 20 ms apart, as a load test or a popular call's start does: each one is a
+    // renegotiation (one relay offer, one answer) for every member already in.
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let c = Client::join(
+            &relay.base,
+            &token(&format!("u{i}"), false),
+            &link,
+            audio_only(),
+        )
+        .await
+        .unwrap();
+        clients.push(c);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in &mut clients {
+        c.wait_connected(Duration::from_secs(20)).await.unwrap();
+    }
+    // Every member ends up subscribed to the 15 others' audio.
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let subscribed = |relay: &Relay| {
+        let relay = relay.base.clone();
+        async move {
+            let text = reqwest::get(format!("{relay}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.contains("callrelay_participants 16")
+        }
+    };
+    while !subscribed(&relay).await && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = metric(
+        &relay,
+        "callrelay_signaling_rate_limited_total{type=\"answer\"}",
+    )
+    .await;
+    let offers_unanswered = metric(
+        &relay,
+        "callrelay_signaling_errors_total{code=\"rate_limited\"}",
+    )
+    .await;
+    assert_eq!(refused, 0.0, "no answer was refused");
+    assert_eq!(offers_unanswered, 0.0);
+    // Audio from the last to join reaches the first.
+    let talker = std::sync::Arc::new(clients.pop().unwrap());
+    let id = talker.participant_id().to_owned();
+    let first = &mut clients[0];
+    let sending = {
+        let talker = talker.clone();
+        tokio::spawn(async move {
+            for i in 0..100u8 {
+                let mut p = vec![0xC1, i];
+                p.resize(60, 0);
+                if talker.send_audio(p).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = 0;
+    while got < 5 {
+        match tokio::time::timeout_at(until, first.next_event()).await {
+            Ok(Some(ClientEvent::Media(p))) if p.from.as_deref() == Some(&id) => got += 1,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    sending.abort();
+    assert_eq!(got, 5, "the first member hears the last");
+    drop((clients, talker));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.stop();
+}
