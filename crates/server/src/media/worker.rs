@@ -30,6 +30,8 @@ use super::gso::{Pending, Run};
 use super::{Command, JoinReply, Totals};
 use crate::metrics::MediaMetrics;
 
+/// Socket receive and send buffer asked for, bytes (the kernel caps it at rmem_max/wmem_max).
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Datagrams read per receive call (recvmmsg batch).
 const BATCH: usize = 32;
 /// Bytes per receive buffer: room for a GRO batch of full-size datagrams.
@@ -73,6 +75,22 @@ pub(super) fn run(
                 return;
             }
         };
+        // Room for a burst while the worker is busy fanning out the previous one: at the
+        // default (~208 KiB on Linux) a few hundred datagrams queued in the kernel overflow
+        // it, and what is lost there is lost for every subscriber. The kernel caps the size
+        // at net.core.{r,w}mem_max; what it grants is logged.
+        if let Err(e) = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER) {
+            tracing::debug!(worker = index, error = %e, "media socket receive buffer not enlarged");
+        }
+        if let Err(e) = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER) {
+            tracing::debug!(worker = index, error = %e, "media socket send buffer not enlarged");
+        }
+        tracing::debug!(
+            worker = index,
+            receive = state.recv_buffer_size((&socket).into()).ok(),
+            send = state.send_buffer_size((&socket).into()).ok(),
+            "media socket buffers"
+        );
         // The socket's own address (not the announced one): its family decides how
         // destinations are written for the kernel.
         let bound = match socket.local_addr() {
@@ -356,6 +374,13 @@ impl Worker {
                 let now = Instant::now();
                 self.datagram(now, m.addr, &buf[off..end]);
                 off = end;
+                // Copies leave as soon as a full sendmmsg's worth is waiting, not at the end of
+                // the batch: the first datagrams' copies do not wait for the whole batch's
+                // fan-out (at a fan-out of 29, a batch of 32 is ~900 copies, ~7 ms of work).
+                self.queue_transmits().await;
+                if self.pending.unsent().len() >= callrelay_udp::MAX_ENTRIES {
+                    self.send_pending().await;
+                }
             }
         }
         // Work per burst: the whole batch is in the core; what it has to send for all of it
