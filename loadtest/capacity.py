@@ -285,6 +285,20 @@ def run_step(target, shape, rooms, seconds, loadgen_core, outdir):
     return figures(r, shape, rooms, participants, rss_before, sampler.peak, wall)
 
 
+def steady_util(lg):
+    st = lg.get("steady") or {}
+    if st.get("relay_cpu") is not None and st.get("seconds"):
+        return st["relay_cpu"] / st["seconds"]
+    return None
+
+
+def steady_rate(lg):
+    st = lg.get("steady") or {}
+    if st.get("relay_forwarded") is not None and st.get("seconds"):
+        return st["relay_forwarded"] / st["seconds"]
+    return None
+
+
 def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
     secs = r.get("traffic_seconds") or 0.0
     relay = r.get("relay") or {}
@@ -299,6 +313,7 @@ def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
         forwarded = received
     relay_cpu = relay.get("cpu_seconds")
     loadgen_cpu = r.get("loadgen_cpu_seconds")
+    lg = r.get("loadgen") or {}
     f = {
         "shape": shape,
         "rooms": rooms,
@@ -306,9 +321,13 @@ def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
         "traffic_seconds": secs,
         "forwarded_per_s": forwarded / secs if secs else None,
         "received_per_s": received / secs if secs else None,
-        "relay_cpu_util": relay_cpu / secs if (relay_cpu is not None and secs) else None,
-        "relay_cpu_us_per_forwarded": (relay_cpu * 1e6 / forwarded
-                                       if (relay_cpu is not None and forwarded) else None),
+        # Over the loadgen's steady window (after the last join: no DTLS handshakes in it)
+        # when there was one, else over the whole run.
+        "relay_cpu_util": steady_util(lg) or (relay_cpu / secs
+                                              if (relay_cpu is not None and secs) else None),
+        "relay_cpu_us_per_forwarded": lg.get("relay_cpu_us_per_forwarded") or (
+            relay_cpu * 1e6 / forwarded if (relay_cpu is not None and forwarded) else None),
+        "forwarded_per_s_steady": steady_rate(lg),
         "relay_p50_ms": relay.get("forward_latency_ms_p50"),
         "relay_p99_ms": relay.get("forward_latency_ms_p99"),
         "relay_p999_ms": relay.get("forward_latency_ms_p999"),
@@ -319,19 +338,25 @@ def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
         "missing_streams": packets.get("missing_streams"),
         "failed_joins": parts.get("failed"),
         "closed_by_relay": sum((parts.get("closed_by_relay") or {}).values()),
-        "loadgen_cpu_util": loadgen_cpu / secs if (loadgen_cpu is not None and secs) else None,
-        "loadgen_cpu_us_per_received": (loadgen_cpu * 1e6 / received
-                                        if (loadgen_cpu is not None and received) else None),
+        # The loadgen's own figures, over its steady window (after the joins) when it had one.
+        "loadgen_cpu_util": lg.get("utilisation", (loadgen_cpu / secs)
+                                   if (loadgen_cpu is not None and secs) else None),
+        "loadgen_cpu_us_per_received": lg.get("cpu_us_per_received", (
+            loadgen_cpu * 1e6 / received if (loadgen_cpu is not None and received) else None)),
+        "loadgen_basis": lg.get("basis", "whole run"),
+        "decrypt_sample": lg.get("decrypt_sample"),
         "rss_before_kib": rss_before,
         "rss_peak_kib": rss_peak,
         "kib_per_participant": ((rss_peak - rss_before) / participants
                                 if (rss_before and rss_peak) else None),
         "wall_seconds": round(wall, 1),
     }
+    if f["forwarded_per_s_steady"]:
+        f["forwarded_per_s"] = f["forwarded_per_s_steady"]
     if f["relay_cpu_us_per_forwarded"] and f["loadgen_cpu_us_per_received"]:
         f["loadgen_to_relay_cpu_ratio"] = (f["loadgen_cpu_us_per_received"]
                                            / f["relay_cpu_us_per_forwarded"])
-    f["invalid"] = (f["loadgen_cpu_util"] or 0) >= LOADGEN_SATURATED
+    f["invalid"] = (f["loadgen_cpu_util"] or 0) >= LOADGEN_SATURATED or r.get("valid") is False
     reasons = []
     if (f["loss"] or 0) >= MAX_LOSS:
         reasons.append(f"loss {f['loss']:.4%}")
