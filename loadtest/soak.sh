@@ -17,6 +17,10 @@
 #                      shorter run)
 #   SOAK_OUT           directory for the report, the RSS samples and the relay's log (default: a
 #                      temporary one, printed)
+#   SOAK_PIN=1         the relay on the first allowed core with one media worker and the loadgen
+#                      on the second (taskset), as loadtest/capacity.sh measures a knee; without
+#                      it both share every core and the relay runs its default workers
+#   SOAK_LOADGEN_ARGS  more callrelay-loadgen arguments (e.g. "--subscribe-layer h")
 #   LOADTEST_NO_BUILD=1  reuse target/release binaries
 # Exit code: 0 passed, 1 an error or a failed check (printed).
 set -euo pipefail
@@ -58,6 +62,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+relay_pin=()
+loadgen_pin=()
+if [ -n "${SOAK_PIN:-}" ]; then
+  read -r core0 core1 < <(python3 -c 'import os; c=sorted(os.sched_getaffinity(0)); print(c[0], c[1 % len(c)])')
+  relay_pin=(taskset -c "$core0")
+  loadgen_pin=(taskset -c "$core1")
+  export CALLRELAY_MEDIA_WORKERS=1
+fi
+read -r -a extra_args <<<"${SOAK_LOADGEN_ARGS:-}"
+
 CALLRELAY_MEDIA_PORTS=0 \
 CALLRELAY_MEDIA_BIND_IP=127.0.0.1 \
 CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE=100000 \
@@ -65,7 +79,7 @@ CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE=100000 \
 CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE=100000 \
 CALLRELAY_DRAIN_DEADLINE=5s \
 CALLRELAY_LOG_LEVEL="${CALLRELAY_LOG_LEVEL:-warn}" \
-  target/release/callrelay serve --dev --http-addr "127.0.0.1:${port}" \
+  "${relay_pin[@]}" target/release/callrelay serve --dev --http-addr "127.0.0.1:${port}" \
   --public-url "$base" --data-dir "$data" 2>"$out/relay.log" &
 relay_pid=$!
 for _ in $(seq 1 100); do
@@ -103,8 +117,8 @@ sampler_pid=$!
 
 echo "soak.sh: $rooms rooms x $publishers publishers + 1 hostile each, $duration, relay pid $relay_pid, output in $out" >&2
 set +e
-target/release/callrelay-loadgen --url "$base" --dev --relay-pid "$relay_pid" \
-  "${link_args[@]}" --publishers "$publishers" --duration "$duration" --hostile \
+"${loadgen_pin[@]}" target/release/callrelay-loadgen --url "$base" --dev --relay-pid "$relay_pid" \
+  "${link_args[@]}" --publishers "$publishers" --duration "$duration" --hostile "${extra_args[@]}" \
   --max-loss 0.001 --json "$out/report.json" -q | tee "$out/report.txt"
 rc=${PIPESTATUS[0]}
 set -e
