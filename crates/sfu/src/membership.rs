@@ -77,8 +77,12 @@ pub(crate) struct Participant {
     /// (cumulative), so that [`SfuStats::nacks_received`][crate::SfuStats::nacks_received]
     /// adds only the difference.
     pub(crate) egress_nacks: HashMap<(Mid, Option<Rid>), u64>,
-    /// What each payload type means in its accepted SDPs (see [`crate::payload_types`]).
+    /// What each payload type means in its accepted offers (see [`crate::payload_types`]).
     pub(crate) payload_types: PayloadTypes,
+    /// The same for its accepted answers, kept apart: an answer uses the payload types of the
+    /// relay's offer, which need not mean what the client's own offer gave them (Chromium's
+    /// answers differ so), and only answers among themselves must agree.
+    pub(crate) answered_types: PayloadTypes,
     /// Its media ingress budget (see [`crate::ingress`]).
     pub(crate) ingress: IngressBudget,
     /// [`Event::FirstMedia`] was raised for it.
@@ -205,6 +209,7 @@ impl Sfu {
             bwe_desired: 0,
             egress_nacks: HashMap::new(),
             payload_types,
+            answered_types: PayloadTypes::default(),
             ingress: IngressBudget::default(),
             sent_media: false,
         });

@@ -102,10 +102,10 @@ impl Sfu {
         }
         // Checked before the pending offer is taken: a refused answer leaves the offer
         // outstanding, so a corrected answer can still complete it.
-        let payload_types = p.payload_types.check(answer_sdp)?;
+        let answered_types = p.answered_types.check(answer_sdp)?;
         let pending = p.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
         match guarded(|| p.rtc.sdp_api().accept_answer(pending, answer)) {
-            Some(Ok(())) => p.payload_types.commit(payload_types),
+            Some(Ok(())) => p.answered_types.commit(answered_types),
             // A broken answer costs this participant only.
             Some(Err(e)) => {
                 self.remove_slot(slot, RemoveReason::Error);

@@ -10,6 +10,10 @@
 //! [`crate::guarded`]), but it would still cost that participant its call for a mistake an
 //! answer can refuse cleanly. So the relay checks the rule on the text first, and an SDP that
 //! breaks it is refused with [`SfuError::PayloadTypeChanged`] and changes nothing.
+//!
+//! A client's offers and its answers are checked apart: an answer takes the payload types of
+//! the relay's offer, and Chromium answers with numbers whose format parameters differ from
+//! what its own offer gave them (refusing that broke every browser video call).
 
 use std::collections::BTreeMap;
 
