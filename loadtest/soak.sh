@@ -7,8 +7,9 @@
 #   loadtest/soak.sh                                   # 10 min, 6 rooms x 5 publishers, --hostile
 #   SOAK_DURATION=60s SOAK_ROOMS=2 SOAK_PUBLISHERS=3 loadtest/soak.sh   # a short one (the CI smoke)
 #
-# The load is the highest load sustained in loadtest/README.md (6 rooms x 5 publishers, audio
-# and 3 video layers) until the capacity measurement gives 80 % of the knee. Environment:
+# The default load is 6 rooms x 5 publishers (audio and 3 video layers). 80 % of the meeting knee
+# that loadtest/capacity.sh measured is SOAK_PIN=1 SOAK_ROOMS=12 SOAK_LOADGEN_ARGS="--subscribe-layer h"
+# (README, "Soak"). Environment:
 #   SOAK_DURATION      how long traffic flows (default 10m)
 #   SOAK_ROOMS         rooms (default 6); SOAK_PUBLISHERS per room (default 5)
 #   SOAK_RSS_SLACK_MB  allowed RSS growth after warm-up, MiB (default 32), plus SOAK_RSS_SLACK_PCT
