@@ -4,6 +4,12 @@
 //! global. Conventions: base units (`_seconds`), counters end in `_total`, node-level labels only
 //! (never a label per link, room or participant).
 
+use std::sync::{Arc, Mutex};
+
+use callrelay_sfu::SfuStats;
+use callrelay_udp::SendStats;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,
@@ -229,9 +235,6 @@ pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 ];
 
-/// Media kinds used as the `kind` label of packet and byte counters.
-pub const MEDIA_KINDS: [&str; 3] = ["audio", "video", "rtcp"];
-
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
@@ -444,28 +447,271 @@ pub const SIGNALING_ERROR_CODES: [&str; 15] = [
     "internal",
 ];
 
+/// What one media worker has counted since it started (cumulative): its core's
+/// [`SfuStats`], its sender's [`SendStats`] and the datagrams the kernel refused. The worker
+/// copies its counts here after each burst (one uncontended lock, no label lookup);
+/// [`WorkerCounters`] sums the workers when Prometheus scrapes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerCounts {
+    /// The forwarding core's counters.
+    pub sfu: SfuStats,
+    /// The socket sender's counters.
+    pub sends: SendStats,
+    /// Outgoing datagrams the kernel refused (`callrelay_datagrams_dropped_total{reason="send_failed"}`).
+    pub send_failed: u64,
+}
+
+/// One worker's published [`WorkerCounts`].
+pub type WorkerCountsCell = Arc<Mutex<WorkerCounts>>;
+
+/// The media workers' counter families, a [`Collector`] read at scrape time.
+///
+/// The workers keep plain counters (their [`Sfu`][callrelay_sfu::Sfu]'s [`SfuStats`]) and
+/// publish a copy after each burst; a scrape sums the copies of every worker that ever ran (a
+/// stopped worker's counts stay, so the counters never go down). Nothing on the forwarding
+/// path touches a shared metric.
+#[derive(Clone, Debug)]
+pub struct WorkerCounters {
+    inner: Arc<WorkerCountersInner>,
+}
+
+#[derive(Debug)]
+struct WorkerCountersInner {
+    workers: Mutex<Vec<WorkerCountsCell>>,
+    /// The families, set to the sums at each scrape (under this lock, so two scrapes do not
+    /// interleave their resets and sets).
+    families: Mutex<WorkerFamilies>,
+    descs: Vec<Desc>,
+}
+
+#[derive(Debug)]
+struct WorkerFamilies {
+    packets_received: IntCounterVec,
+    bytes_received: IntCounterVec,
+    packets_forwarded: IntCounterVec,
+    bytes_forwarded: IntCounterVec,
+    datagrams_dropped: IntCounterVec,
+    datagrams_sent: IntCounter,
+    send_syscalls: IntCounter,
+    keyframe_requests: IntCounter,
+    keyframe_requests_throttled: IntCounter,
+    nacks: IntCounter,
+}
+
+impl WorkerFamilies {
+    fn new() -> prometheus::Result<WorkerFamilies> {
+        Ok(WorkerFamilies {
+            packets_received: IntCounterVec::new(
+                Opts::new("callrelay_packets_received_total", "RTP/RTCP packets received from participants, by media kind."),
+                &["kind"],
+            )?,
+            bytes_received: IntCounterVec::new(
+                Opts::new("callrelay_bytes_received_total", "Bytes of RTP/RTCP packets received, by media kind (RTP: payload bytes; RTCP: datagram bytes)."),
+                &["kind"],
+            )?,
+            packets_forwarded: IntCounterVec::new(
+                Opts::new("callrelay_packets_forwarded_total", "Packet copies forwarded to subscribers, by media kind."),
+                &["kind"],
+            )?,
+            bytes_forwarded: IntCounterVec::new(
+                Opts::new("callrelay_bytes_forwarded_total", "Bytes of packet copies forwarded to subscribers, by media kind."),
+                &["kind"],
+            )?,
+            datagrams_dropped: IntCounterVec::new(
+                Opts::new("callrelay_datagrams_dropped_total", "Datagrams dropped before or during processing, by reason."),
+                &["reason"],
+            )?,
+            datagrams_sent: IntCounter::new(
+                "callrelay_media_datagrams_sent_total",
+                "Datagrams the media workers handed to the kernel (each segment of a GSO send counts).",
+            )?,
+            send_syscalls: IntCounter::new(
+                "callrelay_media_send_syscalls_total",
+                "Send system calls made by the media workers (sendmmsg: many datagrams, many destinations each).",
+            )?,
+            keyframe_requests: IntCounter::new(
+                "callrelay_keyframe_requests_total",
+                "Keyframe requests (PLI/FIR) sent to publishers after throttling.",
+            )?,
+            keyframe_requests_throttled: IntCounter::new(
+                "callrelay_keyframe_requests_throttled_total",
+                "Keyframe requests (PLI/FIR) not relayed to the publisher: one for the same layer went out within the throttle interval.",
+            )?,
+            nacks: IntCounter::new("callrelay_nacks_total", "NACK feedback packets received from subscribers.")?,
+        })
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 10] {
+        [
+            &self.packets_received,
+            &self.bytes_received,
+            &self.packets_forwarded,
+            &self.bytes_forwarded,
+            &self.datagrams_dropped,
+            &self.datagrams_sent,
+            &self.send_syscalls,
+            &self.keyframe_requests,
+            &self.keyframe_requests_throttled,
+            &self.nacks,
+        ]
+    }
+
+    /// Sets every series to `c`.
+    fn set(&self, c: &WorkerCounts) {
+        let set = |counter: IntCounter, v: u64| {
+            counter.reset();
+            counter.inc_by(v);
+        };
+        let s = &c.sfu;
+        let kind = |v: &IntCounterVec, k: &str| v.with_label_values(&[k]);
+        for (k, packets, bytes) in [
+            ("audio", s.audio_received, s.audio_bytes_received),
+            ("video", s.video_received, s.video_bytes_received),
+            ("rtcp", s.rtcp_received, s.rtcp_bytes_received),
+        ] {
+            set(kind(&self.packets_received, k), packets);
+            set(kind(&self.bytes_received, k), bytes);
+        }
+        for (k, packets, bytes) in [
+            ("audio", s.audio_forwarded, s.audio_bytes_forwarded),
+            ("video", s.video_forwarded, s.video_bytes_forwarded),
+        ] {
+            set(kind(&self.packets_forwarded, k), packets);
+            set(kind(&self.bytes_forwarded, k), bytes);
+        }
+        for reason in DROP_REASONS {
+            let v = match reason {
+                "oversized" => s.dropped_oversized,
+                "runt" => s.dropped_runt + s.dropped_malformed,
+                "unknown_source" => s.dropped_unknown_source,
+                "bad_stun" => s.dropped_bad_stun,
+                "before_keys" => s.dropped_before_keys,
+                "not_negotiated" => s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
+                "ssrc_limit" => s.rtp_dropped_ssrc_limit,
+                "ingress_limit" => s.rtp_dropped_ingress_limit,
+                "error" => s.dropped_rtc_error + s.sessions_panicked,
+                "send_failed" => c.send_failed,
+                _ => 0,
+            };
+            set(kind(&self.datagrams_dropped, reason), v);
+        }
+        set(self.datagrams_sent.clone(), c.sends.datagrams);
+        set(self.send_syscalls.clone(), c.sends.syscalls);
+        set(self.keyframe_requests.clone(), s.keyframe_requests_relayed);
+        set(
+            self.keyframe_requests_throttled.clone(),
+            s.keyframe_requests_throttled,
+        );
+        set(self.nacks.clone(), s.nacks_received);
+    }
+}
+
+impl WorkerCounters {
+    /// The families, with no worker yet (every series at 0).
+    pub fn new() -> prometheus::Result<WorkerCounters> {
+        let families = WorkerFamilies::new()?;
+        let descs = families
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        Ok(WorkerCounters {
+            inner: Arc::new(WorkerCountersInner {
+                workers: Mutex::new(Vec::new()),
+                families: Mutex::new(families),
+                descs,
+            }),
+        })
+    }
+
+    /// A new worker's cell: the worker writes its cumulative counts into it.
+    pub fn add_worker(&self) -> WorkerCountsCell {
+        let cell = WorkerCountsCell::default();
+        lock(&self.inner.workers).push(cell.clone());
+        cell
+    }
+
+    /// The sum over every worker now.
+    pub fn totals(&self) -> WorkerCounts {
+        let cells = lock(&self.inner.workers).clone();
+        let mut t = WorkerCounts::default();
+        for cell in cells {
+            let c = *lock(&cell);
+            t.add(&c);
+        }
+        t
+    }
+}
+
+impl WorkerCounts {
+    fn add(&mut self, o: &WorkerCounts) {
+        let (t, s) = (&mut self.sfu, &o.sfu);
+        t.audio_received += s.audio_received;
+        t.audio_bytes_received += s.audio_bytes_received;
+        t.video_received += s.video_received;
+        t.video_bytes_received += s.video_bytes_received;
+        t.rtcp_received += s.rtcp_received;
+        t.rtcp_bytes_received += s.rtcp_bytes_received;
+        t.audio_forwarded += s.audio_forwarded;
+        t.audio_bytes_forwarded += s.audio_bytes_forwarded;
+        t.video_forwarded += s.video_forwarded;
+        t.video_bytes_forwarded += s.video_bytes_forwarded;
+        t.dropped_oversized += s.dropped_oversized;
+        t.dropped_runt += s.dropped_runt;
+        t.dropped_malformed += s.dropped_malformed;
+        t.dropped_unknown_source += s.dropped_unknown_source;
+        t.dropped_bad_stun += s.dropped_bad_stun;
+        t.dropped_before_keys += s.dropped_before_keys;
+        t.rtp_dropped_unknown_track += s.rtp_dropped_unknown_track;
+        t.rtp_dropped_video_in_voice += s.rtp_dropped_video_in_voice;
+        t.rtp_dropped_ssrc_limit += s.rtp_dropped_ssrc_limit;
+        t.rtp_dropped_ingress_limit += s.rtp_dropped_ingress_limit;
+        t.dropped_rtc_error += s.dropped_rtc_error;
+        t.sessions_panicked += s.sessions_panicked;
+        t.keyframe_requests_relayed += s.keyframe_requests_relayed;
+        t.keyframe_requests_throttled += s.keyframe_requests_throttled;
+        t.nacks_received += s.nacks_received;
+        self.sends.datagrams += o.sends.datagrams;
+        self.sends.syscalls += o.sends.syscalls;
+        self.send_failed += o.send_failed;
+    }
+}
+
+impl Collector for WorkerCounters {
+    fn desc(&self) -> Vec<&Desc> {
+        self.inner.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let totals = self.totals();
+        let families = lock(&self.inner.families);
+        families.set(&totals);
+        families
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+/// A lock whose holder panicked still holds plain counts: use them.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The metric families of the media plane (UDP workers, the forwarding core, signaling).
 #[derive(Clone, Debug)]
 pub struct MediaMetrics {
     /// `callrelay_forward_latency_seconds`: arrival of a datagram at the socket to the moment each
     /// forwarded copy is handed to the kernel, time held back by the pacer included.
     pub forward_latency: Histogram,
-    /// `callrelay_packets_received_total{kind}`
-    pub packets_received: IntCounterVec,
-    /// `callrelay_bytes_received_total{kind}`
-    pub bytes_received: IntCounterVec,
-    /// `callrelay_packets_forwarded_total{kind}`
-    pub packets_forwarded: IntCounterVec,
-    /// `callrelay_bytes_forwarded_total{kind}`
-    pub bytes_forwarded: IntCounterVec,
-    /// `callrelay_datagrams_dropped_total{reason}`
-    pub datagrams_dropped: IntCounterVec,
-    /// `callrelay_media_datagrams_sent_total`: datagrams the media workers handed to the
-    /// kernel (each segment of a GSO send counts).
-    pub datagrams_sent: IntCounter,
-    /// `callrelay_media_send_syscalls_total`: send system calls the media workers made
-    /// (`sendmmsg`, each carrying many datagrams). Datagrams sent over this is the batching.
-    pub send_syscalls: IntCounter,
+    /// The media workers' counters, read at scrape time: `callrelay_packets_received_total`,
+    /// `callrelay_bytes_received_total`, `callrelay_packets_forwarded_total`,
+    /// `callrelay_bytes_forwarded_total`, `callrelay_datagrams_dropped_total`,
+    /// `callrelay_media_datagrams_sent_total`, `callrelay_media_send_syscalls_total`,
+    /// `callrelay_keyframe_requests_total`, `callrelay_keyframe_requests_throttled_total`,
+    /// `callrelay_nacks_total` (see [`WorkerCounters`]).
+    pub workers: WorkerCounters,
     /// `callrelay_rooms`
     pub rooms: IntGauge,
     /// `callrelay_participants`
@@ -476,14 +722,6 @@ pub struct MediaMetrics {
     pub join_to_first_packet: Histogram,
     /// `callrelay_participants_removed_total{reason}`
     pub participants_removed: IntCounterVec,
-    /// `callrelay_keyframe_requests_total`
-    pub keyframe_requests: IntCounter,
-    /// `callrelay_keyframe_requests_throttled_total`: keyframe requests (PLI/FIR) from
-    /// subscribers, or the relay's own, not relayed to the publisher because one for the same
-    /// layer went out within the throttle interval.
-    pub keyframe_requests_throttled: IntCounter,
-    /// `callrelay_nacks_total`
-    pub nacks: IntCounter,
     /// `callrelay_worker_busy_ratio{worker}`: share of the last interval a worker spent working.
     pub worker_busy: prometheus::GaugeVec,
     /// `callrelay_signaling_sessions`
@@ -508,34 +746,7 @@ impl MediaMetrics {
                 )
                 .buckets(FORWARD_LATENCY_BUCKETS.to_vec()),
             )?,
-            packets_received: IntCounterVec::new(
-                Opts::new("callrelay_packets_received_total", "RTP/RTCP packets received from participants, by media kind."),
-                &["kind"],
-            )?,
-            bytes_received: IntCounterVec::new(
-                Opts::new("callrelay_bytes_received_total", "Bytes of RTP/RTCP packets received, by media kind."),
-                &["kind"],
-            )?,
-            packets_forwarded: IntCounterVec::new(
-                Opts::new("callrelay_packets_forwarded_total", "Packet copies forwarded to subscribers, by media kind."),
-                &["kind"],
-            )?,
-            bytes_forwarded: IntCounterVec::new(
-                Opts::new("callrelay_bytes_forwarded_total", "Bytes of packet copies forwarded to subscribers, by media kind."),
-                &["kind"],
-            )?,
-            datagrams_dropped: IntCounterVec::new(
-                Opts::new("callrelay_datagrams_dropped_total", "Datagrams dropped before or during processing, by reason."),
-                &["reason"],
-            )?,
-            datagrams_sent: IntCounter::new(
-                "callrelay_media_datagrams_sent_total",
-                "Datagrams the media workers handed to the kernel (each segment of a GSO send counts).",
-            )?,
-            send_syscalls: IntCounter::new(
-                "callrelay_media_send_syscalls_total",
-                "Send system calls made by the media workers (sendmmsg: many datagrams, many destinations each).",
-            )?,
+            workers: WorkerCounters::new()?,
             rooms: IntGauge::new("callrelay_rooms", "Rooms with at least one participant on this node.")?,
             participants: IntGauge::new("callrelay_participants", "Participants connected to this node.")?,
             published_tracks: prometheus::IntGaugeVec::new(
@@ -553,15 +764,6 @@ impl MediaMetrics {
                 Opts::new("callrelay_participants_removed_total", "Participants removed from calls, by reason."),
                 &["reason"],
             )?,
-            keyframe_requests: IntCounter::new(
-                "callrelay_keyframe_requests_total",
-                "Keyframe requests (PLI/FIR) sent to publishers after throttling.",
-            )?,
-            keyframe_requests_throttled: IntCounter::new(
-                "callrelay_keyframe_requests_throttled_total",
-                "Keyframe requests (PLI/FIR) not relayed to the publisher: one for the same layer went out within the throttle interval.",
-            )?,
-            nacks: IntCounter::new("callrelay_nacks_total", "NACK feedback packets received from subscribers.")?,
             worker_busy: prometheus::GaugeVec::new(
                 Opts::new("callrelay_worker_busy_ratio", "Share of time (0-1) each media worker spent working over the last second."),
                 &["worker"],
@@ -581,21 +783,12 @@ impl MediaMetrics {
             )?,
         };
         registry.register(Box::new(m.forward_latency.clone()))?;
-        registry.register(Box::new(m.packets_received.clone()))?;
-        registry.register(Box::new(m.bytes_received.clone()))?;
-        registry.register(Box::new(m.packets_forwarded.clone()))?;
-        registry.register(Box::new(m.bytes_forwarded.clone()))?;
-        registry.register(Box::new(m.datagrams_dropped.clone()))?;
-        registry.register(Box::new(m.datagrams_sent.clone()))?;
-        registry.register(Box::new(m.send_syscalls.clone()))?;
+        registry.register(Box::new(m.workers.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
         registry.register(Box::new(m.participants.clone()))?;
         registry.register(Box::new(m.published_tracks.clone()))?;
         registry.register(Box::new(m.join_to_first_packet.clone()))?;
         registry.register(Box::new(m.participants_removed.clone()))?;
-        registry.register(Box::new(m.keyframe_requests.clone()))?;
-        registry.register(Box::new(m.keyframe_requests_throttled.clone()))?;
-        registry.register(Box::new(m.nacks.clone()))?;
         registry.register(Box::new(m.worker_busy.clone()))?;
         registry.register(Box::new(m.signaling_sessions.clone()))?;
         registry.register(Box::new(m.signaling_errors.clone()))?;
@@ -604,17 +797,8 @@ impl MediaMetrics {
         for k in crate::budget::Kind::ALL {
             m.signaling_rate_limited.with_label_values(&[k.as_str()]);
         }
-        for kind in MEDIA_KINDS {
-            m.packets_received.with_label_values(&[kind]);
-            m.bytes_received.with_label_values(&[kind]);
-            m.packets_forwarded.with_label_values(&[kind]);
-            m.bytes_forwarded.with_label_values(&[kind]);
-        }
         for kind in ["audio", "video"] {
             m.published_tracks.with_label_values(&[kind]);
-        }
-        for reason in DROP_REASONS {
-            m.datagrams_dropped.with_label_values(&[reason]);
         }
         for code in SIGNALING_ERROR_CODES {
             m.signaling_errors.with_label_values(&[code]);
@@ -656,5 +840,45 @@ mod tests {
             let line = format!("callrelay_datagrams_dropped_total{{reason=\"{reason}\"}} 0\n");
             assert!(text.contains(&line), "{line}{text}");
         }
+    }
+
+    #[test]
+    fn the_workers_counts_are_summed_when_scraped() {
+        let registry = Registry::new();
+        let m = MediaMetrics::register(&registry).unwrap();
+        let a = m.workers.add_worker();
+        let b = m.workers.add_worker();
+        {
+            let mut a = a.lock().unwrap();
+            a.sfu.audio_forwarded = 7;
+            a.sfu.rtcp_received = 3;
+            a.sfu.dropped_runt = 1;
+            a.sfu.dropped_malformed = 1;
+            a.sends.syscalls = 4;
+        }
+        {
+            let mut b = b.lock().unwrap();
+            b.sfu.audio_forwarded = 5;
+            b.send_failed = 2;
+            b.sends.syscalls = 6;
+        }
+        let text = render(&registry);
+        for line in [
+            r#"callrelay_packets_forwarded_total{kind="audio"} 12"#,
+            r#"callrelay_packets_received_total{kind="rtcp"} 3"#,
+            r#"callrelay_datagrams_dropped_total{reason="runt"} 2"#,
+            r#"callrelay_datagrams_dropped_total{reason="send_failed"} 2"#,
+            "callrelay_media_send_syscalls_total 10",
+            "# TYPE callrelay_nacks_total counter",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}\n{text}");
+        }
+        // A second scrape sets the same values; it does not add them again.
+        assert_eq!(render(&registry), text);
+        // Later counts of one worker show at the next scrape.
+        b.lock().unwrap().sfu.audio_forwarded = 6;
+        assert!(
+            render(&registry).contains("callrelay_packets_forwarded_total{kind=\"audio\"} 13\n")
+        );
     }
 }

@@ -355,6 +355,10 @@ pub struct SfuStats {
     pub video_received: u64,
     /// Payload bytes of those.
     pub video_bytes_received: u64,
+    /// SRTCP datagrams from participants with keys (before str0m authenticates them).
+    pub rtcp_received: u64,
+    /// Bytes of those datagrams.
+    pub rtcp_bytes_received: u64,
     /// Audio RTP copies handed to subscribers.
     pub audio_forwarded: u64,
     /// Payload bytes of those.

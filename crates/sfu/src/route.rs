@@ -101,6 +101,10 @@ impl Sfu {
                     self.stats.dropped_before_keys += 1;
                     return;
                 }
+                if kind == Srtp::Rtcp {
+                    self.stats.rtcp_received += 1;
+                    self.stats.rtcp_bytes_received += bytes.len() as u64;
+                }
                 if let Srtp::Rtp(ssrc) = kind {
                     if !p.ssrcs.contains(ssrc) {
                         let cap = self.config.max_ssrcs_per_participant;

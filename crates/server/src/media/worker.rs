@@ -16,11 +16,9 @@ use callrelay_proto::signal::{
     SessionDescription, TrackPublished, TrackUnpublished,
 };
 use callrelay_proto::ServerMessage;
-use callrelay_sfu::{
-    Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, SfuStats, TrackKind,
-};
-use callrelay_udp::{SendStats, Sender};
-use prometheus::IntCounter;
+use callrelay_sfu::{Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind};
+use callrelay_udp::Sender;
+use prometheus::local::LocalHistogram;
 use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
@@ -28,7 +26,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::gso::{Pending, Run};
 use super::{Command, JoinReply, Totals};
-use crate::metrics::MediaMetrics;
+use crate::metrics::{MediaMetrics, WorkerCounts, WorkerCountsCell};
 
 /// Socket receive and send buffer asked for, bytes (the kernel caps it at rmem_max/wmem_max).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -113,16 +111,16 @@ pub(super) fn run(
             metrics: metrics.clone(),
             sessions: HashMap::new(),
             rooms: HashMap::new(),
-            last_stats: SfuStats::default(),
             busy: Duration::ZERO,
             totals,
             reported: (0, 0),
             pending: Pending::new(),
             sender: Sender::new(bound),
-            reported_sends: SendStats::default(),
             gso_refused: false,
             backlogged: Vec::new(),
-            counters: Counters::new(&metrics),
+            counts: metrics.workers.add_worker(),
+            send_failed: 0,
+            latency: metrics.forward_latency.local(),
         };
         worker.run(commands).await;
     });
@@ -178,7 +176,6 @@ struct Worker {
     metrics: MediaMetrics,
     sessions: HashMap<ParticipantId, Session>,
     rooms: HashMap<RoomKey, RoomInfo>,
-    last_stats: SfuStats,
     busy: Duration,
     totals: Arc<Totals>,
     /// (rooms, participants) last added to `totals`.
@@ -187,63 +184,17 @@ struct Worker {
     pending: Pending,
     /// Sends `pending`; counts its syscalls and datagrams.
     sender: Sender,
-    /// `sender`'s counters last added to the metrics.
-    reported_sends: SendStats,
     /// The kernel refused a GSO send on this socket (a driver without UDP GSO): no more runs.
     gso_refused: bool,
     /// Sessions with a non-empty `backlog`.
     backlogged: Vec<ParticipantId>,
-    /// This worker's children of the labelled counters, looked up once.
-    counters: Counters,
-}
-
-/// The labelled counters the worker adds to after each burst, resolved to their children when
-/// the worker starts: adding is then one atomic add, with no label hashing or map lookup on
-/// the shared metric vectors per loop turn.
-struct Counters {
-    /// audio, video.
-    packets_received: [IntCounter; 2],
-    bytes_received: [IntCounter; 2],
-    packets_forwarded: [IntCounter; 2],
-    bytes_forwarded: [IntCounter; 2],
-    oversized: IntCounter,
-    runt: IntCounter,
-    unknown_source: IntCounter,
-    bad_stun: IntCounter,
-    before_keys: IntCounter,
-    ssrc_limit: IntCounter,
-    ingress_limit: IntCounter,
-    not_negotiated: IntCounter,
-    error: IntCounter,
-    send_failed: IntCounter,
-}
-
-impl Counters {
-    fn new(m: &MediaMetrics) -> Self {
-        let kinds = |v: &prometheus::IntCounterVec| {
-            [
-                v.with_label_values(&["audio"]),
-                v.with_label_values(&["video"]),
-            ]
-        };
-        let dropped = |r: &str| m.datagrams_dropped.with_label_values(&[r]);
-        Counters {
-            packets_received: kinds(&m.packets_received),
-            bytes_received: kinds(&m.bytes_received),
-            packets_forwarded: kinds(&m.packets_forwarded),
-            bytes_forwarded: kinds(&m.bytes_forwarded),
-            oversized: dropped("oversized"),
-            runt: dropped("runt"),
-            unknown_source: dropped("unknown_source"),
-            bad_stun: dropped("bad_stun"),
-            before_keys: dropped("before_keys"),
-            ssrc_limit: dropped("ssrc_limit"),
-            ingress_limit: dropped("ingress_limit"),
-            not_negotiated: dropped("not_negotiated"),
-            error: dropped("error"),
-            send_failed: dropped("send_failed"),
-        }
-    }
+    /// Where this worker publishes its counts for the scrape-time collector.
+    counts: WorkerCountsCell,
+    /// Outgoing datagrams the kernel refused.
+    send_failed: u64,
+    /// `callrelay_forward_latency_seconds`, observed locally per copy and flushed to the shared
+    /// histogram once per burst.
+    latency: LocalHistogram,
 }
 
 impl Worker {
@@ -455,8 +406,7 @@ impl Worker {
                 Ok(n) => {
                     let sent = Instant::now();
                     for t in self.pending.advance(n) {
-                        self.metrics
-                            .forward_latency
+                        self.latency
                             .observe(sent.saturating_duration_since(t).as_secs_f64());
                     }
                 }
@@ -491,111 +441,20 @@ impl Worker {
     }
 
     /// Counts datagrams the kernel would not take (rare: not per packet in a healthy run).
-    fn count_send_failed(&self, datagrams: usize) {
-        self.counters.send_failed.inc_by(datagrams as u64);
+    fn count_send_failed(&mut self, datagrams: usize) {
+        self.send_failed += datagrams as u64;
     }
 
+    /// Publishes this worker's counts for the scrape-time collector and flushes the latencies
+    /// observed since the last call: once per burst, not per packet.
     fn update_stats(&mut self) {
-        let sends = self.sender.stats();
-        let was = self.reported_sends;
-        if sends.syscalls > was.syscalls {
-            self.metrics
-                .send_syscalls
-                .inc_by(sends.syscalls - was.syscalls);
-        }
-        if sends.datagrams > was.datagrams {
-            self.metrics
-                .datagrams_sent
-                .inc_by(sends.datagrams - was.datagrams);
-        }
-        self.reported_sends = sends;
-        let s = self.sfu.stats();
-        let l = self.last_stats;
-        let m = &self.metrics;
-        let c = &self.counters;
-        let add = |c: &IntCounter, now: u64, before: u64| {
-            if now > before {
-                c.inc_by(now - before);
-            }
+        let counts = WorkerCounts {
+            sfu: self.sfu.stats(),
+            sends: self.sender.stats(),
+            send_failed: self.send_failed,
         };
-        add(&c.packets_received[0], s.audio_received, l.audio_received);
-        add(&c.packets_received[1], s.video_received, l.video_received);
-        add(
-            &c.bytes_received[0],
-            s.audio_bytes_received,
-            l.audio_bytes_received,
-        );
-        add(
-            &c.bytes_received[1],
-            s.video_bytes_received,
-            l.video_bytes_received,
-        );
-        add(
-            &c.packets_forwarded[0],
-            s.audio_forwarded,
-            l.audio_forwarded,
-        );
-        add(
-            &c.packets_forwarded[1],
-            s.video_forwarded,
-            l.video_forwarded,
-        );
-        add(
-            &c.bytes_forwarded[0],
-            s.audio_bytes_forwarded,
-            l.audio_bytes_forwarded,
-        );
-        add(
-            &c.bytes_forwarded[1],
-            s.video_bytes_forwarded,
-            l.video_bytes_forwarded,
-        );
-        add(&c.oversized, s.dropped_oversized, l.dropped_oversized);
-        add(
-            &c.runt,
-            s.dropped_runt + s.dropped_malformed,
-            l.dropped_runt + l.dropped_malformed,
-        );
-        add(
-            &c.unknown_source,
-            s.dropped_unknown_source,
-            l.dropped_unknown_source,
-        );
-        add(&c.bad_stun, s.dropped_bad_stun, l.dropped_bad_stun);
-        add(&c.before_keys, s.dropped_before_keys, l.dropped_before_keys);
-        add(
-            &c.ssrc_limit,
-            s.rtp_dropped_ssrc_limit,
-            l.rtp_dropped_ssrc_limit,
-        );
-        add(
-            &c.ingress_limit,
-            s.rtp_dropped_ingress_limit,
-            l.rtp_dropped_ingress_limit,
-        );
-        add(
-            &c.not_negotiated,
-            s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
-            l.rtp_dropped_unknown_track + l.rtp_dropped_video_in_voice,
-        );
-        add(
-            &c.error,
-            s.dropped_rtc_error + s.sessions_panicked,
-            l.dropped_rtc_error + l.sessions_panicked,
-        );
-        if s.nacks_received > l.nacks_received {
-            m.nacks.inc_by(s.nacks_received - l.nacks_received);
-        }
-        if s.keyframe_requests_relayed > l.keyframe_requests_relayed {
-            m.keyframe_requests
-                .inc_by(s.keyframe_requests_relayed - l.keyframe_requests_relayed);
-        }
-        // Not a dropped datagram: a keyframe request held back by the per-layer throttle.
-        if s.keyframe_requests_throttled > l.keyframe_requests_throttled {
-            m.keyframe_requests_throttled
-                .inc_by(s.keyframe_requests_throttled - l.keyframe_requests_throttled);
-        }
-        self.last_stats = s;
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+        self.latency.flush();
     }
 
     /// Queues a message to one participant.
