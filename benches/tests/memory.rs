@@ -71,10 +71,12 @@ fn relay_bytes_per_participant(
     video_pps: u32,
     seconds: u32,
     bwe: bool,
+    send_buffer_video: usize,
 ) -> f64 {
     let video = kind == RoomKind::Video;
     let mut config = Net::config(size.max(32));
     config.bwe_initial_bitrate = bwe.then_some(callrelay_sfu::DEFAULT_BWE_INITIAL_BITRATE);
+    config.send_buffer_video = send_buffer_video;
     let mut net = Net::new(config);
     for _ in 0..size {
         net.join(RoomKey(1), kind, true, video);
@@ -124,14 +126,37 @@ fn relay_bytes_per_participant(
     (with_relay - without) as f64 / size as f64
 }
 
+/// The relay's default RTX cache per video stream (`SfuConfig::send_buffer_video`).
+const RTX: usize = 256;
+
 #[test]
 fn relay_heap_per_participant() {
-    let voice = relay_bytes_per_participant(30, RoomKind::Voice, 0, 4, true) / 1024.0;
+    let voice = relay_bytes_per_participant(30, RoomKind::Voice, 0, 4, true, RTX) / 1024.0;
+    // What a session costs and what each subscription adds: heap per participant in a room of
+    // n is a + b·(n − 1); two room sizes give a and b.
+    let voice10 = relay_bytes_per_participant(10, RoomKind::Voice, 0, 4, true, RTX) / 1024.0;
+    let per_subscription = (voice - voice10) / 20.0;
+    let per_session = voice10 - 9.0 * per_subscription;
+    eprintln!(
+        "voice: {voice10:.0} KiB per participant in a room of 10, {voice:.0} in a room of 30: \
+         {per_session:.0} KiB per session + {per_subscription:.1} KiB per subscription"
+    );
     // 5 people, each sending audio and ~2 Mbit/s of video (200 packets of 1,200 B a second),
     // each receiving the 4 others' (8 Mbit/s: more than the estimate reaches in 4 s, so with
     // BWE on, str0m's pacer also holds a queue; without it, the structural cost).
-    let meeting = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, true) / 1024.0;
-    let meeting_no_bwe = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, false) / 1024.0;
+    let meeting = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, true, RTX) / 1024.0;
+    let meeting_no_bwe =
+        relay_bytes_per_participant(5, RoomKind::Video, 200, 4, false, RTX) / 1024.0;
+    // What str0m's RTX cache costs: the same video room with a smaller and a larger cache
+    // (BWE off, so no pacer queue); each participant holds 4 video subscriptions.
+    let small = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, false, 64) / 1024.0;
+    let large = relay_bytes_per_participant(5, RoomKind::Video, 200, 4, false, 512) / 1024.0;
+    let per_packet = (large - small) / (4.0 * (512.0 - 64.0));
+    eprintln!(
+        "video, BWE off: {small:.0} KiB per participant with a 64-packet RTX cache, \
+         {meeting_no_bwe:.0} with {RTX}, {large:.0} with 512: {per_packet:.2} KiB per cached \
+         packet"
+    );
     eprintln!(
         "relay heap per participant: voice room of 30 (audio only) {voice:.0} KiB; video room \
          of 5 (audio + 2 Mbit/s video each) {meeting:.0} KiB, {meeting_no_bwe:.0} KiB without \
