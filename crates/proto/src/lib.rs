@@ -10,6 +10,38 @@ pub mod signal {
 
 pub use signal::{client_message, server_message, ClientMessage, ServerMessage};
 
+/// The proto3 JSON form of 64-bit integers: emitted as a JSON string (JavaScript's numbers lose
+/// precision above 2^53), accepted as a string or a number.
+pub(crate) mod json_int64 {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr + Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<'a, T> {
+            Number(T),
+            Text(std::borrow::Cow<'a, str>),
+        }
+        match Either::<T>::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(t) => t.parse().map_err(|_| {
+                serde::de::Error::custom(format!("{t:?} is not a 64-bit integer in range"))
+            }),
+        }
+    }
+}
+
 /// Largest signaling frame accepted, in bytes; larger frames close the socket.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
@@ -203,5 +235,71 @@ mod tests {
             "x".repeat(MAX_FRAME_BYTES)
         );
         assert!(ClientMessage::from_json(&big).is_err());
+    }
+
+    #[test]
+    fn field_names_are_accepted_in_both_spellings() {
+        let snake = ServerMessage::from_json(
+            r#"{"participant_joined":{"participant":{"participant_id":"p-2","user_id":"u-1","audio_muted":true}}}"#,
+        )
+        .unwrap();
+        let camel = ServerMessage::from_json(
+            r#"{"participantJoined":{"participant":{"participantId":"p-2","userId":"u-1","audioMuted":true}}}"#,
+        )
+        .unwrap();
+        assert_eq!(snake, camel);
+        let Some(server_message::Msg::ParticipantJoined(j)) = &camel.msg else {
+            panic!("{camel:?}");
+        };
+        assert_eq!(j.participant.as_ref().unwrap().participant_id, "p-2");
+        let pref = ClientMessage::from_json(
+            r#"{"videoPreference":{"participantId":"p-2","maxHeight":180}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pref.msg,
+            Some(client_message::Msg::VideoPreference(VideoPreference {
+                participant_id: "p-2".into(),
+                max_height: 180,
+            }))
+        );
+        // The relay emits the .proto's names.
+        assert_eq!(
+            camel.to_json(),
+            r#"{"participant_joined":{"participant":{"participant_id":"p-2","user_id":"u-1","name":"","audio_muted":true,"video_muted":false}}}"#
+        );
+    }
+
+    #[test]
+    fn a_field_given_in_both_spellings_is_refused() {
+        for frame in [
+            r#"{"mute":{"audio_muted":true,"audioMuted":false}}"#,
+            r#"{"video_preference":{"participant_id":"a","participantId":"b"}}"#,
+        ] {
+            assert!(ClientMessage::from_json(frame).is_err(), "{frame}");
+        }
+    }
+
+    #[test]
+    fn sixty_four_bit_integers_are_strings_and_numbers_are_accepted() {
+        let big = u64::MAX - 1;
+        let ping = ClientMessage::from(client_message::Msg::Ping(Ping { nonce: big }));
+        assert_eq!(ping.to_json(), format!(r#"{{"ping":{{"nonce":"{big}"}}}}"#));
+        assert_eq!(ClientMessage::from_json(&ping.to_json()).unwrap(), ping);
+        let as_number = ClientMessage::from_json(r#"{"ping":{"nonce":42}}"#).unwrap();
+        assert_eq!(
+            as_number.msg,
+            Some(client_message::Msg::Ping(Ping { nonce: 42 }))
+        );
+        for bad in [
+            r#"{"ping":{"nonce":"18446744073709551616"}}"#,
+            r#"{"ping":{"nonce":"-1"}}"#,
+            r#"{"ping":{"nonce":"12x"}}"#,
+            r#"{"ping":{"nonce":-1}}"#,
+            r#"{"ping":{"nonce":1.5}}"#,
+            r#"{"ping":{"nonce":true}}"#,
+        ] {
+            assert!(ClientMessage::from_json(bad).is_err(), "{bad}");
+        }
     }
 }
