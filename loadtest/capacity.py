@@ -24,6 +24,7 @@ Only the Python standard library: the charts are plain SVG written here.
 """
 
 import argparse
+import statistics
 import json
 import os
 import shutil
@@ -543,7 +544,74 @@ def table(results):
     return "\n".join(lines)
 
 
+def median_of_runs(dirs, out):
+    """Medians over repeated runs: each run's capacity.json (`--out` of an earlier run), per
+    shape and target the median of every knee figure, the callrelay/Janus ratio taken within
+    each run (side by side) and then its median. Writes capacity-median.json to `out`."""
+    runs = []
+    for d in dirs:
+        with open(os.path.join(d, "capacity.json")) as f:
+            runs.append(json.load(f))
+    keys = {(r["shape"], r["target"]) for run in runs for r in run["results"]}
+    order = [(r["shape"], r["target"]) for r in runs[0]["results"]]
+    order += sorted(keys - set(order))
+    results = []
+    for shape, target in order:
+        knees = [r.get("knee") for run in runs for r in run["results"]
+                 if r["shape"] == shape and r["target"] == target]
+        reached = [k for k in knees if k]
+        if not reached:
+            results.append({"shape": shape, "target": target, "knee_status": "no knee",
+                            "runs": len(knees)})
+            continue
+        med = {}
+        for k in dict.fromkeys(k for x in reached for k in x):
+            if any(isinstance(x.get(k), dict) for x in reached):
+                subs = [x[k] for x in reached if isinstance(x.get(k), dict)]
+                med[k] = {}
+                for p in dict.fromkeys(p for d in subs for p in d):
+                    vals = [d[p] for d in subs if isinstance(d.get(p), (int, float))]
+                    med[k][p] = statistics.median(vals) if vals else None
+            else:
+                vals = [x[k] for x in reached if isinstance(x.get(k), (int, float))]
+                m = statistics.median(vals) if vals else None
+                med[k] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m or 0) \
+                    else m
+        rates = [k["forwarded_per_s_per_core"] for k in reached]
+        results.append({"shape": shape, "target": target,
+                        "knee_status": f"median of {len(reached)} of {len(knees)} runs",
+                        "knee": med,
+                        "forwarded_per_s_per_core_runs": rates})
+    ratios = {}
+    for shape in {s for s, _ in order}:
+        per_run = [r["ratios"][shape]["forwarded_per_cpu_second_callrelay_over_janus"]
+                   for r in runs if shape in r.get("ratios", {})]
+        if per_run:
+            ratios[shape] = {"forwarded_per_cpu_second_callrelay_over_janus": {
+                "median": statistics.median(per_run), "runs": per_run}}
+    summary = {"runs": dirs, "machine": runs[0].get("machine"), "results": results,
+               "ratios": ratios}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "capacity-median.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(table(results))
+    for r in results:
+        if r.get("forwarded_per_s_per_core_runs"):
+            runs_s = ", ".join(fmt(v, 0) for v in r["forwarded_per_s_per_core_runs"])
+            print(f"{r['shape']} {r['target']}: forwarded/s per core in each run: {runs_s}")
+    for shape, r in sorted(ratios.items()):
+        v = r["forwarded_per_cpu_second_callrelay_over_janus"]
+        each = ", ".join(f"{x:.2f}" for x in v["runs"])
+        print(f"{shape}: callrelay forwards {v['median']:.2f}x Janus's packets per CPU-second "
+              f"(median; each run: {each})")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--median":
+        if len(sys.argv) < 4:
+            sys.exit("usage: capacity.py --median OUT RUN_DIR...")
+        median_of_runs(sys.argv[3:], sys.argv[2])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="meeting,webinar,voice")
     ap.add_argument("--targets", default="callrelay")

@@ -9,6 +9,7 @@
 #   loadtest/capacity.sh                         # every shape, callrelay and Janus (<= 10 min)
 #   CAPACITY_TARGETS=callrelay loadtest/capacity.sh
 #   CAPACITY_SHAPES=voice CAPACITY_MAX_STEPS=2 loadtest/capacity.sh   # the CI smoke
+#   python3 loadtest/capacity.py --median OUT RUN1 RUN2 RUN3   # medians over repeated runs
 #
 # Environment:
 #   CAPACITY_SHAPES       comma-separated shapes (default meeting,webinar,voice)
