@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 
 command -v node >/dev/null && command -v npm >/dev/null || ../../scripts/apt-install nodejs npm
 [ -x /usr/bin/chromium ] || ../../scripts/apt-install chromium
+# turn.test.mjs: a real TURN server.
+[ -x /usr/bin/turnserver ] || ../../scripts/apt-install coturn
 
 npm ci --no-audit --no-fund --loglevel=error
 (cd ../.. && cargo build --release -p callrelay-server -p callrelay-loadgen --locked)

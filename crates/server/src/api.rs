@@ -124,12 +124,7 @@ pub struct PreviewView {
     pub participants: u32,
 }
 
-/// An ICE server a client may use (the relay is ICE-lite with public candidates, so none is needed).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct IceServer {
-    /// `stun:` or `turn:` URLs.
-    pub urls: Vec<String>,
-}
+pub use crate::ice::IceServer;
 
 /// `POST /v1/links/{id}/join` answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,7 +135,9 @@ pub struct JoinAnswer {
     pub grant: String,
     /// The WebSocket URL of signaling.
     pub signal_url: String,
-    /// ICE servers for the client.
+    /// ICE servers for the client: the relay needs none (it is ICE-lite with a public
+    /// candidate); TURN servers, when the operator configured them, come with credentials that
+    /// expire with the grant.
     pub ice_servers: Vec<IceServer>,
     /// The link, renewed by this join.
     pub link: LinkView,
@@ -782,11 +779,13 @@ async fn join_inner(
     };
     // Grants use wall time: they are checked with the JWT library's clock.
     let iat = Utc::now().timestamp();
+    let exp = iat + i64::try_from(s.settings.grant_ttl.as_secs()).unwrap_or(60);
+    let ice_servers = s.settings.ice.for_join(&participant_id, exp);
     let grant = s.tokens.issue_grant(&GrantClaims {
         sub: caller.user.as_str().to_owned(),
         aud: GRANT_AUDIENCE.into(),
         iat,
-        exp: iat + i64::try_from(s.settings.grant_ttl.as_secs()).unwrap_or(60),
+        exp,
         link: id.as_str().to_owned(),
         pid: participant_id.clone(),
         kind: link.kind,
@@ -802,7 +801,7 @@ async fn join_inner(
         participant_id,
         grant,
         signal_url: signal_url(node_url),
-        ice_servers: Vec::new(),
+        ice_servers,
         link: LinkView::new(&link, &s.settings.public_url),
     })
 }

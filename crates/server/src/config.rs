@@ -22,7 +22,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             message: message.into(),
@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The media plane: UDP workers.
     pub media: MediaConfig,
+    /// STUN and TURN servers offered to clients.
+    pub ice: IceConfig,
     /// Graceful drain on SIGTERM.
     pub drain: DrainConfig,
     /// The cluster (only with PostgreSQL).
@@ -90,6 +92,22 @@ impl Default for MediaConfig {
             bandwidth_estimation: true,
         }
     }
+}
+
+/// `[ice]`: the ICE servers a join answer offers. The relay itself needs none (it is ICE-lite with
+/// a public candidate); TURN lets clients on networks that block UDP to it reach it anyway.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN URLs, comma-separated (`stun:stun.example.org:3478`). Empty: none.
+    pub stun_urls: String,
+    /// TURN URLs, comma-separated (`turn:turn.example.org:3478?transport=udp`,
+    /// `turns:turn.example.org:5349?transport=tcp`). Each join gets time-limited credentials for
+    /// them (the TURN REST scheme). Empty: none.
+    pub turn_urls: String,
+    /// The secret shared with the TURN server (coturn: `use-auth-secret` and
+    /// `static-auth-secret`), at least 16 bytes. Required with `turn_urls`.
+    pub turn_secret: String,
 }
 
 /// `[drain]`
@@ -420,6 +438,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// `media.bandwidth_estimation`
     pub bandwidth_estimation: bool,
+    /// `[ice]`: STUN and TURN servers offered with each join.
+    pub ice: crate::ice::IceServers,
     /// `drain.deadline`
     pub drain_deadline: Duration,
     /// `cluster.*` (used only with PostgreSQL).
@@ -714,6 +734,7 @@ impl Config {
 
         let http_limits = validate_http_limits(&self.http)?;
         let media = validate_media(&self.media)?;
+        let ice = crate::ice::IceServers::from_config(&self.ice)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
         let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
 
@@ -756,6 +777,7 @@ impl Config {
             mtu: media.mtu,
             idle_timeout: media.idle_timeout,
             bandwidth_estimation: self.media.bandwidth_estimation,
+            ice,
             drain_deadline,
             cluster,
             log_format,

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod enforce;
+pub mod ice;
 pub mod media;
 pub mod metrics;
 pub mod problem;

@@ -273,7 +273,9 @@ export class Call {
     // The peer connection and our senders, each with its transform in the same task.
     const legacy = !hasScriptTransform;
     const pc = new RTCPeerConnection({
-      iceServers: (join.ice_servers || []).map((s) => ({ urls: s.urls })),
+      // STUN as is; TURN with the credentials this join got (they expire with its grant).
+      iceServers: (join.ice_servers || []).map((s) => (
+        s.username ? { urls: s.urls, username: s.username, credential: s.credential } : { urls: s.urls })),
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
       ...(legacy ? { encodedInsertableStreams: true } : {}),
