@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::StreamTotals;
+use crate::stats::{LayerWait, StreamTotals};
 
 /// The whole report (`--json FILE` writes exactly this).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +21,10 @@ pub struct Report {
     pub latency_ms: LatencyReport,
     /// Join times.
     pub join_ms: JoinReport,
+    /// Time each video subscription took to get the simulcast layer its receiver asked for
+    /// (`None`: not measured, the run had no video).
+    #[serde(default)]
+    pub time_to_layer: Option<LayerReport>,
     /// Loss, duplicates, reordering, jitter over every (sender, stream, receiver).
     pub loss: LossReport,
     /// Per stream kind received (`audio`, `video_l`, `video_m`, `video_h`).
@@ -329,6 +333,100 @@ pub struct JoinReport {
     pub without_media: usize,
 }
 
+/// Percentiles of a time, ms (`None` without values).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median (nearest rank).
+    pub p50: Option<f64>,
+    /// 90th percentile (nearest rank).
+    pub p90: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `ms` (any order).
+    pub fn of(mut ms: Vec<f64>) -> Percentiles {
+        ms.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let n = ms.len();
+            (n > 0).then(|| ms[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+        };
+        Percentiles {
+            p50: rank(0.5),
+            p90: rank(0.9),
+            max: ms.last().copied(),
+        }
+    }
+}
+
+/// Time to the requested simulcast layer (`--subscribe-layer`), per video subscription: one
+/// (receiver session, SSRC) that delivered at least one video packet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// The layer asked for (`l`, `m`, `h`).
+    pub requested: String,
+    /// Video subscriptions that delivered at least one packet.
+    pub subscriptions: u64,
+    /// Of those, how many got a packet of the requested layer.
+    pub reached: u64,
+    /// Of those, how many never did during the run (the session may have ended first, e.g. a
+    /// rejoin).
+    pub never_reached: u64,
+    /// (publisher → receiver) video streams expected that delivered no video at all (no
+    /// subscription to time; also in `packets.missing_streams`).
+    pub without_video: u64,
+    /// From the subscription's first video packet to its first packet of the requested layer.
+    pub from_first_packet_ms: Percentiles,
+    /// From when both ends were connected (the later of receiver's and publisher's ICE + DTLS
+    /// up) to the first packet of the requested layer: subscription set-up included.
+    pub from_connected_ms: Percentiles,
+    /// Video packets received before the requested layer, over every subscription (each one
+    /// decrypted in sampled mode).
+    pub packets_before: u64,
+    /// RTP sequence numbers between a subscription's first video packet and its first of the
+    /// requested layer whose packets were not seen (lost, or not decrypted), over every
+    /// subscription: 0 when every time is exact to the packet.
+    #[serde(default)]
+    pub packets_unseen_before: u64,
+}
+
+impl LayerReport {
+    /// The report of `waits` (every video subscription of every receiver), asking for
+    /// `requested`, with `without_video` expected streams that delivered no video.
+    pub fn new<'a>(
+        requested: &str,
+        waits: impl Iterator<Item = &'a LayerWait>,
+        without_video: u64,
+    ) -> LayerReport {
+        let (mut first, mut connected) = (Vec::new(), Vec::new());
+        let (mut subscriptions, mut packets_before, mut packets_unseen_before) = (0, 0, 0);
+        for w in waits {
+            subscriptions += 1;
+            packets_before += w.before;
+            packets_unseen_before += w.unseen_before();
+            if let Some(ns) = w.from_first_ns() {
+                first.push(ns as f64 / 1e6);
+            }
+            if let Some(ns) = w.from_connected_ns() {
+                connected.push(ns as f64 / 1e6);
+            }
+        }
+        let reached = first.len() as u64;
+        LayerReport {
+            requested: requested.to_owned(),
+            subscriptions,
+            reached,
+            never_reached: subscriptions - reached,
+            without_video,
+            from_first_packet_ms: Percentiles::of(first),
+            from_connected_ms: Percentiles::of(connected),
+            packets_before,
+            packets_unseen_before,
+        }
+    }
+}
+
 /// Loss and friends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LossReport {
@@ -609,6 +707,38 @@ impl Report {
             opt(j.first_media_max, 1),
             j.without_media
         );
+        match &self.time_to_layer {
+            Some(t) => {
+                let p = |p: &Percentiles| {
+                    format!(
+                        "p50 {} p90 {} max {}",
+                        opt(p.p50, 1),
+                        opt(p.p90, 1),
+                        opt(p.max, 1)
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "to layer {:<4} subscriptions {}  reached {}  never reached: {}  without video {}  packets before it {} (unseen {})",
+                    t.requested,
+                    t.subscriptions,
+                    t.reached,
+                    t.never_reached,
+                    t.without_video,
+                    t.packets_before,
+                    t.packets_unseen_before
+                );
+                let _ = writeln!(
+                    s,
+                    "  ms          from first video packet {}  from both connected {}",
+                    p(&t.from_first_packet_ms),
+                    p(&t.from_connected_ms)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "to layer      not measured (no video)");
+            }
+        }
         let o = &self.loss;
         let _ = writeln!(
             s,
@@ -826,6 +956,26 @@ pub fn compare(a: &Report, b: &Report) -> String {
         a.join_ms.first_media_p50,
         b.join_ms.first_media_p50,
         1,
+    );
+    let layer =
+        |r: &Report, f: fn(&LayerReport) -> Option<f64>| r.time_to_layer.as_ref().and_then(f);
+    row(
+        "to requested layer p50 ms",
+        layer(a, |t| t.from_first_packet_ms.p50),
+        layer(b, |t| t.from_first_packet_ms.p50),
+        1,
+    );
+    row(
+        "to requested layer max ms",
+        layer(a, |t| t.from_first_packet_ms.max),
+        layer(b, |t| t.from_first_packet_ms.max),
+        1,
+    );
+    row(
+        "subscriptions never at layer",
+        layer(a, |t| Some(t.never_reached as f64)),
+        layer(b, |t| Some(t.never_reached as f64)),
+        0,
     );
     let lg = |r: &Report| r.loadgen_cpu_seconds;
     row("loadgen CPU s", lg(a), lg(b), 2);
@@ -1085,5 +1235,46 @@ mod tests {
         }
         .judge(&r)
         .is_none());
+    }
+
+    #[test]
+    fn the_time_to_the_layer_is_reported_with_the_subscriptions_that_never_got_it() {
+        let p = Percentiles::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((p.p50, p.p90, p.max), (Some(3.0), Some(5.0), Some(5.0)));
+        let p = Percentiles::of((1..=10).map(f64::from).collect());
+        assert_eq!((p.p50, p.p90, p.max), (Some(5.0), Some(9.0), Some(10.0)));
+        assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
+
+        // Older reports have no such figure: not measured.
+        let mut r = report("callrelay", 100, None, 1.0, 0);
+        assert!(r.time_to_layer.is_none());
+        assert!(r.table().contains("to layer      not measured (no video)"));
+        r.time_to_layer = Some(LayerReport {
+            requested: "h".into(),
+            subscriptions: 12,
+            reached: 11,
+            never_reached: 1,
+            without_video: 0,
+            from_first_packet_ms: Percentiles::of(vec![80.0; 11]),
+            from_connected_ms: Percentiles::of(vec![150.0; 11]),
+            packets_before: 300,
+            packets_unseen_before: 0,
+        });
+        let t = r.table();
+        assert!(
+            t.contains(
+                "to layer h    subscriptions 12  reached 11  never reached: 1  without video 0"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("from first video packet p50 80.0 p90 80.0 max 80.0"),
+            "{t}"
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.time_to_layer, r.time_to_layer);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["time_to_layer"]["never_reached"], 1);
+        assert_eq!(v["time_to_layer"]["from_first_packet_ms"]["p50"], 80.0);
     }
 }

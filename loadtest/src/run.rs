@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callrelay_client::{
-    Client, ClientConfig, ClientError, ClientEvent, Member, MemberEvent, RejoinPolicy, RtpCounts,
-    TrackKind, MAX_DECRYPT_SAMPLE,
+    Client, ClientConfig, ClientError, ClientEvent, DecryptUntil, Member, MemberEvent,
+    RejoinPolicy, RtpCounts, TrackKind, MAX_DECRYPT_SAMPLE,
 };
 use callrelay_proto::signal::{MuteState, Ping, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage};
@@ -19,10 +19,12 @@ use crate::header::{self, Stream};
 use crate::janus::{self, Janus};
 use crate::prom::{self, Scrape};
 use crate::report::{
-    HostileReport, JoinReport, LatencyReport, LoadgenReport, LossReport, NodeReport, PacketReport,
-    ParticipantReport, RejoinReport, RelayReport, Report, RunConfig, Span,
+    HostileReport, JoinReport, LatencyReport, LayerReport, LoadgenReport, LossReport, NodeReport,
+    PacketReport, ParticipantReport, RejoinReport, RelayReport, Report, RunConfig, Span,
 };
-use crate::stats::{latency_histogram, ReceiverStats, SsrcAttribution, StreamTotals};
+use crate::stats::{
+    latency_histogram, LayerClock, LayerWait, ReceiverStats, SsrcAttribution, StreamTotals,
+};
 use crate::traffic::{Schedule, TrafficConfig};
 
 /// Longest `--duration` accepted.
@@ -258,6 +260,9 @@ struct Live {
     sent: AtomicU64,
     received: AtomicU64,
     rooms_up: Vec<AtomicU64>,
+    /// Per participant index: when its current session was connected (ICE + DTLS), ns on the
+    /// loadgen clock; 0 until then.
+    connected_ns: Vec<AtomicU64>,
     interval: Mutex<Option<Histogram<u64>>>,
 }
 
@@ -278,6 +283,22 @@ impl Live {
         latencies.clear();
     }
 
+    /// Participant `index` is connected as of `ns`.
+    fn connected(&self, index: u32, ns: u64) {
+        if let Some(c) = self.connected_ns.get(index as usize) {
+            c.store(ns.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// When participant `index` was connected, if it is.
+    fn connected_at(&self, index: u32) -> Option<u64> {
+        let ns = self
+            .connected_ns
+            .get(index as usize)?
+            .load(Ordering::Relaxed);
+        (ns > 0).then_some(ns)
+    }
+
     fn take_interval_p99_ms(&self) -> Option<f64> {
         let h = self.interval.lock().ok()?.take()?;
         Some(h.value_at_quantile(0.99) as f64 / 1e6)
@@ -296,6 +317,8 @@ struct Outcome {
     /// HTTP join start → ICE/DTLS connected, ms.
     join_to_connected_ms: Option<f64>,
     stats: ReceiverStats,
+    /// Its video subscriptions, waiting for the requested layer or not.
+    layers: Vec<LayerWait>,
     sent: u64,
     keyframe_requests: u64,
     dropped_events: u64,
@@ -414,6 +437,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 
     let live = Arc::new(Live {
         rooms_up: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+        connected_ns: (0..participants.len()).map(|_| AtomicU64::new(0)).collect(),
         ..Live::default()
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -752,6 +776,7 @@ impl Outcome {
             join_to_media_ms: None,
             join_to_connected_ms: None,
             stats: ReceiverStats::default(),
+            layers: Vec::new(),
             sent: 0,
             keyframe_requests: 0,
             dropped_events: 0,
@@ -798,6 +823,11 @@ async fn participant(
         simulcast: layers.len() > 1,
         decrypt_sample,
         rtp_counts: Some(counts.clone()),
+        // Sampled mode: every video packet of a subscription is decrypted until the layer
+        // asked for arrives, so that its time is exact to the packet (`LayerClock`).
+        decrypt_video_until: Some(DecryptUntil::new(move |payload: &[u8]| {
+            header::find(payload, true).is_some_and(|h| h.stream == subscribe_layer)
+        })),
         ..ClientConfig::default()
     };
     let simulcast = config.simulcast;
@@ -851,7 +881,9 @@ async fn participant(
     out.room = p.room;
     out.publish = p.publish;
     out.joined = true;
-    out.join_to_connected_ms = Some((clock.now_ns() - t0) as f64 / 1e6);
+    let connected_ns = clock.now_ns();
+    out.join_to_connected_ms = Some((connected_ns - t0) as f64 / 1e6);
+    live.connected(p.index, connected_ns);
     live.joined.fetch_add(1, Ordering::Relaxed);
     live.rooms_up[p.room].fetch_add(1, Ordering::Relaxed);
 
@@ -879,6 +911,11 @@ async fn participant(
             counts,
             attribution: SsrcAttribution::default(),
         }),
+        index: p.index,
+        live: live.clone(),
+        connected_ns,
+        rejoined: false,
+        layer: LayerClock::new(subscribe_layer),
     };
     let mut last_flush = clock.now_ns();
     let mut due = Vec::new();
@@ -987,8 +1024,11 @@ async fn participant(
     // Sampled mode: the sessions have ended and published their last counts.
     rx.absorb_counts(&mut out);
     if let Some(s) = &rx.sampled {
-        out.stats.foreign += s.attribution.unattributed(&s.counts.snapshot());
+        let counts = s.counts.snapshot();
+        out.stats.foreign += s.attribution.unattributed(&counts);
+        rx.layer.first_arrivals(&counts, |t| clock.ns(t));
     }
+    out.layers = rx.layer.waits().copied().collect();
     live.received.fetch_add(rx.received, Ordering::Relaxed);
     live.rooms_up[p.room].fetch_sub(1, Ordering::Relaxed);
     out
@@ -1070,6 +1110,15 @@ struct Rx {
     to_ask: Vec<String>,
     /// Sampled mode (`--decrypt-sample` above 1).
     sampled: Option<Sampled>,
+    /// This participant's index, and the run's shared counters (connection times).
+    index: u32,
+    live: Arc<Live>,
+    /// When the current session was connected, ns.
+    connected_ns: u64,
+    /// A rejoin happened: the next `Connected` is the new session's.
+    rejoined: bool,
+    /// Time to the requested layer per video subscription.
+    layer: LayerClock,
 }
 
 /// A sampled receiver's RTP counts and what they carry.
@@ -1093,6 +1142,7 @@ impl Rx {
                 out.rejoin_ms.push(took.as_secs_f64() * 1e3);
                 // A new session: video preferences are asked again.
                 self.asked.clear();
+                self.rejoined = true;
                 return false;
             }
             MemberEvent::RejoinFailed {
@@ -1119,6 +1169,13 @@ impl Rx {
                 }
                 let h = header::find(&m.payload, video);
                 let arrival = self.clock.ns(m.arrival);
+                if let (true, Some(h)) = (video, h.as_ref()) {
+                    let (live, own) = (&self.live, self.connected_ns);
+                    self.layer
+                        .record(m.session, m.ssrc, m.seq, h, arrival, |sender| {
+                            live.connected_at(sender).map(|theirs| theirs.max(own))
+                        });
+                }
                 let latency = match (h, self.sampled.as_mut()) {
                     // Sampled: this packet is counted from its RTP header already; it gives
                     // a latency and tells what its SSRC carries.
@@ -1156,7 +1213,13 @@ impl Rx {
                 out.closed_by_relay = Some(reason);
                 return true;
             }
-            ClientEvent::Connected | ClientEvent::Signal(_) => {}
+            ClientEvent::Connected => {
+                if std::mem::take(&mut self.rejoined) {
+                    self.connected_ns = self.clock.now_ns();
+                    self.live.connected(self.index, self.connected_ns);
+                }
+            }
+            ClientEvent::Signal(_) => {}
         }
         false
     }
@@ -1428,12 +1491,15 @@ pub fn relay_report(before: &Scrape, after: &Scrape) -> RelayReport {
 }
 
 /// (sender → receiver, audio / video) streams the joined participants should have received,
-/// and how many of them never delivered a packet: each joined publisher's audio and video go
-/// to every other joined participant of its room (one video layer each).
-fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64) {
-    let kinds = u64::from(config.audio) + u64::from(config.video_layers > 0);
+/// how many of them never delivered a packet, and how many of those are video: each joined
+/// publisher's audio and video go to every other joined participant of its room (one video
+/// layer each).
+fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64, u64) {
+    let video = config.video_layers > 0;
+    let kinds = u64::from(config.audio) + u64::from(video);
     let mut expected = 0u64;
     let mut received = 0u64;
+    let (mut expected_video, mut received_video) = (0u64, 0u64);
     let rooms = outcomes
         .iter()
         .filter(|o| o.joined)
@@ -1454,9 +1520,17 @@ fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64) {
                 .map(|((sender, stream), _)| (sender, stream != Stream::Audio))
                 .collect();
             received += pairs.len() as u64;
+            if video {
+                expected_video += others;
+                received_video += pairs.iter().filter(|(_, v)| *v).count() as u64;
+            }
         }
     }
-    (expected, expected.saturating_sub(received))
+    (
+        expected,
+        expected.saturating_sub(received),
+        expected_video.saturating_sub(received_video),
+    )
 }
 
 fn build_report(
@@ -1516,7 +1590,15 @@ fn build_report(
         foreign += o.stats.foreign;
     }
     let sent: u64 = outcomes.iter().map(|o| o.sent).sum();
-    let (expected_streams, missing_streams) = stream_coverage(&config, &outcomes);
+    let (expected_streams, missing_streams, missing_video) = stream_coverage(&config, &outcomes);
+    // Not measured without video: nothing to wait for.
+    let time_to_layer = (config.video_layers > 0).then(|| {
+        LayerReport::new(
+            &config.subscribe_layer,
+            outcomes.iter().flat_map(|o| o.layers.iter()),
+            missing_video,
+        )
+    });
     let ms = |h: &Histogram<u64>, q: f64, div: f64| {
         (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / div)
     };
@@ -1560,6 +1642,7 @@ fn build_report(
             first_media_max: (!join.is_empty()).then(|| join.max() as f64 / 1e3),
             without_media,
         },
+        time_to_layer,
         loss: LossReport {
             ratio: all.loss_ratio(),
             expected: all.expected,

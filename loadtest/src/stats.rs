@@ -350,6 +350,130 @@ impl ReceiverStats {
     }
 }
 
+/// One video subscription at one receiver (one SSRC of one client session: callrelay and
+/// Janus keep it across simulcast layer switches), waiting for the layer it asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerWait {
+    /// The publisher (sender index).
+    pub sender: u32,
+    /// Arrival of the subscription's first video packet, ns on the loadgen clock.
+    pub first_ns: u64,
+    /// Arrival of its first packet of the requested layer (`None`: never during the run).
+    pub reached_ns: Option<u64>,
+    /// When both ends were connected (the later of the receiver's and the publisher's ICE +
+    /// DTLS up, as their loadgen tasks saw it), read when the layer arrived.
+    pub connected_ns: Option<u64>,
+    /// Video packets of ours seen on it before the first of the requested layer.
+    pub before: u64,
+    /// RTP sequence numbers (as the relay numbers the subscription) of the first video packet
+    /// seen and of the first of the requested layer: with nothing lost and every packet
+    /// decrypted until the layer arrived, `before` is their difference.
+    pub first_seq: u64,
+    /// Of the first packet of the requested layer.
+    pub reached_seq: Option<u64>,
+}
+
+impl LayerWait {
+    /// First video packet → first packet of the requested layer, ns.
+    pub fn from_first_ns(&self) -> Option<u64> {
+        self.reached_ns.map(|r| r.saturating_sub(self.first_ns))
+    }
+
+    /// Packets between the first video packet seen and the first of the requested layer that
+    /// were not seen (lost, or not decrypted): 0 when the time is exact to the packet.
+    pub fn unseen_before(&self) -> u64 {
+        self.reached_seq.map_or(0, |r| {
+            r.saturating_sub(self.first_seq).saturating_sub(self.before)
+        })
+    }
+
+    /// Both ends connected → first packet of the requested layer, ns.
+    pub fn from_connected_ns(&self) -> Option<u64> {
+        self.reached_ns
+            .zip(self.connected_ns)
+            .map(|(r, c)| r.saturating_sub(c))
+    }
+}
+
+/// Per video subscription of one receiver: how long it took to get the simulcast layer the
+/// receiver asked for. Fed every decrypted video packet; in sampled mode the client decrypts
+/// every packet of a video SSRC until the requested layer has arrived once
+/// ([`callrelay_client::ClientConfig::decrypt_video_until`]), so the time is exact to the
+/// packet in both receive modes.
+#[derive(Debug)]
+pub struct LayerClock {
+    want: Stream,
+    subs: HashMap<(u64, u32), LayerWait>,
+}
+
+impl LayerClock {
+    /// Waits for `want` on every video subscription.
+    pub fn new(want: Stream) -> LayerClock {
+        LayerClock {
+            want,
+            subs: HashMap::new(),
+        }
+    }
+
+    /// A decrypted video packet with header `h` and (extended) RTP sequence number `seq`
+    /// arrived at `arrival_ns` on (`session`, `ssrc`). `connected_ns(sender)` gives the later
+    /// of both ends' connection times; it is asked once per subscription, when the layer
+    /// arrives. True if this is the first packet of the requested layer on its subscription.
+    pub fn record(
+        &mut self,
+        session: u64,
+        ssrc: u32,
+        seq: u64,
+        h: &Header,
+        arrival_ns: u64,
+        connected_ns: impl FnOnce(u32) -> Option<u64>,
+    ) -> bool {
+        let w = self.subs.entry((session, ssrc)).or_insert(LayerWait {
+            sender: h.sender,
+            first_ns: arrival_ns,
+            reached_ns: None,
+            connected_ns: None,
+            before: 0,
+            first_seq: seq,
+            reached_seq: None,
+        });
+        if w.reached_ns.is_some() {
+            return false;
+        }
+        // A reordered packet may be older than the first one seen.
+        w.first_ns = w.first_ns.min(arrival_ns);
+        w.first_seq = w.first_seq.min(seq);
+        if h.stream != self.want {
+            w.before += 1;
+            return false;
+        }
+        w.reached_ns = Some(arrival_ns);
+        w.reached_seq = Some(seq);
+        w.connected_ns = connected_ns(w.sender);
+        true
+    }
+
+    /// Sampled mode: moves each subscription's start to its SSRC's first arrival as counted
+    /// from RTP headers, when that is earlier than its first decrypted packet (str0m drops a
+    /// packet it cannot map to an m-line yet).
+    pub fn first_arrivals(
+        &mut self,
+        counts: &[RtpStreamCounts],
+        clock_ns: impl Fn(std::time::Instant) -> u64,
+    ) {
+        for c in counts {
+            if let Some(w) = self.subs.get_mut(&(c.session, c.ssrc)) {
+                w.first_ns = w.first_ns.min(clock_ns(c.first_arrival));
+            }
+        }
+    }
+
+    /// Every subscription seen, reached or not.
+    pub fn waits(&self) -> impl Iterator<Item = &LayerWait> + '_ {
+        self.subs.values()
+    }
+}
+
 /// Totals over many streams of one kind.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StreamTotals {
@@ -571,5 +695,108 @@ mod tests {
         let mut t = StreamTotals::default();
         t.add(&r.streams[&(0, Stream::Audio)].summary());
         assert_eq!((t.streams, t.received, t.lost), (1, 2, 0));
+    }
+
+    #[test]
+    fn the_time_to_the_requested_layer_is_that_of_its_first_packet() {
+        let ms = 1_000_000u64;
+        let mut c = LayerClock::new(Stream::VideoH);
+        let mut asked = 0;
+        let mut connected = |_sender: u32| {
+            asked += 1;
+            Some(40 * ms)
+        };
+        let video = |stream, sender| Header {
+            sender,
+            ..h(stream, 0, 0, false)
+        };
+        // Subscription (1, 10) from sender 4: l, l, m, h, h (sequence numbers 1000..=1004).
+        let a = [
+            (Stream::VideoL, 100),
+            (Stream::VideoL, 110),
+            (Stream::VideoM, 120),
+            (Stream::VideoH, 150),
+            (Stream::VideoH, 160),
+        ];
+        let mut firsts = Vec::new();
+        for (seq, (stream, at)) in (1000..).zip(a) {
+            firsts.push(c.record(1, 10, seq, &video(stream, 4), at * ms, &mut connected));
+        }
+        assert_eq!(firsts, [false, false, false, true, false]);
+        // Subscription (1, 11) from sender 5: l, m, m, never h (sequence number 2 not seen).
+        let b = [
+            (0, Stream::VideoL, 105),
+            (1, Stream::VideoM, 115),
+            (3, Stream::VideoM, 900),
+        ];
+        for (seq, stream, at) in b {
+            assert!(!c.record(1, 11, seq, &video(stream, 5), at * ms, &mut connected));
+        }
+        assert_eq!(
+            asked, 1,
+            "the connection time is read once, when the layer arrives"
+        );
+        let mut waits: Vec<LayerWait> = c.waits().copied().collect();
+        waits.sort_by_key(|w| w.sender);
+        assert_eq!(
+            waits[0],
+            LayerWait {
+                sender: 4,
+                first_ns: 100 * ms,
+                reached_ns: Some(150 * ms),
+                connected_ns: Some(40 * ms),
+                before: 3,
+                first_seq: 1000,
+                reached_seq: Some(1003),
+            }
+        );
+        assert_eq!(
+            waits[0].from_first_ns(),
+            Some(50 * ms),
+            "the first h, not the second"
+        );
+        assert_eq!(waits[0].from_connected_ns(), Some(110 * ms));
+        assert_eq!(
+            waits[0].unseen_before(),
+            0,
+            "every packet before h was seen"
+        );
+        assert_eq!((waits[1].reached_ns, waits[1].before), (None, 3));
+        assert_eq!(waits[1].from_first_ns(), None);
+        assert_eq!(
+            waits[1].unseen_before(),
+            0,
+            "never reached: nothing to time"
+        );
+        // Had only a sample been seen before h (1 of the 3), two would be unseen.
+        let mut sampled = LayerClock::new(Stream::VideoH);
+        sampled.record(2, 10, 1000, &video(Stream::VideoL, 4), 100 * ms, |_| None);
+        sampled.record(2, 10, 1003, &video(Stream::VideoH, 4), 150 * ms, |_| None);
+        let w = sampled.waits().next().copied().unwrap();
+        assert_eq!((w.before, w.unseen_before()), (1, 2));
+
+        // Sampled: the SSRC's first arrival counted from RTP headers may be earlier than its
+        // first decrypted packet (str0m dropped it); the other subscription is not touched.
+        let t = std::time::Instant::now();
+        let mut early = counts(10, 1, 1, t);
+        early.first_arrival = t + std::time::Duration::from_millis(90);
+        let ns = |i: std::time::Instant| i.duration_since(t).as_nanos() as u64;
+        c.first_arrivals(&[early], ns);
+        let w = c.waits().find(|w| w.sender == 4).copied().unwrap();
+        assert_eq!(w.from_first_ns(), Some(60 * ms));
+        let other = c.waits().find(|w| w.sender == 5).copied().unwrap();
+        assert_eq!(other.first_ns, 105 * ms);
+
+        // The report: two subscriptions, one reached, one never; a third stream delivered no
+        // video at all.
+        let r = crate::report::LayerReport::new("h", c.waits(), 1);
+        assert_eq!(
+            (r.subscriptions, r.reached, r.never_reached, r.without_video),
+            (2, 1, 1, 1)
+        );
+        assert_eq!((r.packets_before, r.packets_unseen_before), (6, 0));
+        assert_eq!(r.from_first_packet_ms.p50, Some(60.0));
+        assert_eq!(r.from_first_packet_ms.max, Some(60.0));
+        assert_eq!(r.from_connected_ms.p90, Some(110.0));
     }
 }

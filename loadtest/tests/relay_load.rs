@@ -148,6 +148,12 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     assert!(l.p99.is_some_and(|v| v > 0.0) && l.max >= l.p99, "{l:?}");
     assert!(report.join_ms.first_media_p50.is_some_and(|v| v > 0.0));
     assert_eq!(report.join_ms.without_media, 0);
+    // Receivers ask for l, the layer the relay starts them on: no wait.
+    let t = report.time_to_layer.as_ref().expect("video: measured");
+    assert_eq!((t.requested.as_str(), t.subscriptions), ("l", 12), "{t:?}");
+    assert_eq!((t.reached, t.never_reached, t.without_video), (12, 0, 0));
+    assert_eq!(t.from_first_packet_ms.max, Some(0.0), "{t:?}");
+    assert_eq!((t.packets_before, t.packets_unseen_before), (0, 0));
 
     let r = report.relay.as_ref().expect("relay metrics were read");
     assert!(
@@ -286,14 +292,29 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
         k.sent,
         k.received
     );
-    // One in 16 per stream was decrypted and timed: the first of each, then every 16th.
+    // Every subscription got m, from its first packet of l in well under 10 s, and every
+    // video packet before it was decrypted (none unseen): the time is exact to the packet.
+    let t = report.time_to_layer.as_ref().expect("video: measured");
+    assert_eq!((t.requested.as_str(), t.subscriptions), ("m", 12), "{t:?}");
+    assert_eq!((t.reached, t.never_reached, t.without_video), (12, 0, 0));
+    let f = &t.from_first_packet_ms;
+    assert!(f.p50.is_some_and(|v| v > 0.0), "{t:?}");
+    assert!(f.max.is_some_and(|v| v < 10_000.0), "{t:?}");
+    assert!(t.packets_before >= 12, "{t:?}");
+    assert_eq!(t.packets_unseen_before, 0, "{t:?}");
+    // One in 16 per stream was decrypted and timed: the first of each, then every 16th; and
+    // on video, every packet until m arrived, then every 16th again (up to one more per stream
+    // either way from the rounding).
     let l = &report.latency_ms;
     let streams = report.streams.values().map(|t| t.streams).sum::<u64>();
+    let least = t.packets_before + (k.received - t.packets_before) / 16;
+    let most = t.packets_before + t.subscriptions + k.received / 16 + streams;
     assert!(
-        l.count >= k.received / 16 && l.count <= k.received / 16 + streams,
-        "{} timed of {} received",
+        l.count + streams >= least && l.count <= most,
+        "{} timed of {} received, {} before m",
         l.count,
-        k.received
+        k.received,
+        t.packets_before
     );
     assert!(l.p99.is_some_and(|v| v > 0.0), "{l:?}");
     // Sampled receivers negotiate no NACK: nothing asked the relay to resend.
@@ -320,47 +341,71 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receivers_get_the_layer_they_ask_for() {
-    let relay = start_relay().await;
-    let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
-        urls: vec![relay.base.clone()],
-        metrics_urls: Vec::new(),
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
-        rooms: 1,
-        publishers: 2,
-        subscribers: 0,
-        // Layers l and m; each receiver sends a video_preference for m.
-        traffic: TrafficConfig {
-            video_layers: 2,
-            ..TrafficConfig::default()
-        },
-        duration: Duration::from_secs(5),
-        join_rate: 20.0,
-        seed: 3,
-        progress: false,
-        relay_pids: Vec::new(),
-        rejoin_deadline: Duration::from_secs(30),
-        hostile: false,
-        subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
-        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
-    };
-    let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
-        .await
-        .expect("the run stops by itself")
-        .expect("the run completes");
-    eprintln!("{}", report.table());
-    assert_eq!(report.config.subscribe_layer, "m");
-    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
-    // Both receivers moved to m (the relay starts them on l and switches at a keyframe).
-    let m = report.streams.get("video_m").expect("m arrived");
-    assert_eq!(m.streams, 2, "{:?}", report.streams);
-    assert!(m.received > 2 * 50, "{m:?}");
-    assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
-
-    relay.stop().await;
+async fn receivers_get_the_layer_they_ask_for_and_the_time_it_took() {
+    // Sampled (the client decrypts every video packet until h arrives), then every packet
+    // decrypted (transport-cc negotiated: the relay's bandwidth estimate decides when h fits).
+    for decrypt_sample in [DEFAULT_DECRYPT_SAMPLE, 1] {
+        let relay = start_relay().await;
+        let opts = Options {
+            target: callrelay_loadgen::Target::Callrelay,
+            urls: vec![relay.base.clone()],
+            metrics_urls: Vec::new(),
+            auth: Auth::Dev,
+            admin_token: None,
+            links: Vec::new(),
+            rooms: 1,
+            publishers: 2,
+            subscribers: 0,
+            // Layers l, m and h (light, for an unoptimised build sharing 2 cores); each
+            // receiver sends a video_preference for h on its first video packet.
+            traffic: TrafficConfig {
+                video_layers: 3,
+                layer_kbps: [100, 300, 800],
+                ..TrafficConfig::default()
+            },
+            duration: Duration::from_secs(5),
+            join_rate: 20.0,
+            seed: 3,
+            progress: false,
+            relay_pids: Vec::new(),
+            rejoin_deadline: Duration::from_secs(30),
+            hostile: false,
+            subscribe_layer: callrelay_loadgen::header::Stream::VideoH,
+            decrypt_sample,
+        };
+        let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
+            .await
+            .expect("the run stops by itself")
+            .expect("the run completes");
+        eprintln!("{}", report.table());
+        assert_eq!(report.config.subscribe_layer, "h");
+        assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
+        // Both receivers moved to h (the relay starts them on l and switches at a keyframe).
+        let h = report.streams.get("video_h").expect("h arrived");
+        assert_eq!(h.streams, 2, "{:?}", report.streams);
+        assert!(h.received > 2 * 50, "{h:?}");
+        assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
+        // Each subscription's time to h: after its first packet (of l), well within the run,
+        // with every packet before it seen.
+        let t = report.time_to_layer.as_ref().expect("video: measured");
+        eprintln!(
+            "\"time_to_layer\": {}",
+            serde_json::to_string_pretty(t).expect("serializes")
+        );
+        assert_eq!((t.requested.as_str(), t.subscriptions), ("h", 2), "{t:?}");
+        assert_eq!(
+            (t.reached, t.never_reached, t.without_video),
+            (2, 0, 0),
+            "{t:?}"
+        );
+        for p in [&t.from_first_packet_ms, &t.from_connected_ms] {
+            assert!(p.p50.is_some_and(|v| v > 0.0), "{t:?}");
+            assert!(p.max.is_some_and(|v| v < 10_000.0), "{t:?}");
+        }
+        assert!(t.packets_before >= 2, "at least one l packet each: {t:?}");
+        assert_eq!(t.packets_unseen_before, 0, "{t:?}");
+        relay.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,7 @@ mod member;
 pub mod sampled;
 
 pub use member::{rejoin_reason, Member, MemberEvent, RejoinPolicy};
-pub use sampled::{RtpCounts, RtpStreamCounts, MAX_DECRYPT_SAMPLE};
+pub use sampled::{DecryptUntil, RtpCounts, RtpStreamCounts, MAX_DECRYPT_SAMPLE};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -101,6 +101,13 @@ pub struct ClientConfig {
     /// Where a sampled session publishes its counts; `None`: a handle of the client's own
     /// ([`Client::rtp_counts`]). Share one handle between the sessions of one participant.
     pub rtp_counts: Option<RtpCounts>,
+    /// Sampled mode only: hand *every* packet of each received video stream (SSRC) to str0m,
+    /// not one in [`ClientConfig::decrypt_sample`], until one whose decrypted payload passes
+    /// this test; from the next packet on, that stream is sampled like the others. A load
+    /// generator uses it to see the first packet of the simulcast layer it asked for (the
+    /// layer is only in the encrypted payload). `None` (the default): video is sampled from
+    /// its first packet.
+    pub decrypt_video_until: Option<DecryptUntil>,
 }
 
 impl Default for ClientConfig {
@@ -113,6 +120,7 @@ impl Default for ClientConfig {
             event_capacity: 65_536,
             decrypt_sample: 1,
             rtp_counts: None,
+            decrypt_video_until: None,
         }
     }
 }
@@ -456,7 +464,13 @@ impl Session {
         let every = config.decrypt_sample.clamp(1, MAX_DECRYPT_SAMPLE);
         let builder = Rtc::builder().set_rtp_mode(true);
         let (builder, sampler) = if every > 1 {
-            let sampler = Sampler::new(every, id, rtp_counts.clone(), start);
+            let sampler = Sampler::new(
+                every,
+                id,
+                rtp_counts.clone(),
+                start,
+                config.decrypt_video_until.clone(),
+            );
             (without_nack_and_twcc(builder), Some(sampler))
         } else {
             (builder, None)
@@ -1080,7 +1094,7 @@ impl Driver {
                     }
                 };
                 if let Some(s) = self.sampler.as_mut() {
-                    s.decrypted(*p.header.ssrc, p.header.sequence_number, p.payload.len());
+                    s.decrypted(*p.header.ssrc, p.header.sequence_number, &p.payload);
                 }
                 self.emit(ClientEvent::Media(ReceivedPacket {
                     arrival: p.timestamp,
@@ -1221,13 +1235,13 @@ impl Driver {
         let Some(s) = self.sampler.as_mut() else {
             return;
         };
-        s.set_media_pts(
-            self.rtc
-                .codec_config()
-                .params()
-                .iter()
-                .map(|p| (*p.pt(), p.spec().clock_rate.get())),
-        );
+        s.set_media_pts(self.rtc.codec_config().params().iter().map(|p| {
+            (
+                *p.pt(),
+                p.spec().clock_rate.get(),
+                p.spec().codec.is_video(),
+            )
+        }));
     }
 
     /// Switches off str0m's NACKs for the stream of `ssrc` once str0m knows it. They depend on

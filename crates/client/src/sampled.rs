@@ -15,6 +15,12 @@
 //! receiver: a relay that rewrites sequence numbers per receiver and keeps one SSRC per
 //! subscription across simulcast layer switches (callrelay, Janus) gives one contiguous
 //! sequence per subscription, and a layer switch is neither a gap nor a duplicate in it.
+//!
+//! With [`ClientConfig::decrypt_video_until`][crate::ClientConfig::decrypt_video_until] a new
+//! *video* SSRC is not sampled at first: every one of its packets goes to str0m until one whose
+//! decrypted payload passes the [`DecryptUntil`] test (a load generator waiting for the
+//! simulcast layer it asked for sees the first packet of that layer, not the first sample of
+//! it); from the next packet on the SSRC is sampled one in `N` like any other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,6 +40,34 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// Counts below this many sequence numbers behind the highest one received tell duplicates
 /// from late packets; an older packet counts as late (reordered), never as a duplicate.
 const WINDOW: u64 = 4096;
+
+/// A test on the decrypted payload of a received video packet
+/// ([`ClientConfig::decrypt_video_until`][crate::ClientConfig::decrypt_video_until]): a sampled
+/// session decrypts every packet of a video SSRC until one passes it. Called on the session's
+/// task for each of those packets, so it should be cheap and must not block.
+#[derive(Clone)]
+pub struct DecryptUntil(Arc<PayloadTest>);
+
+/// The function behind a [`DecryptUntil`].
+type PayloadTest = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+impl DecryptUntil {
+    /// A test from a function of the payload (RTP payload, exactly as received).
+    pub fn new(test: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> DecryptUntil {
+        DecryptUntil(Arc::new(test))
+    }
+
+    /// Whether `payload` passes.
+    pub fn test(&self, payload: &[u8]) -> bool {
+        (self.0)(payload)
+    }
+}
+
+impl std::fmt::Debug for DecryptUntil {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecryptUntil(..)")
+    }
+}
 
 /// What one receiving session counted on one SSRC, from RTP headers alone.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +226,9 @@ pub(crate) struct SeqCounter {
     pt: u8,
     /// NACKs for this SSRC are switched off in str0m (once it knows the stream).
     pub(crate) nack_suppressed: bool,
+    /// Every packet goes to str0m, not one in `N`: a video SSRC until a decrypted packet
+    /// passes the session's [`DecryptUntil`].
+    pub(crate) decrypt_all: bool,
 }
 
 /// The extended sequence numbers of every SSRC start at this offset plus the first packet's,
@@ -219,6 +256,7 @@ impl SeqCounter {
             decrypted: 0,
             pt: h.pt,
             nack_suppressed: false,
+            decrypt_all: false,
         }
     }
 
@@ -360,6 +398,10 @@ pub(crate) struct Sampler {
     session: u64,
     /// RTP clock rate of each negotiated media payload type; 0: not media (always to str0m).
     clock: [u32; 128],
+    /// Which negotiated media payload types are video.
+    video: [bool; 128],
+    /// A new video SSRC is decrypted in full until one of its packets passes this.
+    until: Option<DecryptUntil>,
     streams: HashMap<u32, SeqCounter, BuildHasherDefault<SsrcHasher>>,
     /// SRTP payload minus decrypted payload (the authentication tag), from the first decrypted
     /// packet.
@@ -372,11 +414,19 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    pub(crate) fn new(every: u32, session: u64, sink: RtpCounts, now: Instant) -> Sampler {
+    pub(crate) fn new(
+        every: u32,
+        session: u64,
+        sink: RtpCounts,
+        now: Instant,
+        until: Option<DecryptUntil>,
+    ) -> Sampler {
         Sampler {
             every: u64::from(every.clamp(1, MAX_DECRYPT_SAMPLE)),
             session,
             clock: [0; 128],
+            video: [false; 128],
+            until,
             streams: HashMap::default(),
             srtp_overhead: None,
             pending: None,
@@ -386,13 +436,16 @@ impl Sampler {
         }
     }
 
-    /// Sets the payload types counted, with their RTP clock rates (after each negotiation).
-    pub(crate) fn set_media_pts(&mut self, pts: impl Iterator<Item = (u8, u32)>) {
+    /// Sets the payload types counted, with their RTP clock rates and whether they are video
+    /// (after each negotiation).
+    pub(crate) fn set_media_pts(&mut self, pts: impl Iterator<Item = (u8, u32, bool)>) {
         self.clock = [0; 128];
-        for (pt, rate) in pts {
+        self.video = [false; 128];
+        for (pt, rate, video) in pts {
             if let Some(c) = self.clock.get_mut(usize::from(pt)) {
                 // 0 would read as "not media": a rate is never 0, but keep it counted.
                 *c = rate.max(1);
+                self.video[usize::from(pt)] = video;
             }
         }
     }
@@ -406,12 +459,14 @@ impl Sampler {
         if rate == 0 || h.padding {
             return Verdict::ToRtc(None);
         }
-        let s = self
-            .streams
-            .entry(h.ssrc)
-            .or_insert_with(|| SeqCounter::new(&h, rate, now));
+        let decrypt_all = self.until.is_some() && self.video[usize::from(h.pt)];
+        let s = self.streams.entry(h.ssrc).or_insert_with(|| {
+            let mut s = SeqCounter::new(&h, rate, now);
+            s.decrypt_all = decrypt_all;
+            s
+        });
         s.clock_rate = rate;
-        let sample = s.arrivals.is_multiple_of(self.every);
+        let sample = s.decrypt_all || s.arrivals.is_multiple_of(self.every);
         s.arrivals += 1;
         s.record(&h, h.payload_len, now);
         self.dirty = true;
@@ -424,14 +479,22 @@ impl Sampler {
         }
     }
 
-    /// str0m emitted the RTP packet (`ssrc`, `seq`) with `payload_len` decrypted bytes.
-    pub(crate) fn decrypted(&mut self, ssrc: u32, seq: u16, payload_len: usize) {
+    /// str0m emitted the RTP packet (`ssrc`, `seq`) with this decrypted `payload`.
+    pub(crate) fn decrypted(&mut self, ssrc: u32, seq: u16, payload: &[u8]) {
+        if let Some(until) = &self.until {
+            if let Some(s) = self.streams.get_mut(&ssrc) {
+                if s.decrypt_all && until.test(payload) {
+                    // Sampled from the next packet on.
+                    s.decrypt_all = false;
+                }
+            }
+        }
         if self.srtp_overhead.is_some() {
             return;
         }
         if let Some((s, q, wire)) = self.pending {
             if s == ssrc && q == seq {
-                self.srtp_overhead = Some(wire.saturating_sub(payload_len));
+                self.srtp_overhead = Some(wire.saturating_sub(payload.len()));
             }
         }
     }
@@ -607,8 +670,8 @@ mod tests {
     fn one_in_n_per_ssrc_goes_to_str0m_the_first_included() {
         let t = Instant::now();
         let sink = RtpCounts::new();
-        let mut s = Sampler::new(10, 3, sink.clone(), t);
-        s.set_media_pts([(111u8, 48_000u32)].into_iter());
+        let mut s = Sampler::new(10, 3, sink.clone(), t, None);
+        s.set_media_pts([(111u8, 48_000u32, false)].into_iter());
         let packet = |ssrc: u8, seq: u16, pt: u8, padding: bool| {
             let mut p = vec![if padding { 0xa0 } else { 0x80 }, pt];
             p.extend_from_slice(&seq.to_be_bytes());
@@ -641,7 +704,7 @@ mod tests {
             Verdict::ToRtc(None)
         );
         // The tag length is learnt from a decrypted sample and taken off the byte count.
-        s.decrypted(2, 90, 30);
+        s.decrypted(2, 90, &[0; 30]);
         s.publish(t, false);
         let counts = sink.snapshot();
         assert_eq!(counts.len(), 2);
@@ -655,5 +718,51 @@ mod tests {
         assert_eq!(sink.snapshot()[0].received, 100);
         s.publish(t, true);
         assert_eq!(sink.snapshot()[0].received, 101);
+    }
+
+    #[test]
+    fn a_video_ssrc_is_decrypted_in_full_until_a_packet_passes_the_test() {
+        let t = Instant::now();
+        let until = DecryptUntil::new(|payload: &[u8]| payload.first() == Some(&b'h'));
+        let mut s = Sampler::new(16, 1, RtpCounts::new(), t, Some(until));
+        // 96 is video (VP8), 111 audio (Opus).
+        s.set_media_pts([(96u8, 90_000u32, true), (111, 48_000, false)].into_iter());
+        let packet = |ssrc: u8, seq: u16, pt: u8| {
+            let mut p = vec![0x80, pt];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, ssrc]);
+            p.extend_from_slice(&[0; 40]);
+            p
+        };
+        // Video SSRC 1 carries l, then h from its 40th packet (seq 39): every packet up to that
+        // one is decrypted, then one in 16 counting from the stream's first arrival.
+        let mut decrypted = Vec::new();
+        for seq in 0..100u16 {
+            if let Verdict::ToRtc(Some(1)) = s.handle(&packet(1, seq, 96), t) {
+                decrypted.push(seq);
+                let layer: &[u8] = if seq < 39 { b"l" } else { b"h" };
+                s.decrypted(1, seq, layer);
+            }
+        }
+        let mut expected: Vec<u16> = (0..40).collect();
+        expected.extend([48, 64, 80, 96]);
+        assert_eq!(decrypted, expected);
+        // Audio is sampled from its first packet.
+        let audio = (0..40u16)
+            .filter(|&q| s.handle(&packet(2, q, 111), t) == Verdict::ToRtc(Some(2)))
+            .count();
+        assert_eq!(audio, 3, "0, 16 and 32");
+        // A payload that never passes keeps its SSRC decrypted in full.
+        for seq in 0..40u16 {
+            assert_eq!(s.handle(&packet(3, seq, 96), t), Verdict::ToRtc(Some(3)));
+            s.decrypted(3, seq, b"m");
+        }
+        // Without a test, video is sampled like audio.
+        let mut plain = Sampler::new(16, 2, RtpCounts::new(), t, None);
+        plain.set_media_pts([(96u8, 90_000u32, true)].into_iter());
+        let sampled = (0..40u16)
+            .filter(|&q| plain.handle(&packet(1, q, 96), t) != Verdict::Counted)
+            .count();
+        assert_eq!(sampled, 3);
     }
 }
