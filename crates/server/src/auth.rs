@@ -156,8 +156,10 @@ impl Tokens {
         let name = data
             .claims
             .name
-            .filter(|n| !n.trim().is_empty())
-            .map(|n| n.chars().take(64).collect());
+            // Trimmed before it is cut to 64 characters: a name of 64 spaces and a letter would
+            // otherwise be cut to a blank name (found by fuzz/token).
+            .map(|n| n.trim().chars().take(64).collect::<String>().trim_end().to_owned())
+            .filter(|n| !n.is_empty());
         Ok(Caller {
             user,
             name,
@@ -232,6 +234,22 @@ mod tests {
         assert_eq!(c.user, alice);
         assert!(c.admin);
         assert_eq!(c.name.as_deref(), Some("Alice"));
+    }
+
+    #[test]
+    fn a_name_is_trimmed_before_it_is_cut_to_64_characters() {
+        let t = tokens();
+        let alice = UserId::parse("alice").unwrap();
+        let name = |raw: &str| {
+            let tok = t.issue_user(&alice, Some(raw), false, Utc::now(), Duration::from_secs(60));
+            t.verify_user(&tok).unwrap().name
+        };
+        let padded = format!("{}Alice", " ".repeat(70));
+        assert_eq!(name(&padded).as_deref(), Some("Alice"));
+        assert_eq!(name(" \t ").as_deref(), None);
+        let long = format!("{}  x", "é".repeat(63));
+        let cut = name(&long).unwrap();
+        assert_eq!(cut, "é".repeat(63), "cut to 64 characters, then trimmed");
     }
 
     #[test]
