@@ -5,20 +5,27 @@
 //!
 //! Trimmed from the core's test harness (`crates/sfu/tests/common/mod.rs`): no loss, no
 //! latency, and only what the benches need.
+//!
+//! [`Net::run_live`] drives a room the way the relay's worker does, for benches of the
+//! product's steady state: publishers ([`Sender`]) send audio and video at their real rates in
+//! virtual time, every client is driven (it decrypts what it receives and sends its RTCP,
+//! transport-cc feedback and keyframe requests back), and the relay's timers are served when
+//! they come due, on the millisecond grid of the worker's timer. The wall time spent inside
+//! the relay's calls is summed in [`RelayWork`]; the clients' work is not.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callrelay_sfu::{Event, ParticipantId, RoomKey, RoomKind, Sfu, SfuConfig};
+use callrelay_sfu::{Event, ParticipantId, RoomKey, RoomKind, Sfu, SfuConfig, Transmit};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::ice::{StunMessage, TransId};
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
 
 /// The relay's (fake) worker socket.
 pub const SFU_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
@@ -55,6 +62,9 @@ pub struct Peer {
     pub video_mid: Option<Mid>,
     /// Receiving m-lines added by the other side's offers.
     pub subscribed: usize,
+    /// Keyframe requests (PLI/FIR) received, by m-line and simulcast layer, oldest first;
+    /// a [`Sender`] takes them.
+    pub keyframe_requests: Vec<(Mid, Option<Rid>)>,
     seq: u64,
 }
 
@@ -67,6 +77,7 @@ impl Peer {
             audio_mid: None,
             video_mid: None,
             subscribed: 0,
+            keyframe_requests: Vec::new(),
             seq: 0,
         }
     }
@@ -77,18 +88,36 @@ pub struct Net {
     pub now: Instant,
     pub sfu: Sfu,
     pub peers: Vec<Peer>,
+    /// Clients joining from now on negotiate NACK and transport-wide congestion control
+    /// (`transport-cc` feedback and its header extension), as browsers do (the default).
+    /// `false`: neither, like the load generator's sampled receivers (`--decrypt-sample`),
+    /// towards which the relay has no bandwidth estimate and does not pace.
+    pub client_twcc: bool,
     queue: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// The origin of virtual time: the worker's timer counts whole milliseconds from it.
+    origin: Instant,
+    /// [`Sfu::poll_timeout`] after the relay's last call ([`Net::run_live`]).
+    relay_deadline: Option<Instant>,
+    /// What the relay's last call produced, moved out of the timed region.
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
 }
 
 impl Net {
     /// An empty network with a relay using `config`.
     pub fn new(config: SfuConfig) -> Self {
+        // The origin of virtual time; nothing measures it.
+        let now = Instant::now();
         Net {
-            // The origin of virtual time; nothing measures it.
-            now: Instant::now(),
+            now,
             sfu: Sfu::new(config, [7; 32]),
             peers: Vec::new(),
+            client_twcc: true,
             queue: VecDeque::new(),
+            origin: now,
+            relay_deadline: None,
+            transmits: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -130,15 +159,38 @@ impl Net {
     /// A client joins `room` with an offer: sending audio/video, or (neither) one receive-only
     /// audio line so that it publishes nothing. Its participant id is its index.
     pub fn join(&mut self, room: RoomKey, kind: RoomKind, audio: bool, video: bool) -> usize {
+        self.join_with(room, kind, audio, video, &[])
+    }
+
+    /// [`Net::join`], the video sent as simulcast with `layers` (rids, lowest first) if any.
+    pub fn join_with(
+        &mut self,
+        room: RoomKey,
+        kind: RoomKind,
+        audio: bool,
+        video: bool,
+        layers: &[&str],
+    ) -> usize {
         let i = self.peers.len();
         let addr = local(20_000 + i as u16);
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut config = Rtc::builder().set_rtp_mode(true);
+        if !self.client_twcc {
+            config = without_nack_and_twcc(config);
+        }
+        let mut rtc = config.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for l in layers {
+                s.add_send_layer(SimulcastLayer::new(l));
+            }
+            s
+        });
         let mut api = rtc.sdp_api();
         let audio_mid =
             audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid =
-            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let video_mid = video
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         if !audio && !video {
             api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         }
@@ -385,16 +437,511 @@ fn poll_peer(p: &mut Peer, queue: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>
             }
             Output::Event(e) => {
                 any = true;
-                if let str0m::Event::MediaAdded(m) = e {
-                    if m.direction.is_receiving() {
-                        p.subscribed += 1;
-                    } else if m.kind == MediaKind::Audio {
-                        p.audio_mid.get_or_insert(m.mid);
-                    } else {
-                        p.video_mid.get_or_insert(m.mid);
+                match e {
+                    str0m::Event::MediaAdded(m) => {
+                        if m.direction.is_receiving() {
+                            p.subscribed += 1;
+                        } else if m.kind == MediaKind::Audio {
+                            p.audio_mid.get_or_insert(m.mid);
+                        } else {
+                            p.video_mid.get_or_insert(m.mid);
+                        }
+                    }
+                    str0m::Event::KeyframeRequest(r) => p.keyframe_requests.push((r.mid, r.rid)),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+// ---- live: a room driven in virtual time as the relay's worker drives it ------------------
+
+/// `config` for a client like the load generator's sampled receivers: no NACK and no
+/// transport-wide congestion control on any payload type (PLI and FIR stay), and no transport
+/// sequence number extension (as `callrelay-client` does for `--decrypt-sample` above 1).
+fn without_nack_and_twcc(mut config: RtcConfig) -> RtcConfig {
+    for p in config.codec_config().iter_mut() {
+        p.set_fb_nack(false);
+        p.set_fb_transport_cc(false);
+    }
+    let mut exts = ExtensionMap::empty();
+    for (id, e) in config.extension_map().iter() {
+        if !matches!(e, Extension::TransportSequenceNumber) {
+            exts.set(id, e.clone());
+        }
+    }
+    config.set_extension_map(exts)
+}
+
+/// One video stream of a [`Traffic`]: a simulcast layer (`rid`) or plain video (`None`).
+#[derive(Debug, Clone)]
+pub struct VideoStream {
+    pub rid: Option<&'static str>,
+    /// Payload bitrate of its delta frames, kbit/s.
+    pub kbps: u32,
+}
+
+/// What a [`Sender`] publishes and how often: the load generator's model
+/// (`loadtest/src/traffic.rs`) without its random sizes and phases.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    /// Opus-like audio: 50 packets/s of [`AUDIO_PAYLOAD`] bytes with an audio level.
+    pub audio: bool,
+    /// Video streams, lowest layer first.
+    pub video: Vec<VideoStream>,
+    /// Video frames per second; each frame of each stream is split into equal packets of at
+    /// most [`VIDEO_PAYLOAD`] bytes, sent at the frame's instant.
+    pub fps: u32,
+    /// A keyframe (5 × a delta frame's size) on every stream this often, and on a stream
+    /// whose keyframe was requested (PLI/FIR); `None`: keyframes only on request.
+    pub keyframe_interval: Option<Duration>,
+}
+
+/// Keyframes are this many times a delta frame (as the load generator's).
+const KEYFRAME_FACTOR: u64 = 5;
+/// Audio packet interval (20 ms Opus frames).
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Traffic {
+    /// Audio only.
+    pub fn audio() -> Self {
+        Traffic {
+            audio: true,
+            video: Vec::new(),
+            fps: 30,
+            keyframe_interval: None,
+        }
+    }
+
+    /// One plain video stream of `kbps` at 30 frames/s, no audio, no periodic keyframes.
+    pub fn video(kbps: u32) -> Self {
+        Traffic {
+            audio: false,
+            video: vec![VideoStream { rid: None, kbps }],
+            fps: 30,
+            keyframe_interval: None,
+        }
+    }
+
+    /// What the load generator's participants send by default (`callrelay-loadgen`): audio
+    /// and three simulcast layers `l`, `m`, `h` at 150, 500 and 2,500 kbit/s, 30 frames/s, a
+    /// keyframe every 2 s.
+    pub fn simulcast() -> Self {
+        Traffic {
+            audio: true,
+            video: [("l", 150), ("m", 500), ("h", 2_500)]
+                .into_iter()
+                .map(|(rid, kbps)| VideoStream {
+                    rid: Some(rid),
+                    kbps,
+                })
+                .collect(),
+            fps: 30,
+            keyframe_interval: Some(Duration::from_secs(2)),
+        }
+    }
+
+    /// The rids of the simulcast layers, lowest first (empty for plain video).
+    pub fn rids(&self) -> Vec<&'static str> {
+        self.video.iter().filter_map(|v| v.rid).collect()
+    }
+
+    /// Bytes and packets of one frame of stream `i`.
+    fn frame(&self, i: usize, key: bool) -> (usize, usize) {
+        let mut bytes = u64::from(self.video[i].kbps) * 1000 / 8 / u64::from(self.fps.max(1));
+        if key {
+            bytes *= KEYFRAME_FACTOR;
+        }
+        let bytes = (bytes as usize).max(16);
+        let packets = bytes.div_ceil(VIDEO_PAYLOAD);
+        (bytes.div_ceil(packets), packets)
+    }
+
+    /// RTP packets per second of stream `i` (`None`: audio), keyframes included.
+    pub fn packets_per_second(&self, i: Option<usize>) -> f64 {
+        match i {
+            None => 1.0 / AUDIO_INTERVAL.as_secs_f64(),
+            Some(i) => {
+                let delta = self.frame(i, false).1 as f64;
+                let key = self.frame(i, true).1 as f64;
+                let kf = self
+                    .keyframe_interval
+                    .map_or(0.0, |k| 1.0 / k.as_secs_f64());
+                delta * f64::from(self.fps) + (key - delta) * kf
+            }
+        }
+    }
+}
+
+/// The send schedule of one publishing client (`peer`), in virtual time.
+pub struct Sender {
+    pub peer: usize,
+    pub traffic: Traffic,
+    /// RTP packets sent so far.
+    pub sent: u64,
+    /// Stop after this many packets (`None`: never).
+    pub limit: Option<u64>,
+    next_audio: Instant,
+    next_frame: Instant,
+    frame_interval: Duration,
+    next_keyframe: Option<Instant>,
+    keyframe_due: Vec<bool>,
+    audio_seq: u64,
+    video_seq: Vec<u64>,
+    frames: u32,
+    audio_pt: Option<Pt>,
+    video_pt: Option<Pt>,
+}
+
+impl Sender {
+    /// `net.peers[peer]` sends `traffic`, its first audio packet `audio_phase` and its first
+    /// frame `video_phase` after now (spread them over the senders of a room).
+    pub fn new(
+        net: &Net,
+        peer: usize,
+        traffic: Traffic,
+        audio_phase: Duration,
+        video_phase: Duration,
+    ) -> Self {
+        let p = &net.peers[peer];
+        let pt = |codec| {
+            p.rtc
+                .codec_config()
+                .find(|c| c.spec().codec == codec)
+                .map(|c| c.pt())
+        };
+        assert!(!traffic.audio || p.audio_mid.is_some(), "peer sends audio");
+        assert!(
+            traffic.video.is_empty() || p.video_mid.is_some(),
+            "peer sends video"
+        );
+        let layers = traffic.video.len();
+        let frame_interval = Duration::from_nanos(1_000_000_000 / u64::from(traffic.fps.max(1)));
+        Sender {
+            peer,
+            sent: 0,
+            limit: None,
+            next_audio: net.now + audio_phase,
+            next_frame: net.now + video_phase,
+            frame_interval,
+            next_keyframe: traffic.keyframe_interval.map(|_| net.now + video_phase),
+            keyframe_due: vec![false; layers],
+            audio_seq: 0,
+            video_seq: vec![0; layers],
+            frames: 0,
+            audio_pt: pt(Codec::Opus),
+            video_pt: pt(Codec::Vp8),
+            traffic,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.limit.is_some_and(|l| self.sent >= l)
+    }
+
+    /// When it sends next (far ahead once its limit is reached).
+    pub fn due(&self) -> Instant {
+        let far = self.next_audio.max(self.next_frame) + Duration::from_secs(3600);
+        if self.exhausted() {
+            return far;
+        }
+        let mut t = far;
+        if self.traffic.audio {
+            t = t.min(self.next_audio);
+        }
+        if !self.traffic.video.is_empty() {
+            t = t.min(self.next_frame);
+        }
+        t
+    }
+
+    /// Continues from `now` without catching up on packets it would have sent while it was
+    /// not driven (between bench samples).
+    pub fn resume(&mut self, now: Instant) {
+        while self.next_audio < now {
+            self.next_audio += AUDIO_INTERVAL;
+        }
+        while self.next_frame < now {
+            self.next_frame += self.frame_interval;
+        }
+    }
+
+    /// Writes every packet due at `now` to the peer's `Rtc` and queues its datagrams.
+    fn send(
+        &mut self,
+        peer: &mut Peer,
+        now: Instant,
+        queue: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    ) {
+        let mut wrote = false;
+        while self.traffic.audio && self.next_audio <= now && !self.exhausted() {
+            let seq = self.audio_seq;
+            self.audio_seq += 1;
+            let mut payload = vec![0x5a; AUDIO_PAYLOAD];
+            payload[..8].copy_from_slice(&seq.to_be_bytes());
+            let ext = ExtensionValues {
+                audio_level: Some(-30),
+                voice_activity: Some(true),
+                ..Default::default()
+            };
+            let mid = peer.audio_mid.expect("audio mid");
+            let pt = self.audio_pt.expect("opus negotiated");
+            let mut api = peer.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).expect("audio stream");
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), (seq as u32).wrapping_mul(960), now, payload)
+                    .ext_vals(ext),
+            );
+            self.sent += 1;
+            wrote = true;
+            self.next_audio += AUDIO_INTERVAL;
+        }
+        if !self.traffic.video.is_empty() && self.next_frame <= now && !self.exhausted() {
+            let mid = peer.video_mid.expect("video mid");
+            let pt = self.video_pt.expect("vp8 negotiated");
+            // Keyframe requests since the last frame: the layers they name (all if none).
+            for (m, rid) in peer.keyframe_requests.drain(..) {
+                if m != mid {
+                    continue;
+                }
+                for (i, v) in self.traffic.video.iter().enumerate() {
+                    if rid.is_none() || v.rid.map(Rid::from) == rid {
+                        self.keyframe_due[i] = true;
                     }
                 }
             }
+            let periodic = self.next_keyframe.is_some_and(|t| t <= self.next_frame);
+            if periodic {
+                let every = self.traffic.keyframe_interval.expect("periodic keyframes");
+                self.next_keyframe = self.next_keyframe.map(|t| t + every);
+            }
+            let ts = self.frames.wrapping_mul(90_000 / self.traffic.fps.max(1));
+            for i in 0..self.traffic.video.len() {
+                let key = std::mem::take(&mut self.keyframe_due[i]) || periodic;
+                let (len, packets) = self.traffic.frame(i, key);
+                let rid = self.traffic.video[i].rid.map(Rid::from);
+                for k in 0..packets {
+                    if self.exhausted() {
+                        break;
+                    }
+                    // VP8 payload descriptor (S=1 on a frame's first packet) and, there, the
+                    // frame tag whose P bit says keyframe: what the relay parses.
+                    let mut payload = vec![0xee; len];
+                    payload[0] = if k == 0 { 0x10 } else { 0x00 };
+                    payload[1] = if key { 0x00 } else { 0x01 };
+                    let seq = self.video_seq[i];
+                    payload[2..10].copy_from_slice(&seq.to_be_bytes());
+                    self.video_seq[i] += 1;
+                    let mut api = peer.rtc.direct_api();
+                    let tx = api.stream_tx_by_mid(mid, rid).expect("video stream");
+                    tx.write_rtp(
+                        RtpWrite::new(pt, seq.into(), ts, now, payload)
+                            .marker(k == packets - 1)
+                            .nackable(true),
+                    );
+                    self.sent += 1;
+                    wrote = true;
+                }
+            }
+            self.frames += 1;
+            self.next_frame += self.frame_interval;
+        }
+        if wrote {
+            peer.rtc
+                .handle_input(Input::Timeout(now))
+                .expect("sender handles timeout");
+            poll_peer(peer, queue);
+        }
+    }
+}
+
+/// Upper bounds (ms) of [`RelayWork::held`]'s buckets; the last bucket is everything above.
+pub const HELD_BOUNDS_MS: [u64; 10] = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500];
+
+/// What the relay did in [`Net::run_live`], and the wall time it took.
+#[derive(Debug, Clone, Default)]
+pub struct RelayWork {
+    /// Wall time inside the relay's calls: every `handle_datagram` and `handle_timeout`,
+    /// each with the `poll_transmit`, `poll_event` and `poll_timeout` that follow it.
+    pub busy: Duration,
+    /// Datagrams handed to `handle_datagram` (media, RTCP, STUN).
+    pub datagrams_in: u64,
+    /// `handle_timeout` calls.
+    pub timeouts: u64,
+    /// Forwarded copies out of the relay (transmits with `received_at`).
+    pub copies: u64,
+    /// Everything else out of the relay: RTCP, retransmissions, padding, STUN replies.
+    pub other_out: u64,
+    /// Copies by how long after their packet's arrival they left the relay (str0m's pacer),
+    /// in the buckets of [`HELD_BOUNDS_MS`] and one beyond.
+    pub held: [u64; 11],
+    /// The longest such wait.
+    pub held_max: Duration,
+}
+
+impl RelayWork {
+    fn copy(&mut self, held: Duration) {
+        self.copies += 1;
+        self.held_max = self.held_max.max(held);
+        let ms = held.as_micros().div_ceil(1000) as u64;
+        let i = HELD_BOUNDS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(HELD_BOUNDS_MS.len());
+        self.held[i] += 1;
+    }
+
+    /// The bound (ms) of the bucket holding the `q` quantile of the copies' wait (`None`:
+    /// above the last bound).
+    pub fn held_quantile(&self, q: f64) -> Option<u64> {
+        let rank = ((self.copies as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.held.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return HELD_BOUNDS_MS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+impl Net {
+    /// The next instant on the worker's timer grid (whole milliseconds of virtual time) at or
+    /// after `t`: tokio's timer rounds a sleep up to its millisecond.
+    fn timer_tick(&self, t: Instant) -> Instant {
+        let d = t.saturating_duration_since(self.origin);
+        self.origin + Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
+    }
+
+    /// Runs the room for `d` of virtual time as the relay's worker would: see
+    /// [`Net::run_live_until`].
+    pub fn run_live(&mut self, d: Duration, senders: &mut [Sender], work: &mut RelayWork) {
+        self.run_live_until(d, senders, work, |_, _| false);
+    }
+
+    /// Runs the room in virtual time until `stop` holds (checked after every instant) or for
+    /// at most `max`; returns whether `stop` held.
+    ///
+    /// At each instant, in order: the senders' packets due are written by their clients; the
+    /// clients' timers due are served; the relay's timer is served if its deadline has passed
+    /// (the worker sleeps until [`Sfu::poll_timeout`], rounded up to the millisecond); then
+    /// every datagram is delivered — to the relay (timed, with what it sends back) or to a
+    /// client (not timed) — until none is left. The network has no latency and no loss.
+    pub fn run_live_until(
+        &mut self,
+        max: Duration,
+        senders: &mut [Sender],
+        work: &mut RelayWork,
+        mut stop: impl FnMut(&Net, &RelayWork) -> bool,
+    ) -> bool {
+        let end = self.now + max;
+        self.relay_deadline = self.sfu.poll_timeout();
+        // Turns at one instant in a row: a timer that keeps asking for the same instant
+        // (the relay's when it has more to drive than one call does) is served again at once,
+        // as the worker would, but not for ever.
+        let mut same = 0;
+        loop {
+            if stop(self, work) {
+                return true;
+            }
+            let mut next = end;
+            for s in senders.iter() {
+                next = next.min(s.due());
+            }
+            if let Some(t) = self.relay_deadline {
+                next = next.min(self.timer_tick(t));
+            }
+            for p in &self.peers {
+                next = next.min(p.timeout);
+            }
+            if next >= end {
+                self.now = end;
+                return false;
+            }
+            if next <= self.now {
+                same += 1;
+                if same > 64 {
+                    next = self.now + MIN_STEP;
+                    same = 0;
+                }
+            } else {
+                same = 0;
+            }
+            self.now = next.max(self.now);
+            let now = self.now;
+            for s in senders.iter_mut() {
+                if s.due() <= now {
+                    s.send(&mut self.peers[s.peer], now, &mut self.queue);
+                }
+            }
+            for p in &mut self.peers {
+                if p.timeout <= now {
+                    p.rtc
+                        .handle_input(Input::Timeout(now))
+                        .expect("client handles timeout");
+                    poll_peer(p, &mut self.queue);
+                }
+            }
+            if self.relay_deadline.is_some_and(|t| t <= now) {
+                let start = Instant::now();
+                self.sfu.handle_timeout(now);
+                self.drain_relay(start, work);
+                work.timeouts += 1;
+            }
+            while let Some((source, destination, contents)) = self.queue.pop_front() {
+                if destination == SFU_ADDR {
+                    let start = Instant::now();
+                    self.sfu
+                        .handle_datagram(now, source, destination, &contents);
+                    self.drain_relay(start, work);
+                    work.datagrams_in += 1;
+                } else if let Some(p) = self.peers.iter_mut().find(|p| p.addr == destination) {
+                    let recv = Receive::new(Protocol::Udp, source, destination, &contents)
+                        .expect("datagram");
+                    p.rtc
+                        .handle_input(Input::Receive(now, recv))
+                        .expect("client handles datagram");
+                    poll_peer(p, &mut self.queue);
+                }
+            }
+        }
+    }
+
+    /// Drains the relay after a call that began at `start` (wall clock), adds the time to
+    /// `work`, then (not timed) counts and queues what it sent and answers its SDP offers.
+    fn drain_relay(&mut self, start: Instant, work: &mut RelayWork) {
+        let mut transmits = std::mem::take(&mut self.transmits);
+        let mut events = std::mem::take(&mut self.events);
+        while let Some(t) = self.sfu.poll_transmit() {
+            transmits.push(t);
+        }
+        while let Some(e) = self.sfu.poll_event() {
+            events.push(e);
+        }
+        self.relay_deadline = self.sfu.poll_timeout();
+        work.busy += start.elapsed();
+        for t in transmits.drain(..) {
+            match t.received_at {
+                Some(at) => work.copy(self.now.saturating_duration_since(at)),
+                None => work.other_out += 1,
+            }
+            self.queue.push_back((t.source, t.destination, t.contents));
+        }
+        let mut answered = false;
+        for e in events.drain(..) {
+            if let Event::SdpOffer { participant, sdp } = e {
+                self.answer(participant, &sdp);
+                answered = true;
+            }
+        }
+        self.transmits = transmits;
+        self.events = events;
+        if answered {
+            // Renegotiation is not expected in a steady room; its output is drained (timed).
+            let start = Instant::now();
+            self.drain_relay(start, work);
         }
     }
 }

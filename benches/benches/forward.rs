@@ -11,6 +11,25 @@
 //! feeding them; each chunk asserts that every packet went out to every subscriber.
 //! Throughput is set to the subscriber count, so criterion's "elem/s" is forwarded copies/s.
 //!
+//! The product's configuration, side by side, for audio_10p, audio_50p, video_10p and
+//! video_32p (`live_case`):
+//! - `sfu_bwe`: bandwidth estimation on, as the server runs by default
+//!   (`media.bandwidth_estimation = true`: `bwe_initial_bitrate` =
+//!   `DEFAULT_BWE_INITIAL_BITRATE`), so str0m paces the video it sends to each subscriber;
+//! - `sfu_live`: the same with it off.
+//!
+//! Both are driven live (`Net::run_live_until`): the publisher sends at its real rate in
+//! virtual time (audio 50 packets/s; video 30 frames/s of 2.5 Mbit/s, 9 packets a frame),
+//! every client is driven (decrypts its copies, sends its RTCP and transport-cc feedback back),
+//! and the relay's timers run when they come due, on the worker's millisecond grid. Timed:
+//! every call into the relay — the datagrams from the publisher, the feedback from the
+//! subscribers, every `handle_timeout` (pacer, RTCP, BWE, housekeeping) — until every copy
+//! of the sample's packets has left it (paced copies included, however late: each sample
+//! asserts iterations × subscribers copies). Not timed: the clients. One iteration is still one
+//! packet from the publisher, so the difference to `sfu` is what the timers and the feedback
+//! add, and `sfu_bwe` against `sfu_live` what bandwidth estimation and pacing add. How long
+//! the pacer held copies is printed per case.
+//!
 //! Beside it, per room size and packet size:
 //! - `bare_str0m`: the same forward done with bare str0m `Rtc`s, no core (the str0m cost);
 //! - `aead_floor`: aws-lc-rs AES-256-GCM (the profile str0m negotiates by default,
@@ -31,14 +50,22 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use callrelay_benches::rig::{
-    add_address_holders, is_srtp, local, Bare, Media, Net, AUDIO_PAYLOAD, SFU_ADDR, VIDEO_PAYLOAD,
+    add_address_holders, is_srtp, local, Bare, Media, Net, RelayWork, Sender, Traffic,
+    AUDIO_PAYLOAD, SFU_ADDR, VIDEO_PAYLOAD,
 };
 use callrelay_server::metrics::FORWARD_LATENCY_BUCKETS;
-use callrelay_sfu::RoomKind;
+use callrelay_sfu::{ParticipantId, RoomKind, DEFAULT_BWE_INITIAL_BITRATE};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// Packets generated per untimed step; the timed loop feeds one chunk at a time.
 const CHUNK: u64 = 256;
+
+/// Video bitrate of the live cases: the load generator's `h` layer (30 frames/s of 10.4 kB,
+/// 9 packets each).
+const LIVE_VIDEO_KBPS: u32 = 2_500;
+
+/// Cases also run live, with and without bandwidth estimation.
+const LIVE: [&str; 4] = ["audio_10p", "audio_50p", "video_10p", "video_32p"];
 
 /// SRTP overhead around the payload: 12 B RTP header, 8 B of header extensions (audio level
 /// or transport-cc sized), 16 B GCM tag.
@@ -73,6 +100,16 @@ fn forward(c: &mut Criterion) {
             b.iter_custom(|iters| time_sfu(&mut net, media, iters))
         });
         drop(net);
+
+        if LIVE.contains(&param.as_str()) {
+            for (id, bwe) in [("sfu_live", false), ("sfu_bwe", true)] {
+                let mut live = LiveCase::new(media, size, kind, bwe);
+                g.bench_function(BenchmarkId::new(id, &param), |b| {
+                    b.iter_custom(|iters| live.time(iters))
+                });
+                live.report(&format!("forward/{id}/{param}"));
+            }
+        }
 
         let mut bare = Bare::new(media, subs);
         time_bare(&mut bare, media, 4 * CHUNK);
@@ -222,6 +259,115 @@ fn time_sfu(net: &mut Net, media: Media, iters: u64) -> Duration {
         left -= n as u64;
     }
     total
+}
+
+/// A room whose publisher sends one medium at its real rate, driven live (see the module
+/// documentation), with or without bandwidth estimation.
+struct LiveCase {
+    net: Net,
+    sender: [Sender; 1],
+    /// Totals over every timed sample, for the report.
+    total: RelayWork,
+    packets: u64,
+}
+
+impl LiveCase {
+    fn new(media: Media, size: usize, kind: RoomKind, bwe: bool) -> Self {
+        let mut config = Net::config(size.max(32));
+        config.bwe_initial_bitrate = bwe.then_some(DEFAULT_BWE_INITIAL_BITRATE);
+        let net = Net::room_with(size, kind, config);
+        let traffic = match media {
+            Media::Audio => Traffic::audio(),
+            Media::Video => Traffic::video(LIVE_VIDEO_KBPS),
+        };
+        let sender = Sender::new(&net, 0, traffic, Duration::ZERO, Duration::ZERO);
+        let mut live = LiveCase {
+            net,
+            sender: [sender],
+            total: RelayWork::default(),
+            packets: 0,
+        };
+        // Untimed warm-up: 2 s of traffic (first-packet RTCP, the estimate settling).
+        let per_s = live.sender[0]
+            .traffic
+            .packets_per_second(if media == Media::Audio { None } else { Some(0) });
+        live.time((2.0 * per_s) as u64);
+        live.total = RelayWork::default();
+        live.packets = 0;
+        live
+    }
+
+    /// The publisher sends `iters` more packets at its rate; runs until every copy of them
+    /// has left the relay. Returns the wall time spent in the relay's calls.
+    fn time(&mut self, iters: u64) -> Duration {
+        let subs = self.net.subscribers() as u64;
+        let s = &mut self.sender[0];
+        s.resume(self.net.now);
+        s.limit = Some(s.sent + iters);
+        let interval = 1.0
+            / s.traffic
+                .packets_per_second(s.traffic.video.first().map(|_| 0));
+        // The packets' own span and 10 s for the pacer to let the last ones go.
+        let max = Duration::from_secs_f64(iters as f64 * interval + 10.0);
+        let mut work = RelayWork::default();
+        let expected = iters * subs;
+        let done = self
+            .net
+            .run_live_until(max, &mut self.sender, &mut work, |_, w| {
+                w.copies >= expected
+            });
+        assert!(
+            done && work.copies == expected,
+            "every packet forwarded to every subscriber: {} of {expected} copies",
+            work.copies
+        );
+        self.packets += iters;
+        let t = &mut self.total;
+        t.busy += work.busy;
+        t.datagrams_in += work.datagrams_in;
+        t.timeouts += work.timeouts;
+        t.copies += work.copies;
+        t.other_out += work.other_out;
+        for (a, b) in t.held.iter_mut().zip(work.held) {
+            *a += b;
+        }
+        t.held_max = t.held_max.max(work.held_max);
+        work.busy
+    }
+
+    /// What the timed samples did: calls per packet, other datagrams, the pacer's hold.
+    fn report(&self, name: &str) {
+        let t = &self.total;
+        if self.packets == 0 {
+            return;
+        }
+        let p = self.packets as f64;
+        let estimate = self
+            .net
+            .sfu
+            .bandwidth_estimate(ParticipantId(1))
+            .map_or("none".to_string(), |e| {
+                format!("{:.2} Mbit/s", e as f64 / 1e6)
+            });
+        eprintln!(
+            "{name}: {} packets in, {} copies out; per packet in: {:.2} relay datagrams in \
+             (the rest RTCP/feedback), {:.3} handle_timeout calls, {:.2} other datagrams out; \
+             copies held by the pacer p50 <= {} ms, p99 <= {} ms, max {:?}; estimate towards \
+             subscriber 1: {estimate}",
+            self.packets,
+            t.copies,
+            t.datagrams_in as f64 / p,
+            t.timeouts as f64 / p,
+            t.other_out as f64 / p,
+            fmt_ms(t.held_quantile(0.5)),
+            fmt_ms(t.held_quantile(0.99)),
+            t.held_max,
+        );
+    }
+}
+
+fn fmt_ms(bound: Option<u64>) -> String {
+    bound.map_or(">500".to_string(), |b| b.to_string())
 }
 
 /// [`time_sfu`] for the bare-str0m baseline.
