@@ -158,7 +158,14 @@ impl Tokens {
             .name
             // Trimmed before it is cut to 64 characters: a name of 64 spaces and a letter would
             // otherwise be cut to a blank name (found by fuzz/token).
-            .map(|n| n.trim().chars().take(64).collect::<String>().trim_end().to_owned())
+            .map(|n| {
+                n.trim()
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+                    .trim_end()
+                    .to_owned()
+            })
             .filter(|n| !n.is_empty());
         Ok(Caller {
             user,
@@ -241,7 +248,13 @@ mod tests {
         let t = tokens();
         let alice = UserId::parse("alice").unwrap();
         let name = |raw: &str| {
-            let tok = t.issue_user(&alice, Some(raw), false, Utc::now(), Duration::from_secs(60));
+            let tok = t.issue_user(
+                &alice,
+                Some(raw),
+                false,
+                Utc::now(),
+                Duration::from_secs(60),
+            );
             t.verify_user(&tok).unwrap().name
         };
         let padded = format!("{}Alice", " ".repeat(70));
