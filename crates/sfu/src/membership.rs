@@ -156,9 +156,14 @@ impl Sfu {
         // (a profile of 180 such receivers put 14 % of the relay's CPU in str0m's probe checks
         // alone). It gets what it asks for, unpaced, as with TWCC missing from its answers
         // (see `simulcast.rs`).
+        //
+        // In a voice room the estimate would choose nothing (there are no layers) and cost
+        // per copy (transport-cc feedback, the estimator's and pacer's timers: 1.8× the relay
+        // time per forwarded copy in the room bench's voice room): no BWE there either.
         let bwe = self
             .config
             .bwe_initial_bitrate
+            .filter(|_| room_kind == RoomKind::Video)
             .filter(|_| offer_sdp.is_none_or(offers_twcc));
         let ufrag = self.new_ufrag();
         let creds = IceCreds {

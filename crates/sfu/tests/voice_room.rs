@@ -1,10 +1,11 @@
-//! A voice link refuses video, on join and on renegotiation, and still carries audio.
+//! A voice link refuses video, on join and on renegotiation, and still carries audio; its
+//! participants get no bandwidth estimate (there is no layer to choose with one).
 
 mod common;
 
 use std::time::Duration;
 
-use callrelay_sfu::{ParticipantId, RoomKind, SfuError};
+use callrelay_sfu::{ParticipantId, RoomKind, SfuConfig, SfuError, DEFAULT_BWE_INITIAL_BITRATE};
 use common::World;
 use str0m::media::{Direction, MediaKind};
 
@@ -44,4 +45,29 @@ fn voice_room_carries_audio_and_refuses_video_renegotiation() {
         .unwrap_err();
     assert_eq!(err, SfuError::VideoNotAllowed);
     assert_eq!(w.sfu.participant_count(), 2);
+}
+
+#[test]
+fn voice_participants_run_no_bandwidth_estimation_where_video_ones_do() {
+    let mut config = SfuConfig::new(common::SFU_ADDR);
+    config.bwe_initial_bitrate = Some(DEFAULT_BWE_INITIAL_BITRATE);
+    let mut w = World::with_config(config);
+    // Two voice participants and, in another room of the same relay, two video ones.
+    w.join(1, 3, RoomKind::Voice, true, false).expect("voice a");
+    w.join(2, 3, RoomKind::Voice, true, false).expect("voice b");
+    w.join(3, 4, RoomKind::Video, true, true).expect("video c");
+    w.join(4, 4, RoomKind::Video, true, true).expect("video d");
+    w.run_until(Duration::from_secs(5), |w| w.settled(1));
+    w.pump(10);
+    assert_eq!(w.received_from(0, 1, 0xA0), 10, "voice audio flows");
+    assert_eq!(w.received_from(1, 0, 0xA0), 10);
+    for voice in [1, 2] {
+        assert_eq!(w.sfu.bandwidth_estimate(ParticipantId(voice)), None);
+    }
+    for video in [3, 4] {
+        assert!(
+            w.sfu.bandwidth_estimate(ParticipantId(video)).is_some(),
+            "the video room's participants have an estimate"
+        );
+    }
 }
