@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use str0m::media::{Mid, Rid};
 
 /// The starting bandwidth estimate an IO layer should give
-/// [`SfuConfig::bwe_initial_bitrate`] (bits/s): enough for a subscriber's high simulcast layer
-/// (~1.5–2.5 Mbit/s from a browser) from the first packet. str0m paces video at 1.1× the
-/// estimate, so while the estimate is below what a subscriber is sent, video waits in the
-/// pacer: starting at 1 Mbit/s that cost an `h` subscriber a p99 of ~100 ms in its first
-/// seconds, at 2.5 Mbit/s nothing (`crates/sfu/tests/simulcast_bwe.rs`). A subscriber whose
-/// link carries less is moved down as its estimate falls (delay-based, within about a second).
-pub const DEFAULT_BWE_INITIAL_BITRATE: u64 = 2_500_000;
+/// [`SfuConfig::bwe_initial_bitrate`] (bits/s). It is what layers are chosen with until str0m
+/// has measured (its first probes, at 3× and 6× this, report within about a second), and
+/// what those probes scale from: from 2.5 Mbit/s they measured ~9 Mbit/s on an unlimited
+/// link in the room bench, not enough for four `h` layers (~13 Mbit/s with keyframes), so a
+/// meeting subscriber stayed on `m`; from 5 Mbit/s they measured ~16 Mbit/s and it had `h`
+/// within a second. A subscriber whose link carries less is moved down as its estimate falls
+/// (delay- and loss-based, within about a second).
+pub const DEFAULT_BWE_INITIAL_BITRATE: u64 = 5_000_000;
 
 /// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +40,11 @@ pub struct SfuConfig {
     /// subscribers then get their requested layer (the cap set by
     /// [`Sfu::set_subscriber_layer`][crate::Sfu::set_subscriber_layer]).
     ///
-    /// With it on, str0m also paces the video it sends to each participant at its estimate
-    /// (times 1.1) and pads to probe for more: a burst of forwarded video leaves over a few
-    /// milliseconds instead of at once. Off by default so that turning it on, and that cost on
-    /// the per-packet latency, is a deliberate choice of the IO layer.
+    /// Forwarded media is not paced (publishers pace what they send; str0m's pacer, at 1.1×
+    /// the estimate, held a 50 KB keyframe for ~100 ms). The estimate is kept honest by the
+    /// layer choice and by padding while a subscriber probes for its next layer (see
+    /// [`Sfu::set_subscriber_layer`][crate::Sfu::set_subscriber_layer]). Off by default so that
+    /// turning it on is a deliberate choice of the IO layer.
     pub bwe_initial_bitrate: Option<u64>,
     /// A subscriber moves to a higher simulcast layer only after its estimate has covered
     /// that layer for this long (moving down is immediate), so layers do not flap.

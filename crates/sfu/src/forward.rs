@@ -203,7 +203,12 @@ impl Sfu {
             let out_ssrc = match sub.out_ssrc {
                 Some(ssrc) => ssrc,
                 None => match api.stream_tx_by_mid(out_mid, None) {
-                    Some(tx) => tx.ssrc(),
+                    Some(tx) => {
+                        // Forwarded as it comes, video too (see `SfuConfig::bwe_initial_bitrate`):
+                        // the publisher paced it already.
+                        tx.set_unpaced(true);
+                        tx.ssrc()
+                    }
                     None => continue,
                 },
             };

@@ -73,6 +73,12 @@ pub(crate) struct Participant {
     pub(crate) estimate: Option<u64>,
     /// The desired bitrate last handed to this participant's BWE (what it probes towards).
     pub(crate) bwe_desired: u64,
+    /// The minimum last given to its BWE (see [`Sfu::allocate_subscriber`]).
+    pub(crate) bwe_minimum: u64,
+    /// When its current probe interval began (see [`Sfu::allocate_subscriber`]).
+    pub(crate) probe_from: Option<Instant>,
+    /// When its first bandwidth estimate came.
+    pub(crate) estimated_since: Option<Instant>,
     /// NACKs received per sending stream, as last reported by str0m's once-a-second stats
     /// (cumulative), so that [`SfuStats::nacks_received`][crate::SfuStats::nacks_received]
     /// adds only the difference.
@@ -223,6 +229,9 @@ impl Sfu {
             negotiate: false,
             estimate: None,
             bwe_desired: 0,
+            bwe_minimum: 0,
+            probe_from: None,
+            estimated_since: None,
             egress_nacks: HashMap::new(),
             payload_types,
             answered_types: PayloadTypes::default(),

@@ -275,6 +275,9 @@ impl Sfu {
                 // guess: the requested layer stands until there is a measurement.
                 if let Some(p) = self.participants.get_mut(slot) {
                     p.estimate = can_probe.then(|| estimate.as_u64());
+                    if p.estimate.is_some() && p.estimated_since.is_none() {
+                        p.estimated_since = Some(now);
+                    }
                 }
             }
             _ => {}

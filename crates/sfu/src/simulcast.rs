@@ -26,6 +26,15 @@ const LAYER_HEADROOM: f64 = 1.1;
 /// The bandwidth estimator probes up to what the subscriber's caps need times this.
 const PROBE_MARGIN: f64 = 1.5;
 
+/// A subscriber below its cap whose estimate does not cover the next step up is padded
+/// towards that step (never above its estimate) for [`PROBE_WINDOW`] every this often.
+/// Without it the estimate follows what is sent (str0m, like libwebrtc, caps it near 1.5×
+/// the acknowledged bitrate), so a subscriber moved down never came back up: in the room
+/// bench, meeting subscribers sat on `m` with the estimate decaying from 9 to 4.4 Mbit/s.
+const PROBE_INTERVAL: Duration = Duration::from_secs(4);
+/// How long each probe of [`PROBE_INTERVAL`] pads.
+const PROBE_WINDOW: Duration = Duration::from_secs(1);
+
 /// How often the layers of one subscriber's simulcast subscriptions are chosen again.
 pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -51,7 +60,10 @@ impl Sfu {
     /// [`SfuConfig::layer_up_hold`][crate::SfuConfig::layer_up_hold]. Without an estimate (BWE
     /// off, or no TWCC towards this subscriber) or before layer bitrates are known, the
     /// subscriber gets the cap; a subscriber that negotiated no TWCC is also not paced (see
-    /// [`Sfu::allocate_subscriber`]).
+    /// [`Sfu::allocate_subscriber`]). During the first hold after its first estimate, moving
+    /// up is immediate too: str0m's first probes are still raising the estimate from the
+    /// configured start. A subscriber below its cap whose estimate does not cover one layer
+    /// more is padded towards it, one second in four, so that its estimate can grow.
     ///
     /// A switch happens on the new layer's next keyframe, which is requested (throttled);
     /// until then the current layer keeps flowing. See [`Sfu::subscriber_layer`].
@@ -157,7 +169,12 @@ impl Sfu {
         let Some(p) = self.participants.get(slot) else {
             return false;
         };
-        let hold = self.config.layer_up_hold;
+        // Moving up waits for the hold, except while the estimate is new: str0m's first
+        // probes take it from the configured start to a measurement within about a second.
+        let hold = match p.estimated_since {
+            Some(t) if now < t + self.config.layer_up_hold => Duration::ZERO,
+            _ => self.config.layer_up_hold,
+        };
         // What is not simulcast (audio first) is taken from the estimate before layers.
         let mut fixed = 0u64;
         let mut simulcast = 0u64;
@@ -188,6 +205,11 @@ impl Sfu {
         };
         let share = estimate.map(|e| e.saturating_sub(fixed) / simulcast.max(1));
         let mut desired = fixed as f64;
+        // What the next step up would take: every subscription on its target, those below
+        // their cap one layer higher. The pacer pads up to it (never above the estimate), so
+        // the estimate can grow while the media sent is less than the estimate allows.
+        let mut next_step = fixed as f64;
+        let mut below_cap = false;
         let mut switches: Vec<(TrackKey, Option<Rid>)> = Vec::new();
         for &sid in &p.subscriptions {
             let Some(sub) = self.subs.get_mut(sid).filter(|s| s.is_open()) else {
@@ -217,6 +239,11 @@ impl Sfu {
                 // No estimate or no measured layer yet: the requested layer.
                 _ => layers.cap.or(target),
             };
+            if let Some(c) = chosen {
+                let up = layers.next_up(c);
+                below_cap |= up != c;
+                next_step += layers.rate(up) as f64 * LAYER_HEADROOM;
+            }
             if chosen == target {
                 continue;
             }
@@ -235,17 +262,40 @@ impl Sfu {
         // Probe towards what the caps would take, with a margin: an estimate that only just
         // covers the top layer would dip under it and flap.
         let desired = (desired * PROBE_MARGIN) as u64;
+        // Padding towards the next step, during a probe window (see PROBE_INTERVAL).
+        let short = estimate.is_some_and(|e| (e as f64) < next_step);
+        let minimum = match self.participants.get_mut(slot) {
+            Some(p) if below_cap && short => {
+                let from = match p.probe_from {
+                    Some(t) if now < t + PROBE_INTERVAL => t,
+                    _ => now,
+                };
+                p.probe_from = Some(from);
+                if now < from + PROBE_WINDOW {
+                    next_step as u64
+                } else {
+                    0
+                }
+            }
+            Some(p) => {
+                p.probe_from = None;
+                0
+            }
+            None => 0,
+        };
         if let Some(p) = self
             .participants
             .get_mut(slot)
             .filter(|p| p.bwe_desired != BWE_UNPACED)
         {
-            let differs = desired.abs_diff(p.bwe_desired) > p.bwe_desired / 10;
+            let differs = desired.abs_diff(p.bwe_desired) > p.bwe_desired / 10
+                || minimum.abs_diff(p.bwe_minimum) > p.bwe_minimum / 10;
             if estimate.is_some() && desired > 0 && differs {
                 p.bwe_desired = desired;
+                p.bwe_minimum = minimum;
                 p.rtc
                     .bwe()
-                    .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+                    .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
                 self.mark_dirty(slot);
             }
         }
@@ -397,6 +447,14 @@ impl LayerRates {
 
     fn highest(&self) -> Option<usize> {
         (0..self.len).max_by_key(|i| self.key(*i))
+    }
+
+    /// The lowest allowed layer above `i`, or `i` itself at the top (or the cap).
+    fn next_up(&self, i: usize) -> usize {
+        (0..self.len)
+            .filter(|&j| self.allowed(j) && self.key(j) > self.key(i))
+            .min_by_key(|&j| self.key(j))
+            .unwrap_or(i)
     }
 
     /// Flowing and not above the cap (a cap that is not flowing caps nothing).

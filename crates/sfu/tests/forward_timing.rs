@@ -1,6 +1,7 @@
 //! Every forwarded copy leaves the core with the arrival time of the datagram it copies, so
-//! the IO layer's `callrelay_forward_latency_seconds` measures socket-to-kernel per copy,
-//! including the time str0m's pacer holds a copy back.
+//! the IO layer's `callrelay_forward_latency_seconds` measures socket-to-kernel per copy.
+//! With bandwidth estimation on, forwarded video is not paced: a burst far above the estimate
+//! leaves at once (str0m's pacer, at 1.1× the estimate, used to hold keyframes for ~100 ms).
 
 mod common;
 
@@ -39,9 +40,9 @@ fn each_forwarded_copy_carries_its_arrival_time() {
 }
 
 #[test]
-fn time_in_the_pacer_counts_as_forwarding_latency() {
+fn with_bandwidth_estimation_a_video_burst_is_not_held_back() {
     let mut config = SfuConfig::new(common::SFU_ADDR);
-    // A low starting estimate: str0m paces video towards each subscriber at about this rate.
+    // A low starting estimate: str0m's pacer would send video at about this rate.
     config.bwe_initial_bitrate = Some(100_000);
     let mut w = World::with_config(config);
     let a = w.join(1, 7, RoomKind::Video, true, true).expect("a joins");
@@ -52,12 +53,12 @@ fn time_in_the_pacer_counts_as_forwarding_latency() {
     w.forward_delays.clear();
     let before = w.sfu.stats().rtp_forwarded;
 
-    // A 30-packet keyframe burst (about 220 kbit) in one instant, far above the pacing rate.
+    // A 30-packet keyframe burst (about 220 kbit) in one instant, far above the estimate.
     for _ in 0..30 {
         w.send_video(a);
     }
     w.drain();
-    w.run_for(Duration::from_secs(3));
+    w.run_for(Duration::from_millis(500));
 
     let forwarded = w.sfu.stats().rtp_forwarded - before;
     assert_eq!(forwarded, 30);
@@ -68,18 +69,9 @@ fn time_in_the_pacer_counts_as_forwarding_latency() {
         .filter(|(d, _)| *d == to_b)
         .map(|(_, d)| *d)
         .collect();
-    assert_eq!(
-        delays.len(),
-        30,
-        "every copy is timed when it finally leaves"
-    );
-    let max = delays.iter().max().copied().unwrap_or_default();
+    assert_eq!(delays.len(), 30, "every copy is timed");
     assert!(
-        max >= Duration::from_millis(50),
-        "the pacer spread the burst, and the wait is counted: max {max:?}"
-    );
-    assert!(
-        delays[0] < max,
-        "the first copy left before the last: {delays:?}"
+        delays.iter().all(|d| d.is_zero()),
+        "each copy left in the step its original arrived: {delays:?}"
     );
 }

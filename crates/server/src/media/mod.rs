@@ -169,10 +169,9 @@ impl MediaPlane {
             config.mtu = settings.mtu;
             config.max_participants = settings.max_participants;
             config.idle_timeout = settings.idle_timeout;
-            // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), starting
-            // from 1 Mbit/s, capped by the size each asked for.
-            // The starting estimate decides how long video waits in str0m's pacer at the start of
-            // a subscription (see DEFAULT_BWE_INITIAL_BITRATE).
+            // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), capped
+            // by the size each asked for; the starting estimate is what str0m's first probes
+            // scale from (see DEFAULT_BWE_INITIAL_BITRATE).
             config.bwe_initial_bitrate = settings
                 .bandwidth_estimation
                 .then_some(callrelay_sfu::DEFAULT_BWE_INITIAL_BITRATE);
