@@ -120,6 +120,8 @@ test('unknown, malformed, revoked and expired links get a clear page', { timeout
     await sleep(1500);
     await p2.goto(l2.url);
     assert.equal(await p2.getByTestId('call-status').textContent(), 'This call link has expired');
+    // The page says this relay's links.ttl, not a fixed 90 days.
+    assert.match(await p2.getByTestId('gone').textContent(), /expire 1 second after their last use/);
     await p2.context().close();
   } finally {
     await short.stop();
@@ -148,7 +150,7 @@ test('a refused join says only "You can\'t join this call"', { timeout: 60000 },
 
 test('dev config and the page assets are served; the page works on a phone-sized screen', { timeout: 30000 }, async () => {
   const cfg = await (await fetch(`${relay.base}/v1/dev/config`)).json();
-  assert.deepEqual(cfg, { dev: true });
+  assert.deepEqual(cfg, { dev: true, link_ttl_seconds: 90 * 24 * 3600 });
   const css = await fetch(`${relay.base}/assets/style.css`);
   assert.match(css.headers.get('content-type'), /text\/css/);
   assert.equal((await fetch(`${relay.base}/assets/nope.js`)).status, 404);

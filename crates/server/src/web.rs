@@ -5,7 +5,8 @@
 //!   id answers a plain `400` page (the preview API answers 404/410 for well-formed unknown ids).
 //! - `/assets/{file}` serves the scripts, the stylesheet and the vendored QR encoder.
 //! - `GET /v1/dev/config` tells the page whether the relay runs in dev mode (then the page asks
-//!   `/v1/dev/token` for a token under the name the user types).
+//!   `/v1/dev/token` for a token under the name the user types) and how long links live
+//!   (`links.ttl`, for the expired-link page).
 //!
 //! The end-to-end key of a link lives only in the URL fragment (`#k=…`), which browsers never send:
 //! nothing here sees it. Requests are logged by route template only (see `api::observe`), so the
@@ -146,11 +147,15 @@ fn asset_response(name: &str) -> Response {
 pub struct DevConfig {
     /// Whether the relay runs with `--dev` (then `POST /v1/dev/token` issues tokens).
     pub dev: bool,
+    /// `links.ttl` in seconds: how long a link lives after its last use (the expired-link
+    /// page says it).
+    pub link_ttl_seconds: u64,
 }
 
 async fn dev_config(State(s): State<Arc<AppState>>) -> Json<DevConfig> {
     Json(DevConfig {
         dev: s.settings.dev,
+        link_ttl_seconds: s.settings.link_ttl.as_secs(),
     })
 }
 

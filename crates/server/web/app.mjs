@@ -75,10 +75,25 @@ function rememberedKey(id) {
 // ---------------------------------------------------------------------------------------------
 // Who the user is: a token in sessionStorage; in dev mode the relay issues one for a typed name.
 
-let devModePromise = null;
+let pageConfigPromise = null;
+function pageConfig() {
+  pageConfigPromise ??= api('GET', '/v1/dev/config').then((r) => (r.ok ? r.data : {}));
+  return pageConfigPromise;
+}
 function devMode() {
-  devModePromise ??= api('GET', '/v1/dev/config').then((r) => r.ok && r.data.dev === true);
-  return devModePromise;
+  return pageConfig().then((c) => c.dev === true);
+}
+
+// "90 days", "36 hours", "10 minutes": a link's lifetime after its last use, in words.
+export function lifetime(seconds) {
+  const units = [['day', 86400], ['hour', 3600], ['minute', 60], ['second', 1]];
+  for (const [name, size] of units) {
+    if (seconds >= size && seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${seconds} seconds`;
 }
 
 const session = {
@@ -199,10 +214,13 @@ function showCreated(box, link) {
   box.hidden = false;
 }
 
-function gonePage(code) {
+async function gonePage(code) {
+  const ttl = code === 'link_expired' ? (await pageConfig()).link_ttl_seconds : undefined;
   const text = {
     link_not_found: ['This call link doesn\'t exist', 'Check that the whole link was copied.'],
-    link_expired: ['This call link has expired', 'Links expire 90 days after their last use. Ask for a new one.'],
+    link_expired: ['This call link has expired', ttl > 0
+      ? `Links on this relay expire ${lifetime(ttl)} after their last use. Ask for a new one.`
+      : 'Links expire some time after their last use. Ask for a new one.'],
     link_revoked: ['This link was revoked', 'The operator of this relay revoked it. Ask for a new one.'],
     join_refused: ['You can\'t join this call', ''],
     room_full: ['The call is full', 'Try again later.'],
