@@ -1296,16 +1296,37 @@ async fn progress_line(live: Arc<Live>, clock: Clock, rooms: usize, total: usize
 
 async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Scrape> {
     use anyhow::Context as _;
-    let text = http
+    let response = http
         .get(url)
         .send()
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("GET {url}"))?
+        .map_err(|e| unreachable_relay(url, e))?
+        .error_for_status()
+        .with_context(|| format!("GET {url}"))?;
+    let text = response
         .text()
         .await
         .with_context(|| format!("GET {url}"))?;
     Ok(Scrape::parse(&text)?)
+}
+
+/// The error for a request that got no answer: says that the relay is unreachable (and why,
+/// in reqwest's words), instead of "error sending request".
+fn unreachable_relay(url: &str, e: reqwest::Error) -> anyhow::Error {
+    if e.is_connect() || e.is_timeout() {
+        let why = std::error::Error::source(&e)
+            .map(|s| {
+                let mut s: &dyn std::error::Error = s;
+                while let Some(inner) = s.source() {
+                    s = inner;
+                }
+                s.to_string()
+            })
+            .unwrap_or_else(|| e.to_string());
+        anyhow::anyhow!("the relay at {url} is unreachable ({why}): is it running?")
+    } else {
+        anyhow::Error::new(e).context(format!("GET {url}"))
+    }
 }
 
 /// `POST /v1/dev/token` (dev-mode relays only).

@@ -492,3 +492,28 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
     assert!(nb.packets_forwarded.is_some_and(|v| v > 0.0), "{nb:?}");
     b.stop(Duration::from_secs(15)).await;
 }
+
+/// Pointed at a port nobody listens on, the load generator exits non-zero and says that the
+/// relay is unreachable (it said "GET …/metrics: error sending request").
+#[test]
+fn a_relay_that_is_down_is_reported_as_unreachable() {
+    // A port that was free a moment ago: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callrelay-loadgen"))
+        .args(["--url", &format!("http://127.0.0.1:{port}"), "--dev"])
+        .args(["--rooms", "1", "--publishers", "1", "--duration", "1s"])
+        .output()
+        .expect("run callrelay-loadgen");
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the relay at http://127.0.0.1:{port}/metrics is unreachable"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error sending request"), "{stderr}");
+}
