@@ -50,16 +50,20 @@ enum Command {
         /// POST /v1/dev/token so a browser page can get a token.
         #[arg(long)]
         dev: bool,
-        /// http.addr
+        /// Address the HTTP API, the web pages and /metrics listen on (config key http.addr;
+        /// default 127.0.0.1:7700).
         #[arg(long, value_name = "ADDR")]
         http_addr: Option<String>,
-        /// http.public_url
+        /// Base URL put in call-link URLs and signal_url, e.g. the public https:// address
+        /// behind your proxy (http.public_url; default http://{http.addr}).
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
-        /// store.data_dir
+        /// Directory of the embedded SQLite database callrelay.db, created on start
+        /// (store.data_dir; default ./callrelay-data).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<String>,
-        /// store.database_url
+        /// postgres://user:password@host:5432/db to share state between the nodes of a
+        /// cluster, instead of the SQLite file (store.database_url; default: none).
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
     },

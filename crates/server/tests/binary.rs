@@ -8,6 +8,42 @@ use std::time::{Duration, Instant};
 mod support;
 use support::{free_port, send, token, Relay, BIN, SECRET};
 
+/// `serve --help` says what each flag does and its default, beside its config key (it
+/// listed the key alone).
+#[test]
+fn serve_help_explains_every_flag_with_its_default() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run callrelay serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, key, default) in [
+        ("--http-addr", "http.addr", "default 127.0.0.1:7700"),
+        (
+            "--public-url",
+            "http.public_url",
+            "default http://{http.addr}",
+        ),
+        ("--data-dir", "store.data_dir", "default ./callrelay-data"),
+        ("--database-url", "store.database_url", "default: none"),
+    ] {
+        // The flag's own entry: from its line to the next flag's.
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} in {help}"));
+        let rest = &help[at + flag.len()..];
+        let entry = &rest[..rest.find("\n  -").unwrap_or(rest.len())];
+        let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(entry.contains(key), "{flag}: {entry}");
+        assert!(entry.contains(default), "{flag}: {entry}");
+        assert!(
+            entry.split(key).next().is_some_and(|s| s.len() > 40),
+            "{flag} has a sentence before its key: {entry}"
+        );
+    }
+}
+
 #[test]
 fn invalid_configuration_exits_64_naming_the_key_before_binding() {
     let port = free_port();
