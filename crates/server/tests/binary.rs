@@ -33,7 +33,12 @@ fn serve_help_explains_every_flag_with_its_default() {
             .find(flag)
             .unwrap_or_else(|| panic!("{flag} in {help}"));
         let rest = &help[at + flag.len()..];
-        let entry = &rest[..rest.find("\n  -").unwrap_or(rest.len())];
+        let end = ["\n  -", "\n      --"]
+            .iter()
+            .filter_map(|next| rest.find(next))
+            .min()
+            .unwrap_or(rest.len());
+        let entry = &rest[..end];
         let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(entry.contains(key), "{flag}: {entry}");
         assert!(entry.contains(default), "{flag}: {entry}");
