@@ -332,6 +332,8 @@ pub struct SfuStats {
     pub dropped_before_keys: u64,
     /// Participants whose `Rtc` panicked (a str0m bug); each was removed alone.
     pub sessions_panicked: u64,
+    /// Client offers that restarted ICE (new ICE credentials: a client that changed network).
+    pub ice_restarts: u64,
     /// RTP packets received from publishers.
     pub rtp_received: u64,
     /// RTP copies handed to subscribers.

@@ -56,6 +56,16 @@ impl Sfu {
             }
         };
         p.payload_types.commit(payload_types);
+        // An ICE restart (the offer carries new ICE credentials: a client that moved to another
+        // network) gives this side new credentials too (RFC 8445 §9): STUN is routed by our
+        // ufrag, so the route follows. The learned addresses stay until ICE replaces them.
+        let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != p.ufrag {
+            self.by_ufrag.remove(&p.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), slot);
+            p.ufrag = ufrag;
+            self.stats.ice_restarts += 1;
+        }
         // SSRCs of m-lines the client stopped or no longer sends on give their places back.
         let rtc = &p.rtc;
         p.ssrcs
