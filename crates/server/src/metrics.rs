@@ -429,7 +429,7 @@ pub const REMOVE_REASONS: [&str; 11] = [
 ];
 
 /// Codes used as the `code` label of `callrelay_signaling_errors_total` (proto/signal.proto).
-pub const SIGNALING_ERROR_CODES: [&str; 15] = [
+pub const SIGNALING_ERROR_CODES: [&str; 16] = [
     "invalid_message",
     "invalid_grant",
     "grant_expired",
@@ -444,6 +444,7 @@ pub const SIGNALING_ERROR_CODES: [&str; 15] = [
     "rate_limited",
     "wrong_node",
     "seat_limit",
+    "resume_failed",
     "internal",
 ];
 
@@ -496,6 +497,7 @@ struct WorkerFamilies {
     keyframe_requests: IntCounter,
     keyframe_requests_throttled: IntCounter,
     nacks: IntCounter,
+    ice_restarts: IntCounter,
 }
 
 impl WorkerFamilies {
@@ -538,10 +540,14 @@ impl WorkerFamilies {
                 "Keyframe requests (PLI/FIR) not relayed to the publisher: one for the same layer went out within the throttle interval.",
             )?,
             nacks: IntCounter::new("callrelay_nacks_total", "NACK feedback packets received from subscribers.")?,
+            ice_restarts: IntCounter::new(
+                "callrelay_ice_restarts_total",
+                "Client offers that restarted ICE (new ICE credentials: a client that changed network).",
+            )?,
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 10] {
+    fn collectors(&self) -> [&dyn Collector; 11] {
         [
             &self.packets_received,
             &self.bytes_received,
@@ -553,6 +559,7 @@ impl WorkerFamilies {
             &self.keyframe_requests,
             &self.keyframe_requests_throttled,
             &self.nacks,
+            &self.ice_restarts,
         ]
     }
 
@@ -603,6 +610,7 @@ impl WorkerFamilies {
             s.keyframe_requests_throttled,
         );
         set(self.nacks.clone(), s.nacks_received);
+        set(self.ice_restarts.clone(), s.ice_restarts);
     }
 }
 
@@ -671,6 +679,7 @@ impl WorkerCounts {
         t.keyframe_requests_relayed += s.keyframe_requests_relayed;
         t.keyframe_requests_throttled += s.keyframe_requests_throttled;
         t.nacks_received += s.nacks_received;
+        t.ice_restarts += s.ice_restarts;
         self.sends.datagrams += o.sends.datagrams;
         self.sends.syscalls += o.sends.syscalls;
         self.send_failed += o.send_failed;
@@ -733,6 +742,11 @@ pub struct MediaMetrics {
     /// `callrelay_signaling_coalesced_total`: room updates (mute, active speaker) replaced by a
     /// newer one before a slow receiver read them.
     pub signaling_coalesced: IntCounter,
+    /// `callrelay_signaling_resumed_total`: sessions a new socket picked up after their socket
+    /// broke (`resume`).
+    pub signaling_resumed: IntCounter,
+    /// `callrelay_signaling_parked`: sessions whose socket broke, waiting to be resumed.
+    pub signaling_parked: IntGauge,
 }
 
 impl MediaMetrics {
@@ -781,6 +795,14 @@ impl MediaMetrics {
                 "callrelay_signaling_coalesced_total",
                 "Room updates (mute, active speaker) to a slow receiver replaced by a newer one before it read them.",
             )?,
+            signaling_resumed: IntCounter::new(
+                "callrelay_signaling_resumed_total",
+                "Signaling sessions a new socket picked up (resume) after their socket broke.",
+            )?,
+            signaling_parked: IntGauge::new(
+                "callrelay_signaling_parked",
+                "Signaling sessions whose socket broke, waiting for the client to resume them.",
+            )?,
         };
         registry.register(Box::new(m.forward_latency.clone()))?;
         registry.register(Box::new(m.workers.clone()))?;
@@ -794,6 +816,8 @@ impl MediaMetrics {
         registry.register(Box::new(m.signaling_errors.clone()))?;
         registry.register(Box::new(m.signaling_rate_limited.clone()))?;
         registry.register(Box::new(m.signaling_coalesced.clone()))?;
+        registry.register(Box::new(m.signaling_resumed.clone()))?;
+        registry.register(Box::new(m.signaling_parked.clone()))?;
         for k in crate::budget::Kind::ALL {
             m.signaling_rate_limited.with_label_values(&[k.as_str()]);
         }
