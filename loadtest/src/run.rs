@@ -1219,7 +1219,10 @@ impl Rx {
                     self.live.connected(self.index, self.connected_ns);
                 }
             }
-            ClientEvent::Signal(_) => {}
+            // Media goes on while the client resumes its signaling socket by itself; a resume
+            // that fails ends in `Closed` (then a rejoin, in a cluster).
+            ClientEvent::Signal(_) | ClientEvent::SignalingLost | ClientEvent::SignalingResumed => {
+            }
         }
         false
     }

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callrelay_proto::signal::{Join, Joined, SessionDescription, VideoPreference};
+use callrelay_proto::signal::{Join, Joined, Resume, SessionDescription, VideoPreference};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -220,6 +220,12 @@ pub enum ClientEvent {
         /// The layer, if simulcast.
         rid: Option<String>,
     },
+    /// The signaling socket broke without a `removed`: the client is resuming the session on a
+    /// new socket (`resume`) while media goes on. [`ClientEvent::SignalingResumed`] follows, or
+    /// [`ClientEvent::Closed`] when the relay cannot be reached or refuses.
+    SignalingLost,
+    /// A new signaling socket took the session over: same participant, seat and tracks.
+    SignalingResumed,
     /// The session ended: the last event. `reason` is the relay's `removed{reason}` if any.
     Closed {
         /// Why the relay removed us, if it said.
@@ -227,8 +233,10 @@ pub enum ClientEvent {
     },
 }
 
-/// A participant in a call. Dropping it ends the session abruptly (like a crashed app);
-/// [`Client::leave`] hangs up politely.
+/// A participant in a call. Dropping it ends the session abruptly (like a crashed app: the
+/// relay keeps its seat for `rooms.resume_grace`, waiting for a `resume` that never comes);
+/// [`Client::leave`] hangs up politely. A signaling socket that breaks while the client runs is
+/// resumed by the client itself ([`ClientEvent::SignalingLost`]).
 pub struct Client {
     participant_id: String,
     joined: Joined,
@@ -290,6 +298,10 @@ enum Command {
         reply: oneshot::Sender<Result<String, ClientError>>,
     },
     Leave,
+    /// Move to a new UDP socket and restart ICE over signaling (see [`Client::move_network`]).
+    MoveNetwork {
+        reply: oneshot::Sender<Result<SocketAddr, ClientError>>,
+    },
 }
 
 /// Bytes [`vp8_payload`] puts before the body of a keyframe packet (the most it adds).
@@ -498,16 +510,17 @@ impl Session {
         self,
         participant_id: String,
         joined: Joined,
-        ws: Option<(WsSink, WsStream)>,
+        ws: Option<(WsSink, WsStream, String)>,
     ) -> Client {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(self.event_capacity.max(16));
         let dropped = Arc::new(AtomicU64::new(0));
         let local_addr = self.local_addr;
-        let (sink, stream) = match ws {
-            Some((sink, stream)) => (Some(sink), Some(stream)),
-            None => (None, None),
+        let (sink, stream, signal_url) = match ws {
+            Some((sink, stream, url)) => (Some(sink), Some(stream), url),
+            None => (None, None, String::new()),
         };
+        let resume_token = joined.resume_token.clone();
         let rtp_counts = self.rtp_counts.clone();
         let mut driver = Driver {
             rtc: self.rtc,
@@ -519,10 +532,15 @@ impl Session {
             seqs: HashMap::new(),
             streams: HashMap::new(),
             pending_offer: None::<SdpPendingOffer>,
+            restart_candidate: None,
             events: event_tx,
             dropped: dropped.clone(),
             removed: None,
             sink,
+            signal_url,
+            resume_token,
+            outbox: Vec::new(),
+            last_from_relay: Arc::new(AtomicU64::new(0)),
             session: self.id,
             sampler: self.sampler,
         };
@@ -610,7 +628,8 @@ impl Client {
             .map_err(|e| ClientError::Sdp(e.to_string()))?;
         let session = Session { rtc, ..session };
         let participant_id = joined.participant_id.clone();
-        Ok(session.spawn(participant_id, joined, Some((sink, stream))))
+        let url = ticket.signal_url.clone();
+        Ok(session.spawn(participant_id, joined, Some((sink, stream, url))))
     }
 
     /// Starts a publishing session whose SDP travels by other means (another SFU's signaling,
@@ -775,6 +794,19 @@ impl Client {
         self.command(Command::Leave)
     }
 
+    /// What an app does when its network changes (Wi-Fi to mobile data): moves to a new UDP
+    /// socket on a new port (the old one is closed: what arrives there is lost) and restarts
+    /// ICE over signaling, an `offer` with new ICE credentials whose answer makes the new
+    /// address this client's only candidate. Same participant, same tracks; media flows again
+    /// once ICE has checked the new path. Returns the new local address.
+    pub async fn move_network(&mut self) -> Result<SocketAddr, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::MoveNetwork { reply })?;
+        let addr = rx.await.map_err(|_| ClientError::Closed)??;
+        self.local_addr = addr;
+        Ok(addr)
+    }
+
     /// Whether the background session is still running.
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()
@@ -812,11 +844,21 @@ struct Driver {
     /// Subscription m-lines: mid → (publisher's participant id, kind).
     streams: HashMap<Mid, (Option<String>, TrackKind)>,
     pending_offer: Option<SdpPendingOffer>,
+    /// The new local address of an ICE restart, a candidate once the relay answered.
+    restart_candidate: Option<SocketAddr>,
     events: mpsc::Sender<ClientEvent>,
     dropped: Arc<AtomicU64>,
     removed: Option<String>,
-    /// callrelay signaling (`None` when SDP travels elsewhere).
+    /// callrelay signaling (`None` when SDP travels elsewhere, or while resuming).
     sink: Option<WsSink>,
+    /// Where signaling is, and the token that resumes this session there (empty: no resume).
+    signal_url: String,
+    resume_token: String,
+    /// Signaling messages written while the socket was being resumed, sent once it is back.
+    outbox: Vec<ClientMessage>,
+    /// When a datagram last came from the relay (ns since `start`): while it sends, it is up,
+    /// and a broken socket is worth resuming.
+    last_from_relay: Arc<AtomicU64>,
     session: u64,
     /// Sampled receive mode: classifies and counts datagrams before str0m.
     sampler: Option<Sampler>,
@@ -838,7 +880,7 @@ impl Driver {
         // more than receiving the datagram.
         // The reader goes with this future, however it ends (a dropped `Client` aborts it):
         // it holds half of the WebSocket, which must close with the session.
-        let (mut frames, _reader) = match stream {
+        let (mut frames, mut _reader) = match stream {
             Some(stream) => {
                 let (tx, rx) = mpsc::channel(64);
                 (
@@ -858,6 +900,8 @@ impl Driver {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        // A new signaling socket being opened to resume the session (see `resume_signaling`).
+        let mut resuming: Option<std::pin::Pin<Box<ResumeFuture>>> = None;
         // The Rtc's next timeout, or `None` when it must be driven: it had input since (only
         // a datagram that was just counted leaves it untouched).
         let mut rtc_deadline: Option<Instant> = None;
@@ -926,8 +970,46 @@ impl Driver {
                                 break;
                             }
                         }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            // Removed, leaving, or no way to resume: the session is over.
+                            if leaving || self.removed.is_some() || self.resume_token.is_empty() || self.signal_url.is_empty() {
+                                break;
+                            }
+                            tracing::debug!("signaling lost: resuming");
+                            frames = None;
+                            _reader = None;
+                            self.sink = None;
+                            self.emit(ClientEvent::SignalingLost);
+                            resuming = Some(Box::pin(resume_signaling(
+                                self.signal_url.clone(),
+                                self.resume_token.clone(),
+                                self.last_from_relay.clone(),
+                                self.start,
+                            )));
+                        }
                         Some(Ok(_)) => {}
+                    }
+                }
+                resumed = async { resuming.as_mut().expect("guarded").await }, if resuming.is_some() => {
+                    resuming = None;
+                    rtc_deadline = None;
+                    match resumed {
+                        Ok((sink, stream)) => {
+                            let (tx, rx) = mpsc::channel(64);
+                            frames = Some(rx);
+                            _reader = Some(AbortOnDrop(tokio::spawn(read_frames(stream, tx))));
+                            self.sink = Some(sink);
+                            self.emit(ClientEvent::SignalingResumed);
+                            for m in std::mem::take(&mut self.outbox) {
+                                if !self.signal(m).await {
+                                    break;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "signaling not resumed");
+                            break;
+                        }
                     }
                 }
                 cmd = commands.recv(), if !leaving => {
@@ -996,6 +1078,9 @@ impl Driver {
     /// One datagram that arrived at `now`: counted only (sampled mode, `Ok(false)`) or handed
     /// to the `Rtc` (`Ok(true)`); `Err` when the `Rtc` failed and the session is over.
     fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) -> Result<bool, ()> {
+        let since = now.saturating_duration_since(self.start).as_nanos();
+        self.last_from_relay
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
         // Sampled mode: most media RTP is only counted from its header; str0m never sees it.
         let verdict = match self.sampler.as_mut() {
             Some(s) => s.handle(data, now),
@@ -1129,8 +1214,11 @@ impl Driver {
                     tracing::debug!("relay offer does not parse");
                     return Flow::Continue;
                 };
-                // A server offer supersedes anything we had outstanding (we never offer again).
-                self.pending_offer = None;
+                // Glare: the relay yields to our outstanding offer (an ICE restart) and offers
+                // again after answering it (proto/CLIENTS.md): ignore its crossed offer.
+                if self.pending_offer.is_some() {
+                    return Flow::Continue;
+                }
                 let accepted = self.rtc.sdp_api().accept_offer(offer);
                 self.refresh_media_pts();
                 match accepted {
@@ -1153,6 +1241,16 @@ impl Driver {
                 ) {
                     if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                         tracing::debug!(error = %e, "relay answer rejected");
+                    }
+                    // The restart took effect with the answer and dropped the old local
+                    // candidates: the new socket's address is the one now.
+                    if let Some(addr) = self.restart_candidate.take() {
+                        match Candidate::host(addr, "udp") {
+                            Ok(c) => {
+                                self.rtc.add_local_candidate(c);
+                            }
+                            Err(e) => tracing::debug!(error = %e, "bad local candidate"),
+                        }
                     }
                     self.refresh_media_pts();
                 }
@@ -1224,9 +1322,40 @@ impl Driver {
                 let _ = reply.send(answer);
             }
             Command::Leave => {}
+            Command::MoveNetwork { reply } => {
+                let r = self.move_network().await;
+                let _ = reply.send(r);
+            }
         }
         // Let the Rtc packetize what was written now rather than at its next timer.
         let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    /// A new UDP socket on a new port, and an ICE-restart offer to the relay.
+    async fn move_network(&mut self) -> Result<SocketAddr, ClientError> {
+        if self.sink.is_none() {
+            return Err(ClientError::WebSocket(
+                "no signaling to restart ICE over".into(),
+            ));
+        }
+        let socket = UdpSocket::bind(SocketAddr::new(self.local_addr.ip(), 0)).await?;
+        let addr = socket.local_addr()?;
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(false);
+        let Some((offer, pending)) = api.apply() else {
+            return Err(ClientError::Sdp("no ICE-restart offer".into()));
+        };
+        self.socket = socket;
+        self.local_addr = addr;
+        self.pending_offer = Some(pending);
+        self.restart_candidate = Some(addr);
+        let m = ClientMessage::from(client_message::Msg::Offer(SessionDescription {
+            sdp: offer.to_sdp_string(),
+        }));
+        if !self.signal(m).await {
+            return Err(ClientError::Closed);
+        }
+        Ok(addr)
     }
 
     /// Tells the sampler which payload types are media, and their clock rates (after each SDP
@@ -1264,6 +1393,15 @@ impl Driver {
     async fn signal(&mut self, m: ClientMessage) -> bool {
         match self.sink.as_mut() {
             Some(sink) => sink.send(Message::Text(m.to_json().into())).await.is_ok(),
+            None if !self.resume_token.is_empty() && !self.signal_url.is_empty() => {
+                // Resuming: sent once the new socket is there (bounded: a client that keeps
+                // talking to a relay it cannot reach loses the oldest).
+                if self.outbox.len() >= OUTBOX_LIMIT {
+                    self.outbox.remove(0);
+                }
+                self.outbox.push(m);
+                true
+            }
             None => true,
         }
     }
@@ -1321,6 +1459,96 @@ async fn read_frames(mut stream: WsStream, frames: mpsc::Sender<Frame>) {
             return;
         }
     }
+}
+
+/// A signaling socket that took a session over ([`resume_signaling`]), or why not.
+type ResumeFuture = dyn std::future::Future<Output = Result<(WsSink, WsStream), String>> + Send;
+
+/// Most client messages kept while signaling is being resumed.
+const OUTBOX_LIMIT: usize = 64;
+
+/// How long a client keeps trying to resume while the relay's datagrams still arrive (the
+/// relay's `rooms.resume_grace` defaults to 30 s).
+const RESUME_FOR: Duration = Duration::from_secs(30);
+
+/// The relay counts as gone when nothing came from it over UDP for this long: resuming is
+/// then given up after [`RESUME_SILENT_TRIES`] attempts, and the caller joins again (a lost
+/// node; see `member.rs`).
+const RELAY_SILENT: Duration = Duration::from_secs(2);
+const RESUME_SILENT_TRIES: u32 = 2;
+
+/// Opens a new signaling socket at `url` and sends `resume{token}` until the relay answers
+/// `resumed` (`Ok`), refuses (`resume_failed`), [`RESUME_FOR`] passes, or the relay looks gone
+/// (no datagram from it for [`RELAY_SILENT`]). Retries back off from 200 ms to 2 s.
+async fn resume_signaling(
+    url: String,
+    token: String,
+    last_from_relay: Arc<AtomicU64>,
+    start: Instant,
+) -> Result<(WsSink, WsStream), String> {
+    let began = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match tokio::time::timeout(Duration::from_secs(3), resume_once(&url, &token)).await {
+            Ok(Ok(ws)) => return Ok(ws),
+            Ok(Err(ResumeError::Refused(e))) => return Err(e),
+            Ok(Err(ResumeError::Transport(e))) => {
+                tracing::debug!(error = %e, tries, "resume attempt failed")
+            }
+            Err(_) => tracing::debug!(tries, "resume attempt timed out"),
+        }
+        let heard = Duration::from_nanos(last_from_relay.load(Ordering::Relaxed));
+        let silent = start.elapsed().saturating_sub(heard) > RELAY_SILENT;
+        if began.elapsed() > RESUME_FOR || (silent && tries >= RESUME_SILENT_TRIES) {
+            return Err(format!(
+                "the relay could not be reached for {:?}",
+                began.elapsed()
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+enum ResumeError {
+    /// The relay answered and refused (`resume_failed`): no point in trying again.
+    Refused(String),
+    /// No answer: try again.
+    Transport(String),
+}
+
+async fn resume_once(url: &str, token: &str) -> Result<(WsSink, WsStream), ResumeError> {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| ResumeError::Transport(e.to_string()))?;
+    let (mut sink, mut stream) = ws.split();
+    let resume = ClientMessage::from(client_message::Msg::Resume(Resume {
+        resume_token: token.to_string(),
+    }));
+    sink.send(Message::Text(resume.to_json().into()))
+        .await
+        .map_err(|e| ResumeError::Transport(e.to_string()))?;
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| ResumeError::Transport(e.to_string()))?;
+        let Message::Text(text) = frame else {
+            if let Message::Close(c) = frame {
+                return Err(ResumeError::Transport(format!("closed: {c:?}")));
+            }
+            continue;
+        };
+        let msg =
+            ServerMessage::from_json(&text).map_err(|e| ResumeError::Transport(e.to_string()))?;
+        match msg.msg {
+            Some(server_message::Msg::Resumed(_)) => return Ok((sink, stream)),
+            Some(server_message::Msg::Error(e)) => {
+                return Err(ResumeError::Refused(format!("{}: {}", e.code, e.message)))
+            }
+            _ => {}
+        }
+    }
+    Err(ResumeError::Transport("closed before resumed".into()))
 }
 
 /// Aborts its task when dropped.

@@ -207,6 +207,7 @@ mod tests {
             }],
             link_kind: "video".into(),
             sdp: "v=0".into(),
+            resume_token: "3q2-7w".into(),
         }));
         assert_eq!(ServerMessage::from_json(&joined.to_json()).unwrap(), joined);
     }

@@ -31,8 +31,11 @@ SAMPLES = [
             participants=[pb.Participant(participant_id="p-2", user_id="u-2", name="Ann", video_muted=True)],
             link_kind="video",
             sdp="v=0\r\n",
+            resume_token="3q2-7w",
         )
     ),
+    pb.ClientMessage(resume=pb.Resume(resume_token="3q2-7w")),
+    pb.ServerMessage(resumed=pb.Resumed(participant_id="p-1")),
     pb.ServerMessage(participant_left=pb.ParticipantLeft(participant_id="p-2")),
 ]
 

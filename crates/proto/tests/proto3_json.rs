@@ -57,6 +57,19 @@ fn samples() -> Vec<Sample> {
                 }],
                 link_kind: "video".into(),
                 sdp: "v=0\r\n".into(),
+                resume_token: "3q2-7w".into(),
+            })
+            .into(),
+        ),
+        Sample::Client(
+            C::Resume(Resume {
+                resume_token: "3q2-7w".into(),
+            })
+            .into(),
+        ),
+        Sample::Server(
+            S::Resumed(Resumed {
+                participant_id: "p-1".into(),
             })
             .into(),
         ),

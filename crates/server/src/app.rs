@@ -75,6 +75,7 @@ pub async fn build(
         media,
         drain: crate::drain::Drain::default(),
         signal_grants: UsedGrants::default(),
+        resumable: crate::signal::Resumable::default(),
         tokens: Tokens::new(&settings.auth_secret, settings.leeway),
         limits: Limits::new(&settings.limits),
         seats: Seats::default(),

@@ -283,6 +283,9 @@ pub struct RoomsConfig {
     /// How long a seat taken by a join waits for its client to open signaling before it is
     /// given back (at most the grant's lifetime).
     pub seat_hold: String,
+    /// How long a participant whose signaling socket closed without `leave` keeps its seat,
+    /// media and tracks, waiting for a new socket to `resume` the session ("0s": never).
+    pub resume_grace: String,
 }
 
 impl Default for RoomsConfig {
@@ -291,6 +294,7 @@ impl Default for RoomsConfig {
             max_participants: 32,
             max_seats_per_user: 4,
             seat_hold: "10s".into(),
+            resume_grace: "30s".into(),
         }
     }
 }
@@ -418,6 +422,8 @@ pub struct Settings {
     pub max_seats_per_user: usize,
     /// `rooms.seat_hold` (at most `auth.grant_ttl`).
     pub seat_hold: Duration,
+    /// `rooms.resume_grace` (zero: a closed socket ends the session).
+    pub resume_grace: Duration,
     /// `auth.secret` (generated in dev mode when empty).
     pub auth_secret: Vec<u8>,
     /// `auth.leeway`
@@ -681,6 +687,13 @@ impl Config {
         if seat_hold < Duration::from_secs(1) {
             return Err(ConfigError::new("rooms.seat_hold", "must be at least 1s"));
         }
+        let resume_grace = duration("rooms.resume_grace", &self.rooms.resume_grace)?;
+        if resume_grace > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "rooms.resume_grace",
+                "must be at most 10m",
+            ));
+        }
 
         let auth_secret = if self.auth.secret.is_empty() {
             if !dev {
@@ -767,6 +780,7 @@ impl Config {
             max_participants: max_participants as usize,
             max_seats_per_user: max_seats_per_user as usize,
             seat_hold: seat_hold.min(grant_ttl),
+            resume_grace,
             auth_secret,
             leeway,
             grant_ttl,

@@ -5,8 +5,15 @@
 //! store, the seat taken at the HTTP join becomes a live seat, and the room's worker answers the
 //! SDP offer. Then the socket relays SDP and room events both ways until the participant leaves,
 //! closes the socket, or is removed (`removed{reason}` is sent before the socket closes).
+//!
+//! A socket that closes without `leave` parks its session for `rooms.resume_grace`: the
+//! participant stays in its worker (seat, media, tracks), what the worker says meanwhile is
+//! queued, and a new socket whose first message is `resume{resume_token}` takes it over
+//! ([`Resumable`]). When the grace passes, or the worker removes the participant meanwhile, the
+//! session ends as a close would have ended it.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -15,7 +22,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use callrelay_links::{LinkId, LinkKind, LinkStatus, UserId};
-use callrelay_proto::signal::{Error as ErrorMsg, Joined, Pong, SessionDescription};
+use callrelay_proto::signal::{Error as ErrorMsg, Joined, Pong, Resumed, SessionDescription};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuError};
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +50,61 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_PROTOCOL: u16 = 1002;
 /// Close code for data inconsistent with the message type: a text frame that is not UTF-8.
 const CLOSE_INVALID_DATA: u16 = 1007;
+
+/// Most messages queued for a parked session; beyond, the session ends (a client that stays
+/// away while its room is this busy would not catch up anyway).
+const PARKED_QUEUE: usize = 1024;
+
+/// Sessions whose socket closed without `leave`, by resume token, each waiting (in its own
+/// task, see `park`) for a new socket to claim it within `rooms.resume_grace`.
+#[derive(Default)]
+pub struct Resumable {
+    waiting: Mutex<HashMap<String, oneshot::Sender<oneshot::Sender<Parked>>>>,
+}
+
+impl Resumable {
+    fn insert(&self, token: String, claim: oneshot::Sender<oneshot::Sender<Parked>>) {
+        self.lock().insert(token, claim);
+    }
+
+    fn take(&self, token: &str) -> Option<oneshot::Sender<oneshot::Sender<Parked>>> {
+        self.lock().remove(token)
+    }
+
+    /// Sessions waiting to be resumed now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<oneshot::Sender<Parked>>>> {
+        // A panic while holding it cannot leave the map inconsistent: take it back.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A parked session, handed to the socket that resumes it.
+struct Parked {
+    admitted: Admitted,
+    rx: mpsc::Receiver<ServerMessage>,
+    /// What the worker said while no socket was there, in order.
+    queued: VecDeque<ServerMessage>,
+    owed_answers: u32,
+}
+
+/// A fresh resume token: 128 random bits, base64url.
+fn resume_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
 
 /// The `/v1/signal` route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -77,7 +139,10 @@ enum Incoming {
     Invalid(String),
     TooBig,
     Binary,
+    /// The client closed the socket (a Close frame) or broke the protocol: the session ends.
     Closed,
+    /// The connection ended without a Close frame (reset, cut): the session may be resumed.
+    Lost,
 }
 
 async fn next_incoming(socket: &mut WebSocket) -> Incoming {
@@ -100,17 +165,24 @@ async fn next_incoming(socket: &mut WebSocket) -> Incoming {
                 let _ = futures::SinkExt::flush(socket).await;
                 return Incoming::Closed;
             }
-            None => return Incoming::Closed,
-            // Over the buffer limit, a text frame that is not UTF-8, or a protocol error.
+            None => return Incoming::Lost,
+            // Over the buffer limit, a text frame that is not UTF-8, a protocol error, or the
+            // connection failing.
             Some(Err(e)) => {
                 let text = e.to_string();
                 if text.contains("too long") || text.contains("Space limit") {
                     return Incoming::TooBig;
                 }
+                if text.contains("without closing handshake") {
+                    // The TCP connection ended under the WebSocket: cut, not closed.
+                    return Incoming::Lost;
+                }
                 if text.contains("UTF-8") {
                     close(socket, CLOSE_INVALID_DATA, "invalid UTF-8").await;
                 } else if text.contains("protocol error") {
                     close(socket, CLOSE_PROTOCOL, "protocol error").await;
+                } else {
+                    return Incoming::Lost;
                 }
                 return Incoming::Closed;
             }
@@ -183,6 +255,8 @@ struct Admitted {
     room: RoomKey,
     pid: ParticipantId,
     pid_text: String,
+    /// Picks the session up from a new socket (see [`Resumable`]).
+    resume_token: String,
 }
 
 async fn session(s: Arc<AppState>, mut socket: WebSocket) {
@@ -201,6 +275,12 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
         Incoming::Message(ClientMessage {
             msg: Some(client_message::Msg::Join(j)),
         }) => j,
+        Incoming::Message(ClientMessage {
+            msg: Some(client_message::Msg::Resume(r)),
+        }) => {
+            resume(&s, socket, &r.resume_token).await;
+            return;
+        }
         Incoming::Message(_) => {
             let r = Refusal::new("not_joined", "the first message must be join");
             send_error(&s, &mut socket, &r).await;
@@ -227,7 +307,7 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
             close(&mut socket, CLOSE_UNSUPPORTED, "binary frame").await;
             return;
         }
-        Incoming::Closed => return,
+        Incoming::Closed | Incoming::Lost => return,
     };
 
     let started = Instant::now();
@@ -246,7 +326,149 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
         return;
     }
     tracing::info!(link = %adm.link, participant = %adm.pid_text, "signaling joined");
-    run_session(&s, &adm, socket, rx).await;
+    if let Some(parked) = run_session(&s, &adm, socket, rx, 0).await {
+        park(s.clone(), adm, parked);
+    }
+}
+
+/// A new socket that asks to pick up a parked session.
+async fn resume(s: &Arc<AppState>, mut socket: WebSocket, token: &str) {
+    let claimed = match s.resumable.take(token) {
+        Some(claim) => {
+            let (tx, rx) = oneshot::channel();
+            match claim.send(tx) {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
+    let Some(mut p) = claimed else {
+        let r = Refusal::new(
+            "resume_failed",
+            "no session to resume (it ended, or its grace passed): join the link again",
+        );
+        send_error(s, &mut socket, &r).await;
+        close(&mut socket, CLOSE_POLICY, "resume failed").await;
+        return;
+    };
+    let a = p.admitted;
+    s.media_metrics.signaling_resumed.inc();
+    tracing::info!(link = %a.link, participant = %a.pid_text, queued = p.queued.len(), "signaling resumed");
+    let resumed = server_message::Msg::Resumed(Resumed {
+        participant_id: a.pid_text.clone(),
+    });
+    let mut ok = send(&mut socket, resumed).await;
+    while let (true, Some(m)) = (ok, p.queued.pop_front()) {
+        if matches!(m.msg, Some(server_message::Msg::Offer(_))) {
+            p.owed_answers = p.owed_answers.saturating_add(1);
+        }
+        ok = socket.send(Message::Text(m.to_json().into())).await.is_ok();
+    }
+    let parked = if ok {
+        run_session(s, &a, socket, p.rx, p.owed_answers).await
+    } else {
+        // Broken again before it caught up: park what is left, in order.
+        let mut rx = p.rx;
+        let mut queued = p.queued;
+        while let Ok(m) = rx.try_recv() {
+            queued.push_back(m);
+        }
+        Some(ParkedState {
+            rx,
+            queued,
+            owed_answers: p.owed_answers,
+        })
+    };
+    if let Some(parked) = parked {
+        park(s.clone(), a, parked);
+    }
+}
+
+/// What `run_session` hands back when its socket broke without `leave`.
+struct ParkedState {
+    rx: mpsc::Receiver<ServerMessage>,
+    queued: VecDeque<ServerMessage>,
+    owed_answers: u32,
+}
+
+/// Keeps a session whose socket broke for `rooms.resume_grace`, queueing what its worker says,
+/// until a new socket claims it ([`resume`]); otherwise ends it as a close would.
+fn park(s: Arc<AppState>, a: Admitted, p: ParkedState) {
+    let grace = s.settings.resume_grace;
+    if grace.is_zero() {
+        leave(&s, &a, RemoveReason::Left);
+        tracing::info!(link = %a.link, participant = %a.pid_text, "signaling closed");
+        return;
+    }
+    let (claim_tx, mut claim_rx) = oneshot::channel::<oneshot::Sender<Parked>>();
+    s.resumable.insert(a.resume_token.clone(), claim_tx);
+    tracing::info!(link = %a.link, participant = %a.pid_text, grace_s = grace.as_secs_f64(), "signaling lost: waiting for the client to resume");
+    s.media_metrics.signaling_parked.inc();
+    tokio::spawn(async move {
+        // However the wait ends.
+        struct Unpark<'a>(&'a AppState);
+        impl Drop for Unpark<'_> {
+            fn drop(&mut self) {
+                self.0.media_metrics.signaling_parked.dec();
+            }
+        }
+        let _unpark = Unpark(&s);
+        let ParkedState {
+            mut rx,
+            mut queued,
+            owed_answers,
+        } = p;
+        let deadline = tokio::time::Instant::now() + grace;
+        // A draining node resumes nothing: its calls end as their people go, and a parked
+        // session has nobody left to go.
+        let mut drain = s.drain.subscribe();
+        // Why it ends unclaimed: for the log.
+        let why;
+        loop {
+            if drain.borrow_and_update().draining() {
+                why = "node draining";
+                break;
+            }
+            tokio::select! {
+                _ = drain.changed() => continue,
+                claim = &mut claim_rx => {
+                    if let Ok(reply) = claim {
+                        let parked = Parked { admitted: a, rx, queued, owed_answers };
+                        if let Err(back) = reply.send(parked) {
+                            // The resuming socket went away meanwhile: end the session.
+                            leave(&s, &back.admitted, RemoveReason::Left);
+                        }
+                    }
+                    return;
+                }
+                out = rx.recv() => match out {
+                    Some(m) if queued.len() < PARKED_QUEUE => queued.push_back(m),
+                    Some(_) => { why = "too much queued while away"; break; }
+                    // The worker removed it (revoked, idle, drained…) while away.
+                    None => { why = "removed while away"; break; }
+                },
+                _ = tokio::time::sleep_until(deadline) => { why = "grace passed"; break; }
+            }
+        }
+        if s.resumable.take(&a.resume_token).is_none() {
+            // A resume took the token first: hand the session over after all.
+            if let Ok(reply) = claim_rx.await {
+                let parked = Parked {
+                    admitted: a,
+                    rx,
+                    queued,
+                    owed_answers,
+                };
+                if let Err(back) = reply.send(parked) {
+                    leave(&s, &back.admitted, RemoveReason::Left);
+                }
+            }
+            return;
+        }
+        leave(&s, &a, RemoveReason::Left);
+        tracing::info!(link = %a.link, participant = %a.pid_text, why, "signaling closed");
+    });
 }
 
 /// Checks the grant, the link, the blocks and the seat; adds the participant to its worker.
@@ -384,11 +606,13 @@ async fn admit(
             return Err(Refusal::new("internal", "media worker unavailable"));
         }
     };
+    let token = resume_token();
     let joined = Joined {
         participant_id: claims.pid.clone(),
         participants: reply.participants,
         link_kind: link.kind.as_str().into(),
         sdp: reply.sdp,
+        resume_token: token.clone(),
     };
     Ok((
         Admitted {
@@ -396,6 +620,7 @@ async fn admit(
             room,
             pid,
             pid_text: claims.pid,
+            resume_token: token,
         },
         joined,
     ))
@@ -407,12 +632,15 @@ fn leave(s: &AppState, a: &Admitted, reason: RemoveReason) {
     s.seats.release(&a.link, &a.pid_text);
 }
 
+/// Relays one socket. Returns the session's state when the socket broke without `leave`
+/// (to be parked for a resume); `None` when the session is over (and left).
 async fn run_session(
     s: &AppState,
     a: &Admitted,
     mut socket: WebSocket,
     mut rx: mpsc::Receiver<ServerMessage>,
-) {
+    owed: u32,
+) -> Option<ParkedState> {
     let mut budgets = Budgets::new(Instant::now());
     // The sender's removal was asked of the worker (it answers through `rx`).
     let mut removing = false;
@@ -420,7 +648,11 @@ async fn run_session(
     // draws on no budget: the relay caused it, and when many people join at once a client
     // owes one answer per renegotiation, far beyond the budget. Only answers beyond what is
     // owed (a flood) are counted and refused.
-    let mut owed_answers: u32 = 0;
+    let mut owed_answers: u32 = owed;
+    // A message that could not be sent on a broken socket: the first to replay on resume.
+    let mut unsent: Option<ServerMessage> = None;
+    // The socket broke (closed without `leave`, or failed): the session may be resumed.
+    let mut broken = false;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -429,6 +661,8 @@ async fn run_session(
                         owed_answers = owed_answers.saturating_add(1);
                     }
                     if socket.send(Message::Text(m.to_json().into())).await.is_err() {
+                        unsent = Some(m);
+                        broken = true;
                         break;
                     }
                 }
@@ -437,7 +671,7 @@ async fn run_session(
                     // The seat is free before the client sees the close.
                     leave(s, a, RemoveReason::Left);
                     close(&mut socket, CLOSE_NORMAL, "removed").await;
-                    break;
+                    return None;
                 }
             },
             incoming = next_incoming(&mut socket) => match incoming {
@@ -452,6 +686,8 @@ async fn run_session(
                     match verdict {
                         Verdict::Allow => {
                             if !handle_message(s, a, &mut socket, m).await {
+                                // A failed send broke the socket; `leave` closed it.
+                                broken = !leaving;
                                 break;
                             }
                         }
@@ -495,12 +731,29 @@ async fn run_session(
                     close(&mut socket, CLOSE_UNSUPPORTED, "binary frame").await;
                     break;
                 }
+                // "Closing the socket does the same" as `leave`.
                 Incoming::Closed => break,
+                Incoming::Lost => {
+                    broken = !removing;
+                    break;
+                }
             },
         }
     }
+    if broken && !s.settings.resume_grace.is_zero() && !s.drain.is_draining() {
+        let mut queued: VecDeque<ServerMessage> = unsent.into_iter().collect();
+        while let Ok(m) = rx.try_recv() {
+            queued.push_back(m);
+        }
+        return Some(ParkedState {
+            rx,
+            queued,
+            owed_answers,
+        });
+    }
     leave(s, a, RemoveReason::Left);
     tracing::info!(link = %a.link, participant = %a.pid_text, "signaling closed");
+    None
 }
 
 /// The budget a client message draws on.
@@ -512,7 +765,7 @@ fn budget_kind(m: &ClientMessage) -> BudgetKind {
         Some(Msg::Mute(_)) => BudgetKind::Mute,
         Some(Msg::VideoPreference(_)) => BudgetKind::Preference,
         Some(Msg::Ping(_)) => BudgetKind::Ping,
-        Some(Msg::Leave(_)) | Some(Msg::Join(_)) | None => BudgetKind::Other,
+        Some(Msg::Leave(_)) | Some(Msg::Join(_)) | Some(Msg::Resume(_)) | None => BudgetKind::Other,
     }
 }
 
@@ -528,7 +781,7 @@ async fn handle_message(
         return send_error(s, socket, &Refusal::new("invalid_message", "empty message")).await;
     };
     match msg {
-        Msg::Join(_) => {
+        Msg::Join(_) | Msg::Resume(_) => {
             send_error(s, socket, &Refusal::new("already_joined", "already joined")).await
         }
         Msg::Offer(o) => {

@@ -188,6 +188,8 @@ pub struct AppState {
     pub drain: crate::drain::Drain,
     /// Join grants already used on the signaling socket.
     pub signal_grants: UsedGrants,
+    /// Signaling sessions waiting for a new socket to resume them.
+    pub resumable: crate::signal::Resumable,
 }
 
 impl AppState {

@@ -231,7 +231,10 @@ impl Peer {
                 }
             }
             ClientEvent::Closed { reason } => self.closed = Some((Instant::now(), reason)),
-            ClientEvent::Connected | ClientEvent::KeyframeRequest { .. } => {}
+            ClientEvent::Connected
+            | ClientEvent::KeyframeRequest { .. }
+            | ClientEvent::SignalingLost
+            | ClientEvent::SignalingResumed => {}
         }
     }
 

@@ -1,4 +1,6 @@
-//! Mute states are relayed; leaving (or just closing the socket) tells the room `left`.
+//! Mute states are relayed; leaving tells the room `left` at once, and an app that just goes
+//! away (its socket broken, no Close frame) is told `left` once `rooms.resume_grace` passes
+//! without a `resume` (1 s here).
 
 use std::time::Instant;
 
@@ -11,7 +13,7 @@ use crate::common::Relay;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_is_relayed_and_leaving_tells_the_room() {
-    let relay = Relay::start(&[]).await;
+    let relay = Relay::start(&[("CALLRELAY_ROOMS_RESUME_GRACE", "1s")]).await;
     let link = relay.create_link("alice", "video").await;
     let mut alice = relay.join("alice", &link, ClientConfig::default()).await;
     let mut bob = relay.join("bob", &link, ClientConfig::default()).await;
@@ -42,6 +44,7 @@ async fn mute_is_relayed_and_leaving_tells_the_room() {
         "no removal reason for a hang-up"
     );
     drop(carol);
+    let carol_gone = Instant::now();
     alice
         .until("participant_left(bob) and (carol)", |p| {
             let left = |id: &str| {
@@ -52,6 +55,11 @@ async fn mute_is_relayed_and_leaving_tells_the_room() {
             left(&bob_id) && left(&carol_id)
         })
         .await;
+    assert!(
+        carol_gone.elapsed() >= std::time::Duration::from_millis(900),
+        "carol's session waited for a resume first: left after {:?}",
+        carol_gone.elapsed()
+    );
     let id = callrelay_links::LinkId::parse(&link).unwrap();
     assert_eq!(
         relay.state.seats.held(&id, Instant::now()),
