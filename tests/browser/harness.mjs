@@ -38,12 +38,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * (removed by `stop()`); `port` and `dataDir` restart a relay in place of one that was stopped or
  * killed (the caller then owns the data dir: `stop()` leaves it).
  */
-export async function startRelay({ env = {}, port: fixedPort, dataDir: fixedDataDir } = {}) {
+export async function startRelay({ env = {}, port: fixedPort, dataDir: fixedDataDir, publicUrl } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build -p callrelay-server first`);
   const port = fixedPort || (await freePort());
   const dataDir = fixedDataDir || mkdtempSync(join(tmpdir(), 'callrelay-browser-'));
   const base = `http://127.0.0.1:${port}`;
-  const child = spawn(BINARY, ['serve', '--dev', '--http-addr', `127.0.0.1:${port}`, '--public-url', base, '--data-dir', dataDir], {
+  const child = spawn(BINARY, ['serve', '--dev', '--http-addr', `127.0.0.1:${port}`, '--public-url', publicUrl || base, '--data-dir', dataDir], {
     env: { ...process.env, CALLRELAY_MEDIA_PORTS: '0', CALLRELAY_MEDIA_BIND_IP: '127.0.0.1', RUST_LOG: process.env.RUST_LOG || 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -55,6 +55,11 @@ const FINAL_JOIN_CODES = ['link_not_found', 'link_expired', 'link_revoked', 'joi
 const REJOIN_FIRST_DELAY_MS = 200;
 const REJOIN_MAX_DELAY_MS = 2000;
 const REJOIN_GIVE_UP_MS = 30000;
+// A signaling socket that broke (no Close frame) is resumed on a new one for this long, while the
+// peer connection carries on; then, or if the relay refuses, the page joins again.
+const RESUME_FOR_MS = 30000;
+// One resume attempt (socket open to `resumed`).
+const RESUME_ATTEMPT_MS = 3000;
 // One attempt (signaling socket open to `joined`) that takes longer than this is abandoned.
 const ATTEMPT_TIMEOUT_MS = 10000;
 
@@ -303,8 +308,103 @@ export class Call {
       await pc.setLocalDescription(offer);
       if (conn !== this.conn) return;
       const ws = new WebSocket(join.signal_url);
-      conn.ws = ws;
+      this.wireSocket(conn, ws);
       ws.onopen = () => this.send({ join: { grant: join.grant, sdp: pc.localDescription.sdp } });
+      conn.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
+    })().catch((err) => {
+      console.warn('connect', err);
+      if (conn === this.conn) conn.fail();
+    });
+    return settled;
+  }
+
+  /** Makes `ws` the signaling socket of `conn`: its messages go to onSignal, in order. */
+  wireSocket(conn, ws) {
+    conn.ws = ws;
+    ws.onmessage = (e) => {
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      conn.queue = conn.queue.then(() => conn === this.conn && this.onSignal(msg)).catch((err) => console.warn('signal', err));
+    };
+    ws.onclose = (e) => {
+      // After the messages still queued (a `removed{reason}` comes just before the close).
+      conn.queue = conn.queue.then(() => {
+        if (conn !== this.conn || this.ended || conn.ws !== ws) return;
+        // 1006: the connection broke without a Close frame. The session waits on the relay for
+        // a new socket (`resume`); media goes on meanwhile.
+        if (conn.joined && conn.resumeToken && e.code === 1006) this.resume(conn);
+        else if (conn.joined) this.reconnect('node_lost');
+        else conn.fail();
+      });
+    };
+  }
+
+  /**
+   * Takes the session of `conn` over on a new signaling socket (`resume{resume_token}`), keeping
+   * the peer connection, the participant and its tiles. Retries for RESUME_FOR_MS; joins again
+   * (`reconnect`) if the relay refuses or cannot be reached.
+   */
+  async resume(conn) {
+    if (this.ended || this.resuming) return;
+    this.resuming = true;
+    this.setStatus('reconnecting', 'Reconnecting…');
+    this.statusEl.dataset.reason = 'signaling';
+    const since = Date.now();
+    try {
+      for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
+        const outcome = await this.resumeOnce(conn);
+        if (conn !== this.conn || this.ended) return;
+        if (outcome === 'resumed') {
+          delete this.statusEl.dataset.reason;
+          this.setStatus('joined', 'In the call');
+          // What we said while away was lost: say it again.
+          this.sendMute();
+          for (const [pid, p] of this.participants) if (p.videoTrack) this.preferVideo(pid);
+          return;
+        }
+        // Refused (the session ended), the grace is over, or the media path is gone too.
+        const pcGone = ['failed', 'closed'].includes(conn.pc?.connectionState);
+        if (outcome === 'refused' || pcGone || Date.now() - since + delay > RESUME_FOR_MS) break;
+        await sleep(delay);
+        if (conn !== this.conn || this.ended) return;
+      }
+    } finally {
+      this.resuming = false;
+    }
+    this.reconnect('node_lost');
+  }
+
+  /** One resume attempt: resolves 'resumed', 'refused' (resume_failed) or 'failed' (try again). */
+  resumeOnce(conn) {
+    return new Promise((resolve) => {
+      let ws;
+      let done = false;
+      const finish = (outcome) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (outcome !== 'resumed') {
+          try {
+            ws.onclose = null;
+            ws.close();
+          } catch {
+            /* closed already */
+          }
+        }
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => finish('failed'), RESUME_ATTEMPT_MS);
+      try {
+        ws = new WebSocket(this.join.signal_url);
+      } catch {
+        finish('failed');
+        return;
+      }
+      ws.onopen = () => ws.send(JSON.stringify({ resume: { resume_token: conn.resumeToken } }));
       ws.onmessage = (e) => {
         let msg;
         try {
@@ -312,22 +412,16 @@ export class Call {
         } catch {
           return;
         }
-        conn.queue = conn.queue.then(() => conn === this.conn && this.onSignal(msg)).catch((err) => console.warn('signal', err));
+        if (msg.resumed) {
+          // From here on this is the call's socket: what follows goes to onSignal.
+          this.wireSocket(conn, ws);
+          finish('resumed');
+        } else if (msg.error) {
+          finish(msg.error.code === 'resume_failed' ? 'refused' : 'failed');
+        }
       };
-      ws.onclose = () => {
-        // After the messages still queued (a `removed{reason}` comes just before the close).
-        conn.queue = conn.queue.then(() => {
-          if (conn !== this.conn || this.ended) return;
-          if (conn.joined) this.reconnect('node_lost');
-          else conn.fail();
-        });
-      };
-      conn.ping = setInterval(() => this.send({ ping: { nonce: Date.now() } }), 20000);
-    })().catch((err) => {
-      console.warn('connect', err);
-      if (conn === this.conn) conn.fail();
+      ws.onclose = () => finish('failed');
     });
-    return settled;
   }
 
   /** Ends a connection without ending the call: its socket and peer connection are closed. */
@@ -524,6 +618,7 @@ export class Call {
         for (const p of body.participants || []) this.addParticipant(p);
         await conn.pc.setRemoteDescription({ type: 'answer', sdp: body.sdp });
         conn.joined = true;
+        conn.resumeToken = body.resume_token || '';
         delete this.statusEl.dataset.reason;
         this.setStatus('joined', 'In the call');
         if (this.audioMuted || this.videoMuted) this.sendMute();
