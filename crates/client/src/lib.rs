@@ -1474,7 +1474,7 @@ const RESUME_FOR: Duration = Duration::from_secs(30);
 /// The relay counts as gone when nothing came from it over UDP for this long: resuming is
 /// then given up after [`RESUME_SILENT_TRIES`] attempts, and the caller joins again (a lost
 /// node; see `member.rs`).
-const RELAY_SILENT: Duration = Duration::from_secs(2);
+const RELAY_SILENT: Duration = Duration::from_secs(1);
 const RESUME_SILENT_TRIES: u32 = 2;
 
 /// Opens a new signaling socket at `url` and sends `resume{token}` until the relay answers

@@ -60,6 +60,21 @@ const REJOIN_GIVE_UP_MS = 30000;
 const RESUME_FOR_MS = 30000;
 // One resume attempt (socket open to `resumed`).
 const RESUME_ATTEMPT_MS = 3000;
+// Attempts after which a relay that sent nothing meanwhile counts as gone.
+const RESUME_SILENT_ATTEMPTS = 2;
+
+/** Packets received so far on `pc` (every inbound RTP stream), 0 if it cannot tell. */
+async function receivedPackets(pc) {
+  let n = 0;
+  try {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') n += s.packetsReceived || 0;
+    });
+  } catch {
+    /* closed */
+  }
+  return n;
+}
 // One attempt (signaling socket open to `joined`) that takes longer than this is abandoned.
 const ATTEMPT_TIMEOUT_MS = 10000;
 
@@ -354,8 +369,11 @@ export class Call {
     this.setStatus('reconnecting', 'Reconnecting…');
     this.statusEl.dataset.reason = 'signaling';
     const since = Date.now();
+    // While packets keep arriving the relay is up and worth waiting for; when none came since
+    // the last attempt, it is likely gone (killed, partitioned): join again, through any node.
+    let heard = await receivedPackets(conn.pc);
     try {
-      for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
+      for (let attempt = 1, delay = 200; ; attempt++, delay = Math.min(delay * 2, 2000)) {
         const outcome = await this.resumeOnce(conn);
         if (conn !== this.conn || this.ended) return;
         if (outcome === 'resumed') {
@@ -368,7 +386,11 @@ export class Call {
         }
         // Refused (the session ended), the grace is over, or the media path is gone too.
         const pcGone = ['failed', 'closed'].includes(conn.pc?.connectionState);
-        if (outcome === 'refused' || pcGone || Date.now() - since + delay > RESUME_FOR_MS) break;
+        const now = await receivedPackets(conn.pc);
+        const silent = now <= heard;
+        heard = now;
+        if (outcome === 'refused' || pcGone || (silent && attempt >= RESUME_SILENT_ATTEMPTS)) break;
+        if (Date.now() - since + delay > RESUME_FOR_MS) break;
         await sleep(delay);
         if (conn !== this.conn || this.ended) return;
       }
