@@ -38,6 +38,8 @@ pub mod sampled;
 
 pub use member::{rejoin_reason, Member, MemberEvent, RejoinPolicy};
 pub use sampled::{DecryptUntil, RtpCounts, RtpStreamCounts, MAX_DECRYPT_SAMPLE};
+/// The codecs of [`ClientConfig::video_codec`].
+pub use str0m::format::Codec;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -49,7 +51,7 @@ use callrelay_proto::signal::{Join, Joined, Resume, SessionDescription, VideoPre
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::Codec;
+
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo};
@@ -108,6 +110,10 @@ pub struct ClientConfig {
     /// layer is only in the encrypted payload). `None` (the default): video is sampled from
     /// its first packet.
     pub decrypt_video_until: Option<DecryptUntil>,
+    /// The one video codec this client offers, accepts in its answers and sends (`Vp8`,
+    /// `Vp9`, `H264`, `H265` or `Av1`), like a device that decodes only that one. `None` (the
+    /// default): str0m's default codecs, sending VP8. Audio is Opus either way.
+    pub video_codec: Option<Codec>,
 }
 
 impl Default for ClientConfig {
@@ -121,6 +127,7 @@ impl Default for ClientConfig {
             decrypt_sample: 1,
             rtp_counts: None,
             decrypt_video_until: None,
+            video_codec: None,
         }
     }
 }
@@ -454,6 +461,8 @@ struct Session {
     start: Instant,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
+    /// The codec our video is sent in ([`ClientConfig::video_codec`]).
+    video_codec: Codec,
     event_capacity: usize,
     /// Unique within the process ([`ReceivedPacket::session`]).
     id: u64,
@@ -475,6 +484,16 @@ impl Session {
         let rtp_counts = config.rtp_counts.clone().unwrap_or_default();
         let every = config.decrypt_sample.clamp(1, MAX_DECRYPT_SAMPLE);
         let builder = Rtc::builder().set_rtp_mode(true);
+        let builder = match config.video_codec {
+            None => builder,
+            Some(c) => builder
+                .enable_vp8(c == Codec::Vp8)
+                .enable_vp9(c == Codec::Vp9)
+                .enable_h264(c == Codec::H264)
+                .enable_h265(c == Codec::H265)
+                .enable_av1(c == Codec::Av1),
+        };
+        let video_codec = config.video_codec.unwrap_or(Codec::Vp8);
         let (builder, sampler) = if every > 1 {
             let sampler = Sampler::new(
                 every,
@@ -498,6 +517,7 @@ impl Session {
             start,
             audio_mid: None,
             video_mid: None,
+            video_codec,
             event_capacity: config.event_capacity,
             id,
             sampler,
@@ -529,6 +549,7 @@ impl Session {
             start: self.start,
             audio_mid: self.audio_mid,
             video_mid: self.video_mid,
+            video_codec: self.video_codec,
             seqs: HashMap::new(),
             streams: HashMap::new(),
             pending_offer: None::<SdpPendingOffer>,
@@ -839,6 +860,7 @@ struct Driver {
     start: Instant,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
+    video_codec: Codec,
     /// Next sequence number per (mid, rid) we send on.
     seqs: HashMap<(Mid, Option<Rid>), u64>,
     /// Subscription m-lines: mid → (publisher's participant id, kind).
@@ -1290,7 +1312,7 @@ impl Driver {
             }
             Command::Video { rid, payload } => {
                 let Some(mid) = self.video_mid else { return };
-                let Some(pt) = self.pt_for(Codec::Vp8) else {
+                let Some(pt) = self.pt_for(self.video_codec) else {
                     return;
                 };
                 let ts = media_time(now, self.start, 90_000);
