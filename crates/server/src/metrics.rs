@@ -238,7 +238,7 @@ pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
-pub const DROP_REASONS: [&str; 10] = [
+pub const DROP_REASONS: [&str; 11] = [
     "oversized",
     "runt",
     "unknown_source",
@@ -250,6 +250,8 @@ pub const DROP_REASONS: [&str; 10] = [
     "ssrc_limit",
     // Media over its sender's ingress budget, dropped before fan-out (THREATS 12).
     "ingress_limit",
+    // A copy for a subscriber whose answer took none of the codecs its publisher sends.
+    "codec_unsupported",
     "error",
     // An outgoing datagram the kernel refused (unreachable or invalid address, too large), or
     // the worker's socket failed while datagrams waited for room in it.
@@ -429,7 +431,7 @@ pub const REMOVE_REASONS: [&str; 11] = [
 ];
 
 /// Codes used as the `code` label of `callrelay_signaling_errors_total` (proto/signal.proto).
-pub const SIGNALING_ERROR_CODES: [&str; 16] = [
+pub const SIGNALING_ERROR_CODES: [&str; 17] = [
     "invalid_message",
     "invalid_grant",
     "grant_expired",
@@ -445,6 +447,7 @@ pub const SIGNALING_ERROR_CODES: [&str; 16] = [
     "wrong_node",
     "seat_limit",
     "resume_failed",
+    "codec_unsupported",
     "internal",
 ];
 
@@ -596,6 +599,7 @@ impl WorkerFamilies {
                 "not_negotiated" => s.rtp_dropped_unknown_track + s.rtp_dropped_video_in_voice,
                 "ssrc_limit" => s.rtp_dropped_ssrc_limit,
                 "ingress_limit" => s.rtp_dropped_ingress_limit,
+                "codec_unsupported" => s.rtp_dropped_codec_unsupported,
                 "error" => s.dropped_rtc_error + s.sessions_panicked,
                 "send_failed" => c.send_failed,
                 _ => 0,
@@ -672,6 +676,7 @@ impl WorkerCounts {
         t.dropped_before_keys += s.dropped_before_keys;
         t.rtp_dropped_unknown_track += s.rtp_dropped_unknown_track;
         t.rtp_dropped_video_in_voice += s.rtp_dropped_video_in_voice;
+        t.rtp_dropped_codec_unsupported += s.rtp_dropped_codec_unsupported;
         t.rtp_dropped_ssrc_limit += s.rtp_dropped_ssrc_limit;
         t.rtp_dropped_ingress_limit += s.rtp_dropped_ingress_limit;
         t.dropped_rtc_error += s.dropped_rtc_error;

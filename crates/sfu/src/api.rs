@@ -252,6 +252,22 @@ pub enum Event {
         /// The new active speaker.
         participant: ParticipantId,
     },
+    /// A subscriber's answer accepted none of the codecs a publisher sends on a track it
+    /// subscribed to, so that track's packets are not forwarded to it (each one is counted in
+    /// [`SfuStats::rtp_dropped_codec_unsupported`]). Once per subscription and codec: tell
+    /// the subscriber, whose client would otherwise show a track that never plays.
+    CodecUnsupported {
+        /// The room.
+        room: RoomKey,
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The publisher of the track.
+        publisher: ParticipantId,
+        /// The publisher's m-line carrying the track.
+        mid: Mid,
+        /// The codec the publisher sends (as in `a=rtpmap`, e.g. `H264`).
+        codec: String,
+    },
     /// An SDP offer from the relay to send to the participant over signaling; answer with
     /// [`Sfu::handle_sdp_answer`][crate::Sfu::handle_sdp_answer].
     SdpOffer {
@@ -345,6 +361,9 @@ pub struct SfuStats {
     pub rtp_dropped_ssrc_limit: u64,
     /// Video RTP arriving in a voice room.
     pub rtp_dropped_video_in_voice: u64,
+    /// RTP copies not forwarded to a subscriber whose answer accepted none of the codecs the
+    /// publisher sends on that track (see [`Event::CodecUnsupported`]), one per copy.
+    pub rtp_dropped_codec_unsupported: u64,
     /// RTP over its sender's [`SfuConfig::max_ingress_bitrate`], dropped before fan-out.
     pub rtp_dropped_ingress_limit: u64,
     /// Keyframe requests relayed to publishers.

@@ -8,10 +8,11 @@
 
 use std::time::Instant;
 
+use str0m::format::PayloadParams;
 use str0m::format::{
     detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, Codec,
 };
-use str0m::media::{KeyframeRequestKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use crate::slab::Slot;
@@ -80,6 +81,7 @@ impl Sfu {
             p.ssrcs.admit(wire, repair, cap);
         }
         let room_key = p.room;
+        let publisher_id = p.id;
         let in_pt = pkt.header.payload_type;
         let in_params = p.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
 
@@ -185,14 +187,27 @@ impl Sfu {
             let out_pt = match sub.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, o)) => *o,
                 None => {
-                    let o = in_params
-                        .and_then(|ip| s.rtc.codec_config().match_params(ip))
-                        .map(|op| op.pt());
+                    let o = in_params.and_then(|ip| subscriber_pt(&s.rtc, out_mid, ip));
                     sub.pt_map.push((in_pt, o));
+                    if o.is_none() {
+                        // Said once per subscription and codec: the subscriber's answer
+                        // took none of the codecs this publisher sends on this track.
+                        self.events.push_back(Event::CodecUnsupported {
+                            room: room_key,
+                            participant: s.id,
+                            publisher: publisher_id,
+                            mid,
+                            codec: in_params.map_or_else(
+                                || format!("payload type {in_pt}"),
+                                |ip| ip.spec().codec.to_string(),
+                            ),
+                        });
+                    }
                     o
                 }
             };
             let Some(out_pt) = out_pt else {
+                self.stats.rtp_dropped_codec_unsupported += 1;
                 continue;
             };
             let mut api = s.rtc.direct_api();
@@ -312,6 +327,27 @@ impl Sfu {
         self.stats.keyframe_requests_relayed += 1;
         self.mark_dirty(key.0);
     }
+}
+
+/// The payload type on the subscriber's m-line `out_mid` that carries what the publisher sent
+/// with `publisher`'s format: one the subscriber's answer accepted for that m-line. str0m's
+/// own match looks at the whole session's codec list, which the answer may have narrowed (a
+/// client that takes VP8 only answers without H264): a payload type outside the answer would
+/// reach a subscriber that cannot decode it.
+fn subscriber_pt(rtc: &str0m::Rtc, out_mid: Mid, publisher: PayloadParams) -> Option<Pt> {
+    let accepted = rtc.media(out_mid)?.remote_pts();
+    let codecs = rtc.codec_config();
+    if let Some(best) = codecs.match_params(publisher) {
+        if accepted.contains(&best.pt()) {
+            return Some(best.pt());
+        }
+    }
+    // Another entry of the same codec with the same parameters, if the answer took that one.
+    codecs
+        .params()
+        .iter()
+        .find(|p| accepted.contains(&p.pt()) && p.spec() == publisher.spec())
+        .map(|p| p.pt())
 }
 
 /// Whether an RTP payload starts a keyframe, from what the codec leaves in clear.

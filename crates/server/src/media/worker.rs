@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use callrelay_links::UserId;
 use callrelay_proto::server_message::Msg;
 use callrelay_proto::signal::{
-    ActiveSpeaker, MuteChanged, Participant, ParticipantJoined, ParticipantLeft, Removed,
-    SessionDescription, TrackPublished, TrackUnpublished,
+    ActiveSpeaker, Error as ErrorMsg, MuteChanged, Participant, ParticipantJoined, ParticipantLeft,
+    Removed, SessionDescription, TrackPublished, TrackUnpublished,
 };
 use callrelay_proto::ServerMessage;
 use callrelay_sfu::{Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind};
@@ -682,6 +682,29 @@ impl Worker {
             }
             Event::SdpOffer { participant, sdp } => {
                 self.tell(participant, Msg::Offer(SessionDescription { sdp }));
+            }
+            Event::CodecUnsupported {
+                participant,
+                publisher,
+                mid,
+                codec,
+                ..
+            } => {
+                self.metrics
+                    .signaling_errors
+                    .with_label_values(&["codec_unsupported"])
+                    .inc();
+                self.tell(
+                    participant,
+                    Msg::Error(ErrorMsg {
+                        code: "codec_unsupported".into(),
+                        message: format!(
+                            "participant {publisher} sends {codec} on track {mid} and your answer \
+                             accepts no codec it can be forwarded as: you will not receive that \
+                             track"
+                        ),
+                    }),
+                );
             }
         }
     }

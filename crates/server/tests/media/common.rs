@@ -76,6 +76,18 @@ impl Relay {
         }
     }
 
+    /// What Prometheus would scrape from `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200);
+        r.text().await.expect("a metrics body")
+    }
+
     /// Stops HTTP and the media workers.
     pub async fn stop(self) {
         self.relay.stop(PATIENCE).await;

@@ -6,6 +6,7 @@ mod common;
 
 mod bad_signaling;
 mod block_removes_blocked_user;
+mod codec_unsupported;
 mod exchange;
 mod leave_and_mute;
 mod revoke_removes_everyone;
