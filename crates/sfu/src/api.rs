@@ -327,6 +327,17 @@ pub enum SfuError {
     },
 }
 
+/// A participant's media bitrates ([`Sfu::media_bitrate`][crate::Sfu::media_bitrate]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaBitrate {
+    /// What it sends that is admitted for fan-out, bits/s.
+    pub received_bps: u64,
+    /// What is forwarded to it, bits/s.
+    pub forwarded_bps: u64,
+    /// The egress bandwidth estimate towards it, bits/s, once str0m's BWE measures one.
+    pub estimate_bps: Option<u64>,
+}
+
 /// Plain counters; the IO layer turns them into metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SfuStats {

@@ -101,6 +101,7 @@ impl Sfu {
                 return;
             }
         }
+        p.rx_rate.add(now, payload_len + PACKET_OVERHEAD);
         if !p.sent_media {
             p.sent_media = true;
             self.events.push_back(Event::FirstMedia {
@@ -246,6 +247,7 @@ impl Sfu {
                 sub.last_out = Some((out_seq, out_ts, now));
             }
             self.stats.rtp_forwarded += 1;
+            s.tx_rate.add(now, payload_len + PACKET_OVERHEAD);
             match track.kind {
                 TrackKind::Audio => {
                     self.stats.audio_forwarded += 1;

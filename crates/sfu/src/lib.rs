@@ -67,8 +67,8 @@ use rand::SeedableRng;
 use str0m::crypto::CryptoProvider;
 
 pub use api::{
-    Event, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError, SfuStats,
-    SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
+    Event, MediaBitrate, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError,
+    SfuStats, SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
 };
 pub use str0m::media::{Mid, Rid};
 

@@ -14,6 +14,7 @@ use str0m::{Candidate, IceCreds, Output, Rtc};
 use crate::ingress::IngressBudget;
 use crate::negotiate::parse_offer;
 use crate::payload_types::PayloadTypes;
+use crate::simulcast::RateMeter;
 use crate::slab::{Slot, SubId};
 use crate::speaker::SpeakerDetector;
 use crate::ssrc::SsrcTable;
@@ -93,6 +94,10 @@ pub(crate) struct Participant {
     pub(crate) ingress: IngressBudget,
     /// [`Event::FirstMedia`] was raised for it.
     pub(crate) sent_media: bool,
+    /// Media it sent that was admitted for fan-out, over the last second.
+    pub(crate) rx_rate: RateMeter,
+    /// Media forwarded to it, over the last second.
+    pub(crate) tx_rate: RateMeter,
 }
 
 impl Sfu {
@@ -237,6 +242,8 @@ impl Sfu {
             answered_types: PayloadTypes::default(),
             ingress: IngressBudget::default(),
             sent_media: false,
+            rx_rate: RateMeter::default(),
+            tx_rate: RateMeter::default(),
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);

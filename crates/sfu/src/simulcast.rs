@@ -13,7 +13,7 @@ use str0m::Rtc;
 
 use crate::slab::Slot;
 use crate::table::TrackKey;
-use crate::{ParticipantId, Sfu, SfuError, SubscriberLayer};
+use crate::{MediaBitrate, ParticipantId, Sfu, SfuError, SubscriberLayer};
 
 /// Incoming bitrates are measured over `RATE_BUCKETS - 1` completed buckets of this length
 /// (one second), plus the bucket being filled, which is not counted.
@@ -129,6 +129,19 @@ impl Sfu {
     pub fn bandwidth_estimate(&self, participant: ParticipantId) -> Option<u64> {
         let slot = *self.by_id.get(&participant)?;
         self.participants.get(slot)?.estimate
+    }
+
+    /// The media bitrates of `participant` as of `now`, over the last second: what it sends
+    /// that is admitted for fan-out, and what is forwarded to it (RTP payload plus headers,
+    /// as on the wire). 0 before a quarter-second of either has been measured.
+    pub fn media_bitrate(&self, participant: ParticipantId, now: Instant) -> Option<MediaBitrate> {
+        let slot = *self.by_id.get(&participant)?;
+        let p = self.participants.get(slot)?;
+        Some(MediaBitrate {
+            received_bps: p.rx_rate.bps(now).unwrap_or(0),
+            forwarded_bps: p.tx_rate.bps(now).unwrap_or(0),
+            estimate_bps: p.estimate,
+        })
     }
 
     /// The allocation deadline of `slot` has passed: choose its layers, and set the next
