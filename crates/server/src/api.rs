@@ -42,7 +42,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
-fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
@@ -460,7 +460,7 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
     }
 }
 
-fn parse_link_id(s: &str) -> Result<LinkId, ApiError> {
+pub(crate) fn parse_link_id(s: &str) -> Result<LinkId, ApiError> {
     LinkId::parse(s).map_err(|_| ApiError::InvalidLinkId)
 }
 
@@ -1229,6 +1229,15 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
         .route("/v1/admin/drain", post(drain))
         .route("/v1/admin/undrain", post(undrain))
         .route("/v1/admin/nodes", get(admin_nodes))
+        .route("/v1/admin/rooms", get(crate::rooms::list_rooms))
+        .route(
+            "/v1/admin/rooms/{room}/participants",
+            get(crate::rooms::list_participants),
+        )
+        .route(
+            "/v1/admin/rooms/{room}/participants/{participant_id}",
+            axum::routing::delete(crate::rooms::remove_participant),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -1243,8 +1252,8 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -14,6 +14,7 @@ pub mod ice;
 pub mod media;
 pub mod metrics;
 pub mod problem;
+pub mod rooms;
 pub mod seats;
 pub mod signal;
 pub mod state;

@@ -54,6 +54,21 @@ pub enum ApiError {
     /// 404 `link_not_found`
     #[error("no such link")]
     LinkNotFound,
+    /// 400 `invalid_room`: not a link id nor the 8-hex room digest `GET /v1/admin/rooms` shows.
+    #[error("a room is named by its link id (22 characters) or its 8-hex digest")]
+    InvalidRoom,
+    /// 400 `invalid_participant_id`
+    #[error("a participant id is p- and 16 hex digits")]
+    InvalidParticipantId,
+    /// 404 `room_not_found`: no live call of that link (or digest) on any reachable node.
+    #[error("no live call of that link")]
+    RoomNotFound,
+    /// 404 `participant_not_found`: not in that call (any more).
+    #[error("no such participant in that call")]
+    ParticipantNotFound,
+    /// 409 `ambiguous_room`: two live calls share that digest; name the room by its link id.
+    #[error("two live calls share that digest: name the room by its link id")]
+    AmbiguousRoom,
     /// 404 `not_found`: no such route.
     #[error("no such resource")]
     NotFound,
@@ -106,13 +121,20 @@ impl ApiError {
             ApiError::InvalidLinkId
             | ApiError::InvalidUserId
             | ApiError::InvalidRequest(_)
-            | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidBody(_)
+            | ApiError::InvalidRoom
+            | ApiError::InvalidParticipantId => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::JoinRefused => StatusCode::FORBIDDEN,
-            ApiError::LinkNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::LinkNotFound
+            | ApiError::NotFound
+            | ApiError::RoomNotFound
+            | ApiError::ParticipantNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RoomFull | ApiError::SeatLimit => StatusCode::CONFLICT,
+            ApiError::RoomFull | ApiError::SeatLimit | ApiError::AmbiguousRoom => {
+                StatusCode::CONFLICT
+            }
             ApiError::LinkExpired | ApiError::LinkRevoked => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -136,6 +158,11 @@ impl ApiError {
             ApiError::JoinRefused => "join_refused",
             ApiError::LinkNotFound => "link_not_found",
             ApiError::NotFound => "not_found",
+            ApiError::InvalidRoom => "invalid_room",
+            ApiError::InvalidParticipantId => "invalid_participant_id",
+            ApiError::RoomNotFound => "room_not_found",
+            ApiError::ParticipantNotFound => "participant_not_found",
+            ApiError::AmbiguousRoom => "ambiguous_room",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::RoomFull => "room_full",

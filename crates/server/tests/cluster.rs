@@ -712,3 +712,96 @@ async fn a_link_that_expires_during_a_call_ends_it_on_its_home() {
     drop(alice);
     stop_all(vec![a, b]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_lists_the_clusters_calls_and_removes_a_participant_where_it_is() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (a, b) = (node("a", &db), node("b", &db));
+    let http = reqwest::Client::new();
+    let ops = token("ops", true);
+    // One call homed on A (bob's join through B goes there too), one on B.
+    let on_a = create_link(&http, &a, "alice").await;
+    let alice = join(&a.base, "alice", &on_a).await;
+    let mut bob = join(&b.base, "bob", &on_a).await;
+    media_flows(&alice, &mut bob, 5, Duration::from_secs(5)).await;
+    let on_b = create_link(&http, &b, "carol").await;
+    let carol = join(&b.base, "carol", &on_b).await;
+
+    // Asked through B, the list has both calls, each with its node.
+    let (st, list) = send(
+        http.get(format!("{}/v1/admin/rooms", b.base))
+            .bearer_auth(&ops),
+    )
+    .await;
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(list["cluster"], true);
+    assert_eq!(list["unreachable_nodes"], serde_json::json!([]), "{list}");
+    let mut seen: Vec<(String, u64)> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap().to_owned(),
+                r["participants"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("node-a".to_owned(), 2), ("node-b".to_owned(), 1)],
+        "{list}"
+    );
+    let digest_a = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == "node-a")
+        .unwrap()["room"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // B answers for A's call, and removes bob from it.
+    let (st, ps) = send(
+        http.get(format!("{}/v1/admin/rooms/{digest_a}/participants", b.base))
+            .bearer_auth(&ops),
+    )
+    .await;
+    assert_eq!((st, ps["node"].as_str()), (200, Some("node-a")), "{ps}");
+    assert_eq!(ps["participants"].as_array().map(Vec::len), Some(2), "{ps}");
+    let (st, done) = send(
+        http.delete(format!(
+            "{}/v1/admin/rooms/{digest_a}/participants/{}",
+            b.base,
+            bob.participant_id()
+        ))
+        .bearer_auth(&ops),
+    )
+    .await;
+    assert_eq!((st, done["node"].as_str()), (200, Some("node-a")), "{done}");
+    assert_eq!(
+        removed(&mut bob, Duration::from_secs(5)).await.as_deref(),
+        Some("kicked")
+    );
+
+    // A node that died (its lease has not run out yet) is named, not silently left out.
+    drop(alice);
+    drop(a);
+    let (st, list) = send(
+        http.get(format!("{}/v1/admin/rooms", b.base))
+            .bearer_auth(&ops),
+    )
+    .await;
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(
+        list["unreachable_nodes"],
+        serde_json::json!(["node-a"]),
+        "{list}"
+    );
+    assert_eq!(list["rooms"].as_array().map(Vec::len), Some(1), "{list}");
+    drop(carol);
+    stop_all(vec![b]).await;
+}

@@ -18,7 +18,10 @@ use std::time::Instant;
 use callrelay_links::{LinkId, UserId};
 use callrelay_proto::signal::Participant;
 use callrelay_proto::ServerMessage;
-use callrelay_sfu::{ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError};
+use callrelay_sfu::{
+    MediaBitrate, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError,
+};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -113,6 +116,11 @@ pub enum Command {
     },
     /// Removes one participant.
     Remove(ParticipantId, RemoveReason),
+    /// Removes one participant of `room` (reason `kicked`: an operator or the link's creator
+    /// did it); the reply says whether it was there.
+    Kick(RoomKey, ParticipantId, oneshot::Sender<bool>),
+    /// The worker's rooms (only `Some` room's, if given), for the operator's room API.
+    Inspect(Option<RoomKey>, oneshot::Sender<Vec<RoomReport>>),
     /// Removes everyone in a room.
     RemoveRoom(RoomKey, RemoveReason),
     /// Removes everyone on the worker (e.g. `drain` at the drain deadline).
@@ -126,6 +134,36 @@ pub enum Command {
     },
     /// Removes everyone (reason `drain`) and ends the worker.
     Shutdown,
+}
+
+/// A room as its worker sees it ([`MediaPlane::inspect`]).
+#[derive(Clone, Debug)]
+pub struct RoomReport {
+    /// The room.
+    pub room: RoomKey,
+    /// When its first participant of this run joined (wall clock).
+    pub since: DateTime<Utc>,
+    /// Its participants, in join order.
+    pub participants: Vec<ParticipantReport>,
+}
+
+/// A participant as its worker sees it.
+#[derive(Clone, Debug)]
+pub struct ParticipantReport {
+    /// Its id.
+    pub participant: ParticipantId,
+    /// Its user.
+    pub user: UserId,
+    /// Its display name.
+    pub name: String,
+    /// When it joined (wall clock).
+    pub joined_at: DateTime<Utc>,
+    /// Its own microphone mute.
+    pub audio_muted: bool,
+    /// Its own camera mute.
+    pub video_muted: bool,
+    /// What it sends and is sent, over the last second.
+    pub bitrate: MediaBitrate,
 }
 
 struct WorkerHandle {
@@ -228,6 +266,33 @@ impl MediaPlane {
         self.workers
             .get(i)
             .is_some_and(|w| w.commands.send(command).is_ok())
+    }
+
+    /// The rooms of every worker (or only `room`, from its worker), ordered by age; a worker
+    /// that has stopped contributes nothing.
+    pub async fn inspect(&self, room: Option<RoomKey>) -> Vec<RoomReport> {
+        let mut waiting = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            if room.is_some_and(|r| self.worker_for(r) != i) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if w.commands.send(Command::Inspect(room, tx)).is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let mut rooms = Vec::new();
+        for rx in waiting {
+            rooms.extend(rx.await.unwrap_or_default());
+        }
+        rooms.sort_by_key(|r| (r.since, r.room.0));
+        rooms
+    }
+
+    /// Removes `participant` from `room` with reason `kicked`; false if it is not there.
+    pub async fn kick(&self, room: RoomKey, participant: ParticipantId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(room, Command::Kick(room, participant, tx)) && rx.await.unwrap_or(false)
     }
 
     /// Sends a command built by `f` to every worker.

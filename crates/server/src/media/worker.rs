@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::gso::{Pending, Run};
-use super::{Command, JoinReply, Totals};
+use super::{Command, JoinReply, ParticipantReport, RoomReport, Totals};
 use crate::metrics::{MediaMetrics, WorkerCounts, WorkerCountsCell};
 
 /// Socket receive and send buffer asked for, bytes (the kernel caps it at rmem_max/wmem_max).
@@ -139,6 +139,8 @@ struct Session {
     video_mids: Vec<callrelay_sfu::Mid>,
     /// Room updates waiting for room in `tx`, the latest per key (see [`Worker::tell`]).
     backlog: Vec<(Coalesce, Msg)>,
+    /// When it joined.
+    joined_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Room updates a slow receiver only needs the latest of.
@@ -164,6 +166,8 @@ fn coalesce_key(msg: &Msg) -> Option<Coalesce> {
 
 struct RoomInfo {
     creator: UserId,
+    /// When its first participant joined.
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 struct Worker {
@@ -709,6 +713,36 @@ impl Worker {
         }
     }
 
+    /// Its rooms (or only `only`) with their participants, for the operator's room API.
+    fn inspect(&self, only: Option<RoomKey>, now: Instant) -> Vec<RoomReport> {
+        self.rooms
+            .iter()
+            .filter(|(k, _)| only.is_none_or(|o| o == **k))
+            .map(|(room, info)| RoomReport {
+                room: *room,
+                since: info.since,
+                participants: self
+                    .sfu
+                    .room_members(*room)
+                    .into_iter()
+                    .filter_map(|p| {
+                        let s = self.sessions.get(&p)?;
+                        Some(ParticipantReport {
+                            participant: p,
+                            user: s.user.clone(),
+                            name: s.name.clone(),
+                            joined_at: s.joined_at,
+                            audio_muted: s.audio_muted,
+                            video_muted: s.video_muted,
+                            bitrate: self.sfu.media_bitrate(p, now).unwrap_or_default(),
+                        })
+                    })
+                    .collect(),
+            })
+            .filter(|r| !r.participants.is_empty())
+            .collect()
+    }
+
     fn participant_info(&self, p: ParticipantId) -> Option<Participant> {
         let s = self.sessions.get(&p)?;
         Some(Participant {
@@ -762,6 +796,7 @@ impl Worker {
                         started: Some(req.started),
                         video_mids: Vec::new(),
                         backlog: Vec::new(),
+                        joined_at: chrono::Utc::now(),
                     },
                 );
                 match self.sfu.add_participant(
@@ -774,6 +809,7 @@ impl Worker {
                     Ok(answer) => {
                         self.rooms.entry(req.room).or_insert(RoomInfo {
                             creator: req.creator,
+                            since: chrono::Utc::now(),
                         });
                         let sdp = answer.unwrap_or_default();
                         let _ = reply.send(Ok(JoinReply { sdp, participants }));
@@ -841,6 +877,19 @@ impl Worker {
             }
             Command::Remove(p, reason) => {
                 let _ = self.sfu.remove_participant(now, p, reason);
+            }
+            Command::Kick(room, p, reply) => {
+                let here = self.sessions.get(&p).is_some_and(|s| s.room == room);
+                let removed = here
+                    && self
+                        .sfu
+                        .remove_participant(now, p, RemoveReason::Kicked)
+                        .is_ok();
+                let _ = reply.send(removed);
+            }
+            Command::Inspect(only, reply) => {
+                let _ = reply.send(self.inspect(only, now));
+                return true;
             }
             Command::RemoveAll(reason) => {
                 self.sfu.remove_all(now, reason);

@@ -113,7 +113,7 @@ impl Relay {
         )
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_rooms;
 mod bad_signaling;
 mod block_removes_blocked_user;
 mod codec_unsupported;
