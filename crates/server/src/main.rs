@@ -3,7 +3,9 @@
 //! ```text
 //! callrelay serve [--dev] [--config FILE] [--http-addr ADDR] [--public-url URL] [--data-dir DIR] [--database-url URL]
 //! callrelay token --user alice [--name Alice] [--admin] [--ttl 1h] [--config FILE]
-//! callrelay admin nodes [--url URL] [--config FILE] [--json]
+//! callrelay admin nodes|rooms [--url URL] [--config FILE] [--json]
+//! callrelay admin participants ROOM | remove ROOM PARTICIPANT [--reason R] | revoke LINK [--reason R]
+//! callrelay link create [--voice] [--title T] [--user U] [--url URL]
 //! callrelay openapi
 //! ```
 
@@ -84,13 +86,32 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
-    /// Operator commands against a running node (signed with auth.secret).
+    /// Operator commands against a running node: with CALLRELAY_ADMIN_TOKEN, or a token signed
+    /// with auth.secret.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Call links from the command line.
+    Link {
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+}
+
+/// Where an operator command is sent, and how its answer is printed.
+#[derive(clap::Args, Clone, Default)]
+struct NodeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The node to ask; default http://{http.addr}.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print the JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -98,13 +119,65 @@ enum AdminCommand {
     /// List the cluster's members: leases, load, draining state (GET /v1/admin/nodes).
     Nodes {
         #[command(flatten)]
-        config: ConfigArgs,
-        /// The node to ask; default http://{http.addr}.
-        #[arg(long, value_name = "URL")]
-        url: Option<String>,
-        /// Print the JSON answer instead of a table.
+        node: NodeArgs,
+    },
+    /// List the live calls of the whole cluster: room digest, node, participants, age,
+    /// bitrates (GET /v1/admin/rooms).
+    Rooms {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List a live call's participants (GET /v1/admin/rooms/{room}/participants).
+    Participants {
+        /// The room: its digest as `admin rooms` shows it, or the link id.
+        room: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Remove one participant from a call; they may join again (block them, or revoke the
+    /// link, to keep them out) (DELETE /v1/admin/rooms/{room}/participants/{pid}).
+    Remove {
+        /// The room: its digest as `admin rooms` shows it, or the link id.
+        room: String,
+        /// The participant id (p-…), as `admin participants` shows it.
+        participant: String,
+        /// Why (logged with the operator's id).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Revoke a link for good: everyone in its call is removed, nobody joins it again
+    /// (POST /v1/admin/links/{id}/revoke).
+    Revoke {
+        /// The 22-character link id.
+        link: String,
+        /// Why (kept with the link).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Create a call link and print its share URL, with a fresh end-to-end key in the fragment
+    /// (`#k=…`). The key is made here and never sent to the relay: whoever opens the URL can
+    /// see and hear the others. Uses CALLRELAY_TOKEN, or a token for --user signed with
+    /// auth.secret.
+    Create {
+        /// A voice link (no video); default video.
         #[arg(long)]
-        json: bool,
+        voice: bool,
+        /// A title shown on the link's page.
+        #[arg(long)]
+        title: Option<String>,
+        /// The creator, when no CALLRELAY_TOKEN is set.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
 }
 
@@ -124,9 +197,16 @@ fn main() -> ExitCode {
             print!("{}", callrelay_server::api::openapi_json());
             ExitCode::SUCCESS
         }
-        Command::Admin {
-            command: AdminCommand::Nodes { config, url, json },
-        } => admin_nodes(&config, url, json),
+        Command::Admin { command } => admin(command),
+        Command::Link {
+            command:
+                LinkCommand::Create {
+                    voice,
+                    title,
+                    user,
+                    node,
+                },
+        } => link_create(voice, title, user, &node),
         Command::Token {
             config,
             user,
@@ -194,77 +274,259 @@ fn main() -> ExitCode {
     }
 }
 
-/// `callrelay admin nodes`: asks a node for the members and prints them.
-fn admin_nodes(config: &ConfigArgs, url: Option<String>, json: bool) -> ExitCode {
-    let settings = match load(config, &Overrides::default(), false) {
-        Ok(s) => s,
-        Err(e) => return config_error(&e),
+/// Where a command goes and with which token.
+struct Target {
+    base: String,
+    token: String,
+    json: bool,
+}
+
+/// The node to ask (`--url`, else `http.addr`) and the bearer token: `token_env` if set, else
+/// one signed with `auth.secret` for `user` (an operator's when `admin`).
+fn target(
+    node: &NodeArgs,
+    token_env: &str,
+    user: Option<&str>,
+    admin: bool,
+) -> Result<Target, ExitCode> {
+    let given = std::env::var(token_env).ok().filter(|t| !t.is_empty());
+    // With a token and a URL, no configuration is needed.
+    let settings = if given.is_some() && node.url.is_some() {
+        None
+    } else {
+        Some(load(&node.config, &Overrides::default(), false).map_err(|e| config_error(&e))?)
     };
-    let base = url.unwrap_or_else(|| {
-        let a = settings.http_addr;
-        let ip = if a.ip().is_unspecified() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            a.ip()
-        };
-        format!("http://{}", std::net::SocketAddr::new(ip, a.port()))
-    });
-    let operator = UserId::parse("callrelay-admin-cli").expect("a valid user id");
-    let token = Tokens::new(&settings.auth_secret, settings.leeway).issue_user(
-        &operator,
-        None,
-        true,
-        chrono::Utc::now(),
-        Duration::from_secs(60),
-    );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let base = match (&node.url, &settings) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Some(settings)) => {
+            let a = settings.http_addr;
+            let ip = if a.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                a.ip()
+            };
+            format!("http://{}", std::net::SocketAddr::new(ip, a.port()))
+        }
+        (None, None) => unreachable!("settings are loaded when no --url is given"),
+    };
+    let token = match (given, &settings) {
+        (Some(t), _) => t,
+        (None, Some(settings)) => {
+            let Some(user) = user else {
+                eprintln!("callrelay: set {token_env}, or --user to sign a token with auth.secret");
+                return Err(ExitCode::from(EXIT_CONFIG));
+            };
+            let Ok(user) = UserId::parse(user) else {
+                eprintln!("callrelay: --user must be 1 to 64 characters of [A-Za-z0-9._@+-]");
+                return Err(ExitCode::from(EXIT_CONFIG));
+            };
+            Tokens::new(&settings.auth_secret, settings.leeway).issue_user(
+                &user,
+                None,
+                admin,
+                chrono::Utc::now(),
+                Duration::from_secs(60),
+            )
+        }
+        (None, None) => unreachable!("settings are loaded when no token is given"),
+    };
+    Ok(Target {
+        base,
+        token,
+        json: node.json,
+    })
+}
+
+/// Sends one request and returns the JSON answer of a 2xx; anything else is printed (with the
+/// problem's code and detail) and becomes the exit code 1.
+fn call(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ExitCode> {
+    let url = format!("{}{path}", t.base);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("callrelay: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let url = format!("{}/v1/admin/nodes", base.trim_end_matches('/'));
+            ExitCode::FAILURE
+        })?;
     let answer = runtime.block_on(async {
-        let r = reqwest::Client::builder()
+        let mut req = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await?;
+            .request(method, &url)
+            .bearer_auth(&t.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
         let status = r.status();
         let body = r.text().await?;
         Ok::<_, reqwest::Error>((status, body))
     });
-    let (status, body) = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("callrelay: cannot reach {url}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (status, body) = answer.map_err(|e| {
+        eprintln!("callrelay: cannot reach {url}: {e}");
+        ExitCode::FAILURE
+    })?;
+    let v = serde_json::from_str::<serde_json::Value>(&body);
     if !status.is_success() {
-        eprintln!("callrelay: {url} answered {status}: {body}");
+        match &v {
+            Ok(p) if p["code"].is_string() => eprintln!(
+                "callrelay: {url} answered {status}: {} ({})",
+                p["detail"].as_str().or(p["title"].as_str()).unwrap_or(""),
+                p["code"].as_str().unwrap_or("")
+            ),
+            _ => eprintln!("callrelay: {url} answered {status}: {body}"),
+        }
+        return Err(ExitCode::FAILURE);
+    }
+    v.map_err(|e| {
+        eprintln!("callrelay: unexpected answer from {url}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints `v` as JSON (`--json`) or as `table` renders it.
+fn print_answer(
+    t: &Target,
+    v: &serde_json::Value,
+    table: impl FnOnce(&serde_json::Value) -> String,
+) {
+    if t.json {
+        println!("{v}");
+    } else {
+        print!("{}", table(v));
+    }
+}
+
+/// `callrelay admin …`: one request to a node, its answer as a table.
+fn admin(command: AdminCommand) -> ExitCode {
+    let node = match &command {
+        AdminCommand::Nodes { node }
+        | AdminCommand::Rooms { node }
+        | AdminCommand::Participants { node, .. }
+        | AdminCommand::Remove { node, .. }
+        | AdminCommand::Revoke { node, .. } => node,
+    };
+    let t = match target(
+        node,
+        "CALLRELAY_ADMIN_TOKEN",
+        Some("callrelay-admin-cli"),
+        true,
+    ) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let done = match &command {
+        AdminCommand::Nodes { .. } => call(&t, reqwest::Method::GET, "/v1/admin/nodes", None)
+            .map(|v| print_answer(&t, &v, callrelay_server::cluster::nodes_table)),
+        AdminCommand::Rooms { .. } => call(&t, reqwest::Method::GET, "/v1/admin/rooms", None)
+            .map(|v| print_answer(&t, &v, callrelay_server::cli::rooms_table)),
+        AdminCommand::Participants { room, .. } => call(
+            &t,
+            reqwest::Method::GET,
+            &format!("/v1/admin/rooms/{}/participants", path_segment(room)),
+            None,
+        )
+        .map(|v| print_answer(&t, &v, callrelay_server::cli::participants_table)),
+        AdminCommand::Remove {
+            room,
+            participant,
+            reason,
+            ..
+        } => call(
+            &t,
+            reqwest::Method::DELETE,
+            &format!(
+                "/v1/admin/rooms/{}/participants/{}",
+                path_segment(room),
+                path_segment(participant)
+            ),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(|v| {
+            print_answer(&t, &v, |v| {
+                format!(
+                    "removed {} from room {} on {}\n",
+                    v["participant_id"].as_str().unwrap_or("?"),
+                    v["room"].as_str().unwrap_or("?"),
+                    v["node"].as_str().unwrap_or("?")
+                )
+            })
+        }),
+        AdminCommand::Revoke { link, reason, .. } => call(
+            &t,
+            reqwest::Method::POST,
+            &format!("/v1/admin/links/{}/revoke", path_segment(link)),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .map(|v| {
+            print_answer(&t, &v, |v| {
+                format!(
+                    "revoked link:{} at {}\n",
+                    callrelay_links::LinkId::parse(v["id"].as_str().unwrap_or(""))
+                        .map(|l| l.digest().to_string())
+                        .unwrap_or_else(|_| "?".into()),
+                    v["revoked_at"].as_str().unwrap_or("?")
+                )
+            })
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// A command-line value as one path segment: anything but the characters link ids, digests and
+/// participant ids use is percent-encoded, so a stray `/` or `?` cannot change the request.
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `callrelay link create`: creates the link and prints the URL to share, key included.
+fn link_create(
+    voice: bool,
+    title: Option<String>,
+    user: Option<String>,
+    node: &NodeArgs,
+) -> ExitCode {
+    let t = match target(node, "CALLRELAY_TOKEN", user.as_deref(), false) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let mut body = serde_json::json!({ "kind": if voice { "voice" } else { "video" } });
+    if let Some(title) = title {
+        body["title"] = title.into();
+    }
+    let link = match call(&t, reqwest::Method::POST, "/v1/links", Some(body)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let Some(url) = link["url"].as_str() else {
+        eprintln!("callrelay: the relay's answer has no url: {link}");
         return ExitCode::FAILURE;
+    };
+    let share = callrelay_server::cli::share_url(url, &callrelay_server::cli::new_link_key());
+    if t.json {
+        let mut v = link.clone();
+        v["share_url"] = share.into();
+        println!("{v}");
+    } else {
+        println!("{share}");
     }
-    if json {
-        println!("{body}");
-        return ExitCode::SUCCESS;
-    }
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(v) => {
-            print!("{}", callrelay_server::cluster::nodes_table(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("callrelay: unexpected answer from {url}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(settings: &Settings) {
