@@ -5,11 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import {
   startRelay, launchBrowser, newPerson, createLink as create, joinCall, devToken, hasSignaling, artifactsDir, sleep,
-  inbound, waitDecoding, inCall,
+  inbound, waitDecoding, inCall, BINARY,
 } from './harness.mjs';
 import { clearBytes, parseHeader } from '../../crates/server/web/e2ee.mjs';
 
@@ -99,6 +100,32 @@ test('two people in a video link hear and see each other (E2EE on)', { timeout: 
   assert.equal(bob.url(), link.url);
   await alice.context().close();
   await bob.context().close();
+});
+
+test('a link from `callrelay link create` gives an E2EE call in two browsers', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  // The command line makes the link and its key; the relay never sees the key.
+  const token = await devToken(relay.base, { user: 'cli-alice' });
+  const url = execFileSync(BINARY, ['link', 'create', '--title', 'From the CLI', '--url', relay.base], {
+    env: { PATH: process.env.PATH, CALLRELAY_TOKEN: token },
+  }).toString().trim();
+  assert.match(url, /\/video\/[0-9A-Za-z]{22}#k=[A-Za-z0-9_-]{22}$/);
+  const pages = [await newPerson(browser, relay.base), await newPerson(browser, relay.base)];
+  const names = ['Ann', 'Ben'];
+  for (let i = 0; i < 2; i++) {
+    await pages[i].goto(url);
+    assert.equal(await pages[i].getByTestId('title').textContent(), 'From the CLI');
+    await joinCall(pages[i], url, names[i]);
+    await inCall(pages[i]);
+  }
+  await Promise.all(pages.map((p) => waitDecoding(p, 1)));
+  for (const page of pages) {
+    assert.equal(await page.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
+    await page.waitForFunction(() => window.callrelay.call.workerStats?.decrypted > 0, null, { timeout: 3000 });
+    const ws = await page.evaluate(() => window.callrelay.call.workerStats);
+    assert.ok(ws.encrypted > 0 && ws.decryptFailed === 0, JSON.stringify(ws));
+  }
+  for (const p of pages) await p.context().close();
 });
 
 test('three people in a video link each decode the two others', { timeout: 90000 }, async (t) => {
