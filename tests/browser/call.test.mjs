@@ -279,6 +279,55 @@ test('a user the creator blocks during the call is removed, without being told w
   for (const p of [alice, mallory]) await p.context().close();
 });
 
+test('the creator mutes, removes and blocks from the tile menu; others see no menu', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  const mallory = await newPerson(browser, relay.base);
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  await mallory.goto(link.url);
+  await mallory.evaluate(() => sessionStorage.setItem('callrelay.user', 'mallory-menu'));
+  await mallory.getByTestId('name').fill('Mallory');
+  await mallory.getByTestId('join').click();
+  await inCall(mallory);
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 2);
+  await bob.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 2);
+  // Only the creator has the menu.
+  assert.equal(await alice.getByTestId('tile-menu').count(), 2);
+  assert.equal(await bob.getByTestId('tile-menu').count(), 0);
+  assert.equal(await mallory.getByTestId('tile-menu').count(), 0);
+  const tileOf = async (name) => alice.locator('[data-testid=tile]', { hasText: name });
+  // Mute Bob: his page mutes its microphone and says why; everyone sees him muted; he can unmute.
+  await (await tileOf('Bob')).getByTestId('tile-menu').click();
+  await (await tileOf('Bob')).getByTestId('menu-mute').click();
+  await bob.getByTestId('notice').waitFor();
+  assert.match(await bob.getByTestId('notice').textContent(), /host muted your microphone/);
+  assert.equal(await bob.getByTestId('mic').getAttribute('aria-pressed'), 'true');
+  await alice.waitForFunction(() => [...document.querySelectorAll('[data-testid=tile]')].some((t) => t.textContent.includes('Bob') && t.dataset.audioMuted === 'true'), null, { timeout: 5000 });
+  await bob.getByTestId('mic').click();
+  assert.equal(await bob.getByTestId('mic').getAttribute('aria-pressed'), 'false');
+  // Block Mallory: removed now, refused when she tries again.
+  await (await tileOf('Mallory')).getByTestId('tile-menu').click();
+  await (await tileOf('Mallory')).getByTestId('menu-block').click();
+  const reason = mallory.getByTestId('removed-reason');
+  await reason.waitFor({ timeout: 5000 });
+  assert.equal(await reason.textContent(), 'You were removed');
+  const token = await mallory.evaluate(() => sessionStorage.getItem('callrelay.token'));
+  const again = await fetch(`${relay.base}/v1/links/${link.id}/join`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+  assert.equal(again.status, 403);
+  // Remove Bob: he is removed and may come back.
+  await (await tileOf('Bob')).getByTestId('tile-menu').click();
+  await (await tileOf('Bob')).getByTestId('menu-remove').click();
+  await bob.getByTestId('removed-reason').waitFor({ timeout: 5000 });
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 0, null, { timeout: 5000 });
+  assert.match(await alice.getByTestId('notice').textContent(), /Removed/);
+  for (const p of [alice, bob, mallory]) await p.context().close();
+});
+
 test('a draining relay past its deadline: both pages reconnect by themselves to its replacement, media flows again', { timeout: 120000 }, async (t) => {
   if (needsMedia(t)) return;
   // A dev relay; its replacement (same port, same data dir) signs with a new generated secret, so

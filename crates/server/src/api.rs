@@ -141,6 +141,9 @@ pub struct JoinAnswer {
     pub ice_servers: Vec<IceServer>,
     /// The link, renewed by this join.
     pub link: LinkView,
+    /// The caller created this link: in its call they may remove, block and mute the others
+    /// (`POST /v1/links/{id}/participants/{pid}/remove|block|mute`).
+    pub moderator: bool,
 }
 
 /// `POST /v1/links/{id}/join` body (optional).
@@ -802,6 +805,7 @@ async fn join_inner(
         grant,
         signal_url: signal_url(node_url),
         ice_servers,
+        moderator: link.creator == caller.user,
         link: LinkView::new(&link, &s.settings.public_url),
     })
 }
@@ -1238,6 +1242,10 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
             "/v1/admin/rooms/{room}/participants/{participant_id}",
             axum::routing::delete(crate::rooms::remove_participant),
         )
+        .route(
+            "/v1/links/{id}/participants/{participant_id}/{action}",
+            post(crate::moderation::moderate),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -1252,8 +1260,8 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

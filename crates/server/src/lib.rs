@@ -14,6 +14,7 @@ pub mod enforce;
 pub mod ice;
 pub mod media;
 pub mod metrics;
+pub mod moderation;
 pub mod problem;
 pub mod rooms;
 pub mod seats;

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 403 `forbidden`: the caller is not an operator.
     #[error("this needs an operator token")]
     Forbidden,
+    /// 403 `not_creator`: only the link's creator moderates its call.
+    #[error("only the link's creator can do this")]
+    NotCreator,
     /// 403 `join_refused`: the creator blocked the caller; they learn only that they cannot join.
     #[error("you can't join this call")]
     JoinRefused,
@@ -125,7 +128,9 @@ impl ApiError {
             | ApiError::InvalidRoom
             | ApiError::InvalidParticipantId => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::JoinRefused => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::JoinRefused | ApiError::NotCreator => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::LinkNotFound
             | ApiError::NotFound
             | ApiError::RoomNotFound
@@ -156,6 +161,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
             ApiError::JoinRefused => "join_refused",
+            ApiError::NotCreator => "not_creator",
             ApiError::LinkNotFound => "link_not_found",
             ApiError::NotFound => "not_found",
             ApiError::InvalidRoom => "invalid_room",

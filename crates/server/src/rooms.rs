@@ -129,7 +129,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn node_only(&self) -> Result<bool, ApiError> {
+    pub(crate) fn node_only(&self) -> Result<bool, ApiError> {
         match self.scope.as_deref() {
             None | Some("cluster") => Ok(false),
             Some("node") => Ok(true),
@@ -220,7 +220,7 @@ fn room_item(s: &AppState, link: &LinkId, creator: Option<String>, r: &RoomRepor
 
 /// The other live members' URLs (none on a single node). A store that does not answer leaves
 /// the cluster's other calls unknown: an error, not a partial list that looks whole.
-async fn peers(s: &AppState) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) async fn peers(s: &AppState) -> Result<Vec<(String, String)>, ApiError> {
     let Some(c) = &s.cluster else {
         return Ok(Vec::new());
     };
@@ -234,9 +234,11 @@ async fn peers(s: &AppState) -> Result<Vec<(String, String)>, ApiError> {
         .collect())
 }
 
-/// Asks `url` (another member) with the caller's own Authorization header; `Ok(None)` for a
-/// 404, `Err(())` when it does not answer as expected.
-async fn ask<T: serde::de::DeserializeOwned>(
+/// Asks `url` on member `node` with the caller's own Authorization header; `Ok(None)` for a
+/// 404, `Err(())` when it does not answer as expected (logged by node: the URL may hold a link
+/// id, which is never logged).
+pub(crate) async fn ask<T: serde::de::DeserializeOwned>(
+    node: &str,
     method: reqwest::Method,
     url: String,
     auth: Option<&str>,
@@ -254,7 +256,7 @@ async fn ask<T: serde::de::DeserializeOwned>(
         req = req.json(&b);
     }
     let r = req.send().await.map_err(|e| {
-        tracing::warn!(url, error = %e, "a cluster member did not answer the room API");
+        tracing::warn!(node, error = %e.without_url(), "a cluster member did not answer");
     })?;
     match r.status() {
         StatusCode::NOT_FOUND => Ok(None),
@@ -270,7 +272,7 @@ async fn ask<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn auth_header(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn auth_header(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -310,10 +312,9 @@ pub async fn list_rooms(
             let auth = auth.clone();
             async move {
                 let url = format!("{}/v1/admin/rooms?scope=node", url.trim_end_matches('/'));
-                (
-                    id,
-                    ask::<RoomList>(reqwest::Method::GET, url, auth.as_deref(), None).await,
-                )
+                let answer =
+                    ask::<RoomList>(&id, reqwest::Method::GET, url, auth.as_deref(), None).await;
+                (id, answer)
             }
         });
         for (id, answer) in futures::future::join_all(asks).await {
@@ -384,12 +385,12 @@ pub async fn list_participants(
     }
     let auth = auth_header(&headers);
     let mut found: Vec<ParticipantList> = Vec::new();
-    for (_, url) in peers(&s).await? {
+    for (node, url) in peers(&s).await? {
         let url = format!(
             "{}/v1/admin/rooms/{room}/participants?scope=node",
             url.trim_end_matches('/')
         );
-        if let Ok(Some(list)) = ask(reqwest::Method::GET, url, auth.as_deref(), None).await {
+        if let Ok(Some(list)) = ask(&node, reqwest::Method::GET, url, auth.as_deref(), None).await {
             found.push(list);
         }
     }
@@ -451,14 +452,20 @@ pub async fn remove_participant(
         return Err(ApiError::ParticipantNotFound);
     }
     let auth = auth_header(&headers);
-    for (_, url) in peers(&s).await? {
+    for (node, url) in peers(&s).await? {
         let url = format!(
             "{}/v1/admin/rooms/{room}/participants/{participant}?scope=node",
             url.trim_end_matches('/')
         );
         let body = serde_json::json!({ "reason": reason });
-        if let Ok(Some(done)) =
-            ask::<Removed>(reqwest::Method::DELETE, url, auth.as_deref(), Some(body)).await
+        if let Ok(Some(done)) = ask::<Removed>(
+            &node,
+            reqwest::Method::DELETE,
+            url,
+            auth.as_deref(),
+            Some(body),
+        )
+        .await
         {
             return Ok(Json(done));
         }

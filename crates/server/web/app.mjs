@@ -298,7 +298,8 @@ async function previewPage(kindInPath, id) {
         throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
       }
       const rejoin = () => joinAgain(id);
-      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name });
+      const moderate = (action, pid) => api('POST', `/v1/links/${id}/participants/${pid}/${action}`, { token: session.token });
+      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name, moderate });
       await call.start();
     } catch (err) {
       error.textContent = err.message;

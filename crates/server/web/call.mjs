@@ -94,8 +94,10 @@ export class Call {
    * `join`: the answer of the first `POST /v1/links/{id}/join`; `rejoin()`: makes another join on
    * the page's origin and resolves to {ok, status, data} (the page's `api()` result).
    */
-  constructor({ root, h, join, rejoin, link, key, stream, name }) {
-    Object.assign(this, { root, h, join, rejoin, link, key, stream, name });
+  constructor({ root, h, join, rejoin, link, key, stream, name, moderate }) {
+    Object.assign(this, { root, h, join, rejoin, link, key, stream, name, moderate });
+    // The link's creator gets a menu on each tile: mute, remove, block (the server checks).
+    this.moderator = !!join.moderator && typeof moderate === 'function';
     this.video = link.kind === 'video';
     this.participants = new Map(); // pid -> {info, tile, listItem, video, audio}
     this.conn = null; // the current connection: {epoch, pc, ws, queue, joined, ...} (connect())
@@ -125,6 +127,7 @@ export class Call {
       : null;
     const leave = h('button', { type: 'button', class: 'danger', 'data-testid': 'leave', onclick: () => this.leave() }, 'Leave');
     this.removedEl = h('div', { class: 'removed', hidden: true });
+    this.noticeEl = h('p', { class: 'notice', role: 'status', 'data-testid': 'notice', hidden: true });
     this.selfTile = this.makeTile(this.self, this.name ? `${this.name} (you)` : 'You', true);
     if (this.stream && this.video) this.selfTile.video.srcObject = this.stream;
     this.tilesEl.append(this.selfTile.el);
@@ -134,6 +137,7 @@ export class Call {
       h('div', { class: 'call-head' },
         h('h1', {}, this.link.title || (this.video ? 'Video call' : 'Voice call')),
         this.statusEl, this.e2eeEl),
+      this.noticeEl,
       this.tilesEl,
       h('aside', { class: 'side' }, h('h2', {}, 'In this call'), this.listEl),
       h('div', { class: 'controls' }, this.micBtn, this.camBtn, leave),
@@ -156,7 +160,37 @@ export class Call {
       'data-participant': pid,
     }, video, h('div', { class: 'avatar' }, h('span', {}, initial)), nameEl, flag, audio);
     if (self && this.video && this.stream?.getVideoTracks().length) el.classList.remove('no-video');
+    if (!self && this.moderator) el.append(this.moderationMenu(pid));
     return { el, video, audio, nameEl, flag, hasVideo: false };
+  }
+
+  /** The creator's menu on another person's tile. */
+  moderationMenu(pid) {
+    const { h } = this;
+    const menu = h('div', { class: 'menu', role: 'menu', hidden: true });
+    const item = (action, label, done) => h('button', {
+      type: 'button', role: 'menuitem', 'data-testid': `menu-${action}`,
+      onclick: async () => {
+        menu.hidden = true;
+        const r = await this.moderate(action, pid);
+        this.notify(r.ok ? done : `Could not ${action}: ${r.data?.detail || r.data?.title || r.status}`);
+      },
+    }, label);
+    menu.append(
+      item('mute', 'Mute microphone', 'Muted: they can unmute themselves'),
+      item('remove', 'Remove from call', 'Removed: they can join again'),
+      item('block', 'Block', 'Blocked: they cannot join your links any more'));
+    const toggle = h('button', {
+      type: 'button', class: 'menu-toggle', 'data-testid': 'tile-menu', 'aria-haspopup': 'menu', 'aria-label': 'Moderate',
+      onclick: () => { menu.hidden = !menu.hidden; },
+    }, '⋮');
+    return h('div', { class: 'moderation' }, toggle, menu);
+  }
+
+  /** A short message above the tiles. */
+  notify(text) {
+    this.noticeEl.textContent = text;
+    this.noticeEl.hidden = false;
   }
 
   setStatus(state, text) {
@@ -667,6 +701,10 @@ export class Call {
       case 'active_speaker':
         for (const [pid, p] of this.participants) p.tile.el.classList.toggle('speaking', pid === body.participant_id);
         this.selfTile.el.classList.toggle('speaking', body.participant_id === this.self);
+        break;
+      case 'mute_requested':
+        if (!this.audioMuted) this.toggleMic();
+        this.notify('The host muted your microphone: unmute when you want to speak');
         break;
       case 'mute_changed': {
         const p = this.participants.get(body.participant_id);

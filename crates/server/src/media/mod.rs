@@ -119,6 +119,9 @@ pub enum Command {
     /// Removes one participant of `room` (reason `kicked`: an operator or the link's creator
     /// did it); the reply says whether it was there.
     Kick(RoomKey, ParticipantId, oneshot::Sender<bool>),
+    /// Tells one participant of `room` that the link's creator muted its microphone; the
+    /// reply says whether it was there.
+    RequestMute(RoomKey, ParticipantId, oneshot::Sender<bool>),
     /// The worker's rooms (only `Some` room's, if given), for the operator's room API.
     Inspect(Option<RoomKey>, oneshot::Sender<Vec<RoomReport>>),
     /// Removes everyone in a room.
@@ -287,6 +290,13 @@ impl MediaPlane {
         }
         rooms.sort_by_key(|r| (r.since, r.room.0));
         rooms
+    }
+
+    /// Tells `participant` of `room` that its microphone was muted by the link's creator; false
+    /// if it is not there.
+    pub async fn request_mute(&self, room: RoomKey, participant: ParticipantId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(room, Command::RequestMute(room, participant, tx)) && rx.await.unwrap_or(false)
     }
 
     /// Removes `participant` from `room` with reason `kicked`; false if it is not there.

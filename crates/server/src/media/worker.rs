@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use callrelay_links::UserId;
 use callrelay_proto::server_message::Msg;
 use callrelay_proto::signal::{
-    ActiveSpeaker, Error as ErrorMsg, MuteChanged, Participant, ParticipantJoined, ParticipantLeft,
-    Removed, SessionDescription, TrackPublished, TrackUnpublished,
+    ActiveSpeaker, Error as ErrorMsg, MuteChanged, MuteRequested, Participant, ParticipantJoined,
+    ParticipantLeft, Removed, SessionDescription, TrackPublished, TrackUnpublished,
 };
 use callrelay_proto::ServerMessage;
 use callrelay_sfu::{Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind};
@@ -886,6 +886,13 @@ impl Worker {
                         .remove_participant(now, p, RemoveReason::Kicked)
                         .is_ok();
                 let _ = reply.send(removed);
+            }
+            Command::RequestMute(room, p, reply) => {
+                let here = self.sessions.get(&p).is_some_and(|s| s.room == room);
+                if here {
+                    self.tell(p, Msg::MuteRequested(MuteRequested {}));
+                }
+                let _ = reply.send(here);
             }
             Command::Inspect(only, reply) => {
                 let _ = reply.send(self.inspect(only, now));

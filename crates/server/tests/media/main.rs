@@ -8,6 +8,7 @@ mod admin_rooms;
 mod bad_signaling;
 mod block_removes_blocked_user;
 mod codec_unsupported;
+mod creator_moderates;
 mod exchange;
 mod leave_and_mute;
 mod revoke_removes_everyone;
