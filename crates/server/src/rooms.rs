@@ -418,7 +418,10 @@ pub async fn list_participants(
         (status = 401, description = "No valid token", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not in that call (participant_not_found)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Two live calls share that digest (ambiguous_room)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn remove_participant(
