@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::migrate::MigrateError;
 
-use crate::{CallLogEntry, JoinOutcome, Role, StoreError};
+use crate::{CallLogEntry, JoinOutcome, LoginAttempt, Role, Session, StoreError};
 
 /// The columns of `links`, in the order [`LinkRow`] reads them.
 macro_rules! link_columns {
@@ -93,6 +93,73 @@ pub(crate) const CALL_LOG: &str = "SELECT \
 
 /// `$1` the latest expiry that may be purged (`now - grace`). Call-log rows go by cascade.
 pub(crate) const PURGE_EXPIRED: &str = "DELETE FROM links WHERE expires_at <= $1";
+
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions \
+     (id_hash, user_id, name, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// `$1` hash, `$2` now.
+pub(crate) const GET_SESSION: &str = "SELECT id_hash, user_id, name, csrf, created_at, expires_at \
+     FROM sessions WHERE id_hash = $1 AND expires_at > $2";
+
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
+
+pub(crate) const INSERT_LOGIN: &str = "INSERT INTO oidc_logins \
+     (state, verifier, nonce, return_to, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
+pub(crate) const TAKE_LOGIN: &str = "DELETE FROM oidc_logins WHERE state = $1 \
+     RETURNING state, verifier, nonce, return_to, expires_at";
+
+/// `$1` now.
+pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
+/// `$1` now.
+pub(crate) const PURGE_LOGINS: &str = "DELETE FROM oidc_logins WHERE expires_at <= $1";
+
+/// A `sessions` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id_hash: String,
+    user_id: String,
+    name: Option<String>,
+    csrf: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl SessionRow {
+    pub(crate) fn into_session(self) -> Result<Session, StoreError> {
+        Ok(Session {
+            user: UserId::parse(&self.user_id)
+                .map_err(|e| StoreError::Corrupt(format!("sessions.user_id: {e}")))?,
+            id_hash: self.id_hash,
+            name: self.name,
+            csrf: self.csrf,
+            created_at: from_millis(self.created_at, "sessions.created_at")?,
+            expires_at: from_millis(self.expires_at, "sessions.expires_at")?,
+        })
+    }
+}
+
+/// An `oidc_logins` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LoginRow {
+    state: String,
+    verifier: String,
+    nonce: String,
+    return_to: String,
+    expires_at: i64,
+}
+
+impl LoginRow {
+    pub(crate) fn into_login(self) -> Result<LoginAttempt, StoreError> {
+        Ok(LoginAttempt {
+            state: self.state,
+            verifier: self.verifier,
+            nonce: self.nonce,
+            return_to: self.return_to,
+            expires_at: from_millis(self.expires_at, "oidc_logins.expires_at")?,
+        })
+    }
+}
 
 /// How many times `record_join` re-tries when the link changed between its conditional update and
 /// the read that explains a refusal (only possible with joins from clocks that disagree).
@@ -320,8 +387,8 @@ macro_rules! link_store_impl {
             use callrelay_links::{Link, LinkId, UserId};
             use chrono::{DateTime, Utc};
 
-            use $crate::common::{self as c, map_err, CallLogRow, LinkRow};
-            use $crate::{CallLogEntry, JoinOutcome, LinkStore, StoreError};
+            use $crate::common::{self as c, map_err, CallLogRow, LinkRow, LoginRow, SessionRow};
+            use $crate::{CallLogEntry, JoinOutcome, LinkStore, LoginAttempt, Session, StoreError};
 
             #[async_trait::async_trait]
             impl LinkStore for $store {
@@ -510,6 +577,86 @@ macro_rules! link_store_impl {
                         .await
                         .map_err(map_err)?;
                     Ok(done.rows_affected())
+                }
+
+                async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+                    sqlx::query(c::INSERT_SESSION)
+                        .bind(session.id_hash.as_str())
+                        .bind(session.user.as_str())
+                        .bind(session.name.as_deref())
+                        .bind(session.csrf.as_str())
+                        .bind(c::millis(session.created_at))
+                        .bind(c::millis(session.expires_at))
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn get_session(
+                    &self,
+                    id_hash: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<Session>, StoreError> {
+                    let row = sqlx::query_as::<_, SessionRow>(c::GET_SESSION)
+                        .bind(id_hash)
+                        .bind(c::millis(now))
+                        .fetch_optional(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    row.map(SessionRow::into_session).transpose()
+                }
+
+                async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+                    let done = sqlx::query(c::DELETE_SESSION)
+                        .bind(id_hash)
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn put_login(&self, login: &LoginAttempt) -> Result<(), StoreError> {
+                    sqlx::query(c::INSERT_LOGIN)
+                        .bind(login.state.as_str())
+                        .bind(login.verifier.as_str())
+                        .bind(login.nonce.as_str())
+                        .bind(login.return_to.as_str())
+                        .bind(c::millis(login.expires_at))
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn take_login(
+                    &self,
+                    state: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<LoginAttempt>, StoreError> {
+                    let row = sqlx::query_as::<_, LoginRow>(c::TAKE_LOGIN)
+                        .bind(state)
+                        .fetch_optional(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    let login = row.map(LoginRow::into_login).transpose()?;
+                    Ok(login.filter(|l| l.expires_at > now))
+                }
+
+                async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    let sessions = sqlx::query(c::PURGE_SESSIONS)
+                        .bind(c::millis(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    let logins = sqlx::query(c::PURGE_LOGINS)
+                        .bind(c::millis(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(sessions.rows_affected() + logins.rows_affected())
                 }
             }
         };

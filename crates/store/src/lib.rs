@@ -64,6 +64,39 @@ pub enum JoinOutcome {
     Expired,
 }
 
+/// A signed-in browser (web sign-in through OpenID Connect). The cookie holds a random secret;
+/// the store keeps only its SHA-256 (`id_hash`), so a copy of the database signs no one in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Hex SHA-256 of the cookie's secret.
+    pub id_hash: String,
+    /// Who signed in.
+    pub user: UserId,
+    /// Their display name from the provider's claims.
+    pub name: Option<String>,
+    /// The token a page must send back (`X-CSRF-Token`) on every state change.
+    pub csrf: String,
+    /// Sign-in time.
+    pub created_at: DateTime<Utc>,
+    /// After this the session is refused (and later purged).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A login sent to the OpenID provider and not back yet, found again by its `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginAttempt {
+    /// The `state` parameter, random and single-use.
+    pub state: String,
+    /// The PKCE code verifier.
+    pub verifier: String,
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    /// The local path to return to after sign-in.
+    pub return_to: String,
+    /// After this the callback is refused.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -157,6 +190,33 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Deletes links (and their call-log entries) whose `expires_at + grace <= now`.
     /// Returns how many links were deleted.
     async fn purge_expired(&self, now: DateTime<Utc>, grace: Duration) -> Result<u64, StoreError>;
+
+    /// Stores a new session. An existing `id_hash` gives [`StoreError::Conflict`].
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// The session with this hash if it has not expired at `now`.
+    async fn get_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError>;
+
+    /// Deletes a session (sign-out); returns whether it existed.
+    async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+
+    /// Stores a login on its way to the provider.
+    async fn put_login(&self, login: &LoginAttempt) -> Result<(), StoreError>;
+
+    /// Takes (deletes and returns) the login with this `state`, if any and unexpired at `now`:
+    /// each one is good for one callback.
+    async fn take_login(
+        &self,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LoginAttempt>, StoreError>;
+
+    /// Deletes sessions and logins that expired before `now`; returns how many rows went.
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// A shared, dynamically dispatched store.

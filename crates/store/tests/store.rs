@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use callrelay_links::{Link, LinkId, LinkKind, NewLink, Revocation, UserId};
 use callrelay_store::{
-    CallLogEntry, JoinOutcome, LinkStore, PostgresStore, Role, SharedStore, SqliteStore, StoreError,
+    CallLogEntry, JoinOutcome, LinkStore, LoginAttempt, PostgresStore, Role, Session, SharedStore,
+    SqliteStore, StoreError,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
@@ -276,6 +277,8 @@ suite!(
     fifty_concurrent_joins,
     state_survives_a_restart,
     two_stores_share_one_database,
+    sessions_expire_and_sign_out_deletes_them,
+    a_login_is_taken_once_and_only_before_it_expires,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1056,4 +1059,101 @@ mod postgres_only {
         PgConnectOptions::from_str(&with_database("postgres://u@h:1/postgres", "cr_test_ab"))
             .unwrap();
     }
+}
+
+async fn sessions_expire_and_sign_out_deletes_them(db: &mut TestDb) {
+    let store = &db.store;
+    let session = Session {
+        id_hash: "a".repeat(64),
+        user: user("1234@idp.example"),
+        name: Some("Ada Lovelace".into()),
+        csrf: "csrf-token".into(),
+        created_at: at(0),
+        expires_at: at(HOUR_MS),
+    };
+    store.create_session(&session).await.unwrap();
+    assert!(matches!(
+        store.create_session(&session).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let other = Session {
+        id_hash: "b".repeat(64),
+        name: None,
+        ..session.clone()
+    };
+    store.create_session(&other).await.unwrap();
+
+    assert_eq!(
+        store.get_session(&session.id_hash, at(1)).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store
+            .get_session(&session.id_hash, at(HOUR_MS))
+            .await
+            .unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    assert_eq!(
+        store.get_session(&"c".repeat(64), at(1)).await.unwrap(),
+        None
+    );
+
+    assert!(store.delete_session(&session.id_hash).await.unwrap());
+    assert!(!store.delete_session(&session.id_hash).await.unwrap());
+    assert_eq!(
+        store.get_session(&session.id_hash, at(1)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_session(&other.id_hash, at(1)).await.unwrap(),
+        Some(other.clone()),
+        "signing out one browser leaves the user's other sessions"
+    );
+
+    assert_eq!(store.purge_sessions(at(HOUR_MS - 1)).await.unwrap(), 0);
+    assert_eq!(store.purge_sessions(at(HOUR_MS)).await.unwrap(), 1);
+    assert_eq!(
+        store.get_session(&other.id_hash, at(1)).await.unwrap(),
+        None
+    );
+}
+
+async fn a_login_is_taken_once_and_only_before_it_expires(db: &mut TestDb) {
+    let store = &db.store;
+    let login = |state: &str| LoginAttempt {
+        state: state.into(),
+        verifier: format!("verifier-{state}"),
+        nonce: format!("nonce-{state}"),
+        return_to: "/calls".into(),
+        expires_at: at(10 * MINUTE_MS),
+    };
+    store.put_login(&login("s1")).await.unwrap();
+    store.put_login(&login("s2")).await.unwrap();
+    store.put_login(&login("s3")).await.unwrap();
+
+    assert_eq!(
+        store.take_login("s1", at(0)).await.unwrap(),
+        Some(login("s1"))
+    );
+    assert_eq!(
+        store.take_login("s1", at(0)).await.unwrap(),
+        None,
+        "single use"
+    );
+    assert_eq!(store.take_login("nope", at(0)).await.unwrap(), None);
+    assert_eq!(
+        store.take_login("s2", at(10 * MINUTE_MS)).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store.take_login("s2", at(0)).await.unwrap(),
+        None,
+        "and gone"
+    );
+
+    assert_eq!(store.purge_sessions(at(10 * MINUTE_MS)).await.unwrap(), 1);
+    assert_eq!(store.take_login("s3", at(0)).await.unwrap(), None, "purged");
 }
