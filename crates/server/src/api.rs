@@ -423,6 +423,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             })
             .map(str::trim);
         let Some(token) = token else {
+            // No bearer token: a web page signed in with the session cookie.
+            if let Some(caller) =
+                crate::oidc::caller_from_cookie(state, &parts.method, &parts.headers).await?
+            {
+                return Ok(caller);
+            }
             state.metrics.auth_failures.inc();
             return Err(ApiError::Unauthorized);
         };
@@ -1260,8 +1266,8 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

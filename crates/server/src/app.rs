@@ -68,7 +68,12 @@ pub async fn build(
             tracing::warn!("not registered in the cluster yet: retrying every heartbeat");
         }
     }
+    let oidc = match settings.oidc.clone() {
+        Some(o) => Some(Arc::new(crate::oidc::Oidc::new(o, !settings.dev)?)),
+        None => None,
+    };
     Ok(Arc::new(AppState {
+        oidc,
         cluster_metrics,
         cluster,
         reconcile_now: tokio::sync::Notify::new(),
@@ -94,6 +99,7 @@ pub async fn build(
 pub fn router(state: Arc<AppState>) -> Router {
     crate::api::routes(&state)
         .merge(crate::web::routes())
+        .merge(crate::oidc::routes())
         .fallback(crate::api::not_found)
         .method_not_allowed_fallback(crate::api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -513,6 +519,9 @@ async fn maintenance(state: Arc<AppState>) {
                         tracing::info!(links = n, "purged expired links");
                     }
                     Err(e) => tracing::warn!(error = %e, "purge of expired links failed"),
+                }
+                if let Err(e) = state.timed("purge_sessions", state.store.purge_sessions(state.now())).await {
+                    tracing::warn!(error = %e, "purge of expired sign-in sessions failed");
                 }
             }
             _ = probe.tick() => {

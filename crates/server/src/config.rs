@@ -54,6 +54,8 @@ pub struct Config {
     pub drain: DrainConfig,
     /// The cluster (only with PostgreSQL).
     pub cluster: ClusterConfig,
+    /// Web sign-in through an OpenID Connect provider.
+    pub oidc: OidcConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -108,6 +110,138 @@ pub struct IceConfig {
     /// The secret shared with the TURN server (coturn: `use-auth-secret` and
     /// `static-auth-secret`), at least 16 bytes. Required with `turn_urls`.
     pub turn_secret: String,
+}
+
+/// `[oidc]`: sign-in for the web pages through an OpenID Connect provider (authorization code
+/// flow with PKCE). Apps and operators keep using bearer tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is at
+    /// `{issuer}/.well-known/openid-configuration`). Empty: web sign-in is off.
+    pub issuer: String,
+    /// The client id registered with the provider.
+    pub client_id: String,
+    /// The client secret registered with the provider.
+    pub client_secret: String,
+    /// Where the provider sends the browser back; empty means `{http.public_url}/auth/callback`.
+    /// Register exactly this URL with the provider.
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`, space-separated.
+    pub scopes: String,
+    /// User ids of people who sign in are `{sub}@{user_domain}`; empty means the issuer's host
+    /// (with `-{port}` for a port other than the scheme's). Two issuers on one host need two
+    /// different values. At most 40 characters of `[A-Za-z0-9.-]`.
+    pub user_domain: String,
+    /// How long a sign-in lasts; sign-out ends it earlier.
+    pub session_ttl: String,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            redirect_url: String::new(),
+            scopes: "profile email".into(),
+            user_domain: String::new(),
+            session_ttl: "12h".into(),
+        }
+    }
+}
+
+/// `[oidc]`, validated.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// `oidc.issuer`, without a trailing slash.
+    pub issuer: String,
+    /// `oidc.client_id`
+    pub client_id: String,
+    /// `oidc.client_secret`
+    pub client_secret: String,
+    /// `oidc.redirect_url`, resolved.
+    pub redirect_url: String,
+    /// `oidc.scopes`, split.
+    pub scopes: Vec<String>,
+    /// `oidc.user_domain`, resolved.
+    pub user_domain: String,
+    /// `oidc.session_ttl`
+    pub session_ttl: Duration,
+}
+
+impl OidcConfig {
+    fn validate(&self, public_url: &str) -> Result<Option<OidcSettings>, ConfigError> {
+        if self.issuer.is_empty() {
+            return Ok(None);
+        }
+        let issuer = validate_url("oidc.issuer", &self.issuer)?;
+        if self.client_id.is_empty() {
+            return Err(ConfigError::new(
+                "oidc.client_id",
+                "required with oidc.issuer",
+            ));
+        }
+        let redirect_url = if self.redirect_url.is_empty() {
+            format!("{public_url}/auth/callback")
+        } else {
+            validate_url("oidc.redirect_url", &self.redirect_url)?
+        };
+        let scopes = self
+            .scopes
+            .split_whitespace()
+            .filter(|s| *s != "openid")
+            .map(str::to_owned)
+            .collect();
+        let user_domain = if self.user_domain.is_empty() {
+            default_user_domain(&issuer)
+        } else {
+            self.user_domain.clone()
+        };
+        if user_domain.is_empty()
+            || user_domain.len() > 40
+            || !user_domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "oidc.user_domain",
+                format!("{user_domain:?} must be 1 to 40 characters of [A-Za-z0-9.-]"),
+            ));
+        }
+        let session_ttl = duration("oidc.session_ttl", &self.session_ttl)?;
+        if session_ttl < Duration::from_secs(1) || session_ttl > Duration::from_secs(90 * 86_400) {
+            return Err(ConfigError::new(
+                "oidc.session_ttl",
+                "must be between 1s and 90d",
+            ));
+        }
+        Ok(Some(OidcSettings {
+            issuer,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            redirect_url,
+            scopes,
+            user_domain,
+            session_ttl,
+        }))
+    }
+}
+
+/// The issuer's host, lower case, with `-{port}` when it names one: `https://id.example.org:8443/x`
+/// gives `id.example.org-8443`.
+fn default_user_domain(issuer: &str) -> String {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    authority
+        .trim_start_matches('[')
+        .replace([']', ':'], "-")
+        .replace("--", "-")
+        .to_ascii_lowercase()
+        .chars()
+        .take(40)
+        .collect()
 }
 
 /// `[drain]`
@@ -454,6 +588,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `log.level`
     pub log_level: String,
+    /// `[oidc]`: web sign-in (`None`: off).
+    pub oidc: Option<OidcSettings>,
     /// `--dev`: loopback only, generated secret, `/v1/dev/token`.
     pub dev: bool,
 }
@@ -748,6 +884,7 @@ impl Config {
         let http_limits = validate_http_limits(&self.http)?;
         let media = validate_media(&self.media)?;
         let ice = crate::ice::IceServers::from_config(&self.ice)?;
+        let oidc = self.oidc.validate(&public_url)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
         let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
 
@@ -796,6 +933,7 @@ impl Config {
             cluster,
             log_format,
             log_level: self.log.level,
+            oidc,
             dev,
         })
     }
@@ -1087,6 +1225,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn oidc_is_off_by_default_and_checked_when_on() {
+        let dev = |c: Config| c.validate(&Overrides::default(), true);
+        assert!(dev(Config::default()).unwrap().oidc.is_none());
+
+        let mut c = Config::default();
+        c.oidc.issuer = "https://id.example.org:8443/realms/main/".into();
+        c.oidc.client_id = "callrelay".into();
+        c.oidc.scopes = "openid profile  email".into();
+        let o = dev(c.clone()).unwrap().oidc.unwrap();
+        assert_eq!(o.issuer, "https://id.example.org:8443/realms/main");
+        assert_eq!(o.user_domain, "id.example.org-8443");
+        assert_eq!(o.scopes, vec!["profile", "email"], "openid is always asked");
+        assert!(
+            o.redirect_url.ends_with("/auth/callback"),
+            "{}",
+            o.redirect_url
+        );
+        assert_eq!(o.session_ttl, Duration::from_secs(12 * 3600));
+
+        let mut no_client = c.clone();
+        no_client.oidc.client_id.clear();
+        assert_eq!(dev(no_client).unwrap_err().key, "oidc.client_id");
+        let mut bad_issuer = c.clone();
+        bad_issuer.oidc.issuer = "id.example.org".into();
+        assert_eq!(dev(bad_issuer).unwrap_err().key, "oidc.issuer");
+        let mut bad_domain = c.clone();
+        bad_domain.oidc.user_domain = "a/b".into();
+        assert_eq!(dev(bad_domain).unwrap_err().key, "oidc.user_domain");
+        let mut bad_ttl = c;
+        bad_ttl.oidc.session_ttl = "0s".into();
+        assert_eq!(dev(bad_ttl).unwrap_err().key, "oidc.session_ttl");
     }
 
     #[test]

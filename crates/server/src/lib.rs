@@ -15,6 +15,7 @@ pub mod ice;
 pub mod media;
 pub mod metrics;
 pub mod moderation;
+pub mod oidc;
 pub mod problem;
 pub mod rooms;
 pub mod seats;

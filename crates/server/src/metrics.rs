@@ -36,6 +36,9 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// `callrelay_auth_failures_total`
     pub auth_failures: IntCounter,
+    /// `callrelay_sign_ins_total{result}`: web sign-ins through the OpenID provider, by result
+    /// (see [`SIGN_IN_RESULTS`]).
+    pub sign_ins: IntCounterVec,
     /// `callrelay_store_operation_duration_seconds{op}`
     pub store_duration: HistogramVec,
     /// `callrelay_store_errors_total{kind}`
@@ -63,6 +66,12 @@ pub struct Metrics {
 
 /// Reasons used as the `reason` label of `callrelay_http_connections_refused_total`.
 pub const HTTP_REFUSAL_REASONS: [&str; 1] = ["per_ip_limit"];
+
+/// The results of `callrelay_sign_ins_total`: `ok`; `denied` (the provider said no, or the user
+/// cancelled); `expired` (the callback's state is unknown, used, or older than 10 minutes);
+/// `failed` (the code exchange or the ID token's checks failed); `unavailable` (the provider or
+/// the store could not be reached).
+pub const SIGN_IN_RESULTS: [&str; 5] = ["ok", "denied", "expired", "failed", "unavailable"];
 
 /// Phases used as the `phase` label of `callrelay_http_connections_timed_out_total`.
 pub const HTTP_TIMEOUT_PHASES: [&str; 2] = ["header", "idle"];
@@ -117,6 +126,13 @@ impl Metrics {
             auth_failures: IntCounter::new(
                 "callrelay_auth_failures_total",
                 "Requests refused for a missing or invalid token.",
+            )?,
+            sign_ins: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_sign_ins_total",
+                    "Web sign-ins through the OpenID provider that came back to the relay, by result.",
+                ),
+                &["result"],
             )?,
             store_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -179,6 +195,7 @@ impl Metrics {
         registry.register(Box::new(m.links_purged.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
+        registry.register(Box::new(m.sign_ins.clone()))?;
         registry.register(Box::new(m.store_duration.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
         registry.register(Box::new(m.store_up.clone()))?;
@@ -206,6 +223,9 @@ impl Metrics {
             m.rate_limited.with_label_values(&[scope]);
         }
         m.store_errors.with_label_values(&["unavailable"]);
+        for r in SIGN_IN_RESULTS {
+            m.sign_ins.with_label_values(&[r]);
+        }
         let info = IntGauge::with_opts(
             Opts::new(
                 "callrelay_build_info",

@@ -51,6 +51,13 @@ pub enum ApiError {
     /// 403 `not_creator`: only the link's creator moderates its call.
     #[error("only the link's creator can do this")]
     NotCreator,
+    /// 403 `csrf_failed`: a state change authenticated by the sign-in cookie without the
+    /// session's `X-CSRF-Token`.
+    #[error("this request needs the X-CSRF-Token header of your session (GET /auth/session)")]
+    CsrfFailed,
+    /// 404 `sign_in_disabled`: this relay has no OpenID provider configured (`[oidc]`).
+    #[error("web sign-in is not configured on this relay")]
+    SignInDisabled,
     /// 403 `join_refused`: the creator blocked the caller; they learn only that they cannot join.
     #[error("you can't join this call")]
     JoinRefused,
@@ -128,10 +135,12 @@ impl ApiError {
             | ApiError::InvalidRoom
             | ApiError::InvalidParticipantId => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::JoinRefused | ApiError::NotCreator => {
-                StatusCode::FORBIDDEN
-            }
-            ApiError::LinkNotFound
+            ApiError::Forbidden
+            | ApiError::JoinRefused
+            | ApiError::NotCreator
+            | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
+            ApiError::SignInDisabled
+            | ApiError::LinkNotFound
             | ApiError::NotFound
             | ApiError::RoomNotFound
             | ApiError::ParticipantNotFound => StatusCode::NOT_FOUND,
@@ -162,6 +171,8 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::JoinRefused => "join_refused",
             ApiError::NotCreator => "not_creator",
+            ApiError::CsrfFailed => "csrf_failed",
+            ApiError::SignInDisabled => "sign_in_disabled",
             ApiError::LinkNotFound => "link_not_found",
             ApiError::NotFound => "not_found",
             ApiError::InvalidRoom => "invalid_room",

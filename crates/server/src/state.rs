@@ -190,6 +190,8 @@ pub struct AppState {
     pub signal_grants: UsedGrants,
     /// Signaling sessions waiting for a new socket to resume them.
     pub resumable: crate::signal::Resumable,
+    /// Web sign-in (`None` without `[oidc]`).
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl AppState {

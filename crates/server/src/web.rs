@@ -150,12 +150,16 @@ pub struct DevConfig {
     /// `links.ttl` in seconds: how long a link lives after its last use (the expired-link
     /// page says it).
     pub link_ttl_seconds: u64,
+    /// Whether web sign-in is configured (`[oidc]`): the page then offers "Sign in"
+    /// (`/auth/login`) and uses the session cookie.
+    pub sign_in: bool,
 }
 
 async fn dev_config(State(s): State<Arc<AppState>>) -> Json<DevConfig> {
     Json(DevConfig {
         dev: s.settings.dev,
         link_ttl_seconds: s.settings.link_ttl.as_secs(),
+        sign_in: s.oidc.is_some(),
     })
 }
 
