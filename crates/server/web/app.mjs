@@ -1,7 +1,11 @@
 // The callrelay page: create a link (/), preview and join it (/video/{id}, /voice/{id}), the call
 // log (/calls). Plain modules, no build step. The call itself is call.mjs.
 //
-// Secrets: the user token lives in sessionStorage (this tab only); a link's E2EE key lives in the
+// Who you are: signed in with the relay's OpenID provider (an HttpOnly session cookie, shared by
+// every tab; state changes send the session's CSRF token), or in --dev a typed name, or a token an
+// app put in sessionStorage (this tab only).
+//
+// Secrets: a user token lives in sessionStorage (this tab only); a link's E2EE key lives in the
 // URL fragment and, so the call log can rejoin, in localStorage under `callrelay.key.<id>`. Neither
 // the key nor the fragment is ever sent to the server.
 import { qrSvg } from './qr.mjs';
@@ -37,6 +41,8 @@ async function api(method, path, { body, token, timeoutMs } = {}) {
   const headers = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (token) headers.authorization = `Bearer ${token}`;
+  // Signed in by cookie: every state change carries the session's CSRF token.
+  else if (cookieSession && method !== 'GET') headers['x-csrf-token'] = cookieSession.csrf_token;
   let res;
   try {
     const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
@@ -96,6 +102,43 @@ export function lifetime(seconds) {
   return `${seconds} seconds`;
 }
 
+// The cookie session (GET /auth/session), when this relay has sign-in and the browser is signed in.
+let cookieSession = null;
+let signedInPromise = null;
+function signedIn() {
+  signedInPromise ??= pageConfig().then(async (c) => {
+    if (!c.sign_in) return null;
+    const r = await api('GET', '/auth/session');
+    cookieSession = r.ok ? r.data : null;
+    return cookieSession;
+  });
+  return signedInPromise;
+}
+function signInHref() {
+  return `/auth/login?return_to=${encodeURIComponent(location.pathname)}`;
+}
+async function signOut() {
+  await api('POST', '/auth/logout');
+  cookieSession = null;
+  location.assign('/');
+}
+/** The header's corner: who is signed in and "Sign out", or "Sign in". */
+async function renderWho() {
+  const who = document.getElementById('who');
+  if (!who || !(await pageConfig()).sign_in) return;
+  const s = await signedIn();
+  who.replaceChildren(...(s
+    ? [h('span', { class: 'who', 'data-testid': 'whoami', title: s.user }, s.name || s.user),
+      h('button', { type: 'button', class: 'link', 'data-testid': 'sign-out', onclick: signOut }, 'Sign out')]
+    : [h('a', { href: signInHref(), 'data-testid': 'sign-in' }, 'Sign in')]));
+}
+const SIGN_IN_ERRORS = {
+  denied: 'Sign-in was cancelled or refused by the provider.',
+  expired: 'That sign-in took too long or was already used. Sign in again.',
+  failed: 'Sign-in failed. Try again; if it keeps failing, tell the operator of this relay.',
+  unavailable: 'The sign-in provider could not be reached. Try again in a moment.',
+};
+
 const session = {
   get token() {
     return sessionStorage.getItem('callrelay.token');
@@ -129,6 +172,8 @@ async function ensureToken(name) {
     return r.data.token;
   }
   if (session.token) return session.token;
+  if (await signedIn()) return null; // the session cookie
+  if ((await pageConfig()).sign_in) throw new Error('Sign in first (top right).');
   throw new Error('Sign in first: this relay needs a user token (set sessionStorage "callrelay.token").');
 }
 
@@ -299,7 +344,7 @@ async function previewPage(kindInPath, id) {
       }
       const rejoin = () => joinAgain(id);
       const moderate = (action, pid) => api('POST', `/v1/links/${id}/participants/${pid}/${action}`, { token: session.token });
-      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name, moderate });
+      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name || cookieSession?.name || '', moderate });
       await call.start();
     } catch (err) {
       error.textContent = err.message;
@@ -332,11 +377,16 @@ async function callLogPage() {
   const error = h('p', { class: 'error', role: 'alert' });
   const section = h('section', { class: 'card' }, h('h1', {}, 'Call log'), list, error);
   show(section);
-  let token = session.token;
-  if (!token) {
+  const token = session.token;
+  if (!token && !(await signedIn())) {
     const name = await nameField();
     if (!name) {
-      error.textContent = 'Sign in first: this relay needs a user token.';
+      if ((await pageConfig()).sign_in) {
+        section.insertBefore(h('p', { 'data-testid': 'sign-in-needed' }, 'Sign in to see the calls you created and joined. ',
+          h('a', { class: 'button primary', href: signInHref() }, 'Sign in')), error);
+      } else {
+        error.textContent = 'Sign in first: this relay needs a user token.';
+      }
       return;
     }
     const go = h('button', { class: 'primary', type: 'button', onclick: async () => {
@@ -352,7 +402,9 @@ async function callLogPage() {
   }
   const r = await api('GET', '/v1/me/links', { token });
   if (!r.ok) {
-    error.textContent = r.status === 401 ? 'Your session expired: open a call link or create one again.' : 'Could not load the call log.';
+    error.textContent = r.status === 401
+      ? (cookieSession ? 'Your sign-in expired: sign in again.' : 'Your session expired: open a call link or create one again.')
+      : 'Could not load the call log.';
     return;
   }
   if (r.data.links.length === 0) {
@@ -377,7 +429,16 @@ async function callLogPage() {
 // ---------------------------------------------------------------------------------------------
 
 async function route() {
+  renderWho();
   const path = location.pathname;
+  const failed = new URLSearchParams(location.search).get('sign_in_error');
+  if (failed) {
+    history.replaceState(null, '', `${path}${location.hash}`);
+    await createPage();
+    app.prepend(h('p', { class: 'error card', role: 'alert', 'data-testid': 'sign-in-error', 'data-code': failed },
+      SIGN_IN_ERRORS[failed] || SIGN_IN_ERRORS.failed));
+    return;
+  }
   const m = path.match(/^\/(video|voice)\/([^/]+)$/);
   if (m) {
     if (!/^[0-9A-Za-z]{22}$/.test(m[2])) return gonePage('invalid_link_id');
