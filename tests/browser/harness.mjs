@@ -34,16 +34,17 @@ export function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts `callrelay serve --dev` on 127.0.0.1. By default on a free port with a fresh data dir
+ * Starts `callrelay serve --dev` (or, with `dev: false`, without it) on 127.0.0.1. By default on a free port with a fresh data dir
  * (removed by `stop()`); `port` and `dataDir` restart a relay in place of one that was stopped or
  * killed (the caller then owns the data dir: `stop()` leaves it).
  */
-export async function startRelay({ env = {}, port: fixedPort, dataDir: fixedDataDir, publicUrl } = {}) {
+export async function startRelay({ env = {}, port: fixedPort, dataDir: fixedDataDir, publicUrl, dev = true } = {}) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run cargo build -p callrelay-server first`);
   const port = fixedPort || (await freePort());
   const dataDir = fixedDataDir || mkdtempSync(join(tmpdir(), 'callrelay-browser-'));
   const base = `http://127.0.0.1:${port}`;
-  const child = spawn(BINARY, ['serve', '--dev', '--http-addr', `127.0.0.1:${port}`, '--public-url', publicUrl || base, '--data-dir', dataDir], {
+  // Outside dev mode the caller's env must carry CALLRELAY_AUTH_SECRET.
+  const child = spawn(BINARY, ['serve', ...(dev ? ['--dev'] : []), '--http-addr', `127.0.0.1:${port}`, '--public-url', publicUrl || base, '--data-dir', dataDir], {
     env: { ...process.env, CALLRELAY_MEDIA_PORTS: '0', CALLRELAY_MEDIA_BIND_IP: '127.0.0.1', RUST_LOG: process.env.RUST_LOG || 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
