@@ -29,6 +29,8 @@ pub const MAX_TITLE_CHARS: usize = 100;
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Longest revocation reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// The longest planned length of a scheduled call: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Video or voice, chosen when the link is created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,6 +140,24 @@ pub enum InvalidInput {
     /// A user tried to block themselves.
     #[error("a user cannot block themselves")]
     SelfBlock,
+    /// A duration without a scheduled start, or outside 1 minute ..= 24 hours.
+    #[error("duration must be whole seconds from 60 to 86400, and needs scheduled_at")]
+    Duration,
+}
+
+/// Checks a scheduled call's planned length: from a minute to [`MAX_DURATION`], and only with a
+/// scheduled start.
+pub fn check_duration(
+    scheduled_at: Option<DateTime<Utc>>,
+    duration: Option<Duration>,
+) -> Result<(), InvalidInput> {
+    match duration {
+        None => Ok(()),
+        Some(d) if scheduled_at.is_some() && d >= Duration::from_secs(60) && d <= MAX_DURATION => {
+            Ok(())
+        }
+        Some(_) => Err(InvalidInput::Duration),
+    }
 }
 
 /// Normalises a title: surrounding white space trimmed, empty means none.
@@ -182,6 +202,8 @@ pub struct Link {
     pub title: Option<String>,
     /// Optional scheduled start.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Optional planned length of a scheduled call (calendar entries end after it).
+    pub duration: Option<Duration>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Creation or the last successful join.
@@ -214,6 +236,8 @@ pub struct NewLink {
     pub title: Option<String>,
     /// Optional scheduled start.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Optional planned length (see [`MAX_DURATION`]).
+    pub duration: Option<Duration>,
 }
 
 /// Adds a `std` duration to a timestamp, saturating at the far future instead of overflowing.
@@ -233,6 +257,7 @@ impl Link {
             creator: new.creator,
             title: new.title,
             scheduled_at: new.scheduled_at,
+            duration: new.duration,
             created_at: now,
             last_used_at: now,
             expires_at: add_duration(now, ttl),

@@ -27,6 +27,7 @@ fn link_at(now: DateTime<Utc>, ttl: Duration) -> Link {
             kind: LinkKind::Video,
             title: None,
             scheduled_at: None,
+            duration: None,
         },
         now,
         ttl,
@@ -315,7 +316,7 @@ proptest! {
         let mut now = t0();
         let mut link = Link::create(
             LinkId::generate(&mut StdRng::seed_from_u64(1)),
-            NewLink { creator: uid(0), kind: LinkKind::Voice, title: None, scheduled_at: None },
+            NewLink { creator: uid(0), kind: LinkKind::Voice, title: None, scheduled_at: None, duration: None },
             now,
             ttl,
         );

@@ -8,13 +8,16 @@ use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::migrate::MigrateError;
 
-use crate::{CallLogEntry, JoinOutcome, LoginAttempt, Role, Session, StoreError};
+use crate::{
+    CallLogEntry, DueReminder, JoinOutcome, LoginAttempt, NewWebhook, Role, Session, StoreError,
+    WebhookDelivery,
+};
 
 /// The columns of `links`, in the order [`LinkRow`] reads them.
 macro_rules! link_columns {
     () => {
         "id, kind, creator, title, scheduled_at, created_at, last_used_at, expires_at, \
-         revoked_at, revoke_reason"
+         revoked_at, revoke_reason, duration_ms"
     };
 }
 
@@ -23,7 +26,7 @@ pub(crate) const PING: &str = "SELECT 1";
 pub(crate) const INSERT_LINK: &str = concat!(
     "INSERT INTO links (",
     link_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 );
 
 /// `$1` creator, `$2` link, `$3` creation time.
@@ -84,7 +87,7 @@ pub(crate) const IS_BLOCKED: &str = "SELECT 1 FROM blocks WHERE blocker = $1 AND
 /// `$1` user, `$2` limit.
 pub(crate) const CALL_LOG: &str = "SELECT \
      l.id, l.kind, l.creator, l.title, l.scheduled_at, l.created_at, l.last_used_at, \
-     l.expires_at, l.revoked_at, l.revoke_reason, \
+     l.expires_at, l.revoked_at, l.revoke_reason, l.duration_ms, \
      c.role, c.last_joined_at, c.last_activity_at \
      FROM call_log c JOIN links l ON l.id = c.link_id \
      WHERE c.user_id = $1 \
@@ -113,6 +116,120 @@ pub(crate) const TAKE_LOGIN: &str = "DELETE FROM oidc_logins WHERE state = $1 \
 pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 /// `$1` now.
 pub(crate) const PURGE_LOGINS: &str = "DELETE FROM oidc_logins WHERE expires_at <= $1";
+
+/// `$1` link, `$2` offset, `$3` when due.
+pub(crate) const INSERT_REMINDER: &str =
+    "INSERT INTO reminders (link_id, offset_ms, fire_at) VALUES ($1, $2, $3)";
+
+/// `$1` link.
+pub(crate) const DELETE_REMINDERS: &str = "DELETE FROM reminders WHERE link_id = $1";
+
+/// `$1` link, `$2` title, `$3` scheduled start, `$4` duration, `$5` now.
+pub(crate) const UPDATE_LINK: &str = concat!(
+    "UPDATE links SET title = $2, scheduled_at = $3, duration_ms = $4 \
+     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $5 \
+     RETURNING ",
+    link_columns!()
+);
+
+/// `$1` now, `$2` limit. The outer condition is checked again on each row, so two nodes racing
+/// delete (and fire) each reminder once.
+pub(crate) const TAKE_DUE_REMINDERS: &str = "DELETE FROM reminders \
+     WHERE fire_at <= $1 AND (link_id, offset_ms) IN \
+     (SELECT link_id, offset_ms FROM reminders WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2) \
+     RETURNING link_id, offset_ms, fire_at";
+
+/// `$1` now, `$2` limit.
+pub(crate) const ANNOUNCE_EXPIRED: &str = concat!(
+    "UPDATE links SET expiry_announced = 1 \
+     WHERE expiry_announced = 0 AND revoked_at IS NULL AND expires_at <= $1 AND id IN \
+     (SELECT id FROM links WHERE expiry_announced = 0 AND revoked_at IS NULL \
+      AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+     RETURNING ",
+    link_columns!()
+);
+
+/// `$1` id, `$2` endpoint, `$3` type, `$4` body, `$5` created (and first due).
+pub(crate) const INSERT_WEBHOOK: &str = "INSERT INTO webhook_outbox \
+     (msg_id, endpoint, event_type, body, created_at, next_attempt_at) \
+     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (msg_id, endpoint) DO NOTHING";
+
+/// `$1` now, `$2` lease end, `$3` limit. As with reminders, the outer condition makes a row
+/// claimed by one node invisible to the other's update.
+pub(crate) const CLAIM_WEBHOOKS: &str = "UPDATE webhook_outbox \
+     SET lease_until = $2, attempts = attempts + 1 \
+     WHERE failed_at IS NULL AND next_attempt_at <= $1 AND lease_until <= $1 AND seq IN \
+     (SELECT seq FROM webhook_outbox WHERE failed_at IS NULL AND next_attempt_at <= $1 \
+      AND lease_until <= $1 ORDER BY next_attempt_at, seq LIMIT $3) \
+     RETURNING seq, msg_id, endpoint, event_type, body, created_at, attempts";
+
+pub(crate) const DELETE_WEBHOOK: &str = "DELETE FROM webhook_outbox WHERE seq = $1";
+
+/// `$1` seq, `$2` next attempt, `$3` error.
+pub(crate) const RETRY_WEBHOOK: &str = "UPDATE webhook_outbox \
+     SET next_attempt_at = $2, lease_until = 0, last_error = $3 WHERE seq = $1";
+
+/// `$1` seq, `$2` now, `$3` error.
+pub(crate) const FAIL_WEBHOOK: &str = "UPDATE webhook_outbox \
+     SET failed_at = $2, lease_until = 0, last_error = $3 WHERE seq = $1";
+
+pub(crate) const COUNT_WEBHOOKS: &str = "SELECT \
+     CAST(COALESCE(SUM(CASE WHEN failed_at IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) \
+     FROM webhook_outbox";
+
+/// `$1` the latest give-up time to delete.
+pub(crate) const PURGE_WEBHOOKS: &str =
+    "DELETE FROM webhook_outbox WHERE failed_at IS NOT NULL AND failed_at <= $1";
+
+/// A `reminders` row taken because it fell due.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReminderRow {
+    pub(crate) link_id: String,
+    pub(crate) offset_ms: i64,
+    pub(crate) fire_at: i64,
+}
+
+impl ReminderRow {
+    pub(crate) fn into_due(self, link: Link) -> Result<DueReminder, StoreError> {
+        Ok(DueReminder {
+            link,
+            offset: Duration::from_millis(
+                u64::try_from(self.offset_ms)
+                    .map_err(|e| StoreError::Corrupt(format!("reminders.offset_ms: {e}")))?,
+            ),
+            fire_at: from_millis(self.fire_at, "reminders.fire_at")?,
+        })
+    }
+}
+
+/// A `webhook_outbox` row claimed for delivery.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WebhookRow {
+    seq: i64,
+    msg_id: String,
+    endpoint: String,
+    event_type: String,
+    body: String,
+    created_at: i64,
+    attempts: i64,
+}
+
+impl WebhookRow {
+    pub(crate) fn into_delivery(self) -> Result<WebhookDelivery, StoreError> {
+        Ok(WebhookDelivery {
+            seq: self.seq,
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            message: NewWebhook {
+                msg_id: self.msg_id,
+                endpoint: self.endpoint,
+                event_type: self.event_type,
+                body: self.body,
+                created_at: from_millis(self.created_at, "webhook_outbox.created_at")?,
+            },
+        })
+    }
+}
 
 /// A `sessions` row.
 #[derive(sqlx::FromRow)]
@@ -178,6 +295,7 @@ pub(crate) struct LinkRow {
     expires_at: i64,
     revoked_at: Option<i64>,
     revoke_reason: Option<String>,
+    duration_ms: Option<i64>,
 }
 
 impl LinkRow {
@@ -205,6 +323,14 @@ impl LinkRow {
             scheduled_at: self
                 .scheduled_at
                 .map(|t| from_millis(t, "links.scheduled_at"))
+                .transpose()?,
+            duration: self
+                .duration_ms
+                .map(|ms| {
+                    u64::try_from(ms)
+                        .map(Duration::from_millis)
+                        .map_err(|e| corrupt("duration_ms", &e))
+                })
                 .transpose()?,
             created_at: from_millis(self.created_at, "links.created_at")?,
             last_used_at: from_millis(self.last_used_at, "links.last_used_at")?,
@@ -387,8 +513,15 @@ macro_rules! link_store_impl {
             use callrelay_links::{Link, LinkId, UserId};
             use chrono::{DateTime, Utc};
 
-            use $crate::common::{self as c, map_err, CallLogRow, LinkRow, LoginRow, SessionRow};
-            use $crate::{CallLogEntry, JoinOutcome, LinkStore, LoginAttempt, Session, StoreError};
+            use $crate::common::{
+                self as c, map_err, CallLogRow, LinkRow, LoginRow, ReminderRow, SessionRow,
+                WebhookRow,
+            };
+            use $crate::{
+                CallLogEntry, ExpiryMessages, JoinOutcome, LinkStore, LinkUpdate, LoginAttempt,
+                NewWebhook, OutboxCounts, Reminder, ReminderMessages, Session, StoreError,
+                WebhookDelivery, WebhookOutcome,
+            };
 
             #[async_trait::async_trait]
             impl LinkStore for $store {
@@ -405,7 +538,11 @@ macro_rules! link_store_impl {
                     <$store>::close(self).await
                 }
 
-                async fn create_link(&self, link: &Link) -> Result<(), StoreError> {
+                async fn create_link_with_reminders(
+                    &self,
+                    link: &Link,
+                    reminders: &[Reminder],
+                ) -> Result<(), StoreError> {
                     let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
                     sqlx::query(c::INSERT_LINK)
                         .bind(link.id.as_str())
@@ -418,6 +555,7 @@ macro_rules! link_store_impl {
                         .bind(c::millis(link.expires_at))
                         .bind(link.revoked.as_ref().map(|r| c::millis(r.at)))
                         .bind(link.revoked.as_ref().map(|r| r.reason.as_str()))
+                        .bind(link.duration.map(c::duration_millis))
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
@@ -428,6 +566,15 @@ macro_rules! link_store_impl {
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
+                    for r in reminders {
+                        sqlx::query(c::INSERT_REMINDER)
+                            .bind(link.id.as_str())
+                            .bind(c::duration_millis(r.offset))
+                            .bind(c::millis(r.fire_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
                     tx.commit().await.map_err(map_err)
                 }
 
@@ -657,6 +804,199 @@ macro_rules! link_store_impl {
                         .map_err(map_err)?;
                     tx.commit().await.map_err(map_err)?;
                     Ok(sessions.rows_affected() + logins.rows_affected())
+                }
+
+                async fn update_link(
+                    &self,
+                    id: &LinkId,
+                    update: &LinkUpdate,
+                    reminders: Option<&[Reminder]>,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<Link>, StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    let row = sqlx::query_as::<_, LinkRow>(c::UPDATE_LINK)
+                        .bind(id.as_str())
+                        .bind(update.title.as_deref())
+                        .bind(update.scheduled_at.map(c::millis))
+                        .bind(update.duration.map(c::duration_millis))
+                        .bind(c::millis(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    let Some(link) = c::decode_opt(row)? else {
+                        return Ok(None);
+                    };
+                    if let Some(reminders) = reminders {
+                        sqlx::query(c::DELETE_REMINDERS)
+                            .bind(id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        for r in reminders {
+                            sqlx::query(c::INSERT_REMINDER)
+                                .bind(id.as_str())
+                                .bind(c::duration_millis(r.offset))
+                                .bind(c::millis(r.fire_at))
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(map_err)?;
+                        }
+                    }
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(Some(link))
+                }
+
+                async fn fire_reminders(
+                    &self,
+                    now: DateTime<Utc>,
+                    limit: u32,
+                    build: ReminderMessages<'_>,
+                ) -> Result<usize, StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    let rows = sqlx::query_as::<_, ReminderRow>(c::TAKE_DUE_REMINDERS)
+                        .bind(c::millis(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    let fired = rows.len();
+                    let mut messages = Vec::new();
+                    for row in rows {
+                        let link = sqlx::query_as::<_, LinkRow>(c::GET_LINK)
+                            .bind(row.link_id.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        if let Some(link) = c::decode_opt(link)? {
+                            messages.extend(build(&row.into_due(link)?));
+                        }
+                    }
+                    for m in messages.iter() {
+                        sqlx::query(c::INSERT_WEBHOOK)
+                            .bind(m.msg_id.as_str())
+                            .bind(m.endpoint.as_str())
+                            .bind(m.event_type.as_str())
+                            .bind(m.body.as_str())
+                            .bind(c::millis(m.created_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(fired)
+                }
+
+                async fn announce_expired(
+                    &self,
+                    now: DateTime<Utc>,
+                    limit: u32,
+                    build: ExpiryMessages<'_>,
+                ) -> Result<usize, StoreError> {
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    let rows = sqlx::query_as::<_, LinkRow>(c::ANNOUNCE_EXPIRED)
+                        .bind(c::millis(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    let announced = rows.len();
+                    let mut messages = Vec::new();
+                    for row in rows {
+                        messages.extend(build(&row.into_link()?));
+                    }
+                    for m in messages.iter() {
+                        sqlx::query(c::INSERT_WEBHOOK)
+                            .bind(m.msg_id.as_str())
+                            .bind(m.endpoint.as_str())
+                            .bind(m.event_type.as_str())
+                            .bind(m.body.as_str())
+                            .bind(c::millis(m.created_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                    tx.commit().await.map_err(map_err)?;
+                    Ok(announced)
+                }
+
+                async fn enqueue_webhooks(&self, messages: &[NewWebhook]) -> Result<(), StoreError> {
+                    if messages.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
+                    for m in messages.iter() {
+                        sqlx::query(c::INSERT_WEBHOOK)
+                            .bind(m.msg_id.as_str())
+                            .bind(m.endpoint.as_str())
+                            .bind(m.event_type.as_str())
+                            .bind(m.body.as_str())
+                            .bind(c::millis(m.created_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                    tx.commit().await.map_err(map_err)
+                }
+
+                async fn claim_webhooks(
+                    &self,
+                    now: DateTime<Utc>,
+                    lease_until: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<Vec<WebhookDelivery>, StoreError> {
+                    let rows = sqlx::query_as::<_, WebhookRow>(c::CLAIM_WEBHOOKS)
+                        .bind(c::millis(now))
+                        .bind(c::millis(lease_until))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    let mut claimed = rows
+                        .into_iter()
+                        .map(WebhookRow::into_delivery)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    claimed.sort_by_key(|d| d.seq);
+                    Ok(claimed)
+                }
+
+                async fn finish_webhook(
+                    &self,
+                    seq: i64,
+                    outcome: &WebhookOutcome,
+                ) -> Result<(), StoreError> {
+                    let q = match outcome {
+                        WebhookOutcome::Delivered => sqlx::query(c::DELETE_WEBHOOK).bind(seq),
+                        WebhookOutcome::Retry { at, error } => sqlx::query(c::RETRY_WEBHOOK)
+                            .bind(seq)
+                            .bind(c::millis(*at))
+                            .bind(error.as_str()),
+                        WebhookOutcome::Failed { at, error } => sqlx::query(c::FAIL_WEBHOOK)
+                            .bind(seq)
+                            .bind(c::millis(*at))
+                            .bind(error.as_str()),
+                    };
+                    q.execute(&self.$write).await.map_err(map_err)?;
+                    Ok(())
+                }
+
+                async fn webhook_counts(&self) -> Result<OutboxCounts, StoreError> {
+                    let (pending, failed): (i64, i64) = sqlx::query_as(c::COUNT_WEBHOOKS)
+                        .fetch_one(&self.$read)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(OutboxCounts {
+                        pending: u64::try_from(pending).unwrap_or(0),
+                        failed: u64::try_from(failed).unwrap_or(0),
+                    })
+                }
+
+                async fn purge_webhooks(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+                    let done = sqlx::query(c::PURGE_WEBHOOKS)
+                        .bind(c::millis(before))
+                        .execute(&self.$write)
+                        .await
+                        .map_err(map_err)?;
+                    Ok(done.rows_affected())
                 }
             }
         };

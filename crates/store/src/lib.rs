@@ -97,6 +97,99 @@ pub struct LoginAttempt {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A reminder still to send for a scheduled link: `offset` before its start, at `fire_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reminder {
+    /// How long before the scheduled start (zero: at the start).
+    pub offset: Duration,
+    /// When it falls due.
+    pub fire_at: DateTime<Utc>,
+}
+
+/// A reminder that fell due, with its link as stored when it fired.
+#[derive(Clone, Debug)]
+pub struct DueReminder {
+    /// The scheduled link.
+    pub link: Link,
+    /// How long before the start it was meant to fire.
+    pub offset: Duration,
+    /// When it was due.
+    pub fire_at: DateTime<Utc>,
+}
+
+/// The new title and schedule of a link (every field is written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkUpdate {
+    /// Normalised title, or none.
+    pub title: Option<String>,
+    /// Scheduled start, or none.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Planned length, or none (none without a scheduled start).
+    pub duration: Option<Duration>,
+}
+
+/// One webhook message for one endpoint, as written to the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewWebhook {
+    /// The message id (`webhook-id`), the same for every endpoint and every attempt.
+    pub msg_id: String,
+    /// The URL it is posted to.
+    pub endpoint: String,
+    /// The event type, e.g. `link.created`.
+    pub event_type: String,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    /// When the event happened; retries stop `webhooks.retry_for` after it.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A webhook message claimed for one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// The outbox row.
+    pub seq: i64,
+    /// The message as enqueued.
+    pub message: NewWebhook,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// How a delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The endpoint answered 2xx: the row is deleted.
+    Delivered,
+    /// Try again at `at`.
+    Retry {
+        /// The next attempt.
+        at: DateTime<Utc>,
+        /// What went wrong this time.
+        error: String,
+    },
+    /// No more attempts: the row stays as failed.
+    Failed {
+        /// When it was given up.
+        at: DateTime<Utc>,
+        /// What went wrong the last time.
+        error: String,
+    },
+}
+
+/// Rows in the webhook outbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Waiting for a (first or next) attempt.
+    pub pending: u64,
+    /// Given up.
+    pub failed: u64,
+}
+
+/// Builds the webhook messages for a due reminder or an expired link (inside the store's
+/// transaction, so they are written together with the claim).
+pub type ReminderMessages<'a> = &'a (dyn Fn(&DueReminder) -> Vec<NewWebhook> + Send + Sync);
+/// See [`ReminderMessages`].
+pub type ExpiryMessages<'a> = &'a (dyn Fn(&Link) -> Vec<NewWebhook> + Send + Sync);
+
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -141,7 +234,17 @@ pub trait LinkStore: Send + Sync + 'static {
 
     /// Inserts a new link and its creator's call-log entry (role creator, activity = creation).
     /// An existing id gives [`StoreError::Conflict`].
-    async fn create_link(&self, link: &Link) -> Result<(), StoreError>;
+    async fn create_link(&self, link: &Link) -> Result<(), StoreError> {
+        self.create_link_with_reminders(link, &[]).await
+    }
+
+    /// [`LinkStore::create_link`] with the reminders to send before the link's scheduled start,
+    /// in the same transaction.
+    async fn create_link_with_reminders(
+        &self,
+        link: &Link,
+        reminders: &[Reminder],
+    ) -> Result<(), StoreError>;
 
     /// Reads a link. Never renews it.
     async fn get_link(&self, id: &LinkId) -> Result<Option<Link>, StoreError>;
@@ -217,6 +320,58 @@ pub trait LinkStore: Send + Sync + 'static {
 
     /// Deletes sessions and logins that expired before `now`; returns how many rows went.
     async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Writes a link's title and schedule if it is neither revoked nor expired at `now`;
+    /// `reminders`, when given, replace the ones still to send. Returns the link as stored now,
+    /// or `None` when it does not exist (or is revoked or expired).
+    async fn update_link(
+        &self,
+        id: &LinkId,
+        update: &LinkUpdate,
+        reminders: Option<&[Reminder]>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Link>, StoreError>;
+
+    /// Fires at most `limit` reminders due at `now`: deletes them and writes the messages
+    /// `build` makes for each, in one transaction, so that each fires once across the cluster
+    /// and across restarts. Returns how many fired.
+    async fn fire_reminders(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        build: ReminderMessages<'_>,
+    ) -> Result<usize, StoreError>;
+
+    /// Marks at most `limit` links that expired by `now` (not revoked, not yet announced) as
+    /// announced and writes the messages `build` makes for each, in one transaction.
+    async fn announce_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        build: ExpiryMessages<'_>,
+    ) -> Result<usize, StoreError>;
+
+    /// Adds messages to the webhook outbox, due at once. A message id already there for the
+    /// same endpoint is left as it is.
+    async fn enqueue_webhooks(&self, messages: &[NewWebhook]) -> Result<(), StoreError>;
+
+    /// Claims at most `limit` messages due at `now` and not leased, leases them until
+    /// `lease_until` and counts the attempt. Two nodes never claim the same row at once.
+    async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Records how an attempt ended.
+    async fn finish_webhook(&self, seq: i64, outcome: &WebhookOutcome) -> Result<(), StoreError>;
+
+    /// How many messages wait and how many failed.
+    async fn webhook_counts(&self) -> Result<OutboxCounts, StoreError>;
+
+    /// Deletes failed messages given up before `before`; returns how many.
+    async fn purge_webhooks(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// A shared, dynamically dispatched store.

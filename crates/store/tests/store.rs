@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use callrelay_links::{Link, LinkId, LinkKind, NewLink, Revocation, UserId};
 use callrelay_store::{
-    CallLogEntry, JoinOutcome, LinkStore, LoginAttempt, PostgresStore, Role, Session, SharedStore,
-    SqliteStore, StoreError,
+    CallLogEntry, DueReminder, JoinOutcome, LinkStore, LinkUpdate, LoginAttempt, NewWebhook,
+    OutboxCounts, PostgresStore, Reminder, Role, Session, SharedStore, SqliteStore, StoreError,
+    WebhookOutcome,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
@@ -47,6 +48,7 @@ fn new_link(creator: &UserId, created_ms: i64) -> Link {
         kind: LinkKind::Video,
         title: None,
         scheduled_at: None,
+        duration: None,
     };
     Link::create(LinkId::random(), new, at(created_ms), TTL)
 }
@@ -279,6 +281,10 @@ suite!(
     two_stores_share_one_database,
     sessions_expire_and_sign_out_deletes_them,
     a_login_is_taken_once_and_only_before_it_expires,
+    reminders_fire_once_with_their_messages_even_when_two_nodes_race,
+    an_update_rewrites_the_schedule_and_replaces_reminders,
+    an_expired_link_is_announced_once,
+    the_outbox_leases_retries_gives_up_and_purges,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -301,6 +307,7 @@ async fn create_and_get_roundtrip(db: &mut TestDb) {
             kind: LinkKind::Voice,
             title: Some("Weekly sync — ünïcödé, 'quotes' \"and\" ; semicolons".into()),
             scheduled_at: Some(at(2 * 24 * HOUR_MS + 999)),
+            duration: Some(Duration::from_secs(45 * 60)),
         },
         at(0),
         TTL,
@@ -314,6 +321,7 @@ async fn create_and_get_roundtrip(db: &mut TestDb) {
     assert_eq!(got, plain);
     assert_eq!(got.title, None);
     assert_eq!(got.scheduled_at, None);
+    assert_eq!(got.duration, None);
     assert_eq!(got.created_at, at(1), "millisecond precision");
 
     // A link stored already revoked keeps its revocation.
@@ -1156,4 +1164,306 @@ async fn a_login_is_taken_once_and_only_before_it_expires(db: &mut TestDb) {
 
     assert_eq!(store.purge_sessions(at(10 * MINUTE_MS)).await.unwrap(), 1);
     assert_eq!(store.take_login("s3", at(0)).await.unwrap(), None, "purged");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules, reminders and the webhook outbox
+// ---------------------------------------------------------------------------------------------
+
+fn hook(id: &str, endpoint: &str, created_ms: i64) -> NewWebhook {
+    NewWebhook {
+        msg_id: id.into(),
+        endpoint: endpoint.into(),
+        event_type: "link.created".into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: at(created_ms),
+    }
+}
+
+/// One message per endpoint for a due reminder, named after the link and offset.
+fn reminder_messages(r: &DueReminder) -> Vec<NewWebhook> {
+    ["http://a", "http://b"]
+        .iter()
+        .map(|e| NewWebhook {
+            msg_id: format!("{}-{}", r.link.id.as_str(), r.offset.as_millis()),
+            endpoint: (*e).into(),
+            event_type: "link.reminder".into(),
+            body: "{}".into(),
+            created_at: r.fire_at,
+        })
+        .collect()
+}
+
+fn scheduled_link(start_ms: i64) -> (Link, Vec<Reminder>) {
+    let mut link = new_link(&user("alice"), 0);
+    link.scheduled_at = Some(at(start_ms));
+    link.duration = Some(Duration::from_secs(1800));
+    let reminders = [Duration::from_millis(10 * MINUTE_MS as u64), Duration::ZERO]
+        .into_iter()
+        .map(|offset| Reminder {
+            offset,
+            fire_at: at(start_ms - offset.as_millis() as i64),
+        })
+        .collect();
+    (link, reminders)
+}
+
+async fn reminders_fire_once_with_their_messages_even_when_two_nodes_race(db: &mut TestDb) {
+    let (link, reminders) = scheduled_link(HOUR_MS);
+    db.store
+        .create_link_with_reminders(&link, &reminders)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.get_link(&link.id).await.unwrap(),
+        Some(link.clone())
+    );
+    let build: &(dyn Fn(&DueReminder) -> Vec<NewWebhook> + Send + Sync) = &reminder_messages;
+    // Not due yet.
+    assert_eq!(
+        db.store
+            .fire_reminders(at(HOUR_MS - 11 * MINUTE_MS), 10, build)
+            .await
+            .unwrap(),
+        0
+    );
+    // Ten minutes before: two stores (two nodes) race for it; it fires once.
+    let other = db.open_another().await;
+    let now = at(HOUR_MS - 10 * MINUTE_MS);
+    let (a, b) = tokio::join!(
+        db.store.fire_reminders(now, 10, build),
+        other.fire_reminders(now, 10, build)
+    );
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        1,
+        "the 10-minute reminder fired once"
+    );
+    assert_eq!(
+        db.store.webhook_counts().await.unwrap(),
+        OutboxCounts {
+            pending: 2,
+            failed: 0
+        },
+        "with one message per endpoint"
+    );
+    // A restart loses nothing: the start reminder is still there.
+    db.restart().await;
+    assert_eq!(
+        db.store
+            .fire_reminders(at(HOUR_MS), 10, build)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .fire_reminders(at(2 * HOUR_MS), 10, build)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(db.store.webhook_counts().await.unwrap().pending, 4);
+}
+
+async fn an_update_rewrites_the_schedule_and_replaces_reminders(db: &mut TestDb) {
+    let (link, reminders) = scheduled_link(HOUR_MS);
+    db.store
+        .create_link_with_reminders(&link, &reminders)
+        .await
+        .unwrap();
+    let update = LinkUpdate {
+        title: Some("Moved".into()),
+        scheduled_at: Some(at(3 * HOUR_MS)),
+        duration: None,
+    };
+    let moved = [Reminder {
+        offset: Duration::ZERO,
+        fire_at: at(3 * HOUR_MS),
+    }];
+    let got = db
+        .store
+        .update_link(&link.id, &update, Some(&moved), at(1))
+        .await
+        .unwrap()
+        .expect("updated");
+    assert_eq!(got.title.as_deref(), Some("Moved"));
+    assert_eq!(got.scheduled_at, Some(at(3 * HOUR_MS)));
+    assert_eq!(got.duration, None);
+    assert_eq!(db.store.get_link(&link.id).await.unwrap(), Some(got));
+    let build: &(dyn Fn(&DueReminder) -> Vec<NewWebhook> + Send + Sync) = &reminder_messages;
+    // The old reminders are gone; the new one is due at the new start.
+    assert_eq!(
+        db.store
+            .fire_reminders(at(2 * HOUR_MS), 10, build)
+            .await
+            .unwrap(),
+        0
+    );
+    // A title-only update keeps the reminders.
+    let title_only = LinkUpdate {
+        title: None,
+        ..update.clone()
+    };
+    db.store
+        .update_link(&link.id, &title_only, None, at(2))
+        .await
+        .unwrap()
+        .expect("updated");
+    assert_eq!(
+        db.store
+            .fire_reminders(at(3 * HOUR_MS), 10, build)
+            .await
+            .unwrap(),
+        1
+    );
+    // A revoked link is not updated.
+    db.store.revoke_link(&link.id, "", at(3)).await.unwrap();
+    assert_eq!(
+        db.store
+            .update_link(&link.id, &update, None, at(4))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn an_expired_link_is_announced_once(db: &mut TestDb) {
+    let link = new_link(&user("alice"), 0);
+    let revoked = new_link(&user("alice"), 0);
+    db.store.create_link(&link).await.unwrap();
+    db.store.create_link(&revoked).await.unwrap();
+    db.store.revoke_link(&revoked.id, "", at(1)).await.unwrap();
+    let build: &(dyn Fn(&Link) -> Vec<NewWebhook> + Send + Sync) =
+        &|l: &Link| vec![hook(l.id.as_str(), "http://a", 0)];
+    assert_eq!(
+        db.store.announce_expired(at(1), 10, build).await.unwrap(),
+        0
+    );
+    let after = at(TTL.as_millis() as i64);
+    let other = db.open_another().await;
+    let (a, b) = tokio::join!(
+        db.store.announce_expired(after, 10, build),
+        other.announce_expired(after, 10, build)
+    );
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        1,
+        "announced once; never the revoked link"
+    );
+    assert_eq!(
+        db.store.announce_expired(after, 10, build).await.unwrap(),
+        0
+    );
+    assert_eq!(db.store.webhook_counts().await.unwrap().pending, 1);
+}
+
+async fn the_outbox_leases_retries_gives_up_and_purges(db: &mut TestDb) {
+    let msgs = [hook("m1", "http://a", 0), hook("m2", "http://a", 1)];
+    db.store.enqueue_webhooks(&msgs).await.unwrap();
+    // The same message again (a retried enqueue) is not a second delivery.
+    db.store.enqueue_webhooks(&msgs[..1]).await.unwrap();
+    assert_eq!(db.store.webhook_counts().await.unwrap().pending, 2);
+
+    // Two nodes claim at once: each message goes to one of them.
+    let other = db.open_another().await;
+    let (a, b) = tokio::join!(
+        db.store.claim_webhooks(at(10), at(10_010), 10),
+        other.claim_webhooks(at(10), at(10_010), 10)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut ids: Vec<_> = a
+        .iter()
+        .chain(&b)
+        .map(|d| d.message.msg_id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["m1", "m2"]);
+    let all: Vec<_> = a.into_iter().chain(b).collect();
+    assert!(all.iter().all(|d| d.attempts == 1));
+    assert_eq!(
+        all.iter()
+            .find(|d| d.message.msg_id == "m1")
+            .unwrap()
+            .message,
+        msgs[0]
+    );
+    // Leased: nobody else gets them until the lease ends.
+    assert!(db
+        .store
+        .claim_webhooks(at(20), at(30), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let m1 = all.iter().find(|d| d.message.msg_id == "m1").unwrap().seq;
+    let m2 = all.iter().find(|d| d.message.msg_id == "m2").unwrap().seq;
+    db.store
+        .finish_webhook(m1, &WebhookOutcome::Delivered)
+        .await
+        .unwrap();
+    db.store
+        .finish_webhook(
+            m2,
+            &WebhookOutcome::Retry {
+                at: at(5_000),
+                error: "HTTP 500".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(db
+        .store
+        .claim_webhooks(at(4_999), at(9_999), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    db.restart().await;
+    let again = db
+        .store
+        .claim_webhooks(at(5_000), at(9_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "the retry survives a restart");
+    assert_eq!(
+        (again[0].message.msg_id.as_str(), again[0].attempts),
+        ("m2", 2)
+    );
+    // A lease that ran out (a node died mid-delivery) is claimed again.
+    let third = db
+        .store
+        .claim_webhooks(at(9_000), at(12_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].attempts, 3);
+    db.store
+        .finish_webhook(
+            third[0].seq,
+            &WebhookOutcome::Failed {
+                at: at(9_500),
+                error: "gone".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.webhook_counts().await.unwrap(),
+        OutboxCounts {
+            pending: 0,
+            failed: 1
+        }
+    );
+    assert!(db
+        .store
+        .claim_webhooks(at(99_000), at(99_999), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(db.store.purge_webhooks(at(9_499)).await.unwrap(), 0);
+    assert_eq!(db.store.purge_webhooks(at(9_500)).await.unwrap(), 1);
+    assert_eq!(
+        db.store.webhook_counts().await.unwrap(),
+        OutboxCounts::default()
+    );
 }

@@ -1,0 +1,38 @@
+-- Scheduled calls (planned length, reminders) and the webhook outbox.
+-- Times and durations are milliseconds (times since the Unix epoch, UTC).
+
+ALTER TABLE links ADD COLUMN duration_ms BIGINT;
+-- 1 once `link.expired` was put in the outbox (or would have been, with no webhook configured).
+ALTER TABLE links ADD COLUMN expiry_announced BIGINT  NOT NULL DEFAULT 0;
+
+CREATE INDEX links_expiry_announced_idx ON links (expiry_announced, expires_at);
+
+-- A reminder still to send for a scheduled link, `offset_ms` before its start. Firing one deletes
+-- its row and writes its webhook messages in the same transaction: once per cluster.
+CREATE TABLE reminders (
+    link_id   TEXT COLLATE "C" NOT NULL REFERENCES links (id) ON DELETE CASCADE,
+    offset_ms BIGINT  NOT NULL,
+    fire_at   BIGINT  NOT NULL,
+    PRIMARY KEY (link_id, offset_ms)
+);
+
+CREATE INDEX reminders_fire_at_idx ON reminders (fire_at);
+
+-- One webhook message for one endpoint. Delivered rows are deleted; a row whose retries ran out
+-- stays as `failed` for the operator (purged after a week).
+CREATE TABLE webhook_outbox (
+    seq             BIGSERIAL PRIMARY KEY,
+    msg_id          TEXT COLLATE "C" NOT NULL,
+    endpoint        TEXT    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    created_at      BIGINT  NOT NULL,
+    next_attempt_at BIGINT  NOT NULL,
+    lease_until     BIGINT  NOT NULL DEFAULT 0,
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    failed_at       BIGINT
+);
+
+CREATE UNIQUE INDEX webhook_outbox_msg_idx ON webhook_outbox (msg_id, endpoint);
+CREATE INDEX webhook_outbox_due_idx ON webhook_outbox (failed_at, next_attempt_at);
