@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use callrelay_links::{
-    check_block, decide_join, normalize_reason, normalize_title, JoinRequest, Link, LinkId,
-    LinkKind, NewLink, Refusal, UserId,
+    check_block, check_duration, decide_join, normalize_reason, normalize_title, JoinRequest, Link,
+    LinkId, LinkKind, NewLink, Refusal, UserId,
 };
-use callrelay_store::{CallLogEntry, JoinOutcome, StoreError};
+use callrelay_store::{CallLogEntry, JoinOutcome, LinkUpdate, Reminder, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
@@ -63,8 +63,39 @@ pub struct CreateLink {
     /// Optional title, at most 100 characters.
     #[schema(max_length = 100)]
     pub title: Option<String>,
-    /// Optional scheduled start (RFC 3339).
+    /// Optional scheduled start (RFC 3339). Reminders (`links.reminders`) fire before it as
+    /// `link.reminder` webhook events.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Optional planned length in seconds (60–86400), with `scheduled_at` only.
+    #[schema(minimum = 60, maximum = 86400)]
+    pub duration: Option<u64>,
+}
+
+/// `PATCH /v1/links/{id}` body: each field present is changed; `null` clears it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchLink {
+    /// New title (at most 100 characters), or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 100)]
+    pub title: Option<Option<String>>,
+    /// New scheduled start (RFC 3339), or `null` for none (which clears `duration` too). The
+    /// reminders still to send are replaced.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub scheduled_at: Option<Option<DateTime<Utc>>>,
+    /// New planned length in seconds (60–86400), or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 60, maximum = 86400)]
+    pub duration: Option<Option<u64>>,
+}
+
+/// A field that is present (possibly `null`): `Some(value)`; an absent one stays `None` by
+/// `#[serde(default)]`.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// A call link as its creator, a participant or an operator sees it.
@@ -82,6 +113,8 @@ pub struct LinkView {
     /// Optional scheduled start.
     #[serde(serialize_with = "opt_ts")]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Optional planned length in seconds.
+    pub duration: Option<u64>,
     /// Creation time.
     #[serde(serialize_with = "ts")]
     pub created_at: DateTime<Utc>,
@@ -116,6 +149,8 @@ pub struct PreviewView {
     /// Optional scheduled start.
     #[serde(serialize_with = "opt_ts")]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Optional planned length in seconds.
+    pub duration: Option<u64>,
     /// When the link expires unless joined before.
     #[serde(serialize_with = "ts")]
     pub expires_at: DateTime<Utc>,
@@ -313,6 +348,7 @@ impl LinkView {
             url: link_url(public_url, link),
             title: link.title.clone(),
             scheduled_at: link.scheduled_at,
+            duration: link.duration.map(|d| d.as_secs()),
             created_at: link.created_at,
             last_used_at: link.last_used_at,
             expires_at: link.expires_at,
@@ -523,20 +559,34 @@ pub async fn create_link(
     s.limits.check_create_user(&caller.user, &s.metrics)?;
     let title = normalize_title(body.title.as_deref())
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let duration = body.duration.map(Duration::from_secs);
+    check_duration(body.scheduled_at, duration)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let new = NewLink {
         creator: caller.user.clone(),
         kind: body.kind.unwrap_or_default(),
         title,
         scheduled_at: body.scheduled_at,
+        duration,
     };
     let now = s.now();
+    let reminders = reminders_for(&s.settings.reminders, new.scheduled_at, now);
     // A collision of two 131-bit random ids is practically impossible; retry once anyway rather
     // than fail a request on it.
     for _ in 0..3 {
         let link = Link::create(LinkId::random(), new.clone(), now, s.settings.link_ttl);
-        match s.timed("create_link", s.store.create_link(&link)).await {
+        match s
+            .timed(
+                "create_link",
+                s.store.create_link_with_reminders(&link, &reminders),
+            )
+            .await
+        {
             Ok(()) => {
                 s.metrics.links_created.inc();
+                if let Some(w) = &s.webhooks {
+                    w.emit_link("link.created", &link, crate::fields! {});
+                }
                 tracing::info!(link = %link.id, kind = %link.kind, creator = %link.creator, "link created");
                 return Ok((
                     StatusCode::CREATED,
@@ -548,6 +598,142 @@ pub async fn create_link(
         }
     }
     Err(ApiError::Internal)
+}
+
+/// The reminders of a link scheduled at `start`: one per `links.reminders` offset that is still
+/// ahead of `now`.
+pub fn reminders_for(
+    offsets: &[Duration],
+    start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<Reminder> {
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    offsets
+        .iter()
+        .filter_map(|&offset| {
+            let before = chrono::Duration::from_std(offset).ok()?;
+            let fire_at = start.checked_sub_signed(before)?;
+            (fire_at > now).then_some(Reminder { offset, fire_at })
+        })
+        .collect()
+}
+
+/// Change a link's title or schedule (its creator only).
+#[utoipa::path(patch, path = "/v1/links/{id}", tag = "links",
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
+    request_body = PatchLink,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The link as changed", body = LinkView),
+        (status = 400, description = "Malformed id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the link's creator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within http.body_timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch_link(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchLink>,
+) -> Result<Json<LinkView>, ApiError> {
+    let link = s.active_link(&id).await?;
+    if link.creator != caller.user {
+        return Err(ApiError::NotCreator);
+    }
+    let title = match &body.title {
+        Some(t) => {
+            normalize_title(t.as_deref()).map_err(|e| ApiError::InvalidRequest(e.to_string()))?
+        }
+        None => link.title.clone(),
+    };
+    let scheduled_at = body.scheduled_at.unwrap_or(link.scheduled_at);
+    let duration = match body.duration {
+        Some(d) => d.map(Duration::from_secs),
+        // No start, no length.
+        None if scheduled_at.is_none() => None,
+        None => link.duration,
+    };
+    check_duration(scheduled_at, duration).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let now = s.now();
+    let reminders = (scheduled_at != link.scheduled_at)
+        .then(|| reminders_for(&s.settings.reminders, scheduled_at, now));
+    let update = LinkUpdate {
+        title,
+        scheduled_at,
+        duration,
+    };
+    let updated = s
+        .timed(
+            "update_link",
+            s.store
+                .update_link(&link.id, &update, reminders.as_deref(), now),
+        )
+        .await?;
+    match updated {
+        Some(l) => {
+            tracing::info!(link = %l.id, rescheduled = reminders.is_some(), "link changed by its creator");
+            Ok(Json(LinkView::new(&l, &s.settings.public_url)))
+        }
+        // Revoked, expired or purged since it was read: say which.
+        None => Err(s
+            .active_link(&id)
+            .await
+            .err()
+            .unwrap_or(ApiError::LinkRevoked)),
+    }
+}
+
+/// A scheduled link as an iCalendar event.
+#[utoipa::path(get, path = "/v1/links/{id}/calendar.ics", tag = "links",
+    params(("id" = String, Path, description = "The 22-character link id (never percent-encoded)", min_length = 22, max_length = 22, pattern = "^[0-9A-Za-z]{22}$")),
+    responses(
+        (status = 200, description = "An RFC 5545 calendar with one event: the call, its URL (without the key) and its reminders as alarms", content_type = "text/calendar", body = String),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link, or it has no scheduled time (not_scheduled)", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn link_calendar(
+    State(s): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    s.limits.check_preview_ip(ip, &s.metrics)?;
+    let link = s.active_link(&id).await?;
+    let Some(ics) = crate::calendar::event(
+        &link,
+        &s.settings.public_url,
+        &s.settings.reminders,
+        s.now(),
+    ) else {
+        return Err(ApiError::NotScheduled);
+    };
+    let file = format!("attachment; filename=\"call-{}.ics\"", link.id.digest());
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/calendar; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&file).map_err(|_| ApiError::Internal)?,
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-cache"),
+            ),
+        ],
+        ics,
+    )
+        .into_response())
 }
 
 /// Preview a link (no authentication; never renews it).
@@ -584,6 +770,7 @@ pub async fn preview_link(
         url: link_url(&s.settings.public_url, &link),
         title: link.title.clone(),
         scheduled_at: link.scheduled_at,
+        duration: link.duration.map(|d| d.as_secs()),
         expires_at: link.expires_at,
         participants: u32::try_from(participants).unwrap_or(u32::MAX),
     }))
@@ -786,6 +973,13 @@ async fn join_inner(
             });
         }
     };
+    if let Some(w) = &s.webhooks {
+        w.emit_link(
+            "link.used",
+            &link,
+            crate::fields! { "user" => caller.user.as_str() },
+        );
+    }
     // Grants use wall time: they are checked with the JWT library's clock.
     let iat = Utc::now().timestamp();
     let exp = iat + i64::try_from(s.settings.grant_ttl.as_secs()).unwrap_or(60);
@@ -968,6 +1162,13 @@ pub async fn revoke_link(
         .ok_or(ApiError::LinkNotFound)?;
     if link.revoked.as_ref().is_some_and(|r| r.at == now) {
         s.metrics.links_revoked.inc();
+        if let Some(w) = &s.webhooks {
+            w.emit_link(
+                "link.revoked",
+                &link,
+                crate::fields! { "reason" => reason.as_str() },
+            );
+        }
     }
     tracing::warn!(link = %id, operator = %caller.user, "link revoked");
     crate::enforce::revoked(&s, id, now).await;
@@ -1226,7 +1427,8 @@ pub async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -
 pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
     let r = Router::new()
         .route("/v1/links", post(create_link))
-        .route("/v1/links/{id}", get(preview_link))
+        .route("/v1/links/{id}", get(preview_link).patch(patch_link))
+        .route("/v1/links/{id}/calendar.ics", get(link_calendar))
         .route("/v1/links/{id}/qr.svg", get(link_qr))
         .route("/v1/links/{id}/join", post(join_link))
         .route("/v1/me/links", get(my_links))
@@ -1266,8 +1468,8 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    paths(create_link, preview_link, patch_link, link_calendar, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
+    components(schemas(CreateLink, PatchLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -52,9 +52,19 @@ pub async fn build(
     let media_metrics = MediaMetrics::register(&registry)?;
     let cluster_metrics = ClusterMetrics::register(&registry)?;
     let store = open_store(&settings.store).await?;
+    let webhooks = match settings.webhooks.clone() {
+        Some(w) => Some(Arc::new(crate::webhooks::Webhooks::new(
+            w,
+            settings.public_url.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )?)),
+        None => None,
+    };
     let media = Arc::new(crate::media::MediaPlane::start(
         &settings,
         media_metrics.clone(),
+        webhooks.clone(),
     )?);
     let cluster = Cluster::new(&settings, &media.addrs(), cluster_metrics.clone())?.map(Arc::new);
     if let Some(c) = &cluster {
@@ -74,6 +84,7 @@ pub async fn build(
     };
     Ok(Arc::new(AppState {
         oidc,
+        webhooks,
         cluster_metrics,
         cluster,
         reconcile_now: tokio::sync::Notify::new(),
@@ -137,6 +148,11 @@ pub async fn serve(
             c.clone(),
         )));
     }
+    let webhook_tasks = match &state.webhooks {
+        Some(w) => w.spawn(state.clone()),
+        None => Vec::new(),
+    };
+    let webhooks = state.webhooks.clone();
     let media = state.media.clone();
     let limits = state.settings.http_limits;
     let metrics = state.metrics.clone();
@@ -147,6 +163,13 @@ pub async fn serve(
         t.abort();
     }
     let _ = tokio::task::spawn_blocking(move || media.shutdown()).await;
+    // The media workers said who left; those events reach the outbox before the writer stops.
+    if let Some(w) = webhooks {
+        w.flush(Duration::from_secs(3)).await;
+    }
+    for t in webhook_tasks {
+        t.abort();
+    }
     result
 }
 

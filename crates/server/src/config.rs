@@ -56,6 +56,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Web sign-in through an OpenID Connect provider.
     pub oidc: OidcConfig,
+    /// Signed JSON events posted to the operator's endpoints.
+    pub webhooks: WebhooksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -394,6 +396,9 @@ pub struct LinksConfig {
     pub purge_grace: String,
     /// How often expired links are purged.
     pub purge_interval: String,
+    /// When `link.reminder` events fire before a scheduled call, comma-separated durations
+    /// before its start (`0s`: at the start). Empty: none.
+    pub reminders: String,
 }
 
 impl Default for LinksConfig {
@@ -402,8 +407,126 @@ impl Default for LinksConfig {
             ttl: "90days".into(),
             purge_grace: "30days".into(),
             purge_interval: "1h".into(),
+            reminders: "15m, 0s".into(),
         }
     }
+}
+
+/// `[webhooks]`: events posted as signed JSON (the Standard Webhooks scheme) from an outbox in
+/// the store, at least once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Endpoint URLs, comma-separated. Empty: no webhooks.
+    pub urls: String,
+    /// The signing secret, `whsec_` and base64 of 24 to 64 random bytes. Required with `urls`.
+    pub secret: String,
+    /// Put the full link id (a bearer secret) in events; by default only its digest.
+    pub include_link_id: bool,
+    /// How long one delivery attempt may take.
+    pub timeout: String,
+    /// The first retry's delay; each next one doubles, up to an hour.
+    pub retry_min: String,
+    /// How long after the event retries go on before the message is given up.
+    pub retry_for: String,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            urls: String::new(),
+            secret: String::new(),
+            include_link_id: false,
+            timeout: "10s".into(),
+            retry_min: "5s".into(),
+            retry_for: "24h".into(),
+        }
+    }
+}
+
+/// `[webhooks]`, validated.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// `webhooks.urls`, split.
+    pub urls: Vec<String>,
+    /// `webhooks.secret`, decoded.
+    pub secret: Vec<u8>,
+    /// `webhooks.include_link_id`
+    pub include_link_id: bool,
+    /// `webhooks.timeout`
+    pub timeout: Duration,
+    /// `webhooks.retry_min`
+    pub retry_min: Duration,
+    /// `webhooks.retry_for`
+    pub retry_for: Duration,
+}
+
+impl WebhooksConfig {
+    /// `None` when no endpoint is configured.
+    fn validate(&self) -> Result<Option<WebhookSettings>, ConfigError> {
+        let urls = self
+            .urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| validate_url("webhooks.urls", u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = duration("webhooks.timeout", &self.timeout)?;
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "webhooks.timeout",
+                "must be between 100ms and 60s",
+            ));
+        }
+        let retry_min = duration("webhooks.retry_min", &self.retry_min)?;
+        if retry_min < Duration::from_millis(100) || retry_min > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "webhooks.retry_min",
+                "must be between 100ms and 1h",
+            ));
+        }
+        let retry_for = duration("webhooks.retry_for", &self.retry_for)?;
+        if retry_for < Duration::from_secs(1) || retry_for > Duration::from_secs(7 * 86_400) {
+            return Err(ConfigError::new(
+                "webhooks.retry_for",
+                "must be between 1s and 7days",
+            ));
+        }
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let secret = crate::webhooks::decode_secret(&self.secret)
+            .map_err(|why| ConfigError::new("webhooks.secret", why))?;
+        Ok(Some(WebhookSettings {
+            urls,
+            secret,
+            include_link_id: self.include_link_id,
+            timeout,
+            retry_min,
+            retry_for,
+        }))
+    }
+}
+
+/// `links.reminders`: durations before the start, largest first, without repeats.
+fn validate_reminders(text: &str) -> Result<Vec<Duration>, ConfigError> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let d = duration("links.reminders", part)?;
+        if d > Duration::from_secs(30 * 86_400) {
+            return Err(ConfigError::new(
+                "links.reminders",
+                "each reminder must be at most 30days before the start",
+            ));
+        }
+        out.push(d);
+    }
+    if out.len() > 8 {
+        return Err(ConfigError::new("links.reminders", "at most 8 reminders"));
+    }
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out.dedup();
+    Ok(out)
 }
 
 /// `[rooms]`
@@ -590,6 +713,10 @@ pub struct Settings {
     pub log_level: String,
     /// `[oidc]`: web sign-in (`None`: off).
     pub oidc: Option<OidcSettings>,
+    /// `[webhooks]` (`None`: no endpoint configured).
+    pub webhooks: Option<WebhookSettings>,
+    /// `links.reminders`, largest first.
+    pub reminders: Vec<Duration>,
     /// `--dev`: loopback only, generated secret, `/v1/dev/token`.
     pub dev: bool,
 }
@@ -885,6 +1012,8 @@ impl Config {
         let media = validate_media(&self.media)?;
         let ice = crate::ice::IceServers::from_config(&self.ice)?;
         let oidc = self.oidc.validate(&public_url)?;
+        let webhooks = self.webhooks.validate()?;
+        let reminders = validate_reminders(&self.links.reminders)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
         let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
 
@@ -934,6 +1063,8 @@ impl Config {
             log_format,
             log_level: self.log.level,
             oidc,
+            webhooks,
+            reminders,
             dev,
         })
     }

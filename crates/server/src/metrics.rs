@@ -11,8 +11,8 @@ use callrelay_udp::SendStats;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use callrelay_links::Refusal;
@@ -62,7 +62,26 @@ pub struct Metrics {
     /// `header` (`http.header_timeout`) or `idle` (`http.idle_timeout`). Body timeouts answer
     /// 408 (`callrelay_http_requests_total{status="408"}`).
     pub http_connections_timed_out: IntCounterVec,
+    /// `callrelay_webhook_events_total{type}`: events put in the webhook outbox, by type.
+    pub webhook_events: IntCounterVec,
+    /// `callrelay_webhook_events_dropped_total`: events lost before the outbox because its
+    /// in-memory queue was full (the store was down for long).
+    pub webhook_events_dropped: IntCounter,
+    /// `callrelay_webhook_deliveries_total{result}`: delivery attempts by result (see
+    /// [`WEBHOOK_RESULTS`]).
+    pub webhook_deliveries: IntCounterVec,
+    /// `callrelay_webhook_delivery_duration_seconds`: one attempt, sent to answered.
+    pub webhook_duration: Histogram,
+    /// `callrelay_webhook_outbox{state}`: messages in the cluster's outbox, `pending` or
+    /// `failed` (given up, kept a week), as last counted by this node.
+    pub webhook_outbox: IntGaugeVec,
+    /// `callrelay_reminders_fired_total`: `link.reminder` events this node fired.
+    pub reminders_fired: IntCounter,
 }
+
+/// The results of `callrelay_webhook_deliveries_total`: `delivered` (2xx), `retry` (an error or
+/// another status; tried again later), `failed` (given up after `webhooks.retry_for`).
+pub const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "retry", "failed"];
 
 /// Reasons used as the `reason` label of `callrelay_http_connections_refused_total`.
 pub const HTTP_REFUSAL_REASONS: [&str; 1] = ["per_ip_limit"];
@@ -186,7 +205,55 @@ impl Metrics {
                 ),
                 &["phase"],
             )?,
+            webhook_events: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_webhook_events_total",
+                    "Events written to the webhook outbox, by type.",
+                ),
+                &["type"],
+            )?,
+            webhook_events_dropped: IntCounter::new(
+                "callrelay_webhook_events_dropped_total",
+                "Webhook events lost because the queue in front of the outbox was full.",
+            )?,
+            webhook_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_webhook_deliveries_total",
+                    "Webhook delivery attempts, by result (delivered, retry, failed).",
+                ),
+                &["result"],
+            )?,
+            webhook_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "callrelay_webhook_delivery_duration_seconds",
+                    "Time of one webhook delivery attempt, until the endpoint answered or failed.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            webhook_outbox: IntGaugeVec::new(
+                Opts::new(
+                    "callrelay_webhook_outbox",
+                    "Messages in the webhook outbox by state (pending, failed), as last counted.",
+                ),
+                &["state"],
+            )?,
+            reminders_fired: IntCounter::new(
+                "callrelay_reminders_fired_total",
+                "Reminders of scheduled calls this node fired (link.reminder events).",
+            )?,
         };
+        registry.register(Box::new(m.webhook_events.clone()))?;
+        registry.register(Box::new(m.webhook_events_dropped.clone()))?;
+        registry.register(Box::new(m.webhook_deliveries.clone()))?;
+        registry.register(Box::new(m.webhook_duration.clone()))?;
+        registry.register(Box::new(m.webhook_outbox.clone()))?;
+        registry.register(Box::new(m.reminders_fired.clone()))?;
+        for r in WEBHOOK_RESULTS {
+            m.webhook_deliveries.with_label_values(&[r]);
+        }
+        for st in ["pending", "failed"] {
+            m.webhook_outbox.with_label_values(&[st]);
+        }
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.http_duration.clone()))?;
         registry.register(Box::new(m.joins.clone()))?;

@@ -51,6 +51,9 @@ pub enum ApiError {
     /// 403 `not_creator`: only the link's creator moderates its call.
     #[error("only the link's creator can do this")]
     NotCreator,
+    /// 404 `not_scheduled`: the link has no scheduled time (so no calendar entry).
+    #[error("this link has no scheduled time: its creator can set one (PATCH /v1/links/{{id}})")]
+    NotScheduled,
     /// 403 `csrf_failed`: a state change authenticated by the sign-in cookie without the
     /// session's `X-CSRF-Token`.
     #[error("this request needs the X-CSRF-Token header of your session (GET /auth/session)")]
@@ -140,6 +143,7 @@ impl ApiError {
             | ApiError::NotCreator
             | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
             ApiError::SignInDisabled
+            | ApiError::NotScheduled
             | ApiError::LinkNotFound
             | ApiError::NotFound
             | ApiError::RoomNotFound
@@ -173,6 +177,7 @@ impl ApiError {
             ApiError::NotCreator => "not_creator",
             ApiError::CsrfFailed => "csrf_failed",
             ApiError::SignInDisabled => "sign_in_disabled",
+            ApiError::NotScheduled => "not_scheduled",
             ApiError::LinkNotFound => "link_not_found",
             ApiError::NotFound => "not_found",
             ApiError::InvalidRoom => "invalid_room",

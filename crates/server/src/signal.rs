@@ -572,6 +572,7 @@ async fn admit(
     let (reply_tx, reply_rx) = oneshot::channel();
     let req = JoinRequest {
         room,
+        link: link_id,
         kind,
         creator: link.creator.clone(),
         participant: pid,

@@ -192,6 +192,13 @@ pub struct AppState {
     pub resumable: crate::signal::Resumable,
     /// Web sign-in (`None` without `[oidc]`).
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Webhook events (`None` without `webhooks.urls`).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
+/// `t` truncated to the millisecond (the store's precision).
+pub fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 impl AppState {

@@ -53,6 +53,8 @@ pub fn parse_participant_id(s: &str) -> Option<ParticipantId> {
 pub struct JoinRequest {
     /// The room (from the link).
     pub room: RoomKey,
+    /// The link (for events).
+    pub link: callrelay_links::LinkId,
     /// Video or voice (from the link).
     pub kind: RoomKind,
     /// The link's creator (for blocks made during the call).
@@ -191,7 +193,11 @@ pub struct MediaPlane {
 impl MediaPlane {
     /// Binds one UDP socket per configured address and starts a worker thread on each. A bind
     /// failure is returned (naming the address) before anything is started.
-    pub fn start(settings: &Settings, metrics: MediaMetrics) -> anyhow::Result<MediaPlane> {
+    pub fn start(
+        settings: &Settings,
+        metrics: MediaMetrics,
+        webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    ) -> anyhow::Result<MediaPlane> {
         let mut sockets = Vec::with_capacity(settings.media_addrs.len());
         for addr in &settings.media_addrs {
             let s = UdpSocket::bind(addr)
@@ -219,9 +225,10 @@ impl MediaPlane {
             let (tx, rx) = mpsc::unbounded_channel();
             let metrics = metrics.clone();
             let t = totals.clone();
+            let w = webhooks.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || worker::run(i, socket, config, rx, metrics, t))?;
+                .spawn(move || worker::run(i, socket, config, rx, metrics, t, w))?;
             workers.push(WorkerHandle { commands: tx, addr });
             threads.push(thread);
         }

@@ -47,6 +47,7 @@ pub(super) fn run(
     commands: mpsc::UnboundedReceiver<Command>,
     metrics: MediaMetrics,
     totals: Arc<Totals>,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,6 +122,7 @@ pub(super) fn run(
             counts: metrics.workers.add_worker(),
             send_failed: 0,
             latency: metrics.forward_latency.local(),
+            webhooks,
         };
         worker.run(commands).await;
     });
@@ -165,6 +167,8 @@ fn coalesce_key(msg: &Msg) -> Option<Coalesce> {
 }
 
 struct RoomInfo {
+    /// The call's link (events name it by digest unless the operator opted in).
+    link: callrelay_links::LinkId,
     creator: UserId,
     /// When its first participant joined.
     since: chrono::DateTime<chrono::Utc>,
@@ -178,6 +182,8 @@ struct Worker {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     metrics: MediaMetrics,
+    /// Where call and participant events go (`None`: no webhooks configured).
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     sessions: HashMap<ParticipantId, Session>,
     rooms: HashMap<RoomKey, RoomInfo>,
     busy: Duration,
@@ -530,6 +536,36 @@ impl Worker {
         self.backlogged = still;
     }
 
+    /// `participant.left` (with the reason), and `participant.removed` or `participant.blocked`
+    /// when the creator or an operator removed or blocked them.
+    fn participant_left_event(
+        &self,
+        room: RoomKey,
+        participant: ParticipantId,
+        reason: RemoveReason,
+    ) {
+        let (Some(w), Some(r)) = (&self.webhooks, self.rooms.get(&room)) else {
+            return;
+        };
+        let user = self
+            .sessions
+            .get(&participant)
+            .map(|s| s.user.as_str().to_owned());
+        let fields = || {
+            crate::fields! {
+                "participant_id" => participant.to_string(),
+                "user" => user.clone(),
+                "reason" => reason.as_str(),
+            }
+        };
+        w.emit_call("participant.left", &r.link, fields());
+        match reason {
+            RemoveReason::Kicked => w.emit_call("participant.removed", &r.link, fields()),
+            RemoveReason::Blocked => w.emit_call("participant.blocked", &r.link, fields()),
+            _ => {}
+        }
+    }
+
     /// Sends `msg` to every member of `room` except `except`.
     fn tell_room(&mut self, room: RoomKey, except: Option<ParticipantId>, msg: Msg) {
         for p in self.sfu.room_members(room) {
@@ -558,6 +594,17 @@ impl Worker {
                 let Some(info) = self.participant_info(participant) else {
                     return;
                 };
+                if let (Some(w), Some(r)) = (&self.webhooks, self.rooms.get(&room)) {
+                    w.emit_call(
+                        "participant.joined",
+                        &r.link,
+                        crate::fields! {
+                            "participant_id" => participant.to_string(),
+                            "user" => info.user_id.clone(),
+                            "name" => info.name.clone(),
+                        },
+                    );
+                }
                 self.tell_room(
                     room,
                     Some(participant),
@@ -575,6 +622,7 @@ impl Worker {
                     .participants_removed
                     .with_label_values(&[reason.as_str()])
                     .inc();
+                self.participant_left_event(room, participant, reason);
                 self.tell_room(
                     room,
                     Some(participant),
@@ -607,7 +655,16 @@ impl Worker {
                     }
                 }
                 if self.sfu.room_members(room).is_empty() {
-                    self.rooms.remove(&room);
+                    if let Some(r) = self.rooms.remove(&room) {
+                        if let Some(w) = &self.webhooks {
+                            let secs = (chrono::Utc::now() - r.since).num_seconds().max(0);
+                            w.emit_call(
+                                "call.ended",
+                                &r.link,
+                                crate::fields! { "length_s" => secs },
+                            );
+                        }
+                    }
                 }
                 self.gauges();
             }
@@ -807,10 +864,18 @@ impl Worker {
                     Some(&req.offer),
                 ) {
                     Ok(answer) => {
-                        self.rooms.entry(req.room).or_insert(RoomInfo {
-                            creator: req.creator,
-                            since: chrono::Utc::now(),
-                        });
+                        if let std::collections::hash_map::Entry::Vacant(v) =
+                            self.rooms.entry(req.room)
+                        {
+                            if let Some(w) = &self.webhooks {
+                                w.emit_call("call.started", &req.link, crate::fields! {});
+                            }
+                            v.insert(RoomInfo {
+                                link: req.link,
+                                creator: req.creator,
+                                since: chrono::Utc::now(),
+                            });
+                        }
                         let sdp = answer.unwrap_or_default();
                         let _ = reply.send(Ok(JoinReply { sdp, participants }));
                     }

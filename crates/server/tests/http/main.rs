@@ -12,3 +12,4 @@ mod join;
 mod limits;
 mod ops;
 mod restart;
+mod schedule;

@@ -15,3 +15,4 @@ mod revoke_removes_everyone;
 mod room_full_at_signaling;
 mod simulcast_preference;
 mod voice_refuses_video;
+mod webhook_events;
