@@ -85,6 +85,44 @@ test('preview shows kind, title, schedule, people in the call, name field and Jo
   await page.context().close();
 });
 
+test('a scheduled call: its length and calendar file on the share view and preview, and the creator reschedules it from the call log', { timeout: 60000 }, async () => {
+  const page = await newPerson(browser, relay.base);
+  await page.goto('/');
+  await page.getByTestId('name').fill('Alice');
+  await page.fill('#title', 'Retro');
+  await page.fill('#when', '2031-02-03T10:00');
+  await page.fill('#length', '45');
+  await page.getByTestId('create').click();
+  const url = (await page.getByTestId('share-url').textContent()).trim();
+  const id = url.match(/\/video\/([0-9A-Za-z]{22})#/)[1];
+  assert.match(await page.getByTestId('scheduled').textContent(), /2031.*\(45 min\)/);
+  const cal = page.getByTestId('calendar');
+  assert.equal(await cal.getAttribute('href'), `/v1/links/${id}/calendar.ics`);
+  const ics = await (await fetch(`${relay.base}/v1/links/${id}/calendar.ics`)).text();
+  assert.match(ics, /DTSTART:20310203T\d{4}00Z/);
+  assert.ok(!ics.includes('#k='), 'the calendar file has no key');
+
+  await page.goto(url);
+  await page.getByTestId('preview').waitFor();
+  assert.match(await page.getByTestId('scheduled').textContent(), /\(45 min\)/);
+  assert.equal(await page.getByTestId('preview').getByTestId('calendar').count(), 1);
+
+  // The call log: the creator edits the time; the log shows the new one.
+  await page.goto('/calls');
+  const item = page.getByTestId('call-log-item').filter({ hasText: 'Retro' });
+  await item.waitFor();
+  assert.match(await item.getByTestId('scheduled').textContent(), /2031/);
+  await item.getByTestId('edit').click();
+  await item.getByTestId('edit-when').fill('2032-07-08T16:30');
+  await item.getByTestId('edit-save').click();
+  await page.waitForFunction(() => /2032/.test(document.querySelector('[data-testid=call-log-item] [data-testid=scheduled]')?.textContent || ''));
+  const preview = await (await fetch(`${relay.base}/v1/links/${id}`)).json();
+  assert.equal(new Date(preview.scheduled_at).getFullYear(), 2032);
+  assert.equal(preview.duration, 45 * 60, 'the length is kept');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('a link opened without its fragment still finds the key remembered in this browser', { timeout: 30000 }, async () => {
   const page = await newPerson(browser, relay.base);
   const link = await createLink(page, { name: 'Alice' });
@@ -150,7 +188,7 @@ test('a refused join says only "You can\'t join this call"', { timeout: 60000 },
 
 test('dev config and the page assets are served; the page works on a phone-sized screen', { timeout: 30000 }, async () => {
   const cfg = await (await fetch(`${relay.base}/v1/dev/config`)).json();
-  assert.deepEqual(cfg, { dev: true, link_ttl_seconds: 90 * 24 * 3600 });
+  assert.deepEqual(cfg, { dev: true, link_ttl_seconds: 90 * 24 * 3600, sign_in: false });
   const css = await fetch(`${relay.base}/assets/style.css`);
   assert.match(css.headers.get('content-type'), /text\/css/);
   assert.equal((await fetch(`${relay.base}/assets/nope.js`)).status, 404);

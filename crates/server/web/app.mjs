@@ -62,6 +62,20 @@ async function api(method, path, { body, token, timeoutMs } = {}) {
 const fmt = (t) =>
   t ? new Date(t).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
 
+// "Scheduled for 2 Mar 2026, 09:30 (45 min)".
+const scheduleText = (l) =>
+  `Scheduled for ${fmt(l.scheduled_at)}${l.duration ? ` (${Math.round(l.duration / 60)} min)` : ''}`;
+
+// A time as a datetime-local input's value, in the browser's zone.
+function localInput(t) {
+  const d = new Date(t);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+// The scheduled call as an iCalendar file (the URL in it has no key).
+const calendarLink = (l) => h('a', { class: 'button', href: `/v1/links/${l.id}/calendar.ics`, download: 'call.ics', 'data-testid': 'calendar' }, 'Add to calendar');
+
 const KEY_PREFIX = 'callrelay.key.';
 function rememberKey(id, keyText) {
   try {
@@ -202,6 +216,8 @@ async function createPage() {
     h('input', { id: 'title', name: 'title', type: 'text', maxlength: 100, placeholder: 'Standup' }),
     h('label', { for: 'when' }, 'Scheduled for (optional)'),
     h('input', { id: 'when', name: 'when', type: 'datetime-local' }),
+    h('label', { for: 'length' }, 'Length in minutes (optional, with a time)'),
+    h('input', { id: 'length', name: 'length', type: 'number', min: 1, max: 1440, placeholder: '30' }),
     name,
     h('div', { class: 'row' }, h('button', { class: 'primary', type: 'submit', 'data-testid': 'create' }, 'Create link')),
     error);
@@ -216,6 +232,7 @@ async function createPage() {
       const title = form.title.value.trim();
       if (title) body.title = title;
       if (form.when.value) body.scheduled_at = new Date(form.when.value).toISOString();
+      if (form.when.value && form.length.value) body.duration = Math.round(Number(form.length.value) * 60);
       const r = await api('POST', '/v1/links', { body, token });
       if (!r.ok) throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
       showCreated(result, r.data);
@@ -251,11 +268,13 @@ function showCreated(box, link) {
   box.replaceChildren(
     h('h2', {}, `${link.kind === 'voice' ? 'Voice' : 'Video'} call link created`),
     link.title ? h('p', { class: 'meta' }, link.title) : null,
-    link.scheduled_at ? h('p', { class: 'meta' }, `Scheduled for ${fmt(link.scheduled_at)}`) : null,
+    link.scheduled_at ? h('p', { class: 'meta', 'data-testid': 'scheduled' }, scheduleText(link)) : null,
     h('code', { class: 'share-url', 'data-testid': 'share-url' }, url),
     h('p', { class: 'note' }, 'Anyone with this link can join. The part after # is the end-to-end encryption key: it never reaches the server.'),
     h('div', { class: 'row' }, copy, share, h('a', { class: 'button primary', href: url, 'data-testid': 'open-link' }, 'Join now'), status),
-    qr);
+    qr,
+    link.scheduled_at ? h('div', { class: 'row' }, calendarLink(link),
+      h('span', { class: 'note' }, 'The calendar entry has the link without its key: send the link too.')) : null);
   box.hidden = false;
 }
 
@@ -304,7 +323,7 @@ async function previewPage(kindInPath, id) {
   const card = h('section', { class: 'card', 'data-testid': 'preview' },
     h('p', { class: 'meta', 'data-testid': 'kind' }, video ? 'Video call' : 'Voice call'),
     h('h1', { 'data-testid': 'title' }, link.title || (video ? 'Video call' : 'Voice call')),
-    link.scheduled_at ? h('p', { class: 'meta', 'data-testid': 'scheduled' }, `Scheduled for ${fmt(link.scheduled_at)}`) : null,
+    link.scheduled_at ? h('p', { class: 'meta', 'data-testid': 'scheduled' }, scheduleText(link), ' ', calendarLink(link)) : null,
     h('p', { class: 'meta', 'data-testid': 'in-call' }, n === 0 ? 'Nobody is in the call yet' : n === 1 ? '1 person is in the call' : `${n} people are in the call`),
     h('p', { class: 'meta' }, `Link valid until ${fmt(link.expires_at)} (renewed by each join)`),
     key
@@ -416,14 +435,45 @@ async function callLogPage() {
     const kept = rememberedKey(l.id);
     const href = kept ? `${l.url}#k=${kept}` : l.url;
     const gone = l.revoked_at ? 'Revoked' : new Date(l.expires_at) < new Date() ? 'Expired' : null;
+    const editable = item.role === 'creator' && !gone;
     list.append(h('li', { 'data-testid': 'call-log-item', 'data-kind': l.kind },
       h('div', { class: 'what' },
         h('div', { class: 'title' }, l.title || (l.kind === 'voice' ? 'Voice call' : 'Video call')),
+        l.scheduled_at ? h('div', { class: 'meta', 'data-testid': 'scheduled' }, scheduleText(l)) : null,
         h('div', { class: 'meta' }, `${l.kind === 'voice' ? 'Voice' : 'Video'} · ${item.role === 'creator' ? 'created by you' : 'joined'} · last used ${fmt(item.last_joined_at || l.last_used_at)}`),
         h('div', { class: 'meta' }, gone || `expires ${fmt(l.expires_at)}`),
-        kept ? null : h('div', { class: 'note' }, 'The key of this link is not stored in this browser.')),
+        kept ? null : h('div', { class: 'note' }, 'The key of this link is not stored in this browser.'),
+        editable ? editForm(l, token) : null),
       gone ? null : h('a', { class: 'button primary', href, 'data-testid': 'join' }, 'Join')));
   }
+}
+
+// The creator's "Edit" of a link in the call log: title, time and length (PATCH /v1/links/{id}).
+function editForm(l, token) {
+  const error = h('p', { class: 'error', role: 'alert' });
+  const form = h('form', { class: 'edit-form', hidden: true },
+    h('label', {}, 'Title', h('input', { name: 'title', type: 'text', maxlength: 100, value: l.title || '' })),
+    h('label', {}, 'Scheduled for', h('input', { name: 'when', type: 'datetime-local', value: l.scheduled_at ? localInput(l.scheduled_at) : '', 'data-testid': 'edit-when' })),
+    h('label', {}, 'Length in minutes', h('input', { name: 'length', type: 'number', min: 1, max: 1440, value: l.duration ? Math.round(l.duration / 60) : '' })),
+    h('div', { class: 'row' }, h('button', { class: 'primary', type: 'submit', 'data-testid': 'edit-save' }, 'Save')),
+    error);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const when = form.when.value ? new Date(form.when.value).toISOString() : null;
+    const body = {
+      title: form.title.value.trim() || null,
+      scheduled_at: when,
+      duration: when && form.length.value ? Math.round(Number(form.length.value) * 60) : null,
+    };
+    const r = await api('PATCH', `/v1/links/${l.id}`, { body, token });
+    if (!r.ok) {
+      error.textContent = r.data.detail || r.data.title || `The relay refused (${r.status}).`;
+      return;
+    }
+    callLogPage();
+  });
+  const toggle = h('button', { type: 'button', class: 'link', 'data-testid': 'edit', onclick: () => { form.hidden = !form.hidden; } }, 'Edit');
+  return h('div', {}, toggle, form);
 }
 
 // ---------------------------------------------------------------------------------------------
