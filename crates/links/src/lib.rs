@@ -204,6 +204,8 @@ pub struct Link {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Optional planned length of a scheduled call (calendar entries end after it).
     pub duration: Option<Duration>,
+    /// Joiners other than the creator wait in a lobby until the creator admits them.
+    pub require_approval: bool,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Creation or the last successful join.
@@ -238,6 +240,8 @@ pub struct NewLink {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Optional planned length (see [`MAX_DURATION`]).
     pub duration: Option<Duration>,
+    /// Joiners wait for the creator's approval (the lobby).
+    pub require_approval: bool,
 }
 
 /// Adds a `std` duration to a timestamp, saturating at the far future instead of overflowing.
@@ -258,6 +262,7 @@ impl Link {
             title: new.title,
             scheduled_at: new.scheduled_at,
             duration: new.duration,
+            require_approval: new.require_approval,
             created_at: now,
             last_used_at: now,
             expires_at: add_duration(now, ttl),

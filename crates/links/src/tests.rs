@@ -28,6 +28,7 @@ fn link_at(now: DateTime<Utc>, ttl: Duration) -> Link {
             title: None,
             scheduled_at: None,
             duration: None,
+            require_approval: false,
         },
         now,
         ttl,
@@ -316,7 +317,7 @@ proptest! {
         let mut now = t0();
         let mut link = Link::create(
             LinkId::generate(&mut StdRng::seed_from_u64(1)),
-            NewLink { creator: uid(0), kind: LinkKind::Voice, title: None, scheduled_at: None, duration: None },
+            NewLink { creator: uid(0), kind: LinkKind::Voice, title: None, scheduled_at: None, duration: None, require_approval: false },
             now,
             ttl,
         );

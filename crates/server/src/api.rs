@@ -69,6 +69,10 @@ pub struct CreateLink {
     /// Optional planned length in seconds (60–86400), with `scheduled_at` only.
     #[schema(minimum = 60, maximum = 86400)]
     pub duration: Option<u64>,
+    /// Joiners other than the creator wait in a lobby until the creator, in the call, lets them
+    /// in (default false).
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 /// `PATCH /v1/links/{id}` body: each field present is changed; `null` clears it.
@@ -115,6 +119,8 @@ pub struct LinkView {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Optional planned length in seconds.
     pub duration: Option<u64>,
+    /// Joiners wait in a lobby for the creator's approval.
+    pub require_approval: bool,
     /// Creation time.
     #[serde(serialize_with = "ts")]
     pub created_at: DateTime<Utc>,
@@ -151,6 +157,8 @@ pub struct PreviewView {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Optional planned length in seconds.
     pub duration: Option<u64>,
+    /// Joiners wait in a lobby for the creator's approval.
+    pub require_approval: bool,
     /// When the link expires unless joined before.
     #[serde(serialize_with = "ts")]
     pub expires_at: DateTime<Utc>,
@@ -179,6 +187,9 @@ pub struct JoinAnswer {
     /// The caller created this link: in its call they may remove, block and mute the others
     /// (`POST /v1/links/{id}/participants/{pid}/remove|block|mute`).
     pub moderator: bool,
+    /// This join waits in the link's lobby: signaling answers `lobby`, then `joined` once the
+    /// creator lets you in (or error `lobby_declined` / `lobby_timeout`).
+    pub lobby: bool,
 }
 
 /// `POST /v1/links/{id}/join` body (optional).
@@ -349,6 +360,7 @@ impl LinkView {
             title: link.title.clone(),
             scheduled_at: link.scheduled_at,
             duration: link.duration.map(|d| d.as_secs()),
+            require_approval: link.require_approval,
             created_at: link.created_at,
             last_used_at: link.last_used_at,
             expires_at: link.expires_at,
@@ -568,6 +580,7 @@ pub async fn create_link(
         title,
         scheduled_at: body.scheduled_at,
         duration,
+        require_approval: body.require_approval,
     };
     let now = s.now();
     let reminders = reminders_for(&s.settings.reminders, new.scheduled_at, now);
@@ -771,6 +784,7 @@ pub async fn preview_link(
         title: link.title.clone(),
         scheduled_at: link.scheduled_at,
         duration: link.duration.map(|d| d.as_secs()),
+        require_approval: link.require_approval,
         expires_at: link.expires_at,
         participants: u32::try_from(participants).unwrap_or(u32::MAX),
     }))
@@ -1006,6 +1020,9 @@ async fn join_inner(
         signal_url: signal_url(node_url),
         ice_servers,
         moderator: link.creator == caller.user,
+        lobby: link.require_approval
+            && link.creator != caller.user
+            && !s.lobby.was_admitted(&id, &caller.user, Instant::now()),
         link: LinkView::new(&link, &s.settings.public_url),
     })
 }

@@ -85,6 +85,7 @@ pub async fn build(
     Ok(Arc::new(AppState {
         oidc,
         webhooks,
+        lobby: crate::lobby::Lobby::default(),
         cluster_metrics,
         cluster,
         reconcile_now: tokio::sync::Notify::new(),

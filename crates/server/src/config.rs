@@ -543,6 +543,8 @@ pub struct RoomsConfig {
     /// How long a participant whose signaling socket closed without `leave` keeps its seat,
     /// media and tracks, waiting for a new socket to `resume` the session ("0s": never).
     pub resume_grace: String,
+    /// How long a join of a `require_approval` link waits in the lobby for the creator.
+    pub lobby_timeout: String,
 }
 
 impl Default for RoomsConfig {
@@ -552,6 +554,7 @@ impl Default for RoomsConfig {
             max_seats_per_user: 4,
             seat_hold: "10s".into(),
             resume_grace: "30s".into(),
+            lobby_timeout: "5m".into(),
         }
     }
 }
@@ -681,6 +684,8 @@ pub struct Settings {
     pub seat_hold: Duration,
     /// `rooms.resume_grace` (zero: a closed socket ends the session).
     pub resume_grace: Duration,
+    /// `rooms.lobby_timeout`
+    pub lobby_timeout: Duration,
     /// `auth.secret` (generated in dev mode when empty).
     pub auth_secret: Vec<u8>,
     /// `auth.leeway`
@@ -950,6 +955,13 @@ impl Config {
         if seat_hold < Duration::from_secs(1) {
             return Err(ConfigError::new("rooms.seat_hold", "must be at least 1s"));
         }
+        let lobby_timeout = duration("rooms.lobby_timeout", &self.rooms.lobby_timeout)?;
+        if lobby_timeout < Duration::from_secs(1) || lobby_timeout > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "rooms.lobby_timeout",
+                "must be between 1s and 1h",
+            ));
+        }
         let resume_grace = duration("rooms.resume_grace", &self.rooms.resume_grace)?;
         if resume_grace > Duration::from_secs(600) {
             return Err(ConfigError::new(
@@ -1047,6 +1059,7 @@ impl Config {
             max_seats_per_user: max_seats_per_user as usize,
             seat_hold: seat_hold.min(grant_ttl),
             resume_grace,
+            lobby_timeout,
             auth_secret,
             leeway,
             grant_ttl,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod drain;
 pub mod enforce;
 pub mod ice;
+pub mod lobby;
 pub mod media;
 pub mod metrics;
 pub mod moderation;

@@ -77,7 +77,15 @@ pub struct Metrics {
     pub webhook_outbox: IntGaugeVec,
     /// `callrelay_reminders_fired_total`: `link.reminder` events this node fired.
     pub reminders_fired: IntCounter,
+    /// `callrelay_lobby_waiting`: joins waiting in a lobby on this node now.
+    pub lobby_waiting: IntGauge,
+    /// `callrelay_lobby_outcomes_total{outcome}`: how waits in the lobby ended (see
+    /// [`LOBBY_OUTCOMES`]).
+    pub lobby_outcomes: IntCounterVec,
 }
+
+/// The outcomes of `callrelay_lobby_outcomes_total`.
+pub const LOBBY_OUTCOMES: [&str; 4] = ["admitted", "declined", "timeout", "left"];
 
 /// The results of `callrelay_webhook_deliveries_total`: `delivered` (2xx), `retry` (an error or
 /// another status; tried again later), `failed` (given up after `webhooks.retry_for`).
@@ -241,7 +249,23 @@ impl Metrics {
                 "callrelay_reminders_fired_total",
                 "Reminders of scheduled calls this node fired (link.reminder events).",
             )?,
+            lobby_waiting: IntGauge::new(
+                "callrelay_lobby_waiting",
+                "Joins waiting in a lobby for the link creator's approval on this node.",
+            )?,
+            lobby_outcomes: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_lobby_outcomes_total",
+                    "How waits in a lobby ended (admitted, declined, timeout, left).",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(m.lobby_waiting.clone()))?;
+        registry.register(Box::new(m.lobby_outcomes.clone()))?;
+        for o in LOBBY_OUTCOMES {
+            m.lobby_outcomes.with_label_values(&[o]);
+        }
         registry.register(Box::new(m.webhook_events.clone()))?;
         registry.register(Box::new(m.webhook_events_dropped.clone()))?;
         registry.register(Box::new(m.webhook_deliveries.clone()))?;

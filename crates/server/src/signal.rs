@@ -257,6 +257,8 @@ struct Admitted {
     pid_text: String,
     /// Picks the session up from a new socket (see [`Resumable`]).
     resume_token: String,
+    /// The link's creator: hosts the lobby, may decide on who waits.
+    host: bool,
 }
 
 async fn session(s: Arc<AppState>, mut socket: WebSocket) {
@@ -312,7 +314,33 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
 
     let started = Instant::now();
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-    let admitted = match admit(&s, &join.grant, join.sdp, tx, started).await {
+    let checked = match check(&s, &join.grant).await {
+        Ok(c) => c,
+        Err(r) => {
+            send_error(&s, &mut socket, &r).await;
+            close(&mut socket, CLOSE_POLICY, "join refused").await;
+            return;
+        }
+    };
+    if checked.link.require_approval
+        && checked.user != checked.link.creator
+        && !s
+            .lobby
+            .was_admitted(&checked.link_id, &checked.user, Instant::now())
+    {
+        match lobby_wait(&s, &mut socket, &checked).await {
+            LobbyOutcome::Admitted => {}
+            LobbyOutcome::Refused(r) => {
+                send_error(&s, &mut socket, &r).await;
+                close(&mut socket, CLOSE_POLICY, "not admitted").await;
+                return;
+            }
+            LobbyOutcome::Gone => return,
+        }
+    }
+    // The lobby reaches a creator's session through this (weak: it keeps nothing open).
+    let weak = tx.downgrade();
+    let admitted = match enter(&s, checked, join.sdp, tx, started).await {
         Ok(a) => a,
         Err(r) => {
             send_error(&s, &mut socket, &r).await;
@@ -324,6 +352,9 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
     if !send(&mut socket, server_message::Msg::Joined(joined)).await {
         leave(&s, &adm, RemoveReason::Left);
         return;
+    }
+    if adm.host {
+        s.lobby.add_host(&adm.link, &adm.pid_text, weak);
     }
     tracing::info!(link = %adm.link, participant = %adm.pid_text, "signaling joined");
     if let Some(parked) = run_session(&s, &adm, socket, rx, 0).await {
@@ -471,14 +502,17 @@ fn park(s: Arc<AppState>, a: Admitted, p: ParkedState) {
     });
 }
 
-/// Checks the grant, the link, the blocks and the seat; adds the participant to its worker.
-async fn admit(
-    s: &AppState,
-    grant: &str,
-    sdp: String,
-    tx: mpsc::Sender<ServerMessage>,
-    started: Instant,
-) -> Result<(Admitted, Joined), Refusal> {
+/// A join whose grant, link and blocks checked out, before its seat and media.
+struct Checked {
+    claims: crate::auth::GrantClaims,
+    pid: ParticipantId,
+    link_id: LinkId,
+    user: UserId,
+    link: callrelay_links::Link,
+}
+
+/// Checks the grant, the link and the blocks.
+async fn check(s: &AppState, grant: &str) -> Result<Checked, Refusal> {
     let claims = s.tokens.verify_grant(grant).map_err(|e| {
         if e.to_string().contains("Expired") {
             Refusal::new("grant_expired", "the grant has expired")
@@ -527,6 +561,31 @@ async fn admit(
     {
         return Err(Refusal::new("join_refused", "you cannot join this call"));
     }
+    Ok(Checked {
+        claims,
+        pid,
+        link_id,
+        user,
+        link,
+    })
+}
+
+/// Takes the seat and adds the participant to its worker.
+async fn enter(
+    s: &AppState,
+    c: Checked,
+    sdp: String,
+    tx: mpsc::Sender<ServerMessage>,
+    started: Instant,
+) -> Result<(Admitted, Joined), Refusal> {
+    let Checked {
+        claims,
+        pid,
+        link_id,
+        user,
+        link,
+    } = c;
+    let host = user == link.creator;
     if let Some(c) = &s.cluster {
         // The room must still be placed here (a partition may have moved it meanwhile).
         let held = i64::try_from(s.seats.held(&link_id, Instant::now())).unwrap_or(i64::MAX);
@@ -622,6 +681,7 @@ async fn admit(
             pid,
             pid_text: claims.pid,
             resume_token: token,
+            host,
         },
         joined,
     ))
@@ -631,6 +691,9 @@ async fn admit(
 fn leave(s: &AppState, a: &Admitted, reason: RemoveReason) {
     s.media.send(a.room, Command::Remove(a.pid, reason));
     s.seats.release(&a.link, &a.pid_text);
+    if a.host {
+        s.lobby.remove_host(&a.link, &a.pid_text);
+    }
 }
 
 /// Relays one socket. Returns the session's state when the socket broke without `leave`
@@ -766,7 +829,101 @@ fn budget_kind(m: &ClientMessage) -> BudgetKind {
         Some(Msg::Mute(_)) => BudgetKind::Mute,
         Some(Msg::VideoPreference(_)) => BudgetKind::Preference,
         Some(Msg::Ping(_)) => BudgetKind::Ping,
-        Some(Msg::Leave(_)) | Some(Msg::Join(_)) | Some(Msg::Resume(_)) | None => BudgetKind::Other,
+        // Lobby decisions are rare (a few per joiner): the general budget.
+        Some(Msg::Leave(_))
+        | Some(Msg::Join(_))
+        | Some(Msg::Resume(_))
+        | Some(Msg::LobbyDecision(_))
+        | None => BudgetKind::Other,
+    }
+}
+
+/// How a wait in the lobby ended.
+enum LobbyOutcome {
+    /// The creator let them in: join as usual.
+    Admitted,
+    /// Declined or timed out: say so and close.
+    Refused(Refusal),
+    /// The client left or the socket broke while waiting.
+    Gone,
+}
+
+/// Keeps a join of a `require_approval` link waiting, with no seat and no media, until the
+/// creator decides or `rooms.lobby_timeout` passes; answers pings meanwhile.
+async fn lobby_wait(s: &AppState, socket: &mut WebSocket, c: &Checked) -> LobbyOutcome {
+    let name = c.claims.name.clone().unwrap_or_default();
+    let (mut decision, host_present) = s.lobby.wait(&c.link_id, &c.claims.pid, &c.user, &name);
+    s.metrics.lobby_waiting.inc();
+    struct Waiting<'a>(&'a AppState);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.metrics.lobby_waiting.dec();
+        }
+    }
+    let _waiting = Waiting(s);
+    let outcome = |o: &str| s.metrics.lobby_outcomes.with_label_values(&[o]).inc();
+    tracing::info!(link = %c.link_id, participant = %c.claims.pid, host_present, "waiting in the lobby");
+    let timeout = s.settings.lobby_timeout;
+    let lobby = server_message::Msg::Lobby(callrelay_proto::signal::Lobby {
+        timeout_s: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+        host_present,
+    });
+    if !send(socket, lobby).await {
+        s.lobby.cancel(&c.link_id, &c.claims.pid, "left");
+        outcome("left");
+        return LobbyOutcome::Gone;
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            d = &mut decision => {
+                return match d {
+                    Ok(crate::lobby::Decision::Admit) => {
+                        outcome("admitted");
+                        LobbyOutcome::Admitted
+                    }
+                    _ => {
+                        outcome("declined");
+                        LobbyOutcome::Refused(Refusal::new("lobby_declined", "the host did not let you in"))
+                    }
+                };
+            }
+            _ = &mut deadline => {
+                s.lobby.cancel(&c.link_id, &c.claims.pid, "timeout");
+                outcome("timeout");
+                return LobbyOutcome::Refused(Refusal::new(
+                    "lobby_timeout",
+                    format!("nobody let you in within {} s: the host may not be in the call", timeout.as_secs()),
+                ));
+            }
+            incoming = next_incoming(socket) => match incoming {
+                Incoming::Message(ClientMessage { msg: Some(client_message::Msg::Ping(p)) }) => {
+                    if !send(socket, server_message::Msg::Pong(Pong { nonce: p.nonce })).await {
+                        s.lobby.cancel(&c.link_id, &c.claims.pid, "left");
+                        outcome("left");
+                        return LobbyOutcome::Gone;
+                    }
+                }
+                Incoming::Message(ClientMessage { msg: Some(client_message::Msg::Leave(_)) })
+                | Incoming::Closed
+                | Incoming::Lost
+                | Incoming::TooBig
+                | Incoming::Binary => {
+                    s.lobby.cancel(&c.link_id, &c.claims.pid, "left");
+                    outcome("left");
+                    return LobbyOutcome::Gone;
+                }
+                Incoming::Message(_) | Incoming::Invalid(_) => {
+                    let r = Refusal::new("not_admitted", "wait until the host lets you in");
+                    if !send_error(s, socket, &r).await {
+                        s.lobby.cancel(&c.link_id, &c.claims.pid, "left");
+                        outcome("left");
+                        return LobbyOutcome::Gone;
+                    }
+                }
+            },
+        }
     }
 }
 
@@ -858,5 +1015,25 @@ async fn handle_message(
             false
         }
         Msg::Ping(p) => send(socket, server_message::Msg::Pong(Pong { nonce: p.nonce })).await,
+        Msg::LobbyDecision(d) => {
+            if !a.host {
+                return send_error(
+                    s,
+                    socket,
+                    &Refusal::new("not_creator", "only the link's creator lets people in"),
+                )
+                .await;
+            }
+            let decision = if d.admit {
+                crate::lobby::Decision::Admit
+            } else {
+                crate::lobby::Decision::Decline
+            };
+            let n = s
+                .lobby
+                .decide(&a.link, &d.participant_ids, d.all, decision, Instant::now());
+            tracing::info!(link = %a.link, admit = d.admit, people = n, "lobby decision");
+            true
+        }
     }
 }

@@ -194,6 +194,8 @@ pub struct AppState {
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Webhook events (`None` without `webhooks.urls`).
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// Joins waiting for a link creator's approval.
+    pub lobby: crate::lobby::Lobby,
 }
 
 /// `t` truncated to the millisecond (the store's precision).

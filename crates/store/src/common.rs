@@ -17,7 +17,7 @@ use crate::{
 macro_rules! link_columns {
     () => {
         "id, kind, creator, title, scheduled_at, created_at, last_used_at, expires_at, \
-         revoked_at, revoke_reason, duration_ms"
+         revoked_at, revoke_reason, duration_ms, require_approval"
     };
 }
 
@@ -26,7 +26,7 @@ pub(crate) const PING: &str = "SELECT 1";
 pub(crate) const INSERT_LINK: &str = concat!(
     "INSERT INTO links (",
     link_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 );
 
 /// `$1` creator, `$2` link, `$3` creation time.
@@ -87,7 +87,7 @@ pub(crate) const IS_BLOCKED: &str = "SELECT 1 FROM blocks WHERE blocker = $1 AND
 /// `$1` user, `$2` limit.
 pub(crate) const CALL_LOG: &str = "SELECT \
      l.id, l.kind, l.creator, l.title, l.scheduled_at, l.created_at, l.last_used_at, \
-     l.expires_at, l.revoked_at, l.revoke_reason, l.duration_ms, \
+     l.expires_at, l.revoked_at, l.revoke_reason, l.duration_ms, l.require_approval, \
      c.role, c.last_joined_at, c.last_activity_at \
      FROM call_log c JOIN links l ON l.id = c.link_id \
      WHERE c.user_id = $1 \
@@ -296,6 +296,7 @@ pub(crate) struct LinkRow {
     revoked_at: Option<i64>,
     revoke_reason: Option<String>,
     duration_ms: Option<i64>,
+    require_approval: i64,
 }
 
 impl LinkRow {
@@ -332,6 +333,7 @@ impl LinkRow {
                         .map_err(|e| corrupt("duration_ms", &e))
                 })
                 .transpose()?,
+            require_approval: self.require_approval != 0,
             created_at: from_millis(self.created_at, "links.created_at")?,
             last_used_at: from_millis(self.last_used_at, "links.last_used_at")?,
             expires_at: from_millis(self.expires_at, "links.expires_at")?,
@@ -556,6 +558,7 @@ macro_rules! link_store_impl {
                         .bind(link.revoked.as_ref().map(|r| c::millis(r.at)))
                         .bind(link.revoked.as_ref().map(|r| r.reason.as_str()))
                         .bind(link.duration.map(c::duration_millis))
+                        .bind(i64::from(link.require_approval))
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;

@@ -49,6 +49,7 @@ fn new_link(creator: &UserId, created_ms: i64) -> Link {
         title: None,
         scheduled_at: None,
         duration: None,
+        require_approval: false,
     };
     Link::create(LinkId::random(), new, at(created_ms), TTL)
 }
@@ -308,6 +309,7 @@ async fn create_and_get_roundtrip(db: &mut TestDb) {
             title: Some("Weekly sync — ünïcödé, 'quotes' \"and\" ; semicolons".into()),
             scheduled_at: Some(at(2 * 24 * HOUR_MS + 999)),
             duration: Some(Duration::from_secs(45 * 60)),
+            require_approval: true,
         },
         at(0),
         TTL,

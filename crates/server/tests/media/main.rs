@@ -11,6 +11,7 @@ mod codec_unsupported;
 mod creator_moderates;
 mod exchange;
 mod leave_and_mute;
+mod lobby;
 mod revoke_removes_everyone;
 mod room_full_at_signaling;
 mod simulcast_preference;

@@ -1,7 +1,9 @@
--- Scheduled calls (planned length, reminders) and the webhook outbox.
+-- Scheduled calls (planned length, reminders), the lobby flag, and the webhook outbox.
 -- Times and durations are milliseconds (times since the Unix epoch, UTC).
 
 ALTER TABLE links ADD COLUMN duration_ms BIGINT;
+-- 1: joiners wait in a lobby until the creator admits them.
+ALTER TABLE links ADD COLUMN require_approval BIGINT NOT NULL DEFAULT 0;
 -- 1 once `link.expired` was put in the outbox (or would have been, with no webhook configured).
 ALTER TABLE links ADD COLUMN expiry_announced BIGINT  NOT NULL DEFAULT 0;
 
