@@ -308,8 +308,11 @@ test('the creator mutes, removes and blocks from the tile menu; others see no me
   assert.match(await bob.getByTestId('notice').textContent(), /host muted your microphone/);
   assert.equal(await bob.getByTestId('mic').getAttribute('aria-pressed'), 'true');
   await alice.waitForFunction(() => [...document.querySelectorAll('[data-testid=tile]')].some((t) => t.textContent.includes('Bob') && t.dataset.audioMuted === 'true'), null, { timeout: 5000 });
+  // A mute icon on his tile, not only in the list.
+  assert.ok(await (await tileOf('Bob')).getByTestId('tile-muted').isVisible());
   await bob.getByTestId('mic').click();
   assert.equal(await bob.getByTestId('mic').getAttribute('aria-pressed'), 'false');
+  await (await tileOf('Bob')).getByTestId('tile-muted').waitFor({ state: 'hidden', timeout: 5000 });
   // Block Mallory: removed now, refused when she tries again.
   await (await tileOf('Mallory')).getByTestId('tile-menu').click();
   await (await tileOf('Mallory')).getByTestId('menu-block').click();
@@ -326,6 +329,50 @@ test('the creator mutes, removes and blocks from the tile menu; others see no me
   await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 0, null, { timeout: 5000 });
   assert.match(await alice.getByTestId('notice').textContent(), /Removed/);
   for (const p of [alice, bob, mallory]) await p.context().close();
+});
+
+test('a lobby: the host admits one person and declines another from the prompt; media only after admission', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  const carol = await newPerson(browser, relay.base);
+  await alice.goto('/');
+  await alice.getByTestId('name').fill('Alice');
+  await alice.getByTestId('require-approval').check();
+  await alice.getByTestId('create').click();
+  const url = (await alice.getByTestId('share-url').textContent()).trim();
+  await joinCall(alice, url, 'Alice');
+  await inCall(alice);
+
+  // Bob is told he will wait, then waits with no media.
+  await bob.goto(url);
+  await bob.getByTestId('lobby-note').waitFor();
+  await bob.getByTestId('name').fill('Bob');
+  await bob.getByTestId('join').click();
+  await bob.waitForFunction(() => document.querySelector('[data-testid=call-status]')?.dataset.state === 'lobby', null, { timeout: 10000 });
+  assert.equal(await bob.getByTestId('call-status').textContent(), 'Waiting for the host to let you in');
+  const entry = alice.getByTestId('lobby-entry');
+  await entry.waitFor({ timeout: 5000 });
+  assert.match(await entry.textContent(), /Bob/);
+  assert.equal((await inbound(bob)).audio.filter((s) => s.packetsReceived > 0).length, 0, 'no media while waiting');
+  await entry.getByTestId('lobby-admit').click();
+  await inCall(bob);
+  await waitDecoding(bob, 1);
+  await waitDecoding(alice, 1);
+  await alice.getByTestId('lobby-prompt').waitFor({ state: 'hidden', timeout: 5000 });
+
+  // Carol is declined: her page says so, and she never enters the call.
+  await joinCall(carol, url, 'Carol');
+  await carol.waitForFunction(() => document.querySelector('[data-testid=call-status]')?.dataset.state === 'lobby', null, { timeout: 10000 });
+  await alice.getByTestId('lobby-entry').filter({ hasText: 'Carol' }).getByTestId('lobby-decline').click();
+  const reason = carol.getByTestId('removed-reason');
+  await reason.waitFor({ timeout: 5000 });
+  assert.equal(await reason.textContent(), 'The host did not let you in');
+  assert.equal(await alice.locator('[data-testid=tile]').count(), 1, 'only Bob joined Alice');
+  for (const p of [alice, bob, carol]) {
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  }
 });
 
 test('a draining relay past its deadline: both pages reconnect by themselves to its replacement, media flows again', { timeout: 120000 }, async (t) => {

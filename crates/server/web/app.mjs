@@ -218,6 +218,8 @@ async function createPage() {
     h('input', { id: 'when', name: 'when', type: 'datetime-local' }),
     h('label', { for: 'length' }, 'Length in minutes (optional, with a time)'),
     h('input', { id: 'length', name: 'length', type: 'number', min: 1, max: 1440, placeholder: '30' }),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'approval', 'data-testid': 'require-approval' }),
+      'Ask me before people join (a lobby: I let each one in from the call)'),
     name,
     h('div', { class: 'row' }, h('button', { class: 'primary', type: 'submit', 'data-testid': 'create' }, 'Create link')),
     error);
@@ -232,6 +234,7 @@ async function createPage() {
       const title = form.title.value.trim();
       if (title) body.title = title;
       if (form.when.value) body.scheduled_at = new Date(form.when.value).toISOString();
+      if (form.approval.checked) body.require_approval = true;
       if (form.when.value && form.length.value) body.duration = Math.round(Number(form.length.value) * 60);
       const r = await api('POST', '/v1/links', { body, token });
       if (!r.ok) throw new Error(r.data.detail || r.data.title || `The relay refused (${r.status}).`);
@@ -324,6 +327,7 @@ async function previewPage(kindInPath, id) {
     h('p', { class: 'meta', 'data-testid': 'kind' }, video ? 'Video call' : 'Voice call'),
     h('h1', { 'data-testid': 'title' }, link.title || (video ? 'Video call' : 'Voice call')),
     link.scheduled_at ? h('p', { class: 'meta', 'data-testid': 'scheduled' }, scheduleText(link), ' ', calendarLink(link)) : null,
+    link.require_approval ? h('p', { class: 'note', 'data-testid': 'lobby-note' }, 'The host lets each person in: you will wait until they do.') : null,
     h('p', { class: 'meta', 'data-testid': 'in-call' }, n === 0 ? 'Nobody is in the call yet' : n === 1 ? '1 person is in the call' : `${n} people are in the call`),
     h('p', { class: 'meta' }, `Link valid until ${fmt(link.expires_at)} (renewed by each join)`),
     key

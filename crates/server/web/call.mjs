@@ -44,6 +44,8 @@ export const ERROR_TEXT = {
   internal: 'The relay had a problem: try again',
   link_not_found: 'This call link doesn\'t exist',
   unauthorized: 'Your session expired: open the link again',
+  lobby_declined: 'The host did not let you in',
+  lobby_timeout: 'Nobody let you in: the host may not be in the call. Try again later.',
 };
 
 // `removed{reason}` that mean "join again through any node" (the call goes on elsewhere).
@@ -128,6 +130,12 @@ export class Call {
     const leave = h('button', { type: 'button', class: 'danger', 'data-testid': 'leave', onclick: () => this.leave() }, 'Leave');
     this.removedEl = h('div', { class: 'removed', hidden: true });
     this.noticeEl = h('p', { class: 'notice', role: 'status', 'data-testid': 'notice', hidden: true });
+    // The creator's prompt: people waiting in the lobby (links created with require_approval).
+    this.lobbyList = h('ul', {});
+    this.lobbyEl = h('div', { class: 'lobby-prompt', role: 'region', 'aria-label': 'Waiting to join', 'data-testid': 'lobby-prompt', hidden: true },
+      h('strong', {}, 'Waiting to join'),
+      this.lobbyList,
+      h('button', { type: 'button', 'data-testid': 'lobby-admit-all', onclick: () => this.decideLobby([], true, true) }, 'Admit everyone'));
     this.selfTile = this.makeTile(this.self, this.name ? `${this.name} (you)` : 'You', true);
     if (this.stream && this.video) this.selfTile.video.srcObject = this.stream;
     this.tilesEl.append(this.selfTile.el);
@@ -138,6 +146,7 @@ export class Call {
         h('h1', {}, this.link.title || (this.video ? 'Video call' : 'Voice call')),
         this.statusEl, this.e2eeEl),
       this.noticeEl,
+      this.lobbyEl,
       this.tilesEl,
       h('aside', { class: 'side' }, h('h2', {}, 'In this call'), this.listEl),
       h('div', { class: 'controls' }, this.micBtn, this.camBtn, leave),
@@ -153,15 +162,16 @@ export class Call {
     const audio = self ? null : h('audio', { autoplay: true });
     const nameEl = h('span', { class: 'name' }, name);
     const flag = h('span', { class: 'flag', hidden: true });
+    const micOff = h('span', { class: 'mic-off', 'data-testid': 'tile-muted', title: 'Microphone off', 'aria-label': 'Microphone off', hidden: true }, '🔇');
     const initial = (name || '?').trim().charAt(0).toUpperCase() || '?';
     const el = h('div', {
       class: `tile no-video${self ? ' self' : ''}`,
       'data-testid': self ? 'self-tile' : 'tile',
       'data-participant': pid,
-    }, video, h('div', { class: 'avatar' }, h('span', {}, initial)), nameEl, flag, audio);
+    }, video, h('div', { class: 'avatar' }, h('span', {}, initial)), nameEl, micOff, flag, audio);
     if (self && this.video && this.stream?.getVideoTracks().length) el.classList.remove('no-video');
     if (!self && this.moderator) el.append(this.moderationMenu(pid));
-    return { el, video, audio, nameEl, flag, hasVideo: false };
+    return { el, video, audio, nameEl, flag, micOff, hasVideo: false };
   }
 
   /** The creator's menu on another person's tile. */
@@ -191,6 +201,27 @@ export class Call {
   notify(text) {
     this.noticeEl.textContent = text;
     this.noticeEl.hidden = false;
+  }
+
+  /** The creator lets people in (`admit`) or turns them away; `all`: everyone waiting. */
+  decideLobby(pids, all, admit) {
+    this.send({ lobby_decision: { participant_ids: pids, all, admit } });
+  }
+
+  /** Someone waits in the lobby: a line with Admit and Decline in the creator's prompt. */
+  showLobbyRequest(r) {
+    const { h } = this;
+    if (this.lobbyList.querySelector(`[data-participant="${CSS.escape(r.participant_id)}"]`)) return;
+    this.lobbyList.append(h('li', { 'data-testid': 'lobby-entry', 'data-participant': r.participant_id },
+      h('span', {}, r.name || r.user_id),
+      h('button', { type: 'button', class: 'primary', 'data-testid': 'lobby-admit', onclick: () => this.decideLobby([r.participant_id], false, true) }, 'Admit'),
+      h('button', { type: 'button', 'data-testid': 'lobby-decline', onclick: () => this.decideLobby([r.participant_id], false, false) }, 'Decline')));
+    this.lobbyEl.hidden = false;
+  }
+
+  hideLobbyRequest(pid) {
+    this.lobbyList.querySelector(`[data-participant="${CSS.escape(pid)}"]`)?.remove();
+    this.lobbyEl.hidden = this.lobbyList.children.length === 0;
   }
 
   setStatus(state, text) {
@@ -248,6 +279,7 @@ export class Call {
     p.tile.el.classList.toggle('no-video', !showVideo);
     p.tile.el.dataset.audioMuted = String(!!audioMuted);
     p.tile.el.dataset.videoMuted = String(!!videoMuted);
+    p.tile.micOff.hidden = !audioMuted;
     p.item.lastChild.textContent = [audioMuted ? 'muted' : '', this.video && videoMuted ? 'camera off' : ''].filter(Boolean).join(', ');
   }
 
@@ -677,6 +709,8 @@ export class Call {
         conn.resumeToken = body.resume_token || '';
         delete this.statusEl.dataset.reason;
         this.setStatus('joined', 'In the call');
+        if (this.lobbyNotice) this.noticeEl.hidden = true;
+        this.lobbyNotice = false;
         if (this.audioMuted || this.videoMuted) this.sendMute();
         for (const [pid, p] of this.participants) if (p.videoTrack) this.preferVideo(pid);
         conn.settle('joined');
@@ -701,6 +735,21 @@ export class Call {
       case 'active_speaker':
         for (const [pid, p] of this.participants) p.tile.el.classList.toggle('speaking', pid === body.participant_id);
         this.selfTile.el.classList.toggle('speaking', body.participant_id === this.self);
+        break;
+      case 'lobby':
+        // The wait is the creator's to end (or rooms.lobby_timeout): not a slow attempt.
+        clearTimeout(this.conn.timer);
+        this.setStatus('lobby', 'Waiting for the host to let you in');
+        if (!body.host_present) {
+          this.notify('The host is not in the call yet: you will join when they let you in.');
+          this.lobbyNotice = true;
+        }
+        break;
+      case 'lobby_request':
+        this.showLobbyRequest(body);
+        break;
+      case 'lobby_left':
+        this.hideLobbyRequest(body.participant_id);
         break;
       case 'mute_requested':
         if (!this.audioMuted) this.toggleMic();
@@ -749,6 +798,7 @@ export class Call {
     this.micBtn.dataset.state = this.audioMuted ? 'off' : 'on';
     this.micBtn.textContent = this.audioMuted ? 'Unmute' : 'Mute';
     this.selfItem.lastChild.textContent = this.audioMuted ? 'muted' : '';
+    this.selfTile.micOff.hidden = !this.audioMuted;
     this.sendMute();
   }
 
