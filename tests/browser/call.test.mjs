@@ -13,6 +13,7 @@ import {
   inbound, waitDecoding, inCall, BINARY,
 } from './harness.mjs';
 import { clearBytes, parseHeader } from '../../crates/server/web/e2ee.mjs';
+import jsQR from 'jsqr';
 
 let relay;
 let browser;
@@ -370,6 +371,63 @@ test('a lobby: the host admits one person and declines another from the prompt; 
   assert.equal(await reason.textContent(), 'The host did not let you in');
   assert.equal(await alice.locator('[data-testid=tile]').count(), 1, 'only Bob joined Alice');
   for (const p of [alice, bob, carol]) {
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  }
+});
+
+test('invite from the call (the URL with its key, as text and a QR code), and switching camera and microphone mid-call keeps media flowing', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  await waitDecoding(bob, 1);
+
+  // Invite: the full share URL, key included, and a QR code of it.
+  await alice.getByTestId('invite').click();
+  assert.equal((await alice.getByTestId('invite-url').textContent()).trim(), link.url);
+  const img = await alice.evaluate(async () => {
+    const svg = document.querySelector('[data-testid=invite-qr] svg').outerHTML;
+    const im = new Image();
+    im.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
+    await im.decode();
+    const c = document.createElement('canvas');
+    c.width = c.height = 400;
+    const g = c.getContext('2d');
+    g.imageSmoothingEnabled = false;
+    g.drawImage(im, 0, 0, 400, 400);
+    return Array.from(g.getImageData(0, 0, 400, 400).data);
+  });
+  assert.equal(jsQR(Uint8ClampedArray.from(img), 400, 400)?.data, link.url, 'the QR code decodes to the URL');
+
+  // Devices: pick the camera and the microphone again (Chromium's fake devices); each is a new
+  // track on the same sender, and Bob keeps decoding Alice.
+  // Our two senders (audio, video); the others are the receive-only lines of Bob's tracks.
+  const senderTracks = () => alice.evaluate(() => window.callrelay.pc.getSenders().map((s) => s.track?.id).filter(Boolean));
+  const before = await senderTracks();
+  assert.equal(before.length, 2);
+  await alice.getByTestId('devices').click();
+  const camera = alice.getByTestId('device-camera');
+  await camera.waitFor();
+  await camera.selectOption({ index: 0 });
+  const mics = await alice.getByTestId('device-mic').locator('option').count();
+  await alice.getByTestId('device-mic').selectOption({ index: mics - 1 });
+  await alice.waitForFunction((old) => {
+    const now = window.callrelay.pc.getSenders().map((s) => s.track?.id).filter(Boolean);
+    return now.length === old.length && now.every((id) => !old.includes(id));
+  }, before, { timeout: 10000 });
+  const frames = async () => (await inbound(bob)).video.reduce((n, s) => n + s.framesDecoded, 0);
+  const audio = async () => (await inbound(bob)).audio.reduce((n, s) => n + s.packetsReceived, 0);
+  const [f0, a0] = [await frames(), await audio()];
+  await sleep(2000);
+  assert.ok((await frames()) > f0 + 10, 'Bob still decodes Alice\'s video after the switch');
+  assert.ok((await audio()) > a0 + 20, 'and receives her audio');
+  assert.equal(await alice.getByTestId('e2ee-status').getAttribute('data-state'), 'on', 'E2EE stays on');
+  for (const p of [alice, bob]) {
     assert.deepEqual(p.errors, []);
     await p.context().close();
   }

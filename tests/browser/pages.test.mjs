@@ -60,6 +60,10 @@ test('preview shows kind, title, schedule, people in the call, name field and Jo
   assert.ok(await page.getByTestId('join').isEnabled());
   // Camera preview for a video link.
   await page.waitForFunction(() => document.querySelector('.preview-video')?.srcObject?.getVideoTracks().length === 1);
+  // Microphone and camera can be picked before joining (Chromium's fake devices).
+  await page.getByTestId('device-picker').waitFor();
+  assert.ok((await page.getByTestId('device-mic').locator('option').count()) >= 1);
+  assert.equal(await page.getByTestId('device-camera').locator('option').count(), 1);
 
   // A voice link previews the microphone only.
   const voice = await createLink(page, { name: 'Alice', kind: 'voice', title: 'Catch-up' });

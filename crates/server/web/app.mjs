@@ -10,7 +10,7 @@
 // the key nor the fragment is ever sent to the server.
 import { qrSvg } from './qr.mjs';
 import { generateLinkKey, encodeKey, decodeKey, keyFromFragment } from './e2ee.mjs';
-import { Call, REMOVAL_TEXT, ERROR_TEXT } from './call.mjs';
+import { Call, REMOVAL_TEXT, ERROR_TEXT, devicePicker } from './call.mjs';
 
 const app = document.getElementById('app');
 
@@ -320,6 +320,7 @@ async function previewPage(kindInPath, id) {
   const error = h('p', { class: 'error', role: 'alert' });
   const preview = video ? h('video', { class: 'preview-video', autoplay: true, muted: true, playsinline: true }) : null;
   const micState = h('p', { class: 'note' });
+  const devices = h('div', { class: 'devices-before' });
   const name = await nameField();
   const join = h('button', { class: 'primary', type: 'button', 'data-testid': 'join' }, 'Join');
   const n = link.participants;
@@ -333,18 +334,46 @@ async function previewPage(kindInPath, id) {
     key
       ? h('p', { class: 'note' }, h('span', { class: 'badge', 'data-state': 'on' }, 'End-to-end encrypted'), ' The key is in the link; the relay never sees it.')
       : h('p', { class: 'note' }, h('span', { class: 'badge', 'data-state': 'missing-key' }, 'No key'), ' This link has no encryption key (#k=…): you will not see or hear the others.'),
-    preview, micState, name,
+    preview, micState, devices, name,
     h('div', { class: 'row' }, join),
     error);
   show(card);
 
   let stream = null;
+  let sinkId;
+  // Before joining: pick the microphone, camera and speaker (the call starts with them).
+  const pick = async (kind, deviceId) => {
+    if (kind === 'audiooutput') {
+      sinkId = deviceId;
+      return;
+    }
+    const audio = kind === 'audioinput';
+    try {
+      const s = await navigator.mediaDevices.getUserMedia(audio
+        ? { audio: { deviceId: { exact: deviceId } } }
+        : { video: { deviceId: { exact: deviceId }, width: { ideal: 960 }, height: { ideal: 540 } } });
+      const [track] = audio ? s.getAudioTracks() : s.getVideoTracks();
+      for (const old of audio ? stream.getAudioTracks() : stream.getVideoTracks()) {
+        stream.removeTrack(old);
+        old.stop();
+      }
+      stream.addTrack(track);
+      if (preview && !audio) preview.srcObject = new MediaStream(stream.getVideoTracks());
+    } catch (e) {
+      micState.textContent = `Could not switch the ${audio ? 'microphone' : 'camera'} (${e.name}).`;
+    }
+  };
   const media = navigator.mediaDevices
     ? navigator.mediaDevices.getUserMedia({ audio: true, video: video ? { width: { ideal: 960 }, height: { ideal: 540 } } : false })
-      .then((s) => {
+      .then(async (s) => {
         stream = s;
         if (preview) preview.srcObject = s;
         micState.textContent = video ? 'Camera and microphone ready.' : 'Microphone ready.';
+        const current = {
+          audioinput: s.getAudioTracks()[0]?.getSettings().deviceId,
+          videoinput: s.getVideoTracks()[0]?.getSettings().deviceId,
+        };
+        devices.replaceChildren(await devicePicker(h, { video, current, onPick: pick }));
       })
       .catch((e) => {
         micState.textContent = `No ${video ? 'camera or ' : ''}microphone (${e.name}): you can still join to listen.`;
@@ -367,7 +396,8 @@ async function previewPage(kindInPath, id) {
       }
       const rejoin = () => joinAgain(id);
       const moderate = (action, pid) => api('POST', `/v1/links/${id}/participants/${pid}/${action}`, { token: session.token });
-      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name || cookieSession?.name || '', moderate });
+      const shareUrl = key ? `${link.url}#k=${encodeKey(key)}` : link.url;
+      const call = new Call({ root: app, h, join: r.data, rejoin, link, key, stream, name: session.name || cookieSession?.name || '', moderate, shareUrl, sinkId });
       await call.start();
     } catch (err) {
       error.textContent = err.message;

@@ -16,6 +16,45 @@
 // between; a receiver's transform is set synchronously inside `ontrack`. A guard compares the
 // encoder's framesEncoded with the worker's encrypt count and stops sending if they disagree.
 
+import { qrSvg } from './qr.mjs';
+
+/** The audio/video input and audio output devices, once the page may see their labels. */
+export async function listDevices() {
+  try {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return {
+      audioinput: all.filter((d) => d.kind === 'audioinput' && d.deviceId),
+      videoinput: all.filter((d) => d.kind === 'videoinput' && d.deviceId),
+      audiooutput: all.filter((d) => d.kind === 'audiooutput' && d.deviceId),
+    };
+  } catch {
+    return { audioinput: [], videoinput: [], audiooutput: [] };
+  }
+}
+
+/** Whether this browser lets a page pick the speaker (HTMLMediaElement.setSinkId). */
+export const canPickSpeaker = typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
+
+/**
+ * A picker for microphone, camera (when `video`) and speaker: one <select> per kind, each
+ * preselected with `current[kind]`; `onPick(kind, deviceId)` runs on a change.
+ */
+export async function devicePicker(h, { video, current = {}, onPick }) {
+  const devices = await listDevices();
+  const row = (kind, label, testid) => {
+    const list = devices[kind];
+    if (!list.length) return null;
+    const select = h('select', { 'data-testid': testid, 'aria-label': label },
+      ...list.map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === current[kind] }, d.label || `${label} ${i + 1}`)));
+    select.addEventListener('change', () => onPick(kind, select.value));
+    return h('label', { class: 'device' }, h('span', {}, label), select);
+  };
+  return h('div', { class: 'devices', 'data-testid': 'device-picker' },
+    row('audioinput', 'Microphone', 'device-mic'),
+    video ? row('videoinput', 'Camera', 'device-camera') : null,
+    canPickSpeaker ? row('audiooutput', 'Speaker', 'device-speaker') : null);
+}
+
 export const REMOVAL_TEXT = {
   revoked: 'This link was revoked',
   blocked: 'You were removed',
@@ -96,8 +135,8 @@ export class Call {
    * `join`: the answer of the first `POST /v1/links/{id}/join`; `rejoin()`: makes another join on
    * the page's origin and resolves to {ok, status, data} (the page's `api()` result).
    */
-  constructor({ root, h, join, rejoin, link, key, stream, name, moderate }) {
-    Object.assign(this, { root, h, join, rejoin, link, key, stream, name, moderate });
+  constructor({ root, h, join, rejoin, link, key, stream, name, moderate, shareUrl, sinkId }) {
+    Object.assign(this, { root, h, join, rejoin, link, key, stream, name, moderate, shareUrl, sinkId });
     // The link's creator gets a menu on each tile: mute, remove, block (the server checks).
     this.moderator = !!join.moderator && typeof moderate === 'function';
     this.video = link.kind === 'video';
@@ -128,6 +167,12 @@ export class Call {
       ? h('button', { type: 'button', 'data-testid': 'camera', 'aria-pressed': 'false', onclick: () => this.toggleCamera() }, 'Camera off')
       : null;
     const leave = h('button', { type: 'button', class: 'danger', 'data-testid': 'leave', onclick: () => this.leave() }, 'Leave');
+    // Invite from the call: the share URL with its key, to copy or scan.
+    this.inviteEl = h('div', { class: 'invite', 'data-testid': 'invite-panel', hidden: true });
+    const invite = h('button', { type: 'button', 'data-testid': 'invite', onclick: () => this.toggleInvite() }, 'Invite');
+    // Microphone, camera and speaker, switchable during the call.
+    this.devicesEl = h('div', { class: 'devices-panel', hidden: true });
+    const devices = h('button', { type: 'button', 'data-testid': 'devices', onclick: () => this.toggleDevices() }, 'Devices');
     this.removedEl = h('div', { class: 'removed', hidden: true });
     this.noticeEl = h('p', { class: 'notice', role: 'status', 'data-testid': 'notice', hidden: true });
     // The creator's prompt: people waiting in the lobby (links created with require_approval).
@@ -149,7 +194,9 @@ export class Call {
       this.lobbyEl,
       this.tilesEl,
       h('aside', { class: 'side' }, h('h2', {}, 'In this call'), this.listEl),
-      h('div', { class: 'controls' }, this.micBtn, this.camBtn, leave),
+      h('div', { class: 'controls' }, this.micBtn, this.camBtn, invite, devices, leave),
+      this.inviteEl,
+      this.devicesEl,
       this.removedEl));
     this.setE2ee(this.e2ee.state);
     document.title = `${this.link.title || 'Call'} · callrelay`;
@@ -201,6 +248,88 @@ export class Call {
   notify(text) {
     this.noticeEl.textContent = text;
     this.noticeEl.hidden = false;
+  }
+
+  toggleInvite() {
+    const { h } = this;
+    if (!this.inviteEl.hidden) {
+      this.inviteEl.hidden = true;
+      return;
+    }
+    const url = this.shareUrl || this.link.url;
+    const status = h('span', { class: 'note', role: 'status' });
+    const code = h('code', { class: 'share-url', 'data-testid': 'invite-url' }, url);
+    const copy = h('button', { type: 'button', 'data-testid': 'invite-copy', onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(url);
+        status.textContent = 'Copied.';
+      } catch {
+        getSelection().selectAllChildren(code);
+        status.textContent = 'Press Ctrl+C to copy.';
+      }
+    } }, 'Copy');
+    const qr = h('div', { class: 'qr', 'data-testid': 'invite-qr' });
+    qr.innerHTML = qrSvg(url); // our own SVG markup: no user text inside
+    this.inviteEl.replaceChildren(
+      h('p', { class: 'note' }, 'Anyone with this link can join. The part after # is the encryption key.'),
+      code, h('div', { class: 'row' }, copy, status), qr);
+    this.inviteEl.hidden = false;
+  }
+
+  async toggleDevices() {
+    if (!this.devicesEl.hidden) {
+      this.devicesEl.hidden = true;
+      return;
+    }
+    const current = {
+      audioinput: this.audioTrack?.getSettings().deviceId,
+      videoinput: this.videoTrack?.getSettings().deviceId,
+      audiooutput: this.sinkId,
+    };
+    const picker = await devicePicker(this.h, { video: this.video, current, onPick: (kind, id) => this.switchDevice(kind, id) });
+    this.devicesEl.replaceChildren(picker);
+    this.devicesEl.hidden = false;
+  }
+
+  /**
+   * Switches the microphone, camera or speaker during the call. A new input track replaces the
+   * old one on the same sender (`replaceTrack`), so the sender's E2EE transform and the relay's
+   * view of the call stay as they were: no renegotiation.
+   */
+  async switchDevice(kind, deviceId) {
+    if (kind === 'audiooutput') {
+      this.sinkId = deviceId;
+      for (const p of this.participants.values()) p.tile.audio?.setSinkId?.(deviceId).catch(() => {});
+      return;
+    }
+    const audio = kind === 'audioinput';
+    let track;
+    try {
+      const s = await navigator.mediaDevices.getUserMedia(audio
+        ? { audio: { deviceId: { exact: deviceId } } }
+        : { video: { deviceId: { exact: deviceId }, width: { ideal: 960 }, height: { ideal: 540 } } });
+      [track] = audio ? s.getAudioTracks() : s.getVideoTracks();
+    } catch (err) {
+      this.notify(`Could not switch the ${audio ? 'microphone' : 'camera'} (${err.name}).`);
+      return;
+    }
+    const old = audio ? this.audioTrack : this.videoTrack;
+    track.enabled = !(audio ? this.audioMuted : this.videoMuted);
+    const sender = this.conn?.senders?.[audio ? 'audio' : 'video'];
+    if (sender && this.e2ee.state !== 'failed') await sender.replaceTrack(track);
+    if (audio) this.audioTrack = track;
+    else this.videoTrack = track;
+    if (this.stream) {
+      if (old) this.stream.removeTrack(old);
+      this.stream.addTrack(track);
+    } else {
+      this.stream = new MediaStream([track]);
+    }
+    old?.stop();
+    if (!audio) {
+      this.selfTile.video.srcObject = new MediaStream([track]);
+      this.selfTile.el.classList.toggle('no-video', this.videoMuted);
+    }
   }
 
   /** The creator lets people in (`admit`) or turns them away; `all`: everyone waiting. */
@@ -375,11 +504,13 @@ export class Call {
     const streams = this.stream ? [this.stream] : [];
     const ta = pc.addTransceiver((sending && this.audioTrack) || 'audio', { direction: 'sendonly', streams });
     this.attachSender(ta.sender, 'audio');
+    conn.senders = { audio: ta.sender };
     if (this.video) {
       // Simulcast l/m/h (quarter, half, full size): the relay forwards to each subscriber the layer
       // its `video_preference` asks for. One sender transform sees the frames of every layer.
       const tv = pc.addTransceiver((sending && this.videoTrack) || 'video', { direction: 'sendonly', streams, sendEncodings: SIMULCAST });
       this.attachSender(tv.sender, 'video');
+      conn.senders.video = tv.sender;
       this.preferVp8(tv);
     }
 
@@ -617,6 +748,7 @@ export class Call {
       });
     } else {
       p.tile.audio.srcObject = new MediaStream([e.track]);
+      if (this.sinkId) p.tile.audio.setSinkId?.(this.sinkId).catch(() => {});
       p.tile.audio.play?.().catch(() => {});
     }
     this.updateMute(p, p.info.audio_muted, p.info.video_muted);
