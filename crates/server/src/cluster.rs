@@ -335,18 +335,19 @@ pub fn nodes_table(answer: &serde_json::Value) -> String {
             .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
             .unwrap_or_else(|| "-".into())
     };
-    let mut rows = vec![[
-        "NODE".to_owned(),
-        "REGION".into(),
-        "STATE".into(),
-        "EPOCH".into(),
-        "LEASE LEFT".into(),
-        "HEARTBEAT AGO".into(),
-        "PARTICIPANTS".into(),
-        "ROOMS".into(),
-        "BUSY".into(),
-        "URL".into(),
-    ]];
+    let header = [
+        "NODE",
+        "REGION",
+        "STATE",
+        "EPOCH",
+        "LEASE LEFT",
+        "HEARTBEAT AGO",
+        "PARTICIPANTS",
+        "ROOMS",
+        "BUSY",
+        "URL",
+    ];
+    let mut rows = Vec::new();
     for n in answer["nodes"].as_array().into_iter().flatten() {
         let text = |k: &str| n[k].as_str().unwrap_or("-").to_owned();
         let me = if n["self"].as_bool() == Some(true) {
@@ -354,7 +355,7 @@ pub fn nodes_table(answer: &serde_json::Value) -> String {
         } else {
             ""
         };
-        rows.push([
+        rows.push(vec![
             format!("{}{me}", text("node_id")),
             text("region"),
             text("state"),
@@ -367,22 +368,11 @@ pub fn nodes_table(answer: &serde_json::Value) -> String {
             text("url"),
         ]);
     }
-    let widths: Vec<usize> = (0..10)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     if answer["cluster"].as_bool() != Some(true) {
         out.push_str("single node (SQLite store): no cluster\n");
     }
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    out.push_str(&crate::cli::table(&header, &rows));
     out
 }
 
