@@ -11,6 +11,41 @@
 //! answer can refuse cleanly. So the relay checks the rule on the text first, and an SDP that
 //! breaks it is refused with [`SfuError::PayloadTypeChanged`] and changes nothing.
 //!
+//! The check must read a number's meaning exactly as str0m's SDP parser does: two lines it
+//! calls equal must be equal to str0m. `fuzz/corpus/sdp/crash-str0m-pt-claimed-twice` got
+//! through an earlier, looser reading. Its join offer ends `a=fmtp:108 …;profile-level-id=42e01f`
+//! with a vertical tab. Rust's `trim` drops that (Unicode whitespace); str0m's parser keeps it
+//! in the value (only space and tab separate parameters: `sdp/parser.rs` `key_val`,
+//! `is_param_char`), cannot read `42e01f\v` (`FormatParam::parse`, `sdp/data.rs`) and so takes
+//! 108 as H.264 with no profile: Baseline by RFC 6184's default (`H264ProfileLevel::FALLBACK`).
+//! In that offer's send-only line, str0m's Baseline entry scores 108 as high as the client's
+//! real Baseline number and locks 108 (`max_by_key` keeps the last best,
+//! `PayloadParams::update_param` in `format/payload_params.rs`); its Constrained Baseline entry
+//! matches nothing and stays unlocked. The re-offer adds a receive-only m-line where 108 reads
+//! as Constrained Baseline. That entry now matches 108, and because the client receives on
+//! that line (`local_is_controlling` is false, `CodecConfig::update_params`) str0m may not remap
+//! the number. It runs `self.pt = remote_pt; claimed.assert_claim_once(remote_pt)` on a number
+//! its Baseline entry already holds. So the reading here follows str0m's parser:
+//!
+//! - Lines end at `\n` or `\r\n`, and nothing else is trimmed. A parameter list is split as
+//!   str0m splits it: `key=value` pairs separated by `;`, with spaces or tabs around the
+//!   separators. Keys are compared without case; a key given twice counts with its last
+//!   value, as in str0m.
+//! - An `a=fmtp` value str0m does not read as such a list (`0-16`, `111/111`, anything
+//!   malformed) is compared as written.
+//! - Every `a=fmtp` line of a number in a section counts, in order (str0m applies all of
+//!   them). Every `a=rtpmap` line counts too: str0m keeps a second `a=rtpmap` for a number that
+//!   is not on the `m=` line, so two of them with different meanings in one section are two
+//!   meanings in one SDP.
+//!
+//! With the relay's codec configuration (str0m's defaults), no two of str0m's codec entries
+//! match the same remote format. So str0m claims a number twice only when that number has
+//! changed its meaning to str0m. This check refuses every such change. The looser reading it
+//! replaces let through only text browsers never produce: whitespace other than spaces and
+//! tabs, duplicate keys, several `a=fmtp` or `a=rtpmap` lines for one number. So this reading
+//! refuses nothing more from them. Chromium and Firefox send each number once per section,
+//! with the same text in every offer.
+//!
 //! A client's offers and its answers are checked apart: an answer takes the payload types of
 //! the relay's offer, and Chromium answers with numbers whose format parameters differ from
 //! what its own offer gave them (refusing that broke every browser video call).
@@ -19,12 +54,21 @@ use std::collections::BTreeMap;
 
 use crate::SfuError;
 
-/// The meaning of one payload type: its `a=rtpmap` (codec, clock rate, channels; the codec
-/// name compared without case) and its `a=fmtp` parameters (sorted, keys without case).
+/// The meaning of one payload type: its `a=rtpmap` value (codec, clock rate, channels; compared
+/// without ASCII case, as str0m reads codec names) and its `a=fmtp` lines, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Meaning {
     rtpmap: String,
-    fmtp: Vec<(String, String)>,
+    fmtp: Vec<Fmtp>,
+}
+
+/// One `a=fmtp` line as str0m reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fmtp {
+    /// `key=value` pairs: keys lowercased, a key's last value.
+    Params(BTreeMap<String, String>),
+    /// A value str0m does not read as `key=value` pairs, as written.
+    Other(String),
 }
 
 /// Payload types a participant's accepted SDPs have defined, by number.
@@ -59,56 +103,105 @@ impl PayloadTypes {
     }
 }
 
+/// The `a=rtpmap` and `a=fmtp` lines of one audio or video m-section.
+#[derive(Default)]
+struct Section<'a> {
+    rtpmaps: Vec<(u8, &'a str)>,
+    fmtps: Vec<(u8, Fmtp)>,
+}
+
+impl Section<'_> {
+    /// One meaning per `a=rtpmap` line, with every `a=fmtp` line of its number.
+    fn meanings(self, out: &mut Vec<(u8, Meaning)>) {
+        for (pt, rtpmap) in self.rtpmaps {
+            let fmtp = self
+                .fmtps
+                .iter()
+                .filter(|(p, _)| *p == pt)
+                .map(|(_, f)| f.clone())
+                .collect();
+            out.push((
+                pt,
+                Meaning {
+                    rtpmap: rtpmap.to_ascii_lowercase(),
+                    fmtp,
+                },
+            ));
+        }
+    }
+}
+
 /// Every payload type an SDP's audio and video m-sections define with `a=rtpmap`, with its
-/// meaning, in order (a number defined in two sections appears twice).
+/// meaning, in order (a number defined twice appears twice).
 fn meanings(sdp: &str) -> Vec<(u8, Meaning)> {
     let mut out = Vec::new();
-    for section in sdp.split("\nm=").skip(1) {
-        let mut lines = section.lines().map(str::trim_end);
-        let kind = lines.next().unwrap_or_default().split_whitespace().next();
-        if !matches!(kind, Some("audio" | "video")) {
-            continue;
-        }
-        let mut rtpmaps: BTreeMap<u8, String> = BTreeMap::new();
-        let mut fmtps: BTreeMap<u8, Vec<(String, String)>> = BTreeMap::new();
-        for l in lines {
-            if let Some((pt, value)) = l.strip_prefix("a=rtpmap:").and_then(split_pt) {
-                // The first definition in a section is the one str0m reads.
-                rtpmaps
-                    .entry(pt)
-                    .or_insert_with(|| value.to_ascii_lowercase());
-            } else if let Some((pt, value)) = l.strip_prefix("a=fmtp:").and_then(split_pt) {
-                fmtps.entry(pt).or_insert_with(|| fmtp_params(value));
+    let mut section: Option<Section> = None;
+    // `lines` ends lines at `\n` or `\r\n`, as str0m does.
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            if let Some(s) = section.take() {
+                s.meanings(&mut out);
+            }
+            let kind = m.split(' ').next();
+            section = matches!(kind, Some("audio" | "video")).then(Section::default);
+        } else if let Some(s) = section.as_mut() {
+            if let Some((pt, value)) = line.strip_prefix("a=rtpmap:").and_then(split_pt) {
+                s.rtpmaps.push((pt, value));
+            } else if let Some((pt, value)) = line.strip_prefix("a=fmtp:").and_then(split_pt) {
+                s.fmtps.push((pt, fmtp(value)));
             }
         }
-        for (pt, rtpmap) in rtpmaps {
-            let fmtp = fmtps.remove(&pt).unwrap_or_default();
-            out.push((pt, Meaning { rtpmap, fmtp }));
-        }
+    }
+    if let Some(s) = section {
+        s.meanings(&mut out);
     }
     out
 }
 
-/// `"96 VP8/90000"` → `(96, "VP8/90000")`; `None` unless the number is a payload type (0–127).
+/// `"96 VP8/90000"` → `(96, "VP8/90000")`; `None` unless the number is a payload type (0–127)
+/// as str0m reads it: the text up to the first space, nothing trimmed.
 fn split_pt(s: &str) -> Option<(u8, &str)> {
     let (pt, value) = s.split_once(' ').unwrap_or((s, ""));
-    let pt: u8 = pt.trim().parse().ok()?;
-    (pt < 128).then_some((pt, value.trim()))
+    let pt: u8 = pt.parse().ok()?;
+    (pt < 128).then_some((pt, value))
 }
 
-/// `"minptime=10; useinbandfec=1"` → sorted `[("minptime", "10"), ("useinbandfec", "1")]`.
-fn fmtp_params(s: &str) -> Vec<(String, String)> {
-    let mut params: Vec<(String, String)> = s
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
-    params.sort();
-    params
+/// str0m's horizontal whitespace in an `a=fmtp` line (its `spaces(false)`).
+const HSPACE: [char; 2] = [' ', '\t'];
+
+/// An `a=fmtp` value as str0m's `fmtp_param` reads it: one or more `key=value` separated by
+/// `;`, spaces and tabs around the separators, an optional trailing `;`; a key has no `=`, a
+/// value no `;`, and neither has a space, tab, CR or LF. Anything else is [`Fmtp::Other`].
+fn fmtp(value: &str) -> Fmtp {
+    /// A non-empty key (`end` `=`) or value (`end` `;`), and what follows it.
+    fn token(s: &str, end: char) -> Option<(&str, &str)> {
+        let n = s.find([end, ' ', '\t', '\r', '\n']).unwrap_or(s.len());
+        (n > 0).then(|| s.split_at(n))
+    }
+    let mut params = BTreeMap::new();
+    let mut rest = value;
+    loop {
+        let pair = token(rest.trim_start_matches(HSPACE), '=').and_then(|(key, after)| {
+            let (value, after) = token(after.strip_prefix('=')?, ';')?;
+            Some((key, value, after))
+        });
+        let Some((key, value, after)) = pair else {
+            break;
+        };
+        // A key given twice: the last value counts, as in str0m.
+        params.insert(key.to_ascii_lowercase(), value.to_string());
+        match after.trim_start_matches(HSPACE).strip_prefix(';') {
+            Some(next) => rest = next,
+            None => {
+                rest = after;
+                break;
+            }
+        }
+    }
+    if params.is_empty() || !rest.trim_start_matches(HSPACE).is_empty() {
+        return Fmtp::Other(value.to_string());
+    }
+    Fmtp::Params(params)
 }
 
 #[cfg(test)]
@@ -174,6 +267,132 @@ mod tests {
         assert!(t.check(&video("a=rtpmap:98 H264/90000\r\n")).is_err());
         assert!(t.check(&video("a=rtpmap:96 VP8/90000\r\n")).is_ok());
         assert!(t.check(&video("a=rtpmap:98 VP9/90000\r\n")).is_ok());
+    }
+
+    /// `fuzz/corpus/sdp/crash-str0m-pt-claimed-twice`: str0m keeps a vertical tab (or any
+    /// whitespace but space and tab) in the value, so the profile it reads changes.
+    #[test]
+    fn whitespace_str0m_keeps_in_a_value_is_a_change() {
+        let line = |end: &str| {
+            video(&format!(
+                "a=rtpmap:108 H264/90000\r\n\
+                 a=fmtp:108 packetization-mode=1;profile-level-id=42e01f{end}\n"
+            ))
+        };
+        let t = PayloadTypes::default().check(&line("\x0b")).unwrap();
+        for clean in ["\r", ""] {
+            assert_eq!(
+                t.check(&line(clean)).unwrap_err(),
+                SfuError::PayloadTypeChanged { pt: 108 }
+            );
+        }
+        for other in ["\u{a0}\r", "\x0c\r"] {
+            let t = PayloadTypes::default().check(&line(other)).unwrap();
+            assert!(t.check(&line("\r")).is_err(), "{other:?}");
+        }
+        let t = PayloadTypes::default().check(&line("\r")).unwrap();
+        assert!(
+            t.check(&line("")).is_ok(),
+            "\\r\\n and \\n end a line alike"
+        );
+        assert!(t.check(&line(" \t;\r")).is_ok(), "str0m skips these");
+    }
+
+    #[test]
+    fn a_key_given_twice_counts_with_its_last_value() {
+        let t = PayloadTypes::default()
+            .check(&video(
+                "a=rtpmap:108 H264/90000\r\na=fmtp:108 profile-level-id=42e01f;profile-level-id=42001f\r\n",
+            ))
+            .unwrap();
+        assert_eq!(
+            t.check(&video(
+                "a=rtpmap:108 H264/90000\r\na=fmtp:108 profile-level-id=42001f;profile-level-id=42e01f\r\n"
+            ))
+            .unwrap_err(),
+            SfuError::PayloadTypeChanged { pt: 108 }
+        );
+        assert!(t
+            .check(&video(
+                "a=rtpmap:108 H264/90000\r\na=fmtp:108 PROFILE-LEVEL-ID=42001f\r\n"
+            ))
+            .is_ok());
+    }
+
+    #[test]
+    fn every_fmtp_line_of_a_number_counts() {
+        let t = PayloadTypes::default()
+            .check(&video(
+                "a=rtpmap:108 H264/90000\r\n\
+                 a=fmtp:108 profile-level-id=42e01f\r\n\
+                 a=fmtp:108 profile-level-id=42001f\r\n",
+            ))
+            .unwrap();
+        assert!(t
+            .check(&video(
+                "a=rtpmap:108 H264/90000\r\na=fmtp:108 profile-level-id=42e01f\r\n"
+            ))
+            .is_err());
+    }
+
+    #[test]
+    fn two_rtpmaps_for_a_number_in_one_section_are_two_meanings() {
+        let sdp = video("a=rtpmap:110 VP8/90000\r\na=rtpmap:110 AV1/90000\r\n");
+        assert_eq!(
+            PayloadTypes::default().check(&sdp).unwrap_err(),
+            SfuError::PayloadTypeChanged { pt: 110 }
+        );
+        let twice = video("a=rtpmap:110 VP8/90000\r\na=rtpmap:110 VP8/90000\r\n");
+        assert!(PayloadTypes::default().check(&twice).is_ok());
+    }
+
+    #[test]
+    fn values_str0m_does_not_split_are_compared_as_written() {
+        assert_eq!(fmtp("0-16"), Fmtp::Other("0-16".into()));
+        assert_eq!(fmtp("111/111"), Fmtp::Other("111/111".into()));
+        for bad in ["a=1 b=2", "a=", "=1", "a=1\r", "a=1;\x0b", ""] {
+            assert!(matches!(fmtp(bad), Fmtp::Other(_)), "{bad:?}");
+        }
+        let pairs = |s: &str| match fmtp(s) {
+            Fmtp::Params(p) => p.into_iter().collect::<Vec<_>>(),
+            Fmtp::Other(o) => panic!("{s:?} read as {o:?}"),
+        };
+        let expected = vec![("apt".to_string(), "96".to_string())];
+        for good in [
+            "apt=96",
+            " apt=96 ",
+            "apt=96;",
+            "apt=96 ; ",
+            "\tapt=96\t;\t",
+        ] {
+            assert_eq!(pairs(good), expected, "{good:?}");
+        }
+        // str0m's key stops at `=` only (`;` is part of it), its value at `;`.
+        assert_eq!(pairs("x;y=a=b"), [("x;y".into(), "a=b".into())]);
+        assert_eq!(
+            pairs("a=1;;b=2"),
+            [(";b".into(), "2".into()), ("a".into(), "1".into())]
+        );
+        let t = PayloadTypes::default()
+            .check(&video("a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n"))
+            .unwrap();
+        assert!(t
+            .check(&video("a=rtpmap:63 red/48000/2\r\na=fmtp:63 111 /111\r\n"))
+            .is_err());
+    }
+
+    /// The last line of a section before the next `m=` reads as any other line.
+    #[test]
+    fn a_line_last_in_its_section_reads_the_same() {
+        let last = "a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
+        let sdp = format!(
+            "{}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+            video(last)
+        );
+        let t = PayloadTypes::default().check(&sdp).unwrap();
+        let not_last = video(&format!("{last}a=rtcp-fb:97 nack\r\n"));
+        assert!(t.check(&not_last).is_ok());
+        assert_eq!(t.known[&97].fmtp, vec![fmtp("apt=96")]);
     }
 
     #[test]

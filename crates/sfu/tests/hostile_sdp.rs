@@ -154,3 +154,57 @@ fn a_renegotiation_that_changes_a_payload_type_is_refused_and_the_call_carries_o
     w.run_for(Duration::from_millis(200));
     still_talking(&mut w, a, b);
 }
+
+/// The `fuzz/corpus/sdp/crash-str0m-pt-claimed-twice` scenario: a join offer whose H.264
+/// `a=fmtp:108` value ends in a vertical tab (str0m keeps the tab in the value, cannot read the
+/// profile, and takes 108 for its Baseline entry), then a re-offer that adds a receive-only
+/// video m-line with the clean line (108 is Constrained Baseline again, and str0m may not remap
+/// the number of a line the client receives on). str0m would claim 108 twice and panic; the
+/// relay refuses the re-offer, and the same re-offer with 108 unchanged is answered.
+#[test]
+fn a_payload_type_str0m_reads_differently_in_a_new_receiving_line_is_refused() {
+    let mut w = World::new();
+    let now = w.now;
+    let offer = fresh_offer(&w, 9);
+    let clean =
+        "a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+    assert!(offer.contains(clean), "{offer}");
+    let joined = offer.replace(clean, &clean.replace("\r\n", "\x0b\r\n"));
+    w.sfu
+        .add_participant(
+            now,
+            RoomKey(1),
+            ParticipantId(9),
+            RoomKind::Video,
+            Some(&joined),
+        )
+        .expect("the join is answered");
+    // The join offer again, plus a copy of its video m-line that receives (new mid, no SSRCs).
+    let video = &joined[joined.find("m=video").expect("a video m-line")..];
+    let received: String = video
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=ssrc") && !l.starts_with("a=msid:"))
+        .map(|l| match l {
+            "a=sendonly\r\n" => "a=recvonly\r\n",
+            l if l.starts_with("a=mid:") => "a=mid:zz9\r\n",
+            l => l,
+        })
+        .collect();
+    let group = joined
+        .lines()
+        .find(|l| l.starts_with("a=group:BUNDLE "))
+        .expect("a BUNDLE group");
+    let reoffer = format!("{joined}{received}").replace(group, &format!("{group} zz9"));
+    let err = w
+        .sfu
+        .handle_sdp_offer(now, ParticipantId(9), &reoffer.replace('\x0b', ""))
+        .expect_err("108 means something else to str0m: refused");
+    assert_eq!(err, SfuError::PayloadTypeChanged { pt: 108 });
+    assert_eq!(w.sfu.stats().sessions_panicked, 0, "str0m never saw it");
+    assert_eq!(w.sfu.participant_count(), 1, "nobody removed");
+    w.sfu
+        .handle_sdp_offer(now, ParticipantId(9), &reoffer)
+        .expect("the re-offer with 108 unchanged is answered");
+    assert_eq!(w.sfu.stats().sessions_panicked, 0);
+    assert_eq!(w.sfu.participant_count(), 1);
+}
