@@ -42,7 +42,8 @@ impl Sfu {
             room_kind.unwrap_or(RoomKind::Video),
             self.config.max_tracks_per_participant,
         )?;
-        let payload_types = p.payload_types.check(offer_sdp)?;
+        let (payload_types, answered_types) =
+            p.payload_types.check_offer(&p.answered_types, offer_sdp)?;
         // str0m panics on some hostile offers (e.g. a renegotiation that changes the format
         // parameters of a payload type it already locked, found by the `sdp` fuzz target): that
         // costs this participant only, never the worker thread and everyone on it.
@@ -56,6 +57,7 @@ impl Sfu {
             }
         };
         p.payload_types.commit(payload_types);
+        p.answered_types.commit(answered_types);
         // An ICE restart (the offer carries new ICE credentials: a client that moved to another
         // network) gives this side new credentials too (RFC 8445 §9): STUN is routed by our
         // ufrag, so the route follows. The learned addresses stay until ICE replaces them.

@@ -75,6 +75,8 @@ enum Fmtp {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PayloadTypes {
     known: BTreeMap<u8, Meaning>,
+    /// The mids of the m-sections these SDPs defined payload types in.
+    mids: std::collections::BTreeSet<String>,
 }
 
 impl PayloadTypes {
@@ -82,19 +84,61 @@ impl PayloadTypes {
     /// what earlier SDPs defined. Returns the merged table to [`Self::commit`] once the SDP
     /// has been accepted; `self` is left unchanged either way.
     pub(crate) fn check(&self, sdp: &str) -> Result<PayloadTypes, SfuError> {
+        let sections = sections(sdp);
+        consistent(&sections)?;
         let mut merged = self.clone();
-        for (pt, meaning) in meanings(sdp) {
-            match merged.known.get(&pt) {
+        for (mid, meanings) in sections {
+            merged.merge(mid, meanings)?;
+        }
+        Ok(merged)
+    }
+
+    /// [`Self::check`] for a client's offer, whose m-sections come from two places: its own
+    /// lines, checked against its earlier offers (`self`), and the lines the relay offered it
+    /// (mids its answers defined), checked against those answers (`answered`). A browser's
+    /// re-offer repeats the relay's lines with the numbers of the relay's offer, which need not
+    /// mean what its own first offer gave them: str0m may number its own codecs with a number
+    /// the client used for a codec str0m lacks (Chromium's FEC, for one), and Chromium then
+    /// renumbers that codec in its own line. The offer must still be consistent in itself.
+    /// Returns both merged tables, to commit once the offer is accepted.
+    pub(crate) fn check_offer(
+        &self,
+        answered: &PayloadTypes,
+        sdp: &str,
+    ) -> Result<(PayloadTypes, PayloadTypes), SfuError> {
+        let sections = sections(sdp);
+        consistent(&sections)?;
+        let (mut own, mut relay) = (self.clone(), answered.clone());
+        for (mid, meanings) in sections {
+            let relays = mid
+                .as_ref()
+                .is_some_and(|m| answered.mids.contains(m) && !self.mids.contains(m));
+            if relays {
+                relay.merge(mid, meanings)?;
+            } else {
+                own.merge(mid, meanings)?;
+            }
+        }
+        Ok((own, relay))
+    }
+
+    /// Adds one section's meanings, refusing a number that meant something else before.
+    fn merge(&mut self, mid: Option<String>, meanings: Vec<(u8, Meaning)>) -> Result<(), SfuError> {
+        for (pt, meaning) in meanings {
+            match self.known.get(&pt) {
                 Some(before) if *before != meaning => {
                     return Err(SfuError::PayloadTypeChanged { pt });
                 }
                 Some(_) => {}
                 None => {
-                    merged.known.insert(pt, meaning);
+                    self.known.insert(pt, meaning);
                 }
             }
         }
-        Ok(merged)
+        if let Some(mid) = mid {
+            self.mids.insert(mid);
+        }
+        Ok(())
     }
 
     /// Keeps the table [`Self::check`] returned, after the SDP was accepted.
@@ -103,9 +147,30 @@ impl PayloadTypes {
     }
 }
 
-/// The `a=rtpmap` and `a=fmtp` lines of one audio or video m-section.
+/// One m-section's mid and the payload types it defines, with their meanings.
+type Defined = (Option<String>, Vec<(u8, Meaning)>);
+
+/// One meaning per number across all of an SDP's m-sections (RFC 8843 §9.1).
+fn consistent(sections: &[Defined]) -> Result<(), SfuError> {
+    let mut seen: BTreeMap<u8, &Meaning> = BTreeMap::new();
+    for (pt, meaning) in sections.iter().flat_map(|(_, m)| m) {
+        match seen.get(pt) {
+            Some(before) if *before != meaning => {
+                return Err(SfuError::PayloadTypeChanged { pt: *pt });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(*pt, meaning);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `a=rtpmap` and `a=fmtp` lines of one audio or video m-section, and its mid.
 #[derive(Default)]
 struct Section<'a> {
+    mid: Option<String>,
     rtpmaps: Vec<(u8, &'a str)>,
     fmtps: Vec<(u8, Fmtp)>,
 }
@@ -131,16 +196,22 @@ impl Section<'_> {
     }
 }
 
-/// Every payload type an SDP's audio and video m-sections define with `a=rtpmap`, with its
-/// meaning, in order (a number defined twice appears twice).
-fn meanings(sdp: &str) -> Vec<(u8, Meaning)> {
+/// Every audio and video m-section of an SDP, with its mid and the payload types it defines
+/// with `a=rtpmap`, with their meanings, in order (a number defined twice appears twice).
+fn sections(sdp: &str) -> Vec<Defined> {
     let mut out = Vec::new();
     let mut section: Option<Section> = None;
+    let finish = |s: Section, out: &mut Vec<Defined>| {
+        let mid = s.mid.clone();
+        let mut meanings = Vec::new();
+        s.meanings(&mut meanings);
+        out.push((mid, meanings));
+    };
     // `lines` ends lines at `\n` or `\r\n`, as str0m does.
     for line in sdp.lines() {
         if let Some(m) = line.strip_prefix("m=") {
             if let Some(s) = section.take() {
-                s.meanings(&mut out);
+                finish(s, &mut out);
             }
             let kind = m.split(' ').next();
             section = matches!(kind, Some("audio" | "video")).then(Section::default);
@@ -149,14 +220,17 @@ fn meanings(sdp: &str) -> Vec<(u8, Meaning)> {
                 s.rtpmaps.push((pt, value));
             } else if let Some((pt, value)) = line.strip_prefix("a=fmtp:").and_then(split_pt) {
                 s.fmtps.push((pt, fmtp(value)));
+            } else if let Some(mid) = line.strip_prefix("a=mid:") {
+                s.mid.get_or_insert_with(|| mid.to_owned());
             }
         }
     }
     if let Some(s) = section {
-        s.meanings(&mut out);
+        finish(s, &mut out);
     }
     out
 }
+
 
 /// `"96 VP8/90000"` → `(96, "VP8/90000")`; `None` unless the number is a payload type (0–127)
 /// as str0m reads it: the text up to the first space, nothing trimmed.
@@ -405,5 +479,96 @@ mod tests {
         ] {
             assert!(PayloadTypes::default().check(s).is_ok());
         }
+    }
+
+    fn section(mid: &str, dir: &str, lines: &[&str]) -> String {
+        let mut s = format!("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na={dir}\r\n");
+        for l in lines {
+            s.push_str(l);
+            s.push_str("\r\n");
+        }
+        s
+    }
+
+    #[test]
+    fn a_reoffer_repeats_the_relays_lines_with_the_relays_numbers() {
+        // Chromium's first offer: 121 is its FEC.
+        let first = format!(
+            "v=0\r\n{}",
+            section(
+                "1",
+                "sendonly",
+                &["a=rtpmap:96 VP8/90000", "a=rtpmap:121 ulpfec/90000"]
+            )
+        );
+        let own = PayloadTypes::default().check(&first).unwrap();
+        // Its answer to the relay's offer: str0m numbered H.264's RTX 121.
+        let answer = format!(
+            "v=0\r\n{}",
+            section(
+                "x1",
+                "recvonly",
+                &[
+                    "a=rtpmap:127 H264/90000",
+                    "a=rtpmap:121 rtx/90000",
+                    "a=fmtp:121 apt=127"
+                ]
+            )
+        );
+        let answered = PayloadTypes::default().check(&answer).unwrap();
+        // The re-offer (a screen added): its own line renumbered FEC, the relay's line as answered.
+        let reoffer = format!(
+            "v=0\r\n{}{}{}",
+            section(
+                "1",
+                "sendonly",
+                &["a=rtpmap:96 VP8/90000", "a=rtpmap:54 ulpfec/90000"]
+            ),
+            section(
+                "x1",
+                "recvonly",
+                &[
+                    "a=rtpmap:127 H264/90000",
+                    "a=rtpmap:121 rtx/90000",
+                    "a=fmtp:121 apt=127"
+                ]
+            ),
+            section("2", "sendonly", &["a=rtpmap:96 VP8/90000"]),
+        );
+        assert!(
+            own.check(&reoffer).is_err(),
+            "one table for everything refuses it"
+        );
+        let (own2, answered2) = own.check_offer(&answered, &reoffer).expect("accepted");
+        assert!(own2.mids.contains("2") && answered2.mids.contains("x1"));
+        // A new line of the client's own that gives 121 another meaning is still refused.
+        let hostile = format!(
+            "v=0\r\n{}{}",
+            section("1", "sendonly", &["a=rtpmap:96 VP8/90000"]),
+            section(
+                "3",
+                "recvonly",
+                &[
+                    "a=rtpmap:127 H264/90000",
+                    "a=rtpmap:121 rtx/90000",
+                    "a=fmtp:121 apt=127"
+                ]
+            ),
+        );
+        assert_eq!(
+            own.check_offer(&answered, &hostile).unwrap_err(),
+            SfuError::PayloadTypeChanged { pt: 121 }
+        );
+        // And an offer must agree with itself.
+        let split = format!(
+            "v=0\r\n{}{}",
+            section("1", "sendonly", &["a=rtpmap:121 ulpfec/90000"]),
+            section(
+                "x1",
+                "recvonly",
+                &["a=rtpmap:121 rtx/90000", "a=fmtp:121 apt=127"]
+            ),
+        );
+        assert!(own.check_offer(&answered, &split).is_err());
     }
 }
