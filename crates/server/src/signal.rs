@@ -834,6 +834,7 @@ fn budget_kind(m: &ClientMessage) -> BudgetKind {
         | Some(Msg::Join(_))
         | Some(Msg::Resume(_))
         | Some(Msg::LobbyDecision(_))
+        | Some(Msg::ScreenShare(_))
         | None => BudgetKind::Other,
     }
 }
@@ -1015,6 +1016,32 @@ async fn handle_message(
             false
         }
         Msg::Ping(p) => send(socket, server_message::Msg::Pong(Pong { nonce: p.nonce })).await,
+        Msg::ScreenShare(ss) => {
+            let (tx, rx) = oneshot::channel();
+            s.media.send(
+                a.room,
+                Command::ScreenShare {
+                    participant: a.pid,
+                    active: ss.active,
+                    reply: tx,
+                },
+            );
+            match rx.await {
+                Ok(Err(name)) => {
+                    send_error(
+                        s,
+                        socket,
+                        &Refusal::new(
+                            "screen_share_busy",
+                            format!("{name} is sharing their screen: one person at a time"),
+                        ),
+                    )
+                    .await
+                }
+                Ok(Ok(())) => true,
+                Err(_) => false,
+            }
+        }
         Msg::LobbyDecision(d) => {
             if !a.host {
                 return send_error(

@@ -124,6 +124,16 @@ pub enum Command {
     /// Tells one participant of `room` that the link's creator muted its microphone; the
     /// reply says whether it was there.
     RequestMute(RoomKey, ParticipantId, oneshot::Sender<bool>),
+    /// A participant claims (`active`) or gives back its room's screen share; the reply is
+    /// `Err(name of the sharer)` when someone else holds it.
+    ScreenShare {
+        /// Who.
+        participant: ParticipantId,
+        /// Claim or give back.
+        active: bool,
+        /// `Ok` or who shares now.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// The worker's rooms (only `Some` room's, if given), for the operator's room API.
     Inspect(Option<RoomKey>, oneshot::Sender<Vec<RoomReport>>),
     /// Removes everyone in a room.

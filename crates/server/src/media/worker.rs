@@ -13,7 +13,7 @@ use callrelay_links::UserId;
 use callrelay_proto::server_message::Msg;
 use callrelay_proto::signal::{
     ActiveSpeaker, Error as ErrorMsg, MuteChanged, MuteRequested, Participant, ParticipantJoined,
-    ParticipantLeft, Removed, SessionDescription, TrackPublished, TrackUnpublished,
+    ParticipantLeft, Removed, ScreenShared, SessionDescription, TrackPublished, TrackUnpublished,
 };
 use callrelay_proto::ServerMessage;
 use callrelay_sfu::{Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind};
@@ -172,6 +172,8 @@ struct RoomInfo {
     creator: UserId,
     /// When its first participant joined.
     since: chrono::DateTime<chrono::Utc>,
+    /// Who shares their screen (one at a time).
+    sharer: Option<ParticipantId>,
 }
 
 struct Worker {
@@ -536,6 +538,31 @@ impl Worker {
         self.backlogged = still;
     }
 
+    /// Tells the whole room (the sharer included) who shares now.
+    fn screen_shared(&mut self, room: RoomKey, participant: ParticipantId, active: bool) {
+        self.tell_room(
+            room,
+            None,
+            Msg::ScreenShare(ScreenShared {
+                participant_id: participant.to_string(),
+                active,
+            }),
+        );
+    }
+
+    /// The sharer gave the screen share back or left.
+    fn stop_share(&mut self, room: RoomKey, participant: ParticipantId) {
+        let held = self
+            .rooms
+            .get_mut(&room)
+            .filter(|r| r.sharer == Some(participant))
+            .map(|r| r.sharer = None)
+            .is_some();
+        if held {
+            self.screen_shared(room, participant, false);
+        }
+    }
+
     /// `participant.left` (with the reason), and `participant.removed` or `participant.blocked`
     /// when the creator or an operator removed or blocked them.
     fn participant_left_event(
@@ -623,6 +650,7 @@ impl Worker {
                     .with_label_values(&[reason.as_str()])
                     .inc();
                 self.participant_left_event(room, participant, reason);
+                self.stop_share(room, participant);
                 self.tell_room(
                     room,
                     Some(participant),
@@ -678,8 +706,21 @@ impl Worker {
                     TrackKind::Audio => "audio",
                     TrackKind::Video => "video",
                 };
+                let sharing = self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.sharer == Some(participant));
+                let mut source = if kind == "video" {
+                    "camera"
+                } else {
+                    "microphone"
+                };
                 if kind == "video" {
                     if let Some(s) = self.sessions.get_mut(&participant) {
+                        // A sharer's video beyond its camera is the screen.
+                        if sharing && !s.video_mids.is_empty() {
+                            source = "screen";
+                        }
                         s.video_mids.push(mid);
                     }
                     self.metrics
@@ -699,6 +740,7 @@ impl Worker {
                         participant_id: participant.to_string(),
                         kind: kind.into(),
                         mid: mid.to_string(),
+                        source: source.into(),
                     }),
                 );
             }
@@ -874,10 +916,21 @@ impl Worker {
                                 link: req.link,
                                 creator: req.creator,
                                 since: chrono::Utc::now(),
+                                sharer: None,
                             });
                         }
                         let sdp = answer.unwrap_or_default();
                         let _ = reply.send(Ok(JoinReply { sdp, participants }));
+                        // Queued behind `joined` (the session sends that first).
+                        if let Some(sharer) = self.rooms.get(&req.room).and_then(|r| r.sharer) {
+                            self.tell(
+                                req.participant,
+                                Msg::ScreenShare(ScreenShared {
+                                    participant_id: sharer.to_string(),
+                                    active: true,
+                                }),
+                            );
+                        }
                     }
                     Err(e) => {
                         self.sessions.remove(&req.participant);
@@ -951,6 +1004,42 @@ impl Worker {
                         .remove_participant(now, p, RemoveReason::Kicked)
                         .is_ok();
                 let _ = reply.send(removed);
+            }
+            Command::ScreenShare {
+                participant,
+                active,
+                reply,
+            } => {
+                let Some(room) = self.sessions.get(&participant).map(|s| s.room) else {
+                    let _ = reply.send(Ok(()));
+                    return true;
+                };
+                let holder = self.rooms.get(&room).and_then(|r| r.sharer);
+                match (active, holder) {
+                    (true, Some(h)) if h != participant => {
+                        let name = self
+                            .sessions
+                            .get(&h)
+                            .map(|s| s.name.clone())
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| "someone".into());
+                        let _ = reply.send(Err(name));
+                    }
+                    (true, _) => {
+                        if let Some(r) = self.rooms.get_mut(&room) {
+                            r.sharer = Some(participant);
+                        }
+                        let _ = reply.send(Ok(()));
+                        self.screen_shared(room, participant, true);
+                    }
+                    (false, Some(h)) if h == participant => {
+                        let _ = reply.send(Ok(()));
+                        self.stop_share(room, participant);
+                    }
+                    (false, _) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
             Command::RequestMute(room, p, reply) => {
                 let here = self.sessions.get(&p).is_some_and(|s| s.room == room);

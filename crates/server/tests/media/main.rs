@@ -14,6 +14,7 @@ mod leave_and_mute;
 mod lobby;
 mod revoke_removes_everyone;
 mod room_full_at_signaling;
+mod screen_share;
 mod simulcast_preference;
 mod voice_refuses_video;
 mod webhook_events;
