@@ -433,6 +433,58 @@ test('invite from the call (the URL with its key, as text and a QR code), and sw
   }
 });
 
+test('screen sharing: the other side sees a screen tile (E2EE on), a second sharer is told who shares, stopping removes the tile', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  await waitDecoding(bob, 1);
+  // Headless Chromium has no screen to pick: the page's getDisplayMedia gets a moving canvas
+  // instead (only the OS picker is replaced; capture, E2EE and the relay are real).
+  await alice.evaluate(() => {
+    navigator.mediaDevices.getDisplayMedia = async () => {
+      const c = document.createElement('canvas');
+      c.width = 640;
+      c.height = 360;
+      const g = c.getContext('2d');
+      let n = 0;
+      setInterval(() => {
+        g.fillStyle = `hsl(${(n += 7) % 360} 80% 50%)`;
+        g.fillRect(0, 0, 640, 360);
+        g.fillStyle = '#000';
+        g.fillText(`slide ${n}`, 20, 40);
+      }, 50);
+      return c.captureStream(15);
+    };
+  });
+  await alice.getByTestId('share-screen').click();
+  const tile = bob.getByTestId('screen-tile');
+  await tile.waitFor({ timeout: 10000 });
+  assert.match(await tile.textContent(), /Alice's screen/);
+  await bob.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=screen-tile] video');
+    return v && v.videoWidth === 640 && v.currentTime > 1;
+  }, null, { timeout: 15000 });
+  assert.equal(await tile.getAttribute('data-announced'), 'true', 'the relay said it is a screen');
+  assert.equal(await bob.locator('[data-testid=tile]').count(), 1, 'Alice\'s camera keeps its own tile');
+  for (const p of [alice, bob]) assert.equal(await p.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
+  // Bob may not share while Alice does.
+  await bob.getByTestId('share-screen').click();
+  await bob.waitForFunction(() => /Alice is sharing their screen/.test(document.querySelector('[data-testid=notice]')?.textContent || ''), null, { timeout: 5000 });
+  assert.equal(await bob.getByTestId('share-screen').getAttribute('aria-pressed'), 'false');
+  // Alice stops: the tile goes.
+  await alice.getByTestId('share-screen').click();
+  await tile.waitFor({ state: 'detached', timeout: 10000 });
+  for (const p of [alice, bob]) {
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  }
+});
+
 test('a draining relay past its deadline: both pages reconnect by themselves to its replacement, media flows again', { timeout: 120000 }, async (t) => {
   if (needsMedia(t)) return;
   // A dev relay; its replacement (same port, same data dir) signs with a new generated secret, so

@@ -173,6 +173,10 @@ export class Call {
     // Microphone, camera and speaker, switchable during the call.
     this.devicesEl = h('div', { class: 'devices-panel', hidden: true });
     const devices = h('button', { type: 'button', 'data-testid': 'devices', onclick: () => this.toggleDevices() }, 'Devices');
+    // Screen sharing: one person at a time per call (the relay holds the claim).
+    this.screenBtn = this.video && navigator.mediaDevices?.getDisplayMedia
+      ? h('button', { type: 'button', 'data-testid': 'share-screen', 'aria-pressed': 'false', onclick: () => this.toggleScreen() }, 'Share screen')
+      : null;
     this.removedEl = h('div', { class: 'removed', hidden: true });
     this.noticeEl = h('p', { class: 'notice', role: 'status', 'data-testid': 'notice', hidden: true });
     // The creator's prompt: people waiting in the lobby (links created with require_approval).
@@ -194,7 +198,7 @@ export class Call {
       this.lobbyEl,
       this.tilesEl,
       h('aside', { class: 'side' }, h('h2', {}, 'In this call'), this.listEl),
-      h('div', { class: 'controls' }, this.micBtn, this.camBtn, invite, devices, leave),
+      h('div', { class: 'controls' }, this.micBtn, this.camBtn, this.screenBtn, invite, devices, leave),
       this.inviteEl,
       this.devicesEl,
       this.removedEl));
@@ -248,6 +252,100 @@ export class Call {
   notify(text) {
     this.noticeEl.textContent = text;
     this.noticeEl.hidden = false;
+  }
+
+  toggleScreen() {
+    if (this.screen) this.stopScreen();
+    else this.startScreen();
+  }
+
+  /**
+   * Claims the call's screen share, then publishes the screen as a second video track (its own
+   * sender, with its E2EE transform set in the same task, as for the camera) and offers it.
+   */
+  async startScreen() {
+    if (this.screen || this.sharePending) return;
+    this.sharePending = true;
+    try {
+      this.send({ screen_share: { active: true } });
+      const granted = await new Promise((resolve) => {
+        this.shareWaiter = resolve;
+        setTimeout(() => resolve(false), 5000);
+      });
+      this.shareWaiter = null;
+      if (!granted) return;
+      let display;
+      try {
+        display = await navigator.mediaDevices.getDisplayMedia({ video: true });
+      } catch (err) {
+        this.send({ screen_share: { active: false } });
+        this.notify(`Screen sharing did not start (${err.name}).`);
+        return;
+      }
+      const [track] = display.getVideoTracks();
+      const conn = this.conn;
+      const transceiver = conn.pc.addTransceiver(track, { direction: 'sendonly', streams: this.stream ? [this.stream] : [] });
+      this.attachSender(transceiver.sender, 'video');
+      // VP8 and its RTX only: the E2EE transform knows VP8's clear header, and Chromium numbers
+      // a line added later afresh: with FEC it gave a payload type of the call (121, RTX of
+      // H.264 in the receiving lines) a second meaning, which the relay refuses.
+      this.preferVp8(transceiver, { vp8Only: true });
+      this.screen = { track, transceiver, conn };
+      track.addEventListener('ended', () => this.stopScreen());
+      this.screenBtn.textContent = 'Stop sharing';
+      this.screenBtn.setAttribute('aria-pressed', 'true');
+      this.notify('You are sharing your screen.');
+      await this.renegotiate(conn);
+    } finally {
+      this.sharePending = false;
+    }
+  }
+
+  async stopScreen() {
+    const screen = this.screen;
+    if (!screen) return;
+    this.screen = null;
+    screen.track.stop();
+    this.screenBtn.textContent = 'Share screen';
+    this.screenBtn.setAttribute('aria-pressed', 'false');
+    if (screen.conn === this.conn && this.conn) {
+      try {
+        this.conn.pc.removeTrack(screen.transceiver.sender);
+        await this.renegotiate(this.conn);
+      } catch (err) {
+        console.warn('stop sharing', err);
+      }
+    }
+    this.send({ screen_share: { active: false } });
+  }
+
+  /** Offers our current senders again (the relay answers with `answer`). */
+  async renegotiate(conn) {
+    const offer = await conn.pc.createOffer();
+    await conn.pc.setLocalDescription(offer);
+    if (conn === this.conn) this.send({ offer: { sdp: conn.pc.localDescription.sdp } });
+  }
+
+  /** Another participant's screen: a tile of its own. */
+  showScreenTile(p, pid, track) {
+    const { h } = this;
+    this.removeScreenTile(p);
+    const video = h('video', { autoplay: true, playsinline: true, muted: true });
+    video.muted = true;
+    video.srcObject = new MediaStream([track]);
+    const label = `${p.info.name || p.info.user_id || 'Guest'}'s screen`;
+    const el = h('div', { class: 'tile screen', 'data-testid': 'screen-tile', 'data-participant': pid, 'data-announced': String(!!p.screenAnnounced) },
+      video, h('span', { class: 'name' }, label));
+    p.screenTile = { el, video, track };
+    this.tilesEl.prepend(el);
+    track.addEventListener('ended', () => {
+      if (p.screenTile?.track === track) this.removeScreenTile(p);
+    });
+  }
+
+  removeScreenTile(p) {
+    p.screenTile?.el.remove();
+    p.screenTile = null;
   }
 
   toggleInvite() {
@@ -396,6 +494,7 @@ export class Call {
   removeParticipant(pid) {
     const p = this.participants.get(pid);
     if (!p) return;
+    this.removeScreenTile(p);
     p.tile.el.remove();
     p.item.remove();
     this.participants.delete(pid);
@@ -465,6 +564,13 @@ export class Call {
    * 'ended' (the call ended). After 'joined', losing this connection starts `reconnect()`.
    */
   connect(join) {
+    // A new connection (a rejoin) starts without the screen: the claim went with the old one.
+    if (this.screen) {
+      this.screen.track.stop();
+      this.screen = null;
+      this.screenBtn.textContent = 'Share screen';
+      this.screenBtn.setAttribute('aria-pressed', 'false');
+    }
     this.disconnect(this.conn);
     this.join = join;
     const conn = { epoch: ++this.epoch, queue: Promise.resolve(), joined: false, prevEncoded: 0 };
@@ -695,13 +801,14 @@ export class Call {
     }
   }
 
-  preferVp8(transceiver) {
-    // The relay reads the clear VP8 header; keep VP8 first (and RTX, RED, FEC as they are).
+  preferVp8(transceiver, { vp8Only = false } = {}) {
+    // The relay reads the clear VP8 header; keep VP8 first (and RTX, RED, FEC as they are, or
+    // only RTX with `vp8Only`).
     try {
       const caps = RTCRtpSender.getCapabilities('video');
       if (!caps || !transceiver.setCodecPreferences) return;
       const vp8 = caps.codecs.filter((c) => /vp8/i.test(c.mimeType));
-      const rest = caps.codecs.filter((c) => /rtx|red|ulpfec|flexfec/i.test(c.mimeType));
+      const rest = caps.codecs.filter((c) => (vp8Only ? /rtx/i : /rtx|red|ulpfec|flexfec/i).test(c.mimeType));
       if (vp8.length) transceiver.setCodecPreferences([...vp8, ...rest]);
     } catch {
       /* keep the browser's order */
@@ -737,7 +844,10 @@ export class Call {
     if (!pid) return;
     if (!this.participants.has(pid)) this.addParticipant({ participant_id: pid, name: '', user_id: '' });
     const p = this.participants.get(pid);
-    if (e.track.kind === 'video') {
+    if (e.track.kind === 'video' && p.videoTrack && p.videoTrack !== e.track && p.videoTrack.readyState === 'live') {
+      // A second live video of one person: their screen.
+      this.showScreenTile(p, pid, e.track);
+    } else if (e.track.kind === 'video') {
       p.videoTrack = e.track;
       p.tile.video.srcObject = new MediaStream([e.track]);
       p.tile.hasVideo = true;
@@ -858,6 +968,24 @@ export class Call {
       case 'answer':
         await this.pc.setRemoteDescription({ type: 'answer', sdp: body.sdp });
         break;
+      case 'screen_share':
+        if (body.participant_id === this.self) {
+          this.shareWaiter?.(body.active);
+        } else {
+          const p = this.participants.get(body.participant_id);
+          if (p) {
+            p.sharing = body.active;
+            if (!body.active) this.removeScreenTile(p);
+          }
+        }
+        break;
+      case 'track_published':
+        if (body.source === 'screen') {
+          const p = this.participants.get(body.participant_id);
+          if (p) p.screenAnnounced = true;
+          if (p?.screenTile) p.screenTile.el.dataset.announced = 'true';
+        }
+        break;
       case 'participant_joined':
         this.addParticipant(body.participant);
         break;
@@ -901,12 +1029,17 @@ export class Call {
         }
         break;
       case 'error':
+        if (body.code === 'screen_share_busy') {
+          this.shareWaiter?.(false);
+          this.notify(body.message ? `${body.message[0].toUpperCase()}${body.message.slice(1)}.` : 'Someone else is sharing their screen.');
+          break;
+        }
         if (!this.conn.joined && RETRY_ERRORS.includes(body.code)) {
           this.conn.fail();
         } else if (!this.conn.joined || ['link_revoked', 'link_expired', 'join_refused', 'room_full'].includes(body.code)) {
           this.end(ERROR_TEXT[body.code] || 'The call could not be joined', body.code);
         } else {
-          console.warn('signal error', body.code);
+          console.warn('signal error', body.code, body.message);
         }
         break;
       default:
