@@ -231,7 +231,6 @@ fn sections(sdp: &str) -> Vec<Defined> {
     out
 }
 
-
 /// `"96 VP8/90000"` → `(96, "VP8/90000")`; `None` unless the number is a payload type (0–127)
 /// as str0m reads it: the text up to the first space, nothing trimmed.
 fn split_pt(s: &str) -> Option<(u8, &str)> {
