@@ -275,6 +275,9 @@ impl Metrics {
         for r in WEBHOOK_RESULTS {
             m.webhook_deliveries.with_label_values(&[r]);
         }
+        for t in crate::webhooks::EVENT_TYPES {
+            m.webhook_events.with_label_values(&[t]);
+        }
         for st in ["pending", "failed"] {
             m.webhook_outbox.with_label_values(&[st]);
         }
