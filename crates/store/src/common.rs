@@ -512,6 +512,23 @@ macro_rules! link_store_impl {
         const _: () = {
             use std::time::Duration;
 
+            /// Writes webhook messages to the outbox inside the open transaction `tx`.
+            macro_rules! insert_webhooks {
+                ($tx:ident, $messages:expr) => {
+                    for m in $messages.iter() {
+                        sqlx::query(c::INSERT_WEBHOOK)
+                            .bind(m.msg_id.as_str())
+                            .bind(m.endpoint.as_str())
+                            .bind(m.event_type.as_str())
+                            .bind(m.body.as_str())
+                            .bind(c::millis(m.created_at))
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                };
+            }
+
             use callrelay_links::{Link, LinkId, UserId};
             use chrono::{DateTime, Utc};
 
@@ -874,17 +891,7 @@ macro_rules! link_store_impl {
                             messages.extend(build(&row.into_due(link)?));
                         }
                     }
-                    for m in messages.iter() {
-                        sqlx::query(c::INSERT_WEBHOOK)
-                            .bind(m.msg_id.as_str())
-                            .bind(m.endpoint.as_str())
-                            .bind(m.event_type.as_str())
-                            .bind(m.body.as_str())
-                            .bind(c::millis(m.created_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                    }
+                    insert_webhooks!(tx, messages);
                     tx.commit().await.map_err(map_err)?;
                     Ok(fired)
                 }
@@ -907,17 +914,7 @@ macro_rules! link_store_impl {
                     for row in rows {
                         messages.extend(build(&row.into_link()?));
                     }
-                    for m in messages.iter() {
-                        sqlx::query(c::INSERT_WEBHOOK)
-                            .bind(m.msg_id.as_str())
-                            .bind(m.endpoint.as_str())
-                            .bind(m.event_type.as_str())
-                            .bind(m.body.as_str())
-                            .bind(c::millis(m.created_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                    }
+                    insert_webhooks!(tx, messages);
                     tx.commit().await.map_err(map_err)?;
                     Ok(announced)
                 }
@@ -927,17 +924,7 @@ macro_rules! link_store_impl {
                         return Ok(());
                     }
                     let mut tx = self.$write.$($begin)+.await.map_err(map_err)?;
-                    for m in messages.iter() {
-                        sqlx::query(c::INSERT_WEBHOOK)
-                            .bind(m.msg_id.as_str())
-                            .bind(m.endpoint.as_str())
-                            .bind(m.event_type.as_str())
-                            .bind(m.body.as_str())
-                            .bind(c::millis(m.created_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                    }
+                    insert_webhooks!(tx, messages);
                     tx.commit().await.map_err(map_err)
                 }
 
