@@ -384,11 +384,55 @@ both_backends!(
         }
         let r = s.join(&alice, first["id"].as_str().unwrap()).await;
         assert_eq!(r.status, StatusCode::OK);
-        assert!(
-            !*release_tx.borrow(),
-            "all of it happened while the endpoint still held its delivery"
-        );
+        // Had a request waited for the endpoint, it would have hit the client's 20 s timeout
+        // (the endpoint answers only below, and webhooks.timeout is 60 s) and failed above.
         release_tx.send(true).unwrap();
+        s.stop().await;
+        server.abort();
+    }
+);
+
+both_backends!(
+    a_reminder_found_over_an_hour_late_is_dropped,
+    |store: StoreHandle| async move {
+        let (url, got, server) = endpoint().await;
+        let s = TestServer::start(
+            &store,
+            &[
+                ("CALLRELAY_WEBHOOKS_URLS", &url),
+                (
+                    "CALLRELAY_WEBHOOKS_SECRET",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
+                ("CALLRELAY_LINKS_REMINDERS", "0s"),
+            ],
+        )
+        .await;
+        let alice = s.token("alice");
+        // t0 is 2026-03-01T12:00Z: one call at 13:00, one at 16:00.
+        s.create(
+            &alice,
+            json!({"title": "early", "scheduled_at": "2026-03-01T13:00:00Z"}),
+        )
+        .await;
+        s.create(
+            &alice,
+            json!({"title": "late", "scheduled_at": "2026-03-01T16:00:00Z"}),
+        )
+        .await;
+        // The relay "wakes up" at 16:01: 13:00's reminder is 3 h late, 16:00's 1 min.
+        s.clock.advance(chrono::Duration::minutes(4 * 60 + 1));
+        let e = wait_for(&got, "link.reminder").await;
+        assert_eq!(e["data"]["title"], "late");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let reminders: Vec<_> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "link.reminder")
+            .map(|e| e["data"]["title"].clone())
+            .collect();
+        assert_eq!(reminders, [json!("late")], "the 3 h late one was dropped");
         s.stop().await;
         server.abort();
     }
