@@ -7,6 +7,7 @@ import { join, dirname } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import jsQR from 'jsqr';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BINARY = process.env.CALLRELAY_BIN || join(ROOT, 'target', 'release', 'callrelay');
@@ -186,6 +187,26 @@ export async function waitDecoding(page, others, { video = true, videos = others
 export async function inCall(page) {
   await page.getByTestId('call-status').waitFor();
   await page.waitForFunction(() => ['joined', 'connected'].includes(document.querySelector('[data-testid=call-status]')?.dataset.state), null, { timeout: 15000 });
+}
+
+/**
+ * The text of the QR code drawn as SVG in `selector` of `page`: rasterised by the browser,
+ * decoded by jsQR in node (null if it does not decode).
+ */
+export async function qrText(page, selector) {
+  const img = await page.evaluate(async (sel) => {
+    const svg = document.querySelector(`${sel} svg`).outerHTML;
+    const im = new Image();
+    im.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
+    await im.decode();
+    const c = document.createElement('canvas');
+    c.width = c.height = 400;
+    const g = c.getContext('2d');
+    g.imageSmoothingEnabled = false;
+    g.drawImage(im, 0, 0, 400, 400);
+    return Array.from(g.getImageData(0, 0, 400, 400).data);
+  }, selector);
+  return jsQR(Uint8ClampedArray.from(img), 400, 400)?.data ?? null;
 }
 
 export function artifactsDir() {
