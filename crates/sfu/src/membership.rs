@@ -18,7 +18,7 @@ use crate::simulcast::RateMeter;
 use crate::slab::{Slot, SubId};
 use crate::speaker::SpeakerDetector;
 use crate::ssrc::SsrcTable;
-use crate::table::{OutState, TrackKey};
+use crate::table::{OutState, Track, TrackKey};
 use crate::timers::TimerEntry;
 use crate::{
     guarded, Event, ParticipantId, RemoveReason, RoomKey, RoomKind, Sfu, SfuError, Transmit,
@@ -67,6 +67,10 @@ pub(crate) struct Participant {
     /// Receive-only m-lines in the outstanding offer. str0m announces no `MediaAdded` for
     /// lines the local side offered, so they are published when the answer is accepted.
     pub(crate) recv_offered: Vec<Mid>,
+    /// Own tracks unpublished because the client stopped sending on their m-line (a screen
+    /// share that ended): kind and simulcast layers, to publish them again if it sends there
+    /// again.
+    pub(crate) stopped_tracks: Vec<(Mid, MediaKind, Vec<Rid>)>,
     pub(crate) dirty: bool,
     pub(crate) negotiate: bool,
     /// Latest egress bandwidth estimate towards this participant, bits/s (`None` until
@@ -230,6 +234,7 @@ impl Sfu {
             stopping: Vec::new(),
             recv_to_offer,
             recv_offered: Vec::new(),
+            stopped_tracks: Vec::new(),
             dirty: false,
             negotiate: false,
             estimate: None,
@@ -345,43 +350,24 @@ impl Sfu {
         }
         let room_key = p.room;
         // Its own tracks: unpublish, and stop the subscribers' m-lines.
-        let mut own: Vec<TrackKey> = Vec::new();
-        if let Some(room) = self.rooms.get_mut(&room_key) {
-            room.members.retain(|s| *s != slot);
-            room.speaker.forget(p.id);
-            room.tracks.retain(|key| {
-                if key.0 == slot {
-                    own.push(*key);
-                }
-                key.0 != slot
-            });
-        }
-        let mut stops: Vec<(Slot, Mid)> = Vec::new();
-        for key in own {
-            if let Some(t) = self.tracks.remove(&key) {
-                for sid in t.subscribers {
-                    if let Some(sub) = self.unsubscribe(sid) {
-                        if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
-                            stops.push((sub.subscriber, m));
-                        }
-                    }
-                }
+        let own: Vec<TrackKey> = match self.rooms.get_mut(&room_key) {
+            Some(room) => {
+                room.members.retain(|s| *s != slot);
+                room.speaker.forget(p.id);
+                room.tracks
+                    .iter()
+                    .copied()
+                    .filter(|k| k.0 == slot)
+                    .collect()
             }
-            self.events.push_back(Event::TrackUnpublished {
-                room: room_key,
-                participant: p.id,
-                mid: key.1,
-            });
+            None => Vec::new(),
+        };
+        for key in own {
+            self.unpublish(room_key, p.id, key);
         }
         // Its subscriptions to others.
         for sid in p.subscriptions.drain(..) {
             self.unsubscribe(sid);
-        }
-        for (s, m) in stops {
-            if let Some(sp) = self.participants.get_mut(s) {
-                sp.to_stop.push(m);
-            }
-            self.mark_negotiate(s);
         }
         if self
             .rooms
@@ -400,6 +386,38 @@ impl Sfu {
             participant: p.id,
             reason,
         });
+    }
+
+    /// Ends the published track `key` of `participant` (in `slot` `key.0`, room `room_key`):
+    /// its subscribers' m-lines are stopped in their next relay offer, and the room hears
+    /// [`Event::TrackUnpublished`]. Returns the track, if it was published.
+    pub(crate) fn unpublish(
+        &mut self,
+        room_key: RoomKey,
+        participant: ParticipantId,
+        key: TrackKey,
+    ) -> Option<Track> {
+        if let Some(room) = self.rooms.get_mut(&room_key) {
+            room.tracks.retain(|k| *k != key);
+        }
+        let mut t = self.tracks.remove(&key)?;
+        for sid in std::mem::take(&mut t.subscribers) {
+            let Some(sub) = self.unsubscribe(sid) else {
+                continue;
+            };
+            if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
+                if let Some(sp) = self.participants.get_mut(sub.subscriber) {
+                    sp.to_stop.push(m);
+                }
+                self.mark_negotiate(sub.subscriber);
+            }
+        }
+        self.events.push_back(Event::TrackUnpublished {
+            room: room_key,
+            participant,
+            mid: key.1,
+        });
+        Some(t)
     }
 }
 

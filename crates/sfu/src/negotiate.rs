@@ -84,9 +84,56 @@ impl Sfu {
             }
             self.mark_negotiate(slot);
         }
+        self.sending_changed(now, slot);
         self.mark_dirty(slot);
         self.flush(now);
         Ok(answer.to_sdp_string())
+    }
+
+    /// After the client's offer: its tracks on m-lines it no longer sends on (`inactive`,
+    /// `recvonly`: a screen share that ended) are unpublished, so the others' m-lines for them
+    /// stop and the room hears `TrackUnpublished`; a track it sends on again is published again.
+    fn sending_changed(&mut self, now: Instant, slot: Slot) {
+        let Some(p) = self.participants.get_mut(slot) else {
+            return;
+        };
+        let (room_key, id) = (p.room, p.id);
+        let sends = |rtc: &str0m::Rtc, mid: Mid| {
+            rtc.media(mid).is_some_and(|m| m.direction().is_receiving())
+        };
+        let mut again = Vec::new();
+        p.stopped_tracks.retain(|(mid, kind, layers)| {
+            let on = sends(&p.rtc, *mid);
+            if on {
+                again.push((*mid, *kind, layers.clone()));
+            }
+            !on
+        });
+        let ended: Vec<TrackKey> = self
+            .rooms
+            .get(&room_key)
+            .map(|r| {
+                r.tracks
+                    .iter()
+                    .copied()
+                    .filter(|k| k.0 == slot && !sends(&p.rtc, k.1))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in ended {
+            if let Some(t) = self.unpublish(room_key, id, key) {
+                let kind = match t.kind {
+                    TrackKind::Audio => MediaKind::Audio,
+                    TrackKind::Video => MediaKind::Video,
+                };
+                if let Some(p) = self.participants.get_mut(slot) {
+                    p.stopped_tracks.push((key.1, kind, t.layers));
+                }
+            }
+        }
+        for (mid, kind, layers) in again {
+            self.publish(now, slot, mid, kind, layers);
+        }
     }
 
     /// The client's answer to the last [`Event::SdpOffer`] it was sent.
