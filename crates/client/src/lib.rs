@@ -34,9 +34,11 @@
 #![forbid(unsafe_code)]
 
 mod member;
+pub mod model;
 pub mod sampled;
 
 pub use member::{rejoin_reason, Member, MemberEvent, RejoinPolicy};
+pub use model::{CallModel, RemoteTrack, TrackSource};
 pub use sampled::{DecryptUntil, RtpCounts, RtpStreamCounts, MAX_DECRYPT_SAMPLE};
 /// The codecs of [`ClientConfig::video_codec`].
 pub use str0m::format::Codec;
@@ -44,10 +46,12 @@ pub use str0m::format::Codec;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callrelay_proto::signal::{Join, Joined, Resume, SessionDescription, VideoPreference};
+use callrelay_proto::signal::{
+    Join, Joined, Resume, ScreenShare, SessionDescription, VideoPreference,
+};
 use callrelay_proto::{client_message, server_message, ClientMessage, ServerMessage};
 use futures::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -254,6 +258,7 @@ pub struct Client {
     task: JoinHandle<()>,
     connected: bool,
     rtp_counts: RtpCounts,
+    model: Arc<Mutex<CallModel>>,
 }
 
 /// Applies renegotiation offers to a [`Client`] from another task ([`Client::renegotiator`]).
@@ -299,6 +304,19 @@ enum Command {
         payload: Vec<u8>,
     },
     Signal(ClientMessage),
+    /// Claim the call's screen share, then publish the screen track (see
+    /// [`Client::share_screen`]); reply once the relay answered its offer.
+    ShareScreen {
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    /// Stop sending the screen track and give the claim back.
+    StopScreen {
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    /// One packet of the screen track.
+    Screen {
+        payload: Vec<u8>,
+    },
     /// Apply a remote offer that arrived by other means; reply with our answer.
     ApplyOffer {
         sdp: String,
@@ -542,7 +560,13 @@ impl Session {
         };
         let resume_token = joined.resume_token.clone();
         let rtp_counts = self.rtp_counts.clone();
+        let model = Arc::new(Mutex::new(CallModel::new(&joined)));
         let mut driver = Driver {
+            participant_id: participant_id.clone(),
+            model: model.clone(),
+            screen_mid: None,
+            screen_claim: None,
+            screen_answer: None,
             rtc: self.rtc,
             socket: self.socket,
             local_addr,
@@ -577,6 +601,7 @@ impl Session {
             task,
             connected: false,
             rtp_counts,
+            model,
         }
     }
 }
@@ -809,6 +834,58 @@ impl Client {
         Ok(seen)
     }
 
+    /// Shares a screen, as the web page's "Share screen" does: claims the call's screen share
+    /// (`screen_share{active:true}`; one sharer at a time), then publishes a second video
+    /// track, which the others see as `track_published{source:"screen"}`. Returns once the
+    /// relay answered the offer that adds it; [`ClientError::Refused`] with code
+    /// `screen_share_busy` when someone else shares. Send on it with [`Client::send_screen`].
+    pub async fn share_screen(&self) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::ShareScreen { reply })?;
+        tokio::time::timeout(JOIN_TIMEOUT, rx)
+            .await
+            .map_err(|_| ClientError::Timeout("screen share"))?
+            .map_err(|_| ClientError::Closed)?
+    }
+
+    /// Stops sharing: the screen's m-line goes inactive (the others hear
+    /// `track_unpublished`) and the claim is given back (`screen_share{active:false}`).
+    /// Returns once the relay answered. [`Client::share_screen`] shares again on the same line.
+    pub async fn stop_screen(&self) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::StopScreen { reply })?;
+        tokio::time::timeout(JOIN_TIMEOUT, rx)
+            .await
+            .map_err(|_| ClientError::Timeout("screen share stop"))?
+            .map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends one RTP packet (one frame, marker set) of the shared screen, in the client's
+    /// video codec; nothing while no screen is shared.
+    pub fn send_screen(&self, payload: Vec<u8>) -> Result<(), ClientError> {
+        self.command(Command::Screen { payload })
+    }
+
+    /// The others' published tracks as signaling announced them: microphone, camera, screen.
+    /// A newcomer learns the tracks already published right after `joined`.
+    pub fn remote_tracks(&self) -> Vec<RemoteTrack> {
+        self.model().tracks().to_vec()
+    }
+
+    /// Everyone else in the call now.
+    pub fn participants(&self) -> Vec<String> {
+        self.model().participants().to_vec()
+    }
+
+    /// Who shares their screen now (our own id when we do).
+    pub fn screen_sharer(&self) -> Option<String> {
+        self.model().screen_sharer().map(str::to_owned)
+    }
+
+    fn model(&self) -> std::sync::MutexGuard<'_, CallModel> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Hangs up: `leave` on signaling, DTLS close, then the session ends
     /// ([`ClientEvent::Closed`]).
     pub fn leave(&self) -> Result<(), ClientError> {
@@ -854,6 +931,16 @@ type WsStream = futures::stream::SplitStream<
 
 /// The background half: owns the `Rtc`, the UDP socket and the WebSocket.
 struct Driver {
+    /// Ours (empty without callrelay signaling).
+    participant_id: String,
+    /// The call as signaling describes it, shared with the [`Client`].
+    model: Arc<Mutex<CallModel>>,
+    /// The screen's m-line, once shared (kept, inactive, between shares).
+    screen_mid: Option<Mid>,
+    /// A screen-share claim waiting for the relay's verdict.
+    screen_claim: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// An offer that starts or stops the screen, waiting for the relay's answer.
+    screen_answer: Option<oneshot::Sender<Result<(), ClientError>>>,
     rtc: Rtc,
     socket: UdpSocket,
     local_addr: SocketAddr,
@@ -1261,8 +1348,12 @@ impl Driver {
                     self.pending_offer.take(),
                     SdpAnswer::from_sdp_string(&a.sdp),
                 ) {
-                    if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+                    let accepted = self.rtc.sdp_api().accept_answer(pending, answer);
+                    if let Err(e) = &accepted {
                         tracing::debug!(error = %e, "relay answer rejected");
+                    }
+                    if let Some(reply) = self.screen_answer.take() {
+                        let _ = reply.send(accepted.map_err(|e| ClientError::Sdp(e.to_string())));
                     }
                     // The restart took effect with the answer and dropped the old local
                     // candidates: the new socket's address is the one now.
@@ -1283,10 +1374,68 @@ impl Driver {
                     server_message::Msg::Removed(r),
                 )));
             }
-            Some(m) => self.emit(ClientEvent::Signal(ServerMessage::from(m))),
+            Some(m) => {
+                self.model
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .handle(&m);
+                match &m {
+                    server_message::Msg::ScreenShare(s)
+                        if s.active && s.participant_id == self.participant_id =>
+                    {
+                        if let Some(reply) = self.screen_claim.take() {
+                            self.offer_screen(Direction::SendOnly, reply).await;
+                        }
+                    }
+                    server_message::Msg::Error(e) if e.code == "screen_share_busy" => {
+                        if let Some(reply) = self.screen_claim.take() {
+                            let _ = reply.send(Err(ClientError::Refused {
+                                code: e.code.clone(),
+                                message: e.message.clone(),
+                            }));
+                        }
+                    }
+                    _ => {}
+                }
+                self.emit(ClientEvent::Signal(ServerMessage::from(m)))
+            }
             None => {}
         }
         Flow::Continue
+    }
+
+    /// Offers the screen's m-line sending (adding it the first time) or inactive; `reply`
+    /// hears how the relay's answer went.
+    async fn offer_screen(
+        &mut self,
+        direction: Direction,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    ) {
+        if self.pending_offer.is_some() || self.screen_answer.is_some() {
+            let _ = reply.send(Err(ClientError::Sdp(
+                "an offer of ours is still outstanding".into(),
+            )));
+            return;
+        }
+        let mut api = self.rtc.sdp_api();
+        match self.screen_mid {
+            Some(mid) => api.set_direction(mid, direction),
+            None => {
+                self.screen_mid =
+                    Some(api.add_media(MediaKind::Video, direction, None, None, None));
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            // Nothing changed (already in that direction).
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        self.pending_offer = Some(pending);
+        self.screen_answer = Some(reply);
+        let m = ClientMessage::from(client_message::Msg::Offer(SessionDescription {
+            sdp: offer.to_sdp_string(),
+        }));
+        self.signal(m).await;
     }
 
     async fn command(&mut self, c: Command) {
@@ -1329,6 +1478,48 @@ impl Driver {
             }
             Command::Signal(m) => {
                 self.signal(m).await;
+            }
+            Command::ShareScreen { reply } => {
+                if self.participant_id.is_empty() || self.screen_claim.is_some() {
+                    let _ = reply.send(Err(ClientError::WebSocket(
+                        "no signaling to claim the screen share over, or a claim is pending".into(),
+                    )));
+                    return;
+                }
+                self.screen_claim = Some(reply);
+                let claim = ClientMessage::from(client_message::Msg::ScreenShare(ScreenShare {
+                    active: true,
+                }));
+                self.signal(claim).await;
+            }
+            Command::StopScreen { reply } => {
+                if self.screen_mid.is_none() {
+                    let _ = reply.send(Err(ClientError::NoTrack("screen")));
+                    return;
+                }
+                self.offer_screen(Direction::Inactive, reply).await;
+                let give_back =
+                    ClientMessage::from(client_message::Msg::ScreenShare(ScreenShare {
+                        active: false,
+                    }));
+                self.signal(give_back).await;
+            }
+            Command::Screen { payload } => {
+                let Some(mid) = self.screen_mid else { return };
+                let Some(pt) = self.pt_for(self.video_codec) else {
+                    return;
+                };
+                let ts = media_time(now, self.start, 90_000);
+                let seq = self.next_seq(mid, None);
+                let mut api = self.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    return;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, ts, now, payload)
+                        .marker(true)
+                        .nackable(true),
+                );
             }
             Command::ApplyOffer { sdp, reply } => {
                 let answer = SdpOffer::from_sdp_string(&sdp)

@@ -137,12 +137,32 @@ struct Session {
     video_muted: bool,
     /// When the grant was presented; `None` once the first packet arrived.
     started: Option<Instant>,
-    /// Published video tracks: mid → simulcast layers known (for video preferences).
-    video_mids: Vec<callrelay_sfu::Mid>,
+    /// Its published tracks, in the order published (told to each newcomer after `joined`).
+    tracks: Vec<PublishedTrack>,
     /// Room updates waiting for room in `tx`, the latest per key (see [`Worker::tell`]).
     backlog: Vec<(Coalesce, Msg)>,
     /// When it joined.
     joined_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A track a session publishes, as `track_published` describes it.
+#[derive(Clone, Copy, Debug)]
+struct PublishedTrack {
+    mid: callrelay_sfu::Mid,
+    video: bool,
+    /// "microphone", "camera" or "screen".
+    source: &'static str,
+}
+
+impl PublishedTrack {
+    fn message(&self, participant: ParticipantId) -> Msg {
+        Msg::TrackPublished(TrackPublished {
+            participant_id: participant.to_string(),
+            kind: if self.video { "video" } else { "audio" }.into(),
+            mid: self.mid.to_string(),
+            source: self.source.into(),
+        })
+    }
 }
 
 /// Room updates a slow receiver only needs the latest of.
@@ -675,10 +695,10 @@ impl Worker {
                 }
                 // Dropping the sender ends the session once it has sent what is queued.
                 if let Some(s) = self.sessions.remove(&participant) {
-                    for _ in &s.video_mids {
+                    for t in &s.tracks {
                         self.metrics
                             .published_tracks
-                            .with_label_values(&["video"])
+                            .with_label_values(&[if t.video { "video" } else { "audio" }])
                             .dec();
                     }
                 }
@@ -702,69 +722,44 @@ impl Worker {
                 mid,
                 kind,
             } => {
-                let kind = match kind {
-                    TrackKind::Audio => "audio",
-                    TrackKind::Video => "video",
-                };
+                let video = kind == TrackKind::Video;
                 let sharing = self
                     .rooms
                     .get(&room)
                     .is_some_and(|r| r.sharer == Some(participant));
-                let mut source = if kind == "video" {
-                    "camera"
-                } else {
-                    "microphone"
+                let Some(s) = self.sessions.get_mut(&participant) else {
+                    return;
                 };
-                if kind == "video" {
-                    if let Some(s) = self.sessions.get_mut(&participant) {
-                        // A sharer's video beyond its camera is the screen.
-                        if sharing && !s.video_mids.is_empty() {
-                            source = "screen";
-                        }
-                        s.video_mids.push(mid);
-                    }
-                    self.metrics
-                        .published_tracks
-                        .with_label_values(&["video"])
-                        .inc();
-                } else {
-                    self.metrics
-                        .published_tracks
-                        .with_label_values(&["audio"])
-                        .inc();
-                }
-                self.tell_room(
-                    room,
-                    Some(participant),
-                    Msg::TrackPublished(TrackPublished {
-                        participant_id: participant.to_string(),
-                        kind: kind.into(),
-                        mid: mid.to_string(),
-                        source: source.into(),
-                    }),
-                );
+                // A sharer's video beyond its camera is the screen.
+                let source = match video {
+                    false => "microphone",
+                    true if sharing && s.tracks.iter().any(|t| t.video) => "screen",
+                    true => "camera",
+                };
+                let track = PublishedTrack { mid, video, source };
+                s.tracks.push(track);
+                self.metrics
+                    .published_tracks
+                    .with_label_values(&[if video { "video" } else { "audio" }])
+                    .inc();
+                self.tell_room(room, Some(participant), track.message(participant));
             }
             Event::TrackUnpublished {
                 room,
                 participant,
                 mid,
             } => {
-                let video = self
-                    .sessions
-                    .get(&participant)
-                    .is_some_and(|s| s.video_mids.contains(&mid));
-                if !video {
-                    self.metrics
-                        .published_tracks
-                        .with_label_values(&["audio"])
-                        .dec();
-                } else if let Some(s) = self.sessions.get_mut(&participant) {
-                    s.video_mids.retain(|m| *m != mid);
-                    self.metrics
-                        .published_tracks
-                        .with_label_values(&["video"])
-                        .dec();
-                }
+                let Some(s) = self.sessions.get_mut(&participant) else {
+                    return;
+                };
+                let Some(i) = s.tracks.iter().position(|t| t.mid == mid) else {
+                    return;
+                };
+                let t = s.tracks.remove(i);
+                self.metrics
+                    .published_tracks
+                    .with_label_values(&[if t.video { "video" } else { "audio" }])
+                    .dec();
                 self.tell_room(
                     room,
                     Some(participant),
@@ -893,7 +888,7 @@ impl Worker {
                         audio_muted: false,
                         video_muted: false,
                         started: Some(req.started),
-                        video_mids: Vec::new(),
+                        tracks: Vec::new(),
                         backlog: Vec::new(),
                         joined_at: chrono::Utc::now(),
                     },
@@ -930,6 +925,19 @@ impl Worker {
                                     active: true,
                                 }),
                             );
+                        }
+                        // And every track already published: its model of the call starts
+                        // complete (the relay's offers carry the m-lines, not their source).
+                        let published: Vec<Msg> = self
+                            .sfu
+                            .room_members(req.room)
+                            .into_iter()
+                            .filter(|p| *p != req.participant)
+                            .filter_map(|p| Some((p, self.sessions.get(&p)?)))
+                            .flat_map(|(p, s)| s.tracks.iter().map(move |t| t.message(p)))
+                            .collect();
+                        for m in published {
+                            self.tell(req.participant, m);
                         }
                     }
                     Err(e) => {
@@ -978,10 +986,10 @@ impl Worker {
                     181..=360 => "m",
                     _ => "h",
                 };
-                let mids = self
+                let mids: Vec<_> = self
                     .sessions
                     .get(&publisher)
-                    .map(|s| s.video_mids.clone())
+                    .map(|s| s.tracks.iter().filter(|t| t.video).map(|t| t.mid).collect())
                     .unwrap_or_default();
                 for mid in mids {
                     let _ = self.sfu.set_subscriber_layer(
