@@ -6,7 +6,7 @@
 //! ```text
 //! 0..4   magic  "CRLG"
 //! 4..8   sender index (0-based, across the whole run)
-//! 8      stream (0 audio, 1 video l, 2 video m, 3 video h)
+//! 8      stream (0 audio, 1 video l, 2 video m, 3 video h, 4 screen)
 //! 9      flags  (bit 0: first packet of a keyframe)
 //! 10..12 reserved, 0
 //! 12..16 sequence number per (sender, stream), from 0
@@ -35,15 +35,18 @@ pub enum Stream {
     VideoM,
     /// Simulcast layer `h`.
     VideoH,
+    /// A shared screen: the second video track of a screen sharer (no simulcast).
+    Screen,
 }
 
 impl Stream {
     /// Every stream, in wire order.
-    pub const ALL: [Stream; 4] = [
+    pub const ALL: [Stream; 5] = [
         Stream::Audio,
         Stream::VideoL,
         Stream::VideoM,
         Stream::VideoH,
+        Stream::Screen,
     ];
 
     /// The wire byte.
@@ -53,6 +56,7 @@ impl Stream {
             Stream::VideoL => 1,
             Stream::VideoM => 2,
             Stream::VideoH => 3,
+            Stream::Screen => 4,
         }
     }
 
@@ -68,13 +72,14 @@ impl Stream {
             Stream::VideoL => "video_l",
             Stream::VideoM => "video_m",
             Stream::VideoH => "video_h",
+            Stream::Screen => "screen",
         }
     }
 
     /// The simulcast rid of a video layer.
     pub fn rid(self) -> Option<&'static str> {
         match self {
-            Stream::Audio => None,
+            Stream::Audio | Stream::Screen => None,
             Stream::VideoL => Some("l"),
             Stream::VideoM => Some("m"),
             Stream::VideoH => Some("h"),

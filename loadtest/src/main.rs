@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! callrelay-loadgen --url http://127.0.0.1:7700 --dev --rooms 2 --publishers 3 --duration 10s
+//! callrelay-loadgen --url http://127.0.0.1:7700 --dev --rooms 2 --publishers 3 --screen-kbps 400
 //! callrelay-loadgen --url http://10.0.0.1:7700 --url http://10.0.0.2:7700 --token "$T" --rooms 4
 //! callrelay-loadgen --target janus --url http://127.0.0.1:8088/janus --rooms 2 --publishers 3
 //! callrelay-loadgen --compare callrelay.json janus.json
@@ -117,6 +118,11 @@ struct Cli {
     /// notice: loss and closed sessions count as usual (callrelay only).
     #[arg(long)]
     hostile: bool,
+    /// The first publisher of each room also shares a screen: it claims the share, publishes a
+    /// second video track and sends it at this many kbit/s (5 fps; 0: no screen). Receivers
+    /// count it as stream `screen`, and the report checks every model of the call shows it.
+    #[arg(long, default_value_t = 0, value_name = "KBPS")]
+    screen_kbps: u32,
     /// Receivers hand one RTP packet in N per stream to str0m (SRTP decryption, bookkeeping)
     /// and measure its latency; they count every packet — loss, duplicates, reordering — from
     /// its clear-text RTP header, and negotiate neither NACK nor transport-cc. 1: every packet
@@ -207,6 +213,7 @@ fn main() -> ExitCode {
             layer_kbps: [cli.layer_kbps[0], cli.layer_kbps[1], cli.layer_kbps[2]],
             fps: cli.fps,
             keyframe_interval: cli.keyframe_interval,
+            screen_kbps: cli.screen_kbps,
         },
         duration: cli.duration,
         join_rate: cli.join_rate,

@@ -62,6 +62,26 @@ pub struct Report {
     /// The hostile participants (`--hostile`): what they sent and what the relay did.
     #[serde(default)]
     pub hostile: Option<HostileReport>,
+    /// What each participant's model of the call held when sending stopped (callrelay only).
+    #[serde(default)]
+    pub tracks: Option<TrackReport>,
+}
+
+/// The tracks the participants' models of the call held when sending stopped (before anyone
+/// left), against what the run published: every other publisher's microphone and camera, and
+/// every other sharer's screen. Summed over participants, by source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackReport {
+    /// Rooms whose screen sharer's claim and screen track went through (`--screen-kbps`).
+    pub screen_sharers: u64,
+    /// Screen shares that did not start, by error.
+    pub screen_failures: BTreeMap<String, u64>,
+    /// Tracks the models should hold, by source (`microphone`, `camera`, `screen`).
+    pub expected: BTreeMap<String, u64>,
+    /// Tracks they held.
+    pub announced: BTreeMap<String, u64>,
+    /// Per participant and source, expected tracks its model did not hold, summed.
+    pub missing: u64,
 }
 
 fn yes() -> bool {
@@ -222,6 +242,9 @@ pub struct RunConfig {
     /// Receivers decrypted one RTP packet in this many per stream (`--decrypt-sample`).
     #[serde(default = "one")]
     pub decrypt_sample: u32,
+    /// The first publisher of each room shared a screen at this many kbit/s (0: none).
+    #[serde(default)]
+    pub screen_kbps: u32,
 }
 
 /// Who joined.
@@ -557,6 +580,18 @@ impl Thresholds {
                     r.packets.missing_streams, r.packets.expected_streams
                 ));
             }
+            if let Some(t) = &r.tracks {
+                if t.missing > 0 {
+                    failures.push(format!(
+                        "{} tracks missing from the participants' models of the call",
+                        t.missing
+                    ));
+                }
+                let failed: u64 = t.screen_failures.values().sum();
+                if failed > 0 {
+                    failures.push(format!("{failed} screen shares did not start"));
+                }
+            }
             if r.latency_ms.count == 0 {
                 failures.push("no packet received: loss unknown".into());
             }
@@ -670,6 +705,32 @@ impl Report {
                 opt(rj.took_ms_p50, 1),
                 opt(rj.took_ms_p99, 1),
                 opt(rj.took_ms_max, 1)
+            );
+        }
+        if let Some(t) = &self.tracks {
+            let by = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "tracks        in the models: microphone {}/{}  camera {}/{}  screen {}/{}  (missing {}){}",
+                by(&t.announced, "microphone"),
+                by(&t.expected, "microphone"),
+                by(&t.announced, "camera"),
+                by(&t.expected, "camera"),
+                by(&t.announced, "screen"),
+                by(&t.expected, "screen"),
+                t.missing,
+                if self.config.screen_kbps > 0 {
+                    format!(
+                        "  screen sharers {}{}",
+                        t.screen_sharers,
+                        t.screen_failures
+                            .iter()
+                            .map(|(k, n)| format!(", failed: {k} ×{n}"))
+                            .collect::<String>()
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         let k = &self.packets;

@@ -21,6 +21,7 @@ use crate::prom::{self, Scrape};
 use crate::report::{
     HostileReport, JoinReport, LatencyReport, LayerReport, LoadgenReport, LossReport, NodeReport,
     PacketReport, ParticipantReport, RejoinReport, RelayReport, Report, RunConfig, Span,
+    TrackReport,
 };
 use crate::stats::{
     latency_histogram, LayerClock, LayerWait, ReceiverStats, SsrcAttribution, StreamTotals,
@@ -171,7 +172,7 @@ impl Options {
             Stream::VideoL => 1,
             Stream::VideoM => 2,
             Stream::VideoH => 3,
-            Stream::Audio => return Err("--subscribe-layer is l, m or h".into()),
+            Stream::Audio | Stream::Screen => return Err("--subscribe-layer is l, m or h".into()),
         };
         if self.traffic.video_layers > 0 && layer > self.traffic.video_layers {
             return Err(format!(
@@ -197,6 +198,14 @@ impl Options {
             return Err(format!(
                 "--decrypt-sample must be between 1 and {MAX_DECRYPT_SAMPLE}"
             ));
+        }
+        if self.traffic.screen_kbps > 0 {
+            if self.target == Target::Janus {
+                return Err("--screen-kbps applies to callrelay only".into());
+            }
+            if self.publishers == 0 || self.traffic.video_layers == 0 {
+                return Err("--screen-kbps needs publishers with video".into());
+            }
         }
         if self.target == Target::Janus && !self.links.is_empty() {
             return Err(
@@ -329,6 +338,11 @@ struct Outcome {
     rejoin_failed: bool,
     /// The relay ended the session for good, with this reason (`none`: it gave none).
     closed_by_relay: Option<String>,
+    /// It shares a screen (the room's first publisher with `screen_kbps`); `Err` when the
+    /// relay refused or the offer failed.
+    screen: Option<Result<(), String>>,
+    /// Others' tracks in its model of the call when sending stopped, by source.
+    tracks_seen: BTreeMap<&'static str, u64>,
 }
 
 struct Participant {
@@ -337,6 +351,8 @@ struct Participant {
     link: String,
     token: String,
     publish: bool,
+    /// Shares a screen once connected (callrelay only).
+    screen: bool,
 }
 
 /// Runs one load test and returns its report. Bounded: joins are paced and time out, traffic
@@ -431,6 +447,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 link: link.clone(),
                 token,
                 publish: slot < opts.publishers,
+                screen: slot == 0 && opts.traffic.screen_kbps > 0 && janus.is_none(),
             });
         }
     }
@@ -567,6 +584,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         keyframe_interval_s: opts.traffic.keyframe_interval.as_secs_f64(),
         subscribe_layer: opts.subscribe_layer.rid().unwrap_or("l").to_owned(),
         decrypt_sample: opts.decrypt_sample,
+        screen_kbps: opts.traffic.screen_kbps,
     };
     // CPU from /proc: per pid, and their sum when every pid was read both times.
     let pid_cpu: Vec<Option<f64>> = relay_cpu_before
@@ -767,6 +785,11 @@ enum Phase {
 }
 
 impl Outcome {
+    /// It shares a screen: its claim and screen track went through.
+    fn sharing(&self) -> bool {
+        self.joined && matches!(self.screen, Some(Ok(())))
+    }
+
     fn failed(error: String) -> Outcome {
         Outcome {
             room: usize::MAX,
@@ -784,6 +807,8 @@ impl Outcome {
             rejoin_ms: Vec::new(),
             rejoin_failed: false,
             closed_by_relay: None,
+            screen: None,
+            tracks_seen: BTreeMap::new(),
         }
     }
 }
@@ -826,7 +851,8 @@ async fn participant(
         // Sampled mode: every video packet of a subscription is decrypted until the layer
         // asked for arrives, so that its time is exact to the packet (`LayerClock`).
         decrypt_video_until: Some(DecryptUntil::new(move |payload: &[u8]| {
-            header::find(payload, true).is_some_and(|h| h.stream == subscribe_layer)
+            header::find(payload, true)
+                .is_some_and(|h| h.stream == subscribe_layer || h.stream == Stream::Screen)
         })),
         ..ClientConfig::default()
     };
@@ -887,10 +913,28 @@ async fn participant(
     live.joined.fetch_add(1, Ordering::Relaxed);
     live.rooms_up[p.room].fetch_add(1, Ordering::Relaxed);
 
+    // The room's screen sharer claims the share and adds its screen track, as the web page's
+    // "Share screen" does.
+    if p.screen {
+        let shared = match &client {
+            Peer::Relay(m) => match m.client() {
+                Some(c) => c.share_screen().await.map_err(|e| e.to_string()),
+                None => Err("not in the call".to_owned()),
+            },
+            Peer::Janus(_) => Err("callrelay only".to_owned()),
+        };
+        out.screen = Some(shared);
+    }
+    let screen_kbps = if matches!(out.screen, Some(Ok(()))) {
+        traffic.screen_kbps
+    } else {
+        0
+    };
     let mut schedule = (p.publish && (traffic.audio || !layers.is_empty())).then(|| {
         Schedule::new(
             TrafficConfig {
                 audio: traffic.audio,
+                screen_kbps,
                 ..traffic.clone()
             },
             p.index,
@@ -927,8 +971,15 @@ async fn participant(
     rx.ask(&client);
 
     let mut closed = false;
+    let mut model_read = false;
     loop {
         let current = *phase.borrow();
+        if current != Phase::Running && !model_read {
+            // Sending stopped and nobody has left yet: what this participant's model of the
+            // call holds now is what the report checks.
+            out.tracks_seen = client.tracks_seen();
+            model_read = true;
+        }
         if current == Phase::Leaving {
             break;
         }
@@ -973,10 +1024,10 @@ async fn participant(
                     for pkt in due.drain(..) {
                         let payload = pkt.payload(clock.now_ns());
                         let rid = if simulcast { pkt.stream.rid() } else { None };
-                        let r = if pkt.stream == Stream::Audio {
-                            client.send_audio(payload)
-                        } else {
-                            client.send_video(rid, payload)
+                        let r = match pkt.stream {
+                            Stream::Audio => client.send_audio(payload),
+                            Stream::Screen => client.send_screen(payload),
+                            _ => client.send_video(rid, payload),
                         };
                         if r.is_ok() {
                             out.sent += 1;
@@ -1069,6 +1120,26 @@ impl Peer {
             Peer::Relay(c) => c.send_video(rid, payload),
             Peer::Janus(j) => j.send_video(rid, payload),
         }
+    }
+
+    /// callrelay only (Janus publishers share no screen here).
+    fn send_screen(&self, payload: Vec<u8>) -> Result<(), ClientError> {
+        match self {
+            Peer::Relay(c) => c.client().ok_or(ClientError::Closed)?.send_screen(payload),
+            Peer::Janus(_) => Err(ClientError::NoTrack("screen")),
+        }
+    }
+
+    /// The others' tracks in the current session's model of the call, by source (callrelay
+    /// only: Janus announces none).
+    fn tracks_seen(&self) -> BTreeMap<&'static str, u64> {
+        let mut seen = BTreeMap::new();
+        if let Peer::Relay(m) = self {
+            for t in m.client().map(|c| c.remote_tracks()).unwrap_or_default() {
+                *seen.entry(t.source.as_str()).or_insert(0) += 1;
+            }
+        }
+        seen
     }
 
     /// callrelay only: Janus subscriptions pick their substream when made.
@@ -1203,6 +1274,10 @@ impl Rx {
                 out.keyframe_requests += 1;
                 if let Some(s) = schedule.as_mut() {
                     s.request_keyframe(rid.as_deref().and_then(Stream::from_rid));
+                    // Without a rid it may be for the screen (its line has no simulcast).
+                    if rid.is_none() {
+                        s.request_screen_keyframe();
+                    }
                 }
             }
             ClientEvent::Closed { reason } => {
@@ -1535,18 +1610,27 @@ fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64, u64) 
             .filter(|o| o.joined && o.room == room)
             .collect();
         let publishers = members.iter().filter(|o| o.publish).count() as u64;
+        let sharers = members.iter().filter(|o| o.sharing()).count() as u64;
         for m in &members {
             let others = publishers - u64::from(m.publish);
-            expected += kinds * others;
-            let pairs: std::collections::BTreeSet<(u32, bool)> = m
+            expected += kinds * others + sharers - u64::from(m.sharing());
+            // (sender, kind): 0 audio, 1 camera, 2 screen.
+            let pairs: std::collections::BTreeSet<(u32, u8)> = m
                 .stats
                 .summaries()
-                .map(|((sender, stream), _)| (sender, stream != Stream::Audio))
+                .map(|((sender, stream), _)| {
+                    let kind = match stream {
+                        Stream::Audio => 0,
+                        Stream::Screen => 2,
+                        _ => 1,
+                    };
+                    (sender, kind)
+                })
                 .collect();
             received += pairs.len() as u64;
             if video {
                 expected_video += others;
-                received_video += pairs.iter().filter(|(_, v)| *v).count() as u64;
+                received_video += pairs.iter().filter(|(_, k)| *k == 1).count() as u64;
             }
         }
     }
@@ -1555,6 +1639,45 @@ fn stream_coverage(config: &RunConfig, outcomes: &[Outcome]) -> (u64, u64, u64) 
         expected.saturating_sub(received),
         expected_video.saturating_sub(received_video),
     )
+}
+
+/// What the participants' models of the call held when sending stopped, against what they
+/// should: each other joined publisher's microphone (with audio) and camera (with video), each
+/// other sharer's screen.
+fn track_report(config: &RunConfig, outcomes: &[Outcome]) -> TrackReport {
+    let mut r = TrackReport::default();
+    for o in outcomes {
+        match &o.screen {
+            Some(Ok(())) if o.joined => r.screen_sharers += 1,
+            Some(Err(e)) => *r.screen_failures.entry(e.clone()).or_default() += 1,
+            _ => {}
+        }
+    }
+    let joined: Vec<&Outcome> = outcomes.iter().filter(|o| o.joined).collect();
+    for m in &joined {
+        let room = joined.iter().filter(|o| o.room == m.room);
+        let publishers = room.clone().filter(|o| o.publish).count() as u64 - u64::from(m.publish);
+        let sharers = room.filter(|o| o.sharing()).count() as u64 - u64::from(m.sharing());
+        let want = [
+            ("microphone", if config.audio { publishers } else { 0 }),
+            (
+                "camera",
+                if config.video_layers > 0 {
+                    publishers
+                } else {
+                    0
+                },
+            ),
+            ("screen", sharers),
+        ];
+        for (source, n) in want {
+            let seen = m.tracks_seen.get(source).copied().unwrap_or(0);
+            *r.expected.entry(source.to_owned()).or_default() += n;
+            *r.announced.entry(source.to_owned()).or_default() += seen;
+            r.missing += n.saturating_sub(seen);
+        }
+    }
+    r
 }
 
 fn build_report(
@@ -1614,6 +1737,7 @@ fn build_report(
         foreign += o.stats.foreign;
     }
     let sent: u64 = outcomes.iter().map(|o| o.sent).sum();
+    let tracks = (config.target == "callrelay").then(|| track_report(&config, &outcomes));
     let (expected_streams, missing_streams, missing_video) = stream_coverage(&config, &outcomes);
     // Not measured without video: nothing to wait for.
     let time_to_layer = (config.video_layers > 0).then(|| {
@@ -1688,5 +1812,6 @@ fn build_report(
         traffic_seconds: traffic_secs,
         thresholds: None,
         hostile: None,
+        tracks,
     }
 }

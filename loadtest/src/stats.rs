@@ -428,6 +428,10 @@ impl LayerClock {
         arrival_ns: u64,
         connected_ns: impl FnOnce(u32) -> Option<u64>,
     ) -> bool {
+        // A shared screen has no layers to wait for: it is no camera subscription.
+        if h.stream == Stream::Screen {
+            return false;
+        }
         let w = self.subs.entry((session, ssrc)).or_insert(LayerWait {
             sender: h.sender,
             first_ns: arrival_ns,

@@ -16,6 +16,9 @@ pub const MAX_PAYLOAD: usize = 1_200;
 const VP8_PREFIX: usize = callrelay_client::VP8_KEYFRAME_PREFIX;
 /// Audio frame interval (20 ms Opus frames).
 pub const AUDIO_INTERVAL_NS: u64 = 20_000_000;
+/// Frame rate of a shared screen (slides and documents change seldom).
+pub const SCREEN_FPS: u32 = 5;
+const SCREEN_INTERVAL_NS: u64 = 1_000_000_000 / SCREEN_FPS as u64;
 /// Keyframes are this many times a delta frame's mean size.
 const KEYFRAME_FACTOR: f64 = 5.0;
 /// At most this many late frames of one kind are sent at once after a stall (the rest dropped,
@@ -35,6 +38,9 @@ pub struct TrafficConfig {
     pub fps: u32,
     /// Keyframe period.
     pub keyframe_interval: Duration,
+    /// A shared screen as a second video track, kbit/s (0: none), at [`SCREEN_FPS`]; its
+    /// keyframes come with the camera's period.
+    pub screen_kbps: u32,
 }
 
 impl Default for TrafficConfig {
@@ -45,6 +51,7 @@ impl Default for TrafficConfig {
             layer_kbps: [150, 500, 2_500],
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
+            screen_kbps: 0,
         }
     }
 }
@@ -66,6 +73,13 @@ impl TrafficConfig {
             let delta = (frame / per).ceil();
             let key = (frame * KEYFRAME_FACTOR / per).ceil();
             pps += delta * f64::from(self.fps) + (key - delta) * kf_per_s;
+        }
+        if self.screen_kbps > 0 {
+            let frame = f64::from(self.screen_kbps) * 1000.0 / 8.0 / f64::from(SCREEN_FPS);
+            let per = (MAX_PAYLOAD - VP8_PREFIX) as f64;
+            let delta = (frame / per).ceil();
+            let key = (frame * KEYFRAME_FACTOR / per).ceil();
+            pps += delta * f64::from(SCREEN_FPS) + (key - delta) * kf_per_s;
         }
         pps
     }
@@ -112,7 +126,10 @@ pub struct Schedule {
     frame_interval_ns: u64,
     next_keyframe_ns: u64,
     keyframe_requested: [bool; 3],
-    seqs: [u32; 4],
+    next_screen_ns: u64,
+    next_screen_keyframe_ns: u64,
+    screen_keyframe_requested: bool,
+    seqs: [u32; 5],
 }
 
 impl Schedule {
@@ -122,7 +139,11 @@ impl Schedule {
         let frame_interval_ns = 1_000_000_000 / u64::from(config.fps.max(1));
         let next_audio_ns = start_ns + rng.gen_range(0..AUDIO_INTERVAL_NS);
         let next_frame_ns = start_ns + rng.gen_range(0..frame_interval_ns);
+        let next_screen_ns = start_ns + rng.gen_range(0..SCREEN_INTERVAL_NS);
         Schedule {
+            next_screen_ns,
+            next_screen_keyframe_ns: next_screen_ns,
+            screen_keyframe_requested: false,
             // The first frame is a keyframe.
             next_keyframe_ns: next_frame_ns,
             config,
@@ -132,7 +153,7 @@ impl Schedule {
             next_frame_ns,
             frame_interval_ns,
             keyframe_requested: [false; 3],
-            seqs: [0; 4],
+            seqs: [0; 5],
         }
     }
 
@@ -145,7 +166,15 @@ impl Schedule {
         if !self.config.layers().is_empty() {
             t = t.min(self.next_frame_ns);
         }
+        if self.config.screen_kbps > 0 {
+            t = t.min(self.next_screen_ns);
+        }
         t
+    }
+
+    /// A receiver asked for a keyframe of the screen: its next frame is one.
+    pub fn request_screen_keyframe(&mut self) {
+        self.screen_keyframe_requested = true;
     }
 
     /// The receiver asked for a keyframe of `layer` (or of every layer): the next frame is one.
@@ -159,6 +188,25 @@ impl Schedule {
 
     /// Appends to `out` every packet due at `now_ns`.
     pub fn poll(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
+        if self.config.screen_kbps > 0 {
+            let mut n = 0;
+            while self.next_screen_ns <= now_ns {
+                if n < MAX_CATCH_UP {
+                    let periodic = self.next_screen_ns >= self.next_screen_keyframe_ns;
+                    if periodic {
+                        self.next_screen_keyframe_ns =
+                            self.next_screen_ns + self.config.keyframe_interval.as_nanos() as u64;
+                    }
+                    let key = periodic || self.screen_keyframe_requested;
+                    self.screen_keyframe_requested = false;
+                    let mean =
+                        f64::from(self.config.screen_kbps) * 1000.0 / 8.0 / f64::from(SCREEN_FPS);
+                    self.frame_of(Stream::Screen, mean, key, out);
+                }
+                n += 1;
+                self.next_screen_ns += SCREEN_INTERVAL_NS;
+            }
+        }
         if self.config.audio {
             let mut n = 0;
             while self.next_audio_ns <= now_ns {
@@ -196,6 +244,11 @@ impl Schedule {
     fn frame(&mut self, i: usize, layer: Stream, key: bool, out: &mut Vec<Packet>) {
         let mean =
             f64::from(self.config.layer_kbps[i]) * 1000.0 / 8.0 / f64::from(self.config.fps.max(1));
+        self.frame_of(layer, mean, key, out);
+    }
+
+    /// One frame of `mean` bytes on average (five times that for a keyframe), packetized.
+    fn frame_of(&mut self, layer: Stream, mean: f64, key: bool, out: &mut Vec<Packet>) {
         let size = if key {
             mean * self.rng.gen_range(0.8..1.2) * KEYFRAME_FACTOR
         } else {
@@ -245,6 +298,32 @@ mod tests {
             s.poll(t, &mut out);
         }
         out
+    }
+
+    #[test]
+    fn a_screen_is_five_frames_a_second_at_its_rate() {
+        let config = TrafficConfig {
+            screen_kbps: 400,
+            ..TrafficConfig::default()
+        };
+        let p = run(config.clone(), 10, 3);
+        let screen: Vec<_> = p.iter().filter(|x| x.stream == Stream::Screen).collect();
+        // 50 frames, a keyframe every 2 s, dense sequence numbers, a VP8 header first.
+        let starts = screen.iter().filter(|x| x.header.keyframe_start()).count();
+        assert_eq!(starts, 5);
+        let seqs: Vec<u32> = screen.iter().map(|x| x.header.seq).collect();
+        assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
+        assert!(screen
+            .iter()
+            .all(|x| crate::header::find(&x.payload(7), true).is_some()));
+        let kbps = screen.iter().map(|x| x.len).sum::<usize>() as f64 * 8.0 / 10.0 / 1000.0;
+        assert!((350.0..700.0).contains(&kbps), "screen {kbps} kbps");
+        let total = p.len() as f64 / 10.0;
+        let model = config.packets_per_second();
+        assert!((total - model).abs() / model < 0.1, "{total} vs {model}");
+        // Without a screen rate, no screen.
+        let none = run(TrafficConfig::default(), 2, 3);
+        assert!(none.iter().all(|x| x.stream != Stream::Screen));
     }
 
     #[test]

@@ -100,8 +100,10 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         publishers: 3,
         subscribers: 0,
         // Audio and one video layer: light enough for an unoptimised build sharing 2 cores.
+        // The first publisher of each room shares a screen too.
         traffic: TrafficConfig {
             video_layers: 1,
+            screen_kbps: 200,
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(5),
@@ -134,10 +136,31 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     );
     assert_eq!(report.participants.failed, 0);
     assert_eq!(report.participants.dropped_events, 0);
-    // Each of 6 participants hears 2 others on audio and video.
+    // Each of 6 participants hears 2 others on audio and video, and the other two of each
+    // room see its sharer's screen.
     assert_eq!(report.streams["audio"].streams, 12);
     assert_eq!(report.streams["video_l"].streams, 12);
-    assert_eq!(report.packets.expected_streams, 24, "{:?}", report.packets);
+    assert_eq!(report.streams["screen"].streams, 4, "{:?}", report.streams);
+    assert!(
+        report.streams["screen"].received >= 4 * 15,
+        "{:?}",
+        report.streams
+    );
+    assert_eq!(report.packets.expected_streams, 28, "{:?}", report.packets);
+    // And each one's model of the call holds those tracks, by source.
+    let t = report
+        .tracks
+        .as_ref()
+        .expect("callrelay: the models are read");
+    assert_eq!(t.screen_sharers, 2, "{t:?}");
+    assert!(t.screen_failures.is_empty(), "{t:?}");
+    let by_source = |m: &std::collections::BTreeMap<String, u64>| {
+        ["microphone", "camera", "screen"].map(|k| m.get(k).copied().unwrap_or(0))
+    };
+    assert_eq!(by_source(&t.expected), [12, 12, 4], "{t:?}");
+    assert_eq!(by_source(&t.announced), [12, 12, 4], "{t:?}");
+    assert_eq!(t.missing, 0);
+    assert!(report.table().contains("screen 4/4"), "{}", report.table());
     assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
     assert!(report.packets.received > 12 * 100, "{:?}", report.packets);
     assert_eq!(report.loss.lost, 0, "loss: {:?}", report.loss);
@@ -239,8 +262,10 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
         subscribers: 0,
         // Two layers, receivers ask for m: each subscription switches from l to m once, on
         // one SSRC and one run of sequence numbers.
+        // A screen share per room is counted the same way.
         traffic: TrafficConfig {
             video_layers: 2,
+            screen_kbps: 200,
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(5),
@@ -266,8 +291,10 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
         report.participants.errors
     );
     assert_eq!(report.participants.dropped_events, 0);
-    // Every stream reported: 6 receivers × 2 senders, audio and video.
-    assert_eq!(report.packets.expected_streams, 24, "{:?}", report.packets);
+    // Every stream reported: 6 receivers × 2 senders, audio and video, and 4 receivers of a
+    // screen.
+    assert_eq!(report.packets.expected_streams, 28, "{:?}", report.packets);
+    assert_eq!(report.streams["screen"].streams, 4, "{:?}", report.streams);
     assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
     assert_eq!(report.streams["audio"].streams, 12, "{:?}", report.streams);
     let m = report.streams.get("video_m").expect("m arrived");
