@@ -42,6 +42,8 @@ pub struct Config {
     pub links: LinksConfig,
     /// Rooms.
     pub rooms: RoomsConfig,
+    /// The lobby of links that require approval.
+    pub lobby: LobbyConfig,
     /// Tokens.
     pub auth: AuthConfig,
     /// Rate limits (GCRA).
@@ -543,8 +545,22 @@ pub struct RoomsConfig {
     /// How long a participant whose signaling socket closed without `leave` keeps its seat,
     /// media and tracks, waiting for a new socket to `resume` the session ("0s": never).
     pub resume_grace: String,
-    /// How long a join of a `require_approval` link waits in the lobby for the creator.
-    pub lobby_timeout: String,
+}
+
+/// `[lobby]`: joins of links created with `require_approval`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LobbyConfig {
+    /// How long a join waits in the lobby for the link's creator to let it in.
+    pub timeout: String,
+}
+
+impl Default for LobbyConfig {
+    fn default() -> Self {
+        LobbyConfig {
+            timeout: "5m".into(),
+        }
+    }
 }
 
 impl Default for RoomsConfig {
@@ -554,7 +570,6 @@ impl Default for RoomsConfig {
             max_seats_per_user: 4,
             seat_hold: "10s".into(),
             resume_grace: "30s".into(),
-            lobby_timeout: "5m".into(),
         }
     }
 }
@@ -684,7 +699,7 @@ pub struct Settings {
     pub seat_hold: Duration,
     /// `rooms.resume_grace` (zero: a closed socket ends the session).
     pub resume_grace: Duration,
-    /// `rooms.lobby_timeout`
+    /// `lobby.timeout`
     pub lobby_timeout: Duration,
     /// `auth.secret` (generated in dev mode when empty).
     pub auth_secret: Vec<u8>,
@@ -955,10 +970,10 @@ impl Config {
         if seat_hold < Duration::from_secs(1) {
             return Err(ConfigError::new("rooms.seat_hold", "must be at least 1s"));
         }
-        let lobby_timeout = duration("rooms.lobby_timeout", &self.rooms.lobby_timeout)?;
+        let lobby_timeout = duration("lobby.timeout", &self.lobby.timeout)?;
         if lobby_timeout < Duration::from_secs(1) || lobby_timeout > Duration::from_secs(3600) {
             return Err(ConfigError::new(
-                "rooms.lobby_timeout",
+                "lobby.timeout",
                 "must be between 1s and 1h",
             ));
         }

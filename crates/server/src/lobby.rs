@@ -1,6 +1,6 @@
 //! The lobby of links created with `require_approval`: a joiner other than the creator waits,
 //! with no media (it is not in the media worker yet), until the creator admits or declines them
-//! from the call, or `rooms.lobby_timeout` passes.
+//! from the call, or `lobby.timeout` passes.
 //!
 //! All signaling of a call runs on its home node, so the lobby lives in that node's memory. The
 //! creator's sessions in the call are its "hosts": each gets a `lobby_request` per waiting person

@@ -850,7 +850,7 @@ enum LobbyOutcome {
 }
 
 /// Keeps a join of a `require_approval` link waiting, with no seat and no media, until the
-/// creator decides or `rooms.lobby_timeout` passes; answers pings meanwhile.
+/// creator decides or `lobby.timeout` passes; answers pings meanwhile.
 async fn lobby_wait(s: &AppState, socket: &mut WebSocket, c: &Checked) -> LobbyOutcome {
     let name = c.claims.name.clone().unwrap_or_default();
     let (mut decision, host_present) = s.lobby.wait(&c.link_id, &c.claims.pid, &c.user, &name);

@@ -997,7 +997,7 @@ export class Call {
         this.selfTile.el.classList.toggle('speaking', body.participant_id === this.self);
         break;
       case 'lobby':
-        // The wait is the creator's to end (or rooms.lobby_timeout): not a slow attempt.
+        // The wait is the creator's to end (or lobby.timeout): not a slow attempt.
         clearTimeout(this.conn.timer);
         this.setStatus('lobby', 'Waiting for the host to let you in');
         if (!body.host_present) {

@@ -1,6 +1,6 @@
 //! The lobby of a link created with `require_approval`: joiners wait with no media until the
 //! creator, in the call, admits or declines them; nobody else may decide; a wait ends after
-//! `rooms.lobby_timeout`.
+//! `lobby.timeout`.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ fn requests(peer: &Peer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_creator_admits_and_declines_and_only_admitted_people_get_media() {
-    let relay = Relay::start(&[("CALLRELAY_ROOMS_LOBBY_TIMEOUT", "3s")]).await;
+    let relay = Relay::start(&[("CALLRELAY_LOBBY_TIMEOUT", "3s")]).await;
     let (st, l) = relay
         .call(
             Method::POST,
@@ -142,7 +142,7 @@ async fn the_creator_admits_and_declines_and_only_admitted_people_get_media() {
     })
     .await;
 
-    // Nobody decides on dave: after rooms.lobby_timeout he is told so.
+    // Nobody decides on dave: after lobby.timeout he is told so.
     let r = Client::join(
         &relay.base,
         &relay.token("dave"),
