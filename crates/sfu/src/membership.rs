@@ -37,6 +37,9 @@ pub(crate) struct Room {
 pub(crate) struct Participant {
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomKey,
+    /// Subscribes to the room's tracks (false: publish-only, e.g. a WHIP client, which has no
+    /// way to take the relay's offers).
+    pub(crate) receives: bool,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
     pub(crate) addrs: Vec<SocketAddr>,
@@ -146,6 +149,33 @@ impl Sfu {
         kind: RoomKind,
         offer_sdp: Option<&str>,
     ) -> Result<Option<String>, SfuError> {
+        self.add(now, room, participant, kind, offer_sdp, true)
+    }
+
+    /// Adds a participant that only publishes (a WHIP client, RFC 9725): its offer is answered
+    /// as for [`Sfu::add_participant`], its tracks reach everyone, but it subscribes to nothing,
+    /// so the relay never offers it anything (such a client has no channel for offers).
+    pub fn add_publisher(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantId,
+        kind: RoomKind,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        self.add(now, room, participant, kind, Some(offer_sdp), false)
+            .map(Option::unwrap_or_default)
+    }
+
+    fn add(
+        &mut self,
+        now: Instant,
+        room: RoomKey,
+        participant: ParticipantId,
+        kind: RoomKind,
+        offer_sdp: Option<&str>,
+        receives: bool,
+    ) -> Result<Option<String>, SfuError> {
         if self.by_id.contains_key(&participant) {
             return Err(SfuError::DuplicateParticipant);
         }
@@ -218,6 +248,7 @@ impl Sfu {
         let slot = self.participants.insert(Participant {
             id: participant,
             room,
+            receives,
             rtc,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
@@ -264,6 +295,7 @@ impl Sfu {
         let published: Vec<(TrackKey, Option<Rid>)> = r
             .tracks
             .iter()
+            .filter(|_| receives)
             .filter_map(|key| Some((*key, self.tracks.get(key)?.layers.first().copied())))
             .collect();
         let any = !published.is_empty();

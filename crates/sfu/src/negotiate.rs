@@ -277,6 +277,7 @@ impl Sfu {
             .iter()
             .copied()
             .filter(|s| *s != slot)
+            .filter(|s| self.participants.get(*s).is_some_and(|p| p.receives))
             .collect();
         room.tracks.push(key);
         let target = layers.first().copied();

@@ -108,6 +108,8 @@ pub struct World {
     /// Extra delay per datagram, uniform in `0..=jitter`: with more than the sending interval,
     /// datagrams arrive out of order.
     pub jitter: Duration,
+    /// Joins of these ids are publish-only ([`Sfu::add_publisher`], a WHIP client).
+    pub publish_only: Vec<ParticipantId>,
 }
 
 impl World {
@@ -137,6 +139,7 @@ impl World {
             forward_delays: Vec::new(),
             block_dtls: false,
             jitter: Duration::ZERO,
+            publish_only: Vec::new(),
         }
     }
 
@@ -222,14 +225,19 @@ impl World {
             .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         let (offer, pending) = api.apply().expect("an offer with media");
         let offer = munge(offer.to_sdp_string());
-        let answer = self.sfu.add_participant(
-            self.now,
-            RoomKey(room),
-            ParticipantId(id),
-            kind,
-            Some(&offer),
-        )?;
-        let answer = answer.expect("an answer to the client's offer");
+        let answer = if self.publish_only.contains(&ParticipantId(id)) {
+            self.sfu
+                .add_publisher(self.now, RoomKey(room), ParticipantId(id), kind, &offer)?
+        } else {
+            let answer = self.sfu.add_participant(
+                self.now,
+                RoomKey(room),
+                ParticipantId(id),
+                kind,
+                Some(&offer),
+            )?;
+            answer.expect("an answer to the client's offer")
+        };
         let relay_ufrag = answer
             .lines()
             .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
