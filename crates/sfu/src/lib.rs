@@ -55,6 +55,7 @@ mod speaker;
 mod ssrc;
 mod table;
 mod timers;
+mod viewer;
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -112,6 +113,8 @@ pub struct Sfu {
     dirty: Vec<Slot>,
     /// Participants that may need an SDP offer from the relay.
     to_negotiate: Vec<Slot>,
+    /// Rooms where a viewer's line lost its track: bound again at the next flush.
+    rebind: Vec<RoomKey>,
     /// Every participant's next deadline.
     timers: Timers,
     transmits: VecDeque<Transmit>,
@@ -144,6 +147,7 @@ impl Sfu {
             subs: Subscriptions::new(),
             dirty: Vec::new(),
             to_negotiate: Vec::new(),
+            rebind: Vec::new(),
             timers: Timers::new(),
             transmits: VecDeque::new(),
             forwarded_at: FxHashMap::default(),

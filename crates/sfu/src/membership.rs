@@ -40,6 +40,8 @@ pub(crate) struct Participant {
     /// Subscribes to the room's tracks (false: publish-only, e.g. a WHIP client, which has no
     /// way to take the relay's offers).
     pub(crate) receives: bool,
+    /// A viewer's lines (a WHEP player), see `viewer.rs`.
+    pub(crate) viewer: Option<crate::viewer::Viewer>,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
     pub(crate) addrs: Vec<SocketAddr>,
@@ -167,7 +169,7 @@ impl Sfu {
             .map(Option::unwrap_or_default)
     }
 
-    fn add(
+    pub(crate) fn add(
         &mut self,
         now: Instant,
         room: RoomKey,
@@ -249,6 +251,7 @@ impl Sfu {
             id: participant,
             room,
             receives,
+            viewer: None,
             rtc,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
@@ -437,6 +440,13 @@ impl Sfu {
             let Some(sub) = self.unsubscribe(sid) else {
                 continue;
             };
+            // A viewer is never renegotiated: its line waits for another track.
+            if self.viewer_line_ended(sub.subscriber, sid) {
+                if !self.rebind.contains(&room_key) {
+                    self.rebind.push(room_key);
+                }
+                continue;
+            }
             if let OutState::Open(m) | OutState::Negotiating(m) = sub.state {
                 if let Some(sp) = self.participants.get_mut(sub.subscriber) {
                     sp.to_stop.push(m);

@@ -296,6 +296,8 @@ impl Sfu {
             self.subscribe(now, key, s, target);
             self.mark_negotiate(s);
         }
+        // A viewer waiting for this publisher (or for anyone) gets it on its lines.
+        self.bind_viewers(now, room_key);
         self.events.push_back(Event::TrackPublished {
             room: room_key,
             participant: id,

@@ -180,6 +180,10 @@ impl Sfu {
                 self.negotiate(slot);
                 continue;
             }
+            if let Some(room) = self.rebind.pop() {
+                self.bind_viewers(now, room);
+                continue;
+            }
             break;
         }
         self.settle_timers();
