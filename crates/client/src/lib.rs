@@ -687,6 +687,23 @@ impl Client {
         Ok((o, sdp.to_sdp_string()))
     }
 
+    /// Like [`Client::offer`], for a player that only receives (WHEP): one receive-only audio
+    /// line (with `config.audio`) and one video line (with `config.video`), nothing sent.
+    pub async fn offer_to_receive(config: ClientConfig) -> Result<(Offering, String), ClientError> {
+        let mut session = Session::new(&config).await?;
+        let mut api = session.rtc.sdp_api();
+        if config.audio {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        if config.video {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().ok_or(ClientError::Sdp(
+            "nothing to offer: enable audio or video".into(),
+        ))?;
+        Ok((Offering { session, pending }, offer.to_sdp_string()))
+    }
+
     /// Starts a receiving session from a remote offer that travelled by other means; returns
     /// the session and our answer. Later offers go to [`Client::apply_offer`]. `config` gives
     /// the local address and event queue (its audio / video flags do not apply: we answer what

@@ -390,17 +390,44 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
     state: &S,
     allow_empty: bool,
 ) -> Result<Option<T>, ApiError> {
-    let json_type = req
-        .headers()
+    let json_type = has_content_type(&req, "application/json");
+    let bytes = read_body(req, state).await?;
+    if bytes.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    if !json_type {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::InvalidBody(inner.to_string())
+        } else {
+            ApiError::InvalidBody(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    Ok(Some(value))
+}
+
+/// Whether the request's `Content-Type` is `mime` (parameters ignored).
+pub(crate) fn has_content_type(req: &Request, mime: &str) -> bool {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
+        .is_some_and(|v| {
             v.split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
+                .eq_ignore_ascii_case(mime)
+        })
+}
+
+/// The whole body, within `http.body_timeout` and the body limit.
+pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     let within = req
         .extensions()
         .get::<BodyTimeout>()
@@ -416,24 +443,7 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
                 ApiError::InvalidBody("the request body could not be read".into())
             }
         })?;
-    if bytes.is_empty() && allow_empty {
-        return Ok(None);
-    }
-    if json_type != Some(true) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ApiError::InvalidBody(inner.to_string())
-        } else {
-            ApiError::InvalidBody(format!("{path}: {inner}"))
-        }
-    })?;
-    de.end().map_err(|e| ApiError::InvalidBody(e.to_string()))?;
-    Ok(Some(value))
+    Ok(bytes)
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -861,11 +871,19 @@ pub async fn join_link(
     OptionalJsonBody(body): OptionalJsonBody<JoinBody>,
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let started = Instant::now();
-    let result = join_inner(&s, ip, &caller, &id, body.region.as_deref()).await;
+    let result = join_inner(&s, ip, &caller, &id, body.region.as_deref())
+        .await
+        .map(|(answer, _)| answer);
+    count_join(&s, started, &result);
+    result.map(Json)
+}
+
+/// Counts and times a join (`callrelay_joins_total{result}`, `callrelay_join_duration_seconds`).
+pub(crate) fn count_join<T>(s: &AppState, started: Instant, result: &Result<T, ApiError>) {
     s.metrics
         .join_duration
         .observe(started.elapsed().as_secs_f64());
-    let label = match &result {
+    let label = match result {
         Ok(_) => "admitted",
         Err(ApiError::LinkNotFound) => Refusal::NotFound.as_str(),
         Err(ApiError::LinkExpired) => Refusal::Expired.as_str(),
@@ -878,16 +896,17 @@ pub async fn join_link(
         Err(_) => "error",
     };
     s.metrics.joins.with_label_values(&[label]).inc();
-    result.map(Json)
 }
 
-async fn join_inner(
+/// The join decision; with the call's home node's HTTP URL when that is another node (the
+/// grant is for it).
+pub(crate) async fn join_inner(
     s: &AppState,
     ip: IpAddr,
     caller: &Caller,
     id: &str,
     region: Option<&str>,
-) -> Result<JoinAnswer, ApiError> {
+) -> Result<(JoinAnswer, Option<String>), ApiError> {
     if let Some(r) = region {
         let ok = !r.is_empty()
             && r.len() <= 64
@@ -1014,7 +1033,8 @@ async fn join_inner(
         None => s.settings.public_url.as_str(),
     };
     tracing::info!(link = %id, user = %caller.user, participant = %participant_id, home = home.as_ref().map(|h| h.node_id.as_str()), "join admitted");
-    Ok(JoinAnswer {
+    let elsewhere = remote.map(|h| h.http_url.clone());
+    let answer = JoinAnswer {
         participant_id,
         grant,
         signal_url: signal_url(node_url),
@@ -1024,7 +1044,8 @@ async fn join_inner(
             && link.creator != caller.user
             && !s.lobby.was_admitted(&id, &caller.user, Instant::now()),
         link: LinkView::new(&link, &s.settings.public_url),
-    })
+    };
+    Ok((answer, elsewhere))
 }
 
 fn new_participant_id() -> String {
@@ -1485,7 +1506,7 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
-    paths(create_link, preview_link, patch_link, link_calendar, link_qr, join_link, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
+    paths(create_link, preview_link, patch_link, link_calendar, link_qr, join_link, crate::whip::publish, crate::whip::end, crate::whip::view, crate::whip::end_view, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
     components(schemas(CreateLink, PatchLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]

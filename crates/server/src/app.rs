@@ -86,6 +86,7 @@ pub async fn build(
         oidc,
         webhooks,
         lobby: crate::lobby::Lobby::default(),
+        whip: crate::whip::WhipSessions::default(),
         cluster_metrics,
         cluster,
         reconcile_now: tokio::sync::Notify::new(),
@@ -112,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     crate::api::routes(&state)
         .merge(crate::web::routes())
         .merge(crate::oidc::routes())
+        .merge(crate::whip::routes())
         .fallback(crate::api::not_found)
         .method_not_allowed_fallback(crate::api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -26,3 +26,4 @@ pub mod state;
 pub mod testing;
 pub mod web;
 pub mod webhooks;
+pub mod whip;

@@ -122,6 +122,19 @@ pub enum ApiError {
     /// 503 `no_node_available`: no cluster node holds a lease and serves (retry).
     #[error("no relay node can take this call now; retry")]
     NoNodeAvailable,
+    /// 415 `unsupported_media_type`, for a body that must be an SDP offer (WHIP).
+    #[error("the request body must be application/sdp")]
+    NotSdp,
+    /// 403 `approval_required`: the link requires the creator's approval, which only an app in
+    /// the call can wait for (WHIP cannot).
+    #[error("this link lets people in only with its creator's approval: join from the app")]
+    ApprovalRequired,
+    /// 400 `sdp_rejected`: the relay cannot negotiate this offer (with why).
+    #[error("{0}")]
+    SdpRejected(String),
+    /// 404 `session_not_found`: no such WHIP session on this node (ended, or never was).
+    #[error("no such session on this relay node")]
+    SessionNotFound,
     /// 500 `internal`
     #[error("internal error")]
     Internal,
@@ -136,18 +149,21 @@ impl ApiError {
             | ApiError::InvalidRequest(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidRoom
-            | ApiError::InvalidParticipantId => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidParticipantId
+            | ApiError::SdpRejected(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden
             | ApiError::JoinRefused
             | ApiError::NotCreator
-            | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
+            | ApiError::CsrfFailed
+            | ApiError::ApprovalRequired => StatusCode::FORBIDDEN,
             ApiError::SignInDisabled
             | ApiError::NotScheduled
             | ApiError::LinkNotFound
             | ApiError::NotFound
             | ApiError::RoomNotFound
-            | ApiError::ParticipantNotFound => StatusCode::NOT_FOUND,
+            | ApiError::ParticipantNotFound
+            | ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RoomFull | ApiError::SeatLimit | ApiError::AmbiguousRoom => {
@@ -155,7 +171,7 @@ impl ApiError {
             }
             ApiError::LinkExpired | ApiError::LinkRevoked => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::NotSdp => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable | ApiError::NodeDraining | ApiError::NoNodeAvailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -191,7 +207,10 @@ impl ApiError {
             ApiError::LinkExpired => "link_expired",
             ApiError::LinkRevoked => "link_revoked",
             ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType | ApiError::NotSdp => "unsupported_media_type",
+            ApiError::ApprovalRequired => "approval_required",
+            ApiError::SdpRejected(_) => "sdp_rejected",
+            ApiError::SessionNotFound => "session_not_found",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::NodeDraining => "node_draining",

@@ -120,9 +120,9 @@ async fn upgrade(State(s): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Respon
 }
 
 /// Why a frame or a join was refused: a code of `proto/signal.proto` and a message.
-struct Refusal {
-    code: &'static str,
-    message: String,
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 impl Refusal {
@@ -250,11 +250,11 @@ impl Drop for SessionGauge<'_> {
 }
 
 /// An admitted participant.
-struct Admitted {
-    link: LinkId,
-    room: RoomKey,
-    pid: ParticipantId,
-    pid_text: String,
+pub(crate) struct Admitted {
+    pub(crate) link: LinkId,
+    pub(crate) room: RoomKey,
+    pub(crate) pid: ParticipantId,
+    pub(crate) pid_text: String,
     /// Picks the session up from a new socket (see [`Resumable`]).
     resume_token: String,
     /// The link's creator: hosts the lobby, may decide on who waits.
@@ -340,7 +340,7 @@ async fn session(s: Arc<AppState>, mut socket: WebSocket) {
     }
     // The lobby reaches a creator's session through this (weak: it keeps nothing open).
     let weak = tx.downgrade();
-    let admitted = match enter(&s, checked, join.sdp, tx, started).await {
+    let admitted = match enter(&s, checked, join.sdp, tx, started, media::JoinMode::Call).await {
         Ok(a) => a,
         Err(r) => {
             send_error(&s, &mut socket, &r).await;
@@ -503,7 +503,7 @@ fn park(s: Arc<AppState>, a: Admitted, p: ParkedState) {
 }
 
 /// A join whose grant, link and blocks checked out, before its seat and media.
-struct Checked {
+pub(crate) struct Checked {
     claims: crate::auth::GrantClaims,
     pid: ParticipantId,
     link_id: LinkId,
@@ -512,7 +512,7 @@ struct Checked {
 }
 
 /// Checks the grant, the link and the blocks.
-async fn check(s: &AppState, grant: &str) -> Result<Checked, Refusal> {
+pub(crate) async fn check(s: &AppState, grant: &str) -> Result<Checked, Refusal> {
     let claims = s.tokens.verify_grant(grant).map_err(|e| {
         if e.to_string().contains("Expired") {
             Refusal::new("grant_expired", "the grant has expired")
@@ -570,13 +570,14 @@ async fn check(s: &AppState, grant: &str) -> Result<Checked, Refusal> {
     })
 }
 
-/// Takes the seat and adds the participant to its worker.
-async fn enter(
+/// Takes the seat and adds the participant to its worker (`mode`: a WHIP or WHEP client).
+pub(crate) async fn enter(
     s: &AppState,
     c: Checked,
     sdp: String,
     tx: mpsc::Sender<ServerMessage>,
     started: Instant,
+    mode: media::JoinMode,
 ) -> Result<(Admitted, Joined), Refusal> {
     let Checked {
         claims,
@@ -640,6 +641,7 @@ async fn enter(
         offer: sdp,
         started,
         session: tx,
+        mode,
     };
     let release = || s.seats.release(&link_id, &claims.pid);
     if !s.media.send(room, Command::Join(Box::new(req), reply_tx)) {
@@ -688,7 +690,7 @@ async fn enter(
 }
 
 /// Ends a participant: out of its worker (no-op if already removed) and its seat released.
-fn leave(s: &AppState, a: &Admitted, reason: RemoveReason) {
+pub(crate) fn leave(s: &AppState, a: &Admitted, reason: RemoveReason) {
     s.media.send(a.room, Command::Remove(a.pid, reason));
     s.seats.release(&a.link, &a.pid_text);
     if a.host {

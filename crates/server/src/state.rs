@@ -196,6 +196,8 @@ pub struct AppState {
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// Joins waiting for a link creator's approval.
     pub lobby: crate::lobby::Lobby,
+    /// WHIP publishers on this node, by resource id.
+    pub whip: crate::whip::WhipSessions,
 }
 
 /// `t` truncated to the millisecond (the store's precision).

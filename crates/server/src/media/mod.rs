@@ -71,6 +71,23 @@ pub struct JoinRequest {
     pub started: Instant,
     /// Where the worker sends this participant's signaling messages.
     pub session: mpsc::Sender<ServerMessage>,
+    /// A call participant, or a WHIP publisher / WHEP viewer.
+    pub mode: JoinMode,
+}
+
+/// How a participant takes part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinMode {
+    /// Publishes and subscribes, renegotiated over signaling (apps, the web page).
+    Call,
+    /// Publishes only (a WHIP client): subscribed to nothing, offered nothing.
+    Publish,
+    /// Receives one publisher on the lines of its own offer (a WHEP player): `watch`, or the
+    /// first one with media.
+    View {
+        /// The publisher asked for.
+        watch: Option<ParticipantId>,
+    },
 }
 
 /// What a successful join answers.

@@ -893,13 +893,24 @@ impl Worker {
                         joined_at: chrono::Utc::now(),
                     },
                 );
-                match self.sfu.add_participant(
-                    now,
-                    req.room,
-                    req.participant,
-                    req.kind,
-                    Some(&req.offer),
-                ) {
+                let added = match req.mode {
+                    super::JoinMode::Call => self.sfu.add_participant(
+                        now,
+                        req.room,
+                        req.participant,
+                        req.kind,
+                        Some(&req.offer),
+                    ),
+                    super::JoinMode::Publish => self
+                        .sfu
+                        .add_publisher(now, req.room, req.participant, req.kind, &req.offer)
+                        .map(Some),
+                    super::JoinMode::View { watch } => self
+                        .sfu
+                        .add_viewer(now, req.room, req.participant, req.kind, &req.offer, watch)
+                        .map(Some),
+                };
+                match added {
                     Ok(answer) => {
                         if let std::collections::hash_map::Entry::Vacant(v) =
                             self.rooms.entry(req.room)

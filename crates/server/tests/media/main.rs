@@ -18,3 +18,4 @@ mod screen_share;
 mod simulcast_preference;
 mod voice_refuses_video;
 mod webhook_events;
+mod whip;
