@@ -63,16 +63,25 @@ struct Live {
     pid: ParticipantId,
     /// `whip` or `whep`: the path its URL is under.
     kind: &'static str,
+    /// When it ended. An ended session is kept [`ENDED_KEPT`], so that the `DELETE` of a client
+    /// that closed its connection first (which ends the session at once) is answered `200`.
+    ended: Option<Instant>,
 }
+
+/// How long an ended session's URL still answers `DELETE` with `200`.
+const ENDED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl WhipSessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        let mut map = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        map.retain(|_, l| l.ended.is_none_or(|t| now.duration_since(t) < ENDED_KEPT));
+        map
     }
 
     /// Sessions live now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|l| l.ended.is_none()).count()
     }
 
     /// No session is live.
@@ -223,6 +232,7 @@ async fn ingest(
             room: admitted.room,
             pid: admitted.pid,
             kind,
+            ended: None,
         },
     );
     tracing::info!(link = %admitted.link, participant = %admitted.pid_text, kind, "whip/whep session started");
@@ -254,7 +264,7 @@ async fn ingest(
     params(("session" = String, Path, description = "The session id from the `Location` of the WHIP answer")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Ended: the publisher has left the call"),
+        (status = 200, description = "Ended: the publisher has left the call (also for a session that ended less than a minute ago)"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session on this node, or not yours", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -271,7 +281,7 @@ pub async fn end(
     params(("session" = String, Path, description = "The session id from the `Location` of the WHEP answer")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Ended: the player has left the call"),
+        (status = 200, description = "Ended: the player has left the call (also for a session that ended less than a minute ago)"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session on this node, or not yours", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -289,18 +299,18 @@ fn end_session(
     session: &str,
     kind: &str,
 ) -> Result<StatusCode, ApiError> {
-    let live = {
-        let mut map = s.whip.lock();
-        let mine = map
-            .get(session)
-            .is_some_and(|l| l.kind == kind && (l.user == caller.user || caller.admin));
-        // Someone else's session is not revealed.
-        mine.then(|| map.remove(session)).flatten()
-    };
-    let live = live.ok_or(ApiError::SessionNotFound)?;
-    // The worker removes it; `watch` then gives the seat back.
-    s.media
-        .send(live.room, Command::Remove(live.pid, RemoveReason::Left));
+    let mut map = s.whip.lock();
+    // Someone else's session is not revealed.
+    let live = map
+        .get_mut(session)
+        .filter(|l| l.kind == kind && (l.user == caller.user || caller.admin))
+        .ok_or(ApiError::SessionNotFound)?;
+    if live.ended.is_none() {
+        live.ended = Some(Instant::now());
+        // The worker removes it; `watch` then gives the seat back.
+        s.media
+            .send(live.room, Command::Remove(live.pid, RemoveReason::Left));
+    }
     Ok(StatusCode::OK)
 }
 
@@ -318,7 +328,9 @@ async fn watch(
             reason = Some(r.reason);
         }
     }
-    s.whip.lock().remove(&session);
+    if let Some(l) = s.whip.lock().get_mut(&session) {
+        l.ended.get_or_insert_with(Instant::now);
+    }
     signal::leave(&s, &admitted, RemoveReason::Left);
     tracing::info!(
         link = %admitted.link,
