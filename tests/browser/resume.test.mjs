@@ -143,3 +143,68 @@ test('a 5 s signaling cut: media goes on, both pages resume their sessions, nobo
     await relay.stop();
   }
 });
+
+/** The local port of the page's selected ICE candidate pair (the media path in use). */
+const localPort = (page) => page.evaluate(async () => {
+  const stats = await window.callrelay.pc.getStats();
+  let pair;
+  stats.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  return pair ? stats.get(pair.localCandidateId)?.port ?? null : null;
+});
+
+test('a network change restarts ICE: new local port, same participant, media back within 2 s', { timeout: 90000 }, async (t) => {
+  if (!media) {
+    t.skip('the relay does not serve /v1/signal yet (media plane missing)');
+    return;
+  }
+  const relay = await startRelay();
+  try {
+    const alice = await newPerson(browser, relay.base);
+    const bob = await newPerson(browser, relay.base);
+    const joins = [];
+    for (const p of [alice, bob]) p.on('request', (r) => r.method() === 'POST' && r.url().endsWith('/join') && joins.push(r.url()));
+    const link = await createLink(alice, { name: 'Alice' });
+    await joinCall(alice, link.url, 'Alice');
+    await inCall(alice);
+    await joinCall(bob, link.url, 'Bob');
+    await inCall(bob);
+    await Promise.all([waitDecoding(alice, 1), waitDecoding(bob, 1)]);
+    const bobId = await alice.evaluate(() => document.querySelector('[data-testid=tile]')?.dataset.participant);
+    const portBefore = await localPort(bob);
+    assert.ok(portBefore, 'bob has a selected candidate pair');
+    await bob.evaluate(() => { window.pcBefore = window.callrelay.pc; });
+
+    // The browser reports the network is back (what it does after a Wi-Fi hand-over or waking).
+    const changedAt = Date.now();
+    await bob.evaluate(() => window.dispatchEvent(new Event('online')));
+    // Bob's media takes a new path (new local port), and flows both ways again.
+    let port = portBefore;
+    while (port === portBefore || port === null) {
+      assert.ok(Date.now() - changedAt < 10000, `bob's media path moved (port ${portBefore} → ${port})`);
+      await sleep(100);
+      port = await localPort(bob);
+    }
+    const frames = await Promise.all([alice, bob].map(decoded));
+    let after = frames;
+    while (!(after[0] > frames[0] + 5 && after[1] > frames[1] + 5)) {
+      assert.ok(Date.now() - changedAt < 10000, `video decoding again on both sides: ${frames} → ${after}`);
+      await sleep(100);
+      after = await Promise.all([alice, bob].map(decoded));
+    }
+    const took = Date.now() - changedAt;
+    assert.ok(took < 2000 + 1000, `media back within 2 s (+1 s of polling slack): ${took} ms`);
+    assert.equal(await bob.evaluate(() => window.callrelay.iceRestarts), 1);
+    assert.ok(await bob.evaluate(() => window.pcBefore === window.callrelay.pc), 'same peer connection');
+    assert.equal(await alice.evaluate(() => document.querySelector('[data-testid=tile]')?.dataset.participant), bobId,
+      'alice sees the same participant (nobody left and joined again)');
+    assert.equal(joins.length, 2, 'no second join');
+    const metrics = await (await fetch(`${relay.base}/metrics`)).text();
+    assert.match(metrics, /^callrelay_ice_restarts_total 1$/m);
+    console.log(`ICE restart: bob's port ${portBefore} → ${port}; media back on both sides ${took} ms after the change`);
+    for (const p of [alice, bob]) await p.context().close();
+  } finally {
+    await relay.stop();
+  }
+});

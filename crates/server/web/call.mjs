@@ -101,6 +101,8 @@ const REJOIN_GIVE_UP_MS = 30000;
 const RESUME_FOR_MS = 30000;
 // One resume attempt (socket open to `resumed`).
 const RESUME_ATTEMPT_MS = 3000;
+// A media connection that stays `disconnected` this long restarts ICE (a `failed` one at once).
+const ICE_RESTART_AFTER_MS = 2000;
 // Attempts after which a relay that sent nothing meanwhile counts as gone.
 const RESUME_SILENT_ATTEMPTS = 2;
 
@@ -552,6 +554,10 @@ export class Call {
       this.resizeTimer = setTimeout(() => this.participants.forEach((p, pid) => p.videoTrack && this.preferVideo(pid)), 300);
     };
     window.addEventListener('resize', this.onResize);
+    // The network changed (Wi-Fi to mobile data, a VPN, a laptop waking up): new local
+    // addresses, so restart ICE over signaling. Same participant, same tracks.
+    this.onOnline = () => this.restartIce('online');
+    window.addEventListener('online', this.onOnline);
     this.guard = setInterval(() => this.checkBypass(), 1000);
 
     const outcome = await this.connect(this.join);
@@ -959,6 +965,9 @@ export class Call {
         break;
       }
       case 'offer': {
+        // Glare: the relay yields to our outstanding offer (a screen share, an ICE restart) and
+        // offers again after answering it (proto/CLIENTS.md), so its crossed offer is dropped.
+        if (this.pc.signalingState === 'have-local-offer') break;
         await this.pc.setRemoteDescription({ type: 'offer', sdp: body.sdp });
         const answer = await this.pc.createAnswer();
         await this.pc.setLocalDescription(answer);
@@ -1048,8 +1057,42 @@ export class Call {
 
   onConnectionState() {
     const s = this.pc.connectionState;
-    if (s === 'connected') this.setStatus('connected', 'In the call');
-    else if (s === 'failed') this.setStatus('failed', 'Media connection failed');
+    if (s === 'connected') {
+      clearTimeout(this.iceTimer);
+      this.iceTimer = null;
+      this.setStatus('connected', 'In the call');
+    } else if (s === 'disconnected') {
+      if (!this.iceTimer) {
+        this.iceTimer = setTimeout(() => {
+          this.iceTimer = null;
+          if (this.pc?.connectionState === 'disconnected') this.restartIce('disconnected');
+        }, ICE_RESTART_AFTER_MS);
+      }
+    } else if (s === 'failed') {
+      this.setStatus('failed', 'Media connection failed');
+      this.restartIce('failed');
+    }
+  }
+
+  /**
+   * Restarts ICE: new credentials and new local candidates (new ports, the new network's
+   * addresses), offered over signaling; the relay answers with credentials of its own and
+   * follows the new path. Same participant, seat and tracks: the others see nobody leave.
+   */
+  async restartIce(why) {
+    const conn = this.conn;
+    if (!conn?.joined || !conn.pc || this.ended || conn.restartingIce) return;
+    conn.restartingIce = true;
+    try {
+      window.callrelay.iceRestarts = (window.callrelay.iceRestarts || 0) + 1;
+      window.callrelay.lastIceRestart = why;
+      conn.pc.restartIce();
+      await this.renegotiate(conn);
+    } catch (err) {
+      console.warn('ice restart', err);
+    } finally {
+      conn.restartingIce = false;
+    }
   }
 
   sendMute() {
@@ -1088,6 +1131,8 @@ export class Call {
     const conn = this.conn;
     clearInterval(this.guard);
     window.removeEventListener('resize', this.onResize);
+    window.removeEventListener('online', this.onOnline);
+    clearTimeout(this.iceTimer);
     this.disconnect(conn);
     conn?.settle('ended');
     this.worker?.terminate();
