@@ -282,7 +282,7 @@ async fn whip_follows_the_links_rules() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while relay.state.whip.len() != 0 {
+    while !relay.state.whip.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "session gone");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
