@@ -5,7 +5,7 @@
 //! `callrelay.example.toml` at the repository root documents every key; a test checks that it
 //! lists exactly the keys of [`Config`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,12 +70,16 @@ pub struct Config {
 pub struct MediaConfig {
     /// Worker threads, each with one UDP socket; 0 means one per CPU core.
     pub workers: u32,
-    /// Address the UDP sockets bind (the IP part; ports come from `ports`).
+    /// Address the UDP sockets bind (the IP part; ports come from `ports`). `::` (or `[::]`)
+    /// binds dual-stack sockets that serve IPv4 and IPv6 clients alike.
     pub bind_ip: String,
     /// UDP ports, one per worker: a comma-separated list (`7710,7711`) or a base port (`7710`,
     /// then upward). Each must be reachable from clients.
     pub ports: String,
-    /// The address put in ICE candidates (the public address under 1:1 NAT); empty means `bind_ip`.
+    /// The address put in ICE candidates (the public address under 1:1 NAT); empty means
+    /// `bind_ip`. Comma-separated for both families, at most one IPv4 and one IPv6 address
+    /// (`203.0.113.7,2001:db8::7`, with `bind_ip = "::"`): each worker then announces one host
+    /// candidate per address, and each client uses the one of its own family.
     pub announce_ip: String,
     /// Datagrams larger than this many bytes are dropped before parsing.
     pub mtu: u32,
@@ -713,8 +717,9 @@ pub struct Settings {
     pub media_workers: usize,
     /// `media.bind_ip` + `media.ports`: one socket address per worker.
     pub media_addrs: Vec<SocketAddr>,
-    /// `media.announce_ip` (or the bind IP).
-    pub announce_ip: std::net::IpAddr,
+    /// `media.announce_ip` (or the bind IP): the host candidate IPs of every worker, at most
+    /// one IPv4 and one IPv6 address, in the order listed.
+    pub announce_ips: Vec<IpAddr>,
     /// `media.mtu`
     pub mtu: usize,
     /// `media.idle_timeout`
@@ -1081,7 +1086,7 @@ impl Config {
             limits: self.limits,
             media_workers: media.addrs.len(),
             media_addrs: media.addrs,
-            announce_ip: media.announce_ip,
+            announce_ips: media.announce_ips,
             mtu: media.mtu,
             idle_timeout: media.idle_timeout,
             bandwidth_estimation: self.media.bandwidth_estimation,
@@ -1205,18 +1210,13 @@ fn validate_cluster(
 
 struct MediaSettings {
     addrs: Vec<SocketAddr>,
-    announce_ip: std::net::IpAddr,
+    announce_ips: Vec<IpAddr>,
     mtu: usize,
     idle_timeout: Duration,
 }
 
 fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
-    let bind_ip: std::net::IpAddr = m.bind_ip.parse().map_err(|_| {
-        ConfigError::new(
-            "media.bind_ip",
-            format!("{:?} is not an IP address", m.bind_ip),
-        )
-    })?;
+    let bind_ip = ip_address("media.bind_ip", &m.bind_ip)?;
     let workers = if m.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -1266,22 +1266,7 @@ fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
             list.to_vec()
         }
     };
-    let announce_ip = if m.announce_ip.is_empty() {
-        if bind_ip.is_unspecified() {
-            return Err(ConfigError::new(
-                "media.announce_ip",
-                "required when media.bind_ip is unspecified (0.0.0.0 or ::)",
-            ));
-        }
-        bind_ip
-    } else {
-        m.announce_ip.parse().map_err(|_| {
-            ConfigError::new(
-                "media.announce_ip",
-                format!("{:?} is not an IP address", m.announce_ip),
-            )
-        })?
-    };
+    let announce_ips = announce_ips(bind_ip, &m.announce_ip)?;
     if !(576..=9000).contains(&m.mtu) {
         return Err(ConfigError::new(
             "media.mtu",
@@ -1300,10 +1285,84 @@ fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
             .into_iter()
             .map(|p| SocketAddr::new(bind_ip, p))
             .collect(),
-        announce_ip,
+        announce_ips,
         mtu: m.mtu as usize,
         idle_timeout,
     })
+}
+
+/// An IP address as written in a key: `::1`, or bracketed as in a URL (`[::1]`).
+fn ip_address(key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+    let t = text.trim();
+    let bare = t
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(t);
+    bare.parse()
+        .map_err(|_| ConfigError::new(key, format!("{text:?} is not an IP address")))
+}
+
+/// `media.announce_ip`: at most one address per family, each one the sockets bound to
+/// `bind_ip` can receive on; empty means `bind_ip` itself. An IPv4-mapped IPv6 address is taken
+/// as the IPv4 address (a client of that family sends to it as IPv4).
+fn announce_ips(bind_ip: IpAddr, text: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    const KEY: &str = "media.announce_ip";
+    let listed: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if listed.is_empty() {
+        if bind_ip.is_unspecified() {
+            return Err(ConfigError::new(
+                KEY,
+                "required when media.bind_ip is unspecified (0.0.0.0 or ::)",
+            ));
+        }
+        return Ok(vec![bind_ip.to_canonical()]);
+    }
+    let mut ips: Vec<IpAddr> = Vec::with_capacity(listed.len());
+    for a in listed {
+        let ip = ip_address(KEY, a)?.to_canonical();
+        if ip.is_unspecified() {
+            return Err(ConfigError::new(
+                KEY,
+                format!("{ip} cannot be announced: clients need an address to send media to"),
+            ));
+        }
+        if ips.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            return Err(ConfigError::new(
+                KEY,
+                format!(
+                    "{text:?} lists two {} addresses: at most one IPv4 and one IPv6 address",
+                    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            ));
+        }
+        // The sockets must receive what clients of this family send: an IPv4 socket takes no
+        // IPv6, an IPv6 socket on one address takes no IPv4; `::` takes both.
+        match (bind_ip.to_canonical(), ip) {
+            (IpAddr::V4(_), IpAddr::V6(_)) => {
+                return Err(ConfigError::new(
+                    KEY,
+                    format!(
+                        "{ip} is IPv6 but media.bind_ip ({bind_ip}) is IPv4: bind :: to serve both families"
+                    ),
+                ))
+            }
+            (IpAddr::V6(b), IpAddr::V4(_)) if !b.is_unspecified() => {
+                return Err(ConfigError::new(
+                    KEY,
+                    format!(
+                        "{ip} is IPv4 but media.bind_ip ({bind_ip}) is an IPv6 address: bind :: to serve both families"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        ips.push(ip);
+    }
+    Ok(ips)
 }
 
 /// Parses a duration such as `3s`, `90d`, `1h 30m`.
@@ -1558,7 +1617,127 @@ mod tests {
         ]);
         assert_eq!(b.media_workers, 2);
         assert_eq!(b.media_addrs[1].to_string(), "0.0.0.0:7005");
-        assert_eq!(b.announce_ip.to_string(), "203.0.113.7");
+        assert_eq!(b.announce_ips, ["203.0.113.7".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn media_announces_one_address_per_family() {
+        let s = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(pairs)).and_then(|c| c.validate(&Overrides::default(), true))
+        };
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        // The default: IPv4 on loopback, announced as bound.
+        let d = s(&[]).unwrap();
+        assert_eq!(d.announce_ips, ips(&["127.0.0.1"]));
+        assert!(d.media_addrs.iter().all(|a| a.is_ipv4()));
+        // IPv6 only.
+        let v6 = s(&[("CALLRELAY_MEDIA_BIND_IP", "::1")]).unwrap();
+        assert_eq!(v6.announce_ips, ips(&["::1"]));
+        // Dual stack: `::` (bracketed or not), one address per family, in the order listed.
+        for bind in ["::", "[::]"] {
+            let both = s(&[
+                ("CALLRELAY_MEDIA_BIND_IP", bind),
+                ("CALLRELAY_MEDIA_ANNOUNCE_IP", " 2001:db8::7 , 203.0.113.7 "),
+                ("CALLRELAY_MEDIA_PORTS", "7710"),
+                ("CALLRELAY_MEDIA_WORKERS", "1"),
+            ])
+            .unwrap();
+            assert_eq!(both.announce_ips, ips(&["2001:db8::7", "203.0.113.7"]));
+            assert_eq!(both.media_addrs[0].to_string(), "[::]:7710");
+        }
+        // An IPv4-mapped address is announced as the IPv4 address.
+        let mapped = s(&[
+            ("CALLRELAY_MEDIA_BIND_IP", "::"),
+            ("CALLRELAY_MEDIA_ANNOUNCE_IP", "::ffff:203.0.113.7"),
+        ])
+        .unwrap();
+        assert_eq!(mapped.announce_ips, ips(&["203.0.113.7"]));
+
+        let bad = |pairs: &[(&str, &str)]| {
+            let e = s(pairs).unwrap_err();
+            (e.key.clone(), e.message)
+        };
+        for (pairs, key, says) in [
+            (
+                &[("CALLRELAY_MEDIA_BIND_IP", "localhost")][..],
+                "media.bind_ip",
+                "not an IP address",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "[::"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "::1"),
+                ][..],
+                "media.bind_ip",
+                "not an IP address",
+            ),
+            (
+                &[("CALLRELAY_MEDIA_BIND_IP", "::")][..],
+                "media.announce_ip",
+                "required",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "::"),
+                    (
+                        "CALLRELAY_MEDIA_ANNOUNCE_IP",
+                        "203.0.113.7,calls.example.org",
+                    ),
+                ][..],
+                "media.announce_ip",
+                "\"calls.example.org\" is not an IP address",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "::"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "203.0.113.7,198.51.100.1"),
+                ][..],
+                "media.announce_ip",
+                "two IPv4 addresses",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "::"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "2001:db8::7,::1"),
+                ][..],
+                "media.announce_ip",
+                "two IPv6 addresses",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "::"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "::"),
+                ][..],
+                "media.announce_ip",
+                "cannot be announced",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "0.0.0.0"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "203.0.113.7,2001:db8::7"),
+                ][..],
+                "media.announce_ip",
+                "bind :: to serve both families",
+            ),
+            (
+                &[("CALLRELAY_MEDIA_ANNOUNCE_IP", "::1")][..],
+                "media.announce_ip",
+                "media.bind_ip (127.0.0.1) is IPv4",
+            ),
+            (
+                &[
+                    ("CALLRELAY_MEDIA_BIND_IP", "::1"),
+                    ("CALLRELAY_MEDIA_ANNOUNCE_IP", "127.0.0.1"),
+                ][..],
+                "media.announce_ip",
+                "is an IPv6 address",
+            ),
+        ] {
+            let (k, message) = bad(pairs);
+            assert_eq!(k, key, "{pairs:?}: {message}");
+            assert!(message.contains(says), "{pairs:?}: {message}");
+        }
     }
 
     #[test]

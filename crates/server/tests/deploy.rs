@@ -443,7 +443,10 @@ fn compose_sets_real_keys_and_publishes_its_ports() {
             advertised.insert(s.cluster.advertise_url.clone()),
             "{service}: advertise_url reused"
         );
-        assert_eq!(s.announce_ip.to_string(), "203.0.113.7");
+        assert_eq!(
+            s.announce_ips,
+            ["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]
+        );
 
         let mut tcp = BTreeSet::new();
         let mut udp = BTreeSet::new();
@@ -642,8 +645,8 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     let toml = repo().join("deploy/kubernetes").join(file);
     let s = settings(Some(&toml), &env, "deploy/kubernetes (ConfigMap + env)");
     assert_eq!(
-        s.announce_ip.to_string(),
-        "10.1.2.3",
+        s.announce_ips,
+        ["10.1.2.3".parse::<std::net::IpAddr>().unwrap()],
         "announce the node IP"
     );
     assert_eq!(s.cluster.node_id, "callrelay-0", "node_id = the pod name");

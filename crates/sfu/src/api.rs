@@ -19,8 +19,13 @@ pub const DEFAULT_BWE_INITIAL_BITRATE: u64 = 5_000_000;
 /// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SfuConfig {
-    /// The worker's UDP socket address, announced as the single host candidate.
+    /// The worker's UDP socket address as clients reach it, announced as its host candidate.
     pub local_addr: SocketAddr,
+    /// A second host candidate, in the other address family than `local_addr`, for a
+    /// dual-stack worker socket (bound to `[::]` and announced on an IPv4 and an IPv6 address).
+    /// `None` (the default): `local_addr` is the only candidate. See
+    /// [`SfuConfig::local_addrs`] and [`SfuConfig::local_addr_for`].
+    pub dual_stack_addr: Option<SocketAddr>,
     /// Datagrams longer than this are dropped before any parsing.
     pub mtu: usize,
     /// Most participants in one room; `add_participant` refuses more.
@@ -88,6 +93,7 @@ impl SfuConfig {
     pub fn new(local_addr: SocketAddr) -> Self {
         SfuConfig {
             local_addr,
+            dual_stack_addr: None,
             mtu: 1500,
             max_participants: 32,
             idle_timeout: Duration::from_secs(30),
@@ -100,6 +106,24 @@ impl SfuConfig {
             max_ssrcs_per_participant: 32,
             max_ingress_bitrate: Some(10_000_000),
             send_buffer_video: 256,
+        }
+    }
+
+    /// Every host candidate: `local_addr`, then `dual_stack_addr` if set. Each participant's
+    /// `Rtc` announces all of them; a client pairs its own address with the one of its family.
+    pub fn local_addrs(&self) -> impl Iterator<Item = SocketAddr> {
+        std::iter::once(self.local_addr).chain(self.dual_stack_addr)
+    }
+
+    /// The host candidate a datagram from `remote` was sent to: the one in `remote`'s address
+    /// family (an IPv4-mapped IPv6 address counts as IPv4), else `local_addr`. An IO layer
+    /// passes it as the `destination` of [`Sfu::handle_datagram`][crate::Sfu::handle_datagram]:
+    /// str0m pairs a remote address only with a local candidate of its own family.
+    pub fn local_addr_for(&self, remote: SocketAddr) -> SocketAddr {
+        let v4 = remote.ip().to_canonical().is_ipv4();
+        match self.dual_stack_addr {
+            Some(other) if self.local_addr.is_ipv4() != v4 && other.is_ipv4() == v4 => other,
+            _ => self.local_addr,
         }
     }
 }

@@ -227,9 +227,13 @@ impl Sfu {
             // Once-a-second stats carry the NACK counts behind `SfuStats::nacks_received`.
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
-        let candidate = Candidate::host(self.config.local_addr, "udp")
-            .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        // One host candidate per announced address (an IPv4 and an IPv6 one on a dual-stack
+        // socket); the client pairs its own address with the one of its family.
+        for addr in self.config.local_addrs() {
+            let candidate = Candidate::host(addr, "udp")
+                .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         // A panic in str0m on a hostile offer refuses the join (the Rtc is dropped here).
         let answer = match offer {
             Some(offer) => match guarded(|| rtc.sdp_api().accept_offer(offer)) {

@@ -23,9 +23,14 @@ const MAX_ADDRS_PER_PARTICIPANT: usize = 4;
 impl Sfu {
     /// A datagram received on the worker socket at `now` from `source`, sent to `destination`.
     ///
-    /// `destination` must be the address announced as host candidate
-    /// ([`SfuConfig::local_addr`][crate::SfuConfig::local_addr]), even when the socket is bound
-    /// to a wildcard address: str0m matches ICE traffic against its local candidates.
+    /// `destination` must be an address announced as host candidate, the one in `source`'s
+    /// family ([`SfuConfig::local_addr_for`][crate::SfuConfig::local_addr_for]), even when the
+    /// socket is bound to a wildcard address: str0m matches ICE traffic against its local
+    /// candidates.
+    ///
+    /// An IPv4-mapped IPv6 `source` (`::ffff:a.b.c.d`, how a dual-stack socket reports an IPv4
+    /// peer) is taken as the IPv4 address it maps: the peer pairs with the IPv4 candidate, is
+    /// learned and answered at one address, and transmits to it carry the IPv4 form.
     ///
     /// The work done does not grow with the participants the core holds: one hash probe to
     /// find the sender, then its `Rtc` and, for media, the subscribers of that one track.
@@ -36,6 +41,7 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) {
+        let source = canonical(source);
         self.stats.datagrams_received += 1;
         if bytes.len() > self.config.mtu {
             self.stats.dropped_oversized += 1;
@@ -153,9 +159,10 @@ impl Sfu {
         self.by_addr.len()
     }
 
-    /// The participant whose authenticated address is `addr`, if any (one hash probe).
+    /// The participant whose authenticated address is `addr` (an IPv4-mapped address counts as
+    /// its IPv4 address), if any (one hash probe).
     pub fn participant_at(&self, addr: SocketAddr) -> Option<ParticipantId> {
-        let slot = *self.by_addr.get(&addr)?;
+        let slot = *self.by_addr.get(&canonical(addr))?;
         self.participants.get(slot).map(|p| p.id)
     }
 
@@ -285,6 +292,18 @@ impl Sfu {
     }
 }
 
+/// `addr` with an IPv4-mapped IPv6 address replaced by the IPv4 address (port kept; the flow
+/// label and scope of a mapped address mean nothing for IPv4).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 /// What an SRTP-range datagram (first byte 128–191, RFC 7983) is, told apart as str0m does:
 /// payload types 64–95 in the second byte are RTCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,4 +338,74 @@ fn rtp_ssrc_seq(datagram: &[u8]) -> Option<(u32, u16)> {
     let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
     let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
     Some((ssrc, seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SfuConfig;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("a socket address")
+    }
+
+    #[test]
+    fn only_ipv4_mapped_addresses_are_unmapped() {
+        assert_eq!(
+            canonical(addr("[::ffff:127.0.0.1]:5000")),
+            addr("127.0.0.1:5000")
+        );
+        assert_eq!(
+            canonical(addr("[::ffff:203.0.113.7]:1")),
+            addr("203.0.113.7:1")
+        );
+        for same in [
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "[2001:db8::7]:5000",
+            // IPv4-compatible (deprecated, RFC 4291 2.5.5.1) is not how a socket reports IPv4.
+            "[::127.0.0.1]:5000",
+        ] {
+            assert_eq!(canonical(addr(same)), addr(same), "{same}");
+        }
+    }
+
+    #[test]
+    fn the_destination_is_the_candidate_of_the_peer_family() {
+        let mut c = SfuConfig::new(addr("203.0.113.7:7710"));
+        // One candidate: it is the destination whatever the peer.
+        assert_eq!(c.local_addr_for(addr("[2001:db8::9]:1")), c.local_addr);
+        assert_eq!(c.local_addrs().collect::<Vec<_>>(), [c.local_addr]);
+
+        c.dual_stack_addr = Some(addr("[2001:db8::7]:7710"));
+        assert_eq!(
+            c.local_addrs().collect::<Vec<_>>(),
+            [addr("203.0.113.7:7710"), addr("[2001:db8::7]:7710")]
+        );
+        assert_eq!(
+            c.local_addr_for(addr("198.51.100.1:4000")),
+            addr("203.0.113.7:7710")
+        );
+        assert_eq!(
+            c.local_addr_for(addr("[::ffff:198.51.100.1]:4000")),
+            addr("203.0.113.7:7710"),
+            "a mapped IPv4 peer is an IPv4 peer"
+        );
+        assert_eq!(
+            c.local_addr_for(addr("[2001:db8::9]:4000")),
+            addr("[2001:db8::7]:7710")
+        );
+
+        // The IPv6 address first: the same choice.
+        let mut c = SfuConfig::new(addr("[2001:db8::7]:7710"));
+        c.dual_stack_addr = Some(addr("203.0.113.7:7710"));
+        assert_eq!(
+            c.local_addr_for(addr("[::ffff:198.51.100.1]:4000")),
+            addr("203.0.113.7:7710")
+        );
+        assert_eq!(
+            c.local_addr_for(addr("[2001:db8::9]:4000")),
+            addr("[2001:db8::7]:7710")
+        );
+    }
 }

@@ -200,7 +200,8 @@ pub struct ParticipantReport {
 
 struct WorkerHandle {
     commands: mpsc::UnboundedSender<Command>,
-    addr: SocketAddr,
+    /// Its host candidates: one per announced IP, on the port it bound.
+    addrs: Vec<SocketAddr>,
 }
 
 /// Node-wide totals the workers keep up to date (each adds its own changes).
@@ -225,11 +226,11 @@ impl MediaPlane {
         metrics: MediaMetrics,
         webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     ) -> anyhow::Result<MediaPlane> {
+        let serves_ipv4 = settings.announce_ips.iter().any(|ip| ip.is_ipv4());
         let mut sockets = Vec::with_capacity(settings.media_addrs.len());
         for addr in &settings.media_addrs {
-            let s = UdpSocket::bind(addr)
+            let s = bind(*addr, serves_ipv4)
                 .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {addr}: {e}"))?;
-            s.set_nonblocking(true)?;
             sockets.push(s);
         }
         let totals = Arc::new(Totals::default());
@@ -237,9 +238,18 @@ impl MediaPlane {
         let mut threads = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let bound = socket.local_addr()?;
-            // The candidate str0m announces: the announce IP with the port actually bound.
-            let addr = SocketAddr::new(settings.announce_ip, bound.port());
-            let mut config = SfuConfig::new(addr);
+            // The candidates str0m announces: each announce IP with the port actually bound
+            // (at most one per family, checked by the configuration).
+            let addrs: Vec<SocketAddr> = settings
+                .announce_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, bound.port()))
+                .collect();
+            let Some((&first, rest)) = addrs.split_first() else {
+                anyhow::bail!("media.announce_ip: no address to announce");
+            };
+            let mut config = SfuConfig::new(first);
+            config.dual_stack_addr = rest.first().copied();
             config.mtu = settings.mtu;
             config.max_participants = settings.max_participants;
             config.idle_timeout = settings.idle_timeout;
@@ -256,12 +266,15 @@ impl MediaPlane {
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || worker::run(i, socket, config, rx, metrics, t, w))?;
-            workers.push(WorkerHandle { commands: tx, addr });
+            workers.push(WorkerHandle {
+                commands: tx,
+                addrs,
+            });
             threads.push(thread);
         }
         tracing::info!(
             workers = workers.len(),
-            addrs = ?workers.iter().map(|w| w.addr).collect::<Vec<_>>(),
+            addrs = ?workers.iter().flat_map(|w| w.addrs.iter()).collect::<Vec<_>>(),
             "media workers started"
         );
         Ok(MediaPlane {
@@ -271,9 +284,13 @@ impl MediaPlane {
         })
     }
 
-    /// The announced address of each worker (its ICE host candidate).
+    /// The announced addresses of every worker (its ICE host candidates: one per announced
+    /// IP), worker by worker.
     pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.workers.iter().map(|w| w.addr).collect()
+        self.workers
+            .iter()
+            .flat_map(|w| w.addrs.iter().copied())
+            .collect()
     }
 
     /// Rooms with at least one participant, over all workers.
@@ -362,6 +379,27 @@ impl MediaPlane {
             }
         }
     }
+}
+
+/// Binds one worker socket, non-blocking. An IPv6 socket takes IPv4 as well (IPV6_V6ONLY off;
+/// IPv4 peers then show up as IPv4-mapped addresses) when an IPv4 address is announced, which
+/// the configuration allows only on the wildcard `[::]`, and IPv6 only otherwise: set either
+/// way, so the host's default (`net.ipv6.bindv6only`) decides nothing. A system that cannot
+/// turn it off fails here, naming the address, rather than leave IPv4 clients unanswered.
+fn bind(addr: SocketAddr, serves_ipv4: bool) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!serves_ipv4).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot set IPV6_V6ONLY to {}: {e}", !serves_ipv4),
+            )
+        })?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]

@@ -101,12 +101,10 @@ pub(super) fn run(
         };
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-        let local = config.local_addr;
         let worker = Worker {
             index,
             label: index.to_string(),
             sfu: Sfu::new(config, seed),
-            local,
             socket,
             state,
             metrics: metrics.clone(),
@@ -200,7 +198,6 @@ struct Worker {
     index: usize,
     label: String,
     sfu: Sfu,
-    local: SocketAddr,
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     metrics: MediaMetrics,
@@ -375,7 +372,10 @@ impl Worker {
     /// Feeds one datagram to the core; its output waits for [`Worker::flush`].
     fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
-        self.sfu.handle_datagram(now, source, self.local, bytes);
+        // Sent to the candidate of the source's family (a dual-stack socket serves an IPv4 and
+        // an IPv6 one); the core unmaps an IPv4-mapped source itself.
+        let destination = self.sfu.config().local_addr_for(source);
+        self.sfu.handle_datagram(now, source, destination, bytes);
     }
 
     /// Sends every pending datagram and dispatches every event. What the core has queued (after
