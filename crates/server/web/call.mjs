@@ -486,6 +486,13 @@ export class Call {
     }
     const tile = this.makeTile(info.participant_id, label);
     const item = this.h('li', { 'data-participant': info.participant_id }, this.h('span', {}, label), this.h('span', { class: 'meta' }));
+    if (info.clear_media) {
+      // A WHIP publisher (OBS, a camera): the relay says its media is not end-to-end encrypted.
+      tile.el.append(this.h('span', {
+        class: 'flag clear-media', 'data-testid': 'clear-media',
+        title: 'This participant publishes without end-to-end encryption (a streaming tool): the relay can see its media.',
+      }, 'Not end-to-end encrypted'));
+    }
     const p = { info, tile, item, videoTrack: null };
     this.participants.set(info.participant_id, p);
     this.tilesEl.append(tile.el);
@@ -832,21 +839,24 @@ export class Call {
     }
   }
 
-  attachReceiver(receiver, kind) {
+  /** `clear`: the track of a participant whose media is not end-to-end encrypted (a WHIP
+   * publisher, as the relay says): its frames pass as they come. */
+  attachReceiver(receiver, kind, clear = false) {
     if (this.receivers.has(receiver)) return;
     this.receivers.add(receiver);
+    const op = clear ? 'clear' : 'decrypt';
     if (hasScriptTransform) {
-      receiver.transform = new RTCRtpScriptTransform(this.worker, { op: 'decrypt', kind });
+      receiver.transform = new RTCRtpScriptTransform(this.worker, { op, kind });
     } else {
       const { readable, writable } = receiver.createEncodedStreams();
-      this.worker.postMessage({ type: 'stream', readable, writable, op: 'decrypt', kind }, [readable, writable]);
+      this.worker.postMessage({ type: 'stream', readable, writable, op, kind }, [readable, writable]);
     }
   }
 
   onTrack(e) {
     // Synchronously, first thing: the receiver's transform (see the pitfall above).
-    this.attachReceiver(e.receiver, e.track.kind);
     const pid = e.streams[0]?.id;
+    this.attachReceiver(e.receiver, e.track.kind, !!this.participants.get(pid)?.info.clear_media);
     if (!pid) return;
     if (!this.participants.has(pid)) this.addParticipant({ participant_id: pid, name: '', user_id: '' });
     const p = this.participants.get(pid);

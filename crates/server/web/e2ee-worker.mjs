@@ -4,7 +4,8 @@
 // on: a decoder fed ciphertext shows garbage keyframes and plays noise.
 //
 // Frames reach the worker two ways:
-//   - RTCRtpScriptTransform: the `rtctransform` event, options {op: 'encrypt'|'decrypt', kind};
+//   - RTCRtpScriptTransform: the `rtctransform` event, options {op: 'encrypt'|'decrypt'|'clear', kind}
+//     ('clear': a participant the relay flags `clear_media`, a WHIP publisher; passed as is);
 //   - the legacy createEncodedStreams(): a {type: 'stream', readable, writable, op, kind} message.
 // Page → worker: {type: 'key', key: Uint8Array|null} before any transform (frames wait for it).
 // Encrypt transforms may carry `epoch` (the page's connection number, rising on each rejoin): the
@@ -25,6 +26,8 @@ const stats = {
   dropped: 0,
   missingKey: 0,
   decryptFailed: 0,
+  // Frames of participants that send in clear (`clear_media`), passed as they came.
+  clear: 0,
   epoch: 0, // the newest epoch an encrypt transform was created for
   epochEncrypted: 0, // frames encrypted by that epoch's transforms
   senders: {}, // kid hex -> 'ok' | 'decrypt-failed'
@@ -79,7 +82,11 @@ function pump(readable, writable, { op, kind, epoch = 0 }) {
     async transform(frame, controller) {
       await keyReady;
       if (op === 'encrypt') await encryptFrame(frame, kind, controller, epoch);
-      else await decryptFrame(frame, kind, controller);
+      else if (op === 'clear') {
+        // A participant the relay says sends in clear (a WHIP publisher): as it comes.
+        stats.clear++;
+        controller.enqueue(frame);
+      } else await decryptFrame(frame, kind, controller);
     },
   });
   readable.pipeThrough(transform).pipeTo(writable).catch((err) => post({ type: 'error', message: String(err) }));

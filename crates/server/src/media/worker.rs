@@ -141,6 +141,8 @@ struct Session {
     backlog: Vec<(Coalesce, Msg)>,
     /// When it joined.
     joined_at: chrono::DateTime<chrono::Utc>,
+    /// A WHIP publisher: its media is not end-to-end encrypted.
+    clear_media: bool,
 }
 
 /// A track a session publishes, as `track_published` describes it.
@@ -845,6 +847,7 @@ impl Worker {
             name: s.name.clone(),
             audio_muted: s.audio_muted,
             video_muted: s.video_muted,
+            clear_media: s.clear_media,
         })
     }
 
@@ -891,6 +894,7 @@ impl Worker {
                         tracks: Vec::new(),
                         backlog: Vec::new(),
                         joined_at: chrono::Utc::now(),
+                        clear_media: req.mode == super::JoinMode::Publish,
                     },
                 );
                 let added = match req.mode {

@@ -91,6 +91,16 @@ async fn a_whip_client_publishes_into_a_call_and_delete_ends_it() {
     bob.until("carol joins", |p| joined_user(p, "carol").is_some())
         .await;
     let carol = joined_user(&bob, "carol").unwrap();
+    // Bob is told her media is not end-to-end encrypted (she has no link key).
+    let clear = bob.signals.iter().find_map(|(_, m)| match m {
+        Msg::ParticipantJoined(j) => j
+            .participant
+            .as_ref()
+            .filter(|x| x.participant_id == carol)
+            .map(|x| x.clear_media),
+        _ => None,
+    });
+    assert_eq!(clear, Some(true));
     bob.until("carol's tracks in the model", |p| {
         p.client
             .remote_tracks()
