@@ -60,6 +60,24 @@ async fn publish(relay: &Relay, link: &str, user: &str) -> (Client, String) {
     (client, location)
 }
 
+/// DELETE on a session URL as `user`.
+async fn delete(relay: &Relay, url: impl reqwest::IntoUrl, user: &str) -> reqwest::Response {
+    relay
+        .http
+        .delete(url)
+        .bearer_auth(relay.token(user))
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// One audio and one video packet from a WHIP publisher (sender tag 9), number `n`.
+fn send_frame(client: &Client, n: u32) {
+    client.send_audio(payload(9, 0xA0, n, 120)).unwrap();
+    let video = callrelay_client::vp8_payload(true, &payload(9, 0xB0, n, 900));
+    client.send_video(None, video).unwrap();
+}
+
 async fn problem(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     assert_eq!(
@@ -131,12 +149,7 @@ async fn a_whip_client_publishes_into_a_call_and_delete_ends_it() {
             "bob got carol's media"
         );
         tick.tick().await;
-        obs.send_audio(payload(9, 0xA0, n, 120)).unwrap();
-        obs.send_video(
-            None,
-            callrelay_client::vp8_payload(true, &payload(9, 0xB0, n, 900)),
-        )
-        .unwrap();
+        send_frame(&obs, n);
         n += 1;
         bob.send_media(2);
         bob.drain();
@@ -148,21 +161,9 @@ async fn a_whip_client_publishes_into_a_call_and_delete_ends_it() {
     assert!(!got_media, "a WHIP publisher is sent nothing");
 
     // Someone else's token cannot end it; hers can, and Bob sees her leave.
-    let other = relay
-        .http
-        .delete(&location)
-        .bearer_auth(relay.token("bob"))
-        .send()
-        .await
-        .unwrap();
+    let other = delete(&relay, &location, "bob").await;
     assert_eq!(problem(other).await, (404, "session_not_found".into()));
-    let r = relay
-        .http
-        .delete(&location)
-        .bearer_auth(relay.token("carol"))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&relay, &location, "carol").await;
     assert_eq!(r.status(), 200);
     bob.until("carol left", |p| {
         p.signals
@@ -172,21 +173,14 @@ async fn a_whip_client_publishes_into_a_call_and_delete_ends_it() {
     .await;
     // DELETE is idempotent for a minute (a client that closed its connection first, which
     // ended the session, still gets 200); a session that never was is not found.
-    let again = relay
-        .http
-        .delete(&location)
-        .bearer_auth(relay.token("carol"))
-        .send()
-        .await
-        .unwrap();
+    let again = delete(&relay, &location, "carol").await;
     assert_eq!(again.status(), 200);
-    let never = relay
-        .http
-        .delete(format!("{}/v1/whip/{}", relay.base, "0".repeat(32)))
-        .bearer_auth(relay.token("carol"))
-        .send()
-        .await
-        .unwrap();
+    let never = delete(
+        &relay,
+        format!("{}/v1/whip/{}", relay.base, "0".repeat(32)),
+        "carol",
+    )
+    .await;
     assert_eq!(problem(never).await, (404, "session_not_found".into()));
     // Her seat is free again: only Bob holds one.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -283,13 +277,7 @@ async fn whip_follows_the_links_rules() {
     .await;
     assert!(closed.is_ok(), "the revocation closed the WHIP session");
     // Her DELETE after that is answered as for an ended session.
-    let r = relay
-        .http
-        .delete(&location)
-        .bearer_auth(relay.token("carol"))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&relay, &location, "carol").await;
     assert_eq!(r.status(), 200);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !relay.state.whip.is_empty() {
@@ -367,12 +355,7 @@ async fn a_whep_player_watches_one_participant_then_the_next() {
     let mut n = 0u32;
     let step = |bob: &mut Peer, obs: &Client, n: &mut u32| {
         bob.send_media(2);
-        obs.send_audio(payload(9, 0xA0, *n, 120)).unwrap();
-        obs.send_video(
-            None,
-            callrelay_client::vp8_payload(true, &payload(9, 0xB0, *n, 900)),
-        )
-        .unwrap();
+        send_frame(obs, *n);
         *n += 1;
         bob.drain();
     };
@@ -409,32 +392,15 @@ async fn a_whep_player_watches_one_participant_then_the_next() {
             "dave moved to carol"
         );
         tick.tick().await;
-        obs.send_audio(payload(9, 0xA0, n, 120)).unwrap();
-        obs.send_video(
-            None,
-            callrelay_client::vp8_payload(true, &payload(9, 0xB0, n, 900)),
-        )
-        .unwrap();
+        send_frame(&obs, n);
         n += 1;
         dave.drain();
     }
 
     // A WHEP session is ended on its own path, by its owner.
-    let wrong = relay
-        .http
-        .delete(dave_url.replace("/v1/whep/", "/v1/whip/"))
-        .bearer_auth(relay.token("dave"))
-        .send()
-        .await
-        .unwrap();
+    let wrong = delete(&relay, dave_url.replace("/v1/whep/", "/v1/whip/"), "dave").await;
     assert_eq!(problem(wrong).await, (404, "session_not_found".into()));
-    let r = relay
-        .http
-        .delete(&dave_url)
-        .bearer_auth(relay.token("dave"))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&relay, &dave_url, "dave").await;
     assert_eq!(r.status(), 200);
 
     // An offer that sends, or a malformed participant, is refused.
