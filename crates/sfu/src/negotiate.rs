@@ -217,6 +217,40 @@ impl Sfu {
         Ok(())
     }
 
+    /// The payload types, in `subscriber`'s numbering, of the codecs the publisher of `key`
+    /// negotiated on its m-line, with their RTX (empty when unknown: offer everything).
+    fn forwardable_pts(&self, subscriber: Slot, key: TrackKey) -> Vec<u8> {
+        let (Some(s), Some(p)) = (
+            self.participants.get(subscriber),
+            self.participants.get(key.0),
+        ) else {
+            return Vec::new();
+        };
+        let Some(media) = p.rtc.media(key.1) else {
+            return Vec::new();
+        };
+        let published = media.remote_pts();
+        let theirs = p.rtc.codec_config();
+        let ours = s.rtc.codec_config();
+        let mut keep = Vec::new();
+        for pp in theirs
+            .params()
+            .iter()
+            .filter(|pp| published.contains(&pp.pt()))
+        {
+            let matched = ours.match_params(*pp).map(|m| m.pt());
+            for sp in ours.params() {
+                if Some(sp.pt()) == matched || sp.spec() == pp.spec() {
+                    keep.push(*sp.pt());
+                    if let Some(rtx) = sp.resend() {
+                        keep.push(*rtx);
+                    }
+                }
+            }
+        }
+        keep
+    }
+
     pub(crate) fn mark_negotiate(&mut self, slot: Slot) {
         if let Some(p) = self.participants.get_mut(slot) {
             if !p.negotiate {
@@ -347,7 +381,7 @@ impl Sfu {
             api.stop_media(mid);
             p.stopping.push(mid);
         }
-        let mut opened: Vec<(SubId, Mid)> = Vec::with_capacity(to_open.len());
+        let mut opened: Vec<(SubId, Mid, TrackKey)> = Vec::with_capacity(to_open.len());
         for (sid, key, kind, publisher) in to_open {
             let media_kind = match kind {
                 TrackKind::Audio => MediaKind::Audio,
@@ -362,7 +396,7 @@ impl Sfu {
                 Some(track_id),
                 None,
             );
-            opened.push((sid, mid));
+            opened.push((sid, mid, key));
         }
         if !api.has_changes() {
             return;
@@ -372,12 +406,20 @@ impl Sfu {
         };
         let id = p.id;
         p.pending_offer = Some(pending);
-        for (sid, mid) in opened {
+        let mut sdp = offer.to_sdp_string();
+        for &(sid, mid, key) in &opened {
             self.subs.set_state(sid, OutState::Negotiating(mid));
+            // Each subscription's m-line offers only the codecs its publisher negotiated: str0m
+            // fills every m-line from the session's codecs, and a subscriber that picked one the
+            // publisher never sends would get nothing (`Event::CodecUnsupported`).
+            let keep = self.forwardable_pts(slot, key);
+            if !keep.is_empty() {
+                sdp = restrict_pts(&sdp, mid, &keep);
+            }
         }
         self.events.push_back(Event::SdpOffer {
             participant: id,
-            sdp: offer.to_sdp_string(),
+            sdp,
         });
         self.mark_dirty(slot);
     }
@@ -545,5 +587,79 @@ mod tests {
             parse_offer(sdp, RoomKind::Video, 2),
             Err(SfuError::TooManyTracks { offered: 3, max: 2 })
         ));
+    }
+}
+
+/// `sdp` with the m-section of `mid` offering only the payload types in `keep` (its `m=` format
+/// list, and the `rtpmap`, `fmtp` and `rtcp-fb` lines of the others dropped). Unchanged when
+/// that would leave the section with none.
+fn restrict_pts(sdp: &str, mid: Mid, keep: &[u8]) -> String {
+    let lines: Vec<&str> = sdp.split("\r\n").collect();
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    let want = format!("a=mid:{mid}");
+    let Some((start, end)) = starts.iter().enumerate().find_map(|(k, &i)| {
+        let end = starts.get(k + 1).copied().unwrap_or(lines.len());
+        lines[i..end].contains(&want.as_str()).then_some((i, end))
+    }) else {
+        return sdp.to_owned();
+    };
+    let mut m = lines[start].split(' ');
+    let head: Vec<&str> = m.by_ref().take(3).collect();
+    let formats: Vec<&str> = m.collect();
+    let kept: Vec<&str> = formats
+        .iter()
+        .copied()
+        .filter(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)))
+        .collect();
+    if kept.is_empty() || kept.len() == formats.len() || head.len() < 3 {
+        return sdp.to_owned();
+    }
+    let dropped = |line: &str| {
+        ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"].iter().any(|p| {
+            line.strip_prefix(p)
+                .and_then(|rest| rest.split([' ', '/']).next())
+                .and_then(|pt| pt.parse::<u8>().ok())
+                .is_some_and(|pt| !keep.contains(&pt))
+        })
+    };
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if i == start {
+            out.push(format!("{} {}", head.join(" "), kept.join(" ")));
+        } else if i > start && i < end && dropped(line) {
+            continue;
+        } else {
+            out.push((*line).to_owned());
+        }
+    }
+    out.join("\r\n")
+}
+
+#[cfg(test)]
+mod restrict_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_kept_payload_types_stay_in_that_section() {
+        let sdp =
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 packetization-mode=1\r\na=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n";
+        let out = restrict_pts(sdp, Mid::from("1"), &[102, 103]);
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("VP8") && !out.contains("apt=96") && !out.contains("rtcp-fb:96"));
+        assert!(out.contains("a=fmtp:103 apt=102") && out.contains("opus/48000/2"));
+        // Nothing in common, or another mid: unchanged.
+        assert_eq!(restrict_pts(sdp, Mid::from("1"), &[45]), sdp);
+        assert_eq!(restrict_pts(sdp, Mid::from("7"), &[102]), sdp);
     }
 }

@@ -90,3 +90,47 @@ fn a_subscriber_that_cannot_decode_the_publishers_codec_is_told_and_the_copies_a
         "one count per copy"
     );
 }
+
+/// The `kind` m-section of `sdp` whose `a=msid:` names `stream`.
+fn section_of<'a>(sdp: &'a str, kind: &str, stream: &str) -> Option<&'a str> {
+    sdp.split("\r\nm=")
+        .find(|s| s.starts_with(kind) && s.contains(&format!("a=msid:{stream} ")))
+}
+
+#[test]
+fn a_subscriber_is_offered_only_the_codecs_its_publisher_negotiated() {
+    let mut w = World::new();
+    // a publishes VP8 only (and Opus); b decodes everything str0m knows.
+    let a = w
+        .join_custom(1, 8, RoomKind::Video, true, true, &[], |c| {
+            c.clear_codecs().enable_opus(true, false).enable_vp8(true)
+        })
+        .expect("a (VP8 only)");
+    let b = w.join(2, 8, RoomKind::Video, true, false).expect("b");
+    w.run_until(Duration::from_secs(5), |w| {
+        w.settled(1) && w.clients[b].subscribed_mids.len() == 2
+    });
+    let offers = w.events_matching(
+        |e| matches!(e, Event::SdpOffer { participant, .. } if *participant == ParticipantId(2)),
+    );
+    let stream = ParticipantId(1).to_string();
+    let video = offers
+        .iter()
+        .find_map(|e| match e {
+            Event::SdpOffer { sdp, .. } => section_of(sdp, "video", &stream),
+            _ => None,
+        })
+        .expect("b was offered a's video");
+    assert!(video.contains(" VP8/90000"), "{video}");
+    for other in ["VP9/", "H264/", "AV1/", "H265/"] {
+        assert!(
+            !video.contains(other),
+            "{other} offered for a VP8 publisher:\n{video}"
+        );
+    }
+    // Every format on the m= line is VP8 or its retransmission.
+    let formats: Vec<&str> = video.lines().next().unwrap().split(' ').skip(3).collect();
+    assert!(formats.len() <= 2, "{formats:?}");
+    w.pump(20);
+    assert!(w.received_from(b, a, 0xB0) >= 15, "b gets a's video");
+}

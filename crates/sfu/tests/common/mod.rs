@@ -457,11 +457,18 @@ impl World {
                     self.forward_delays
                         .push((t.destination, self.now.saturating_duration_since(at)));
                 }
-                self.send(t.source, t.destination, t.contents);
+                if t.proto != Protocol::Udp {
+                    self.sfu_tcp_transmits += 1;
+                }
+                self.send(t.proto, t.source, t.destination, t.contents);
                 progressed = true;
             }
             while let Some(e) = self.sfu.poll_event() {
                 progressed = true;
+                // Offers are recorded too (tests look at what was offered, and to whom).
+                if let Event::SdpOffer { .. } = &e {
+                    self.events.push((self.now, e.clone()));
+                }
                 match e {
                     Event::SdpOffer { participant, sdp } if self.hold_offers => {
                         self.held_offers.push((participant, sdp));
