@@ -1,5 +1,7 @@
 // Test harness: the real relay binary on 127.0.0.1 and real headless Chromium (Debian's
-// /usr/bin/chromium) driven by playwright-core. Everything started here is stopped by `stop()`.
+// /usr/bin/chromium) driven by playwright-core; for firefox.test.mjs also Debian's Firefox ESR
+// (/usr/bin/firefox-esr) driven by puppeteer-core over WebDriver BiDi. Everything started here is
+// stopped by `stop()` / `close()`.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,6 +9,7 @@ import { join, dirname } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 import jsQR from 'jsqr';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -19,6 +22,31 @@ export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream', '--allow-loopback-in-peer-connection',
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
 ];
+
+export const FIREFOX = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
+
+// Firefox prefs for a headless call on loopback (on top of puppeteer's automation prefs, which
+// already turn off updates, telemetry and the OpenH264/Widevine downloads):
+export const FIREFOX_PREFS = {
+  // Fake camera and microphone (a changing colour and a tone), no permission prompt.
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  // …and let the fake devices count as a real capture: Firefox gathers ICE candidates on every
+  // interface (loopback included, with the pref below) only for a page that captures or has the
+  // camera/microphone permission; otherwise just on the default route's address.
+  'media.navigator.permission.fake': true,
+  // enumerateDevices() answers in a window without focus too (one person per window, one focus).
+  'media.devices.unfocused.enabled': true,
+  // ICE: gather on 127.0.0.1 (the relay's media address) and use it as it is, not as mDNS names.
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  // Remote audio may play without a user gesture (the <audio> of each tile).
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+  // Never fetch OpenH264 (VP8 is what the page sends).
+  'media.gmp-gmpopenh264.enabled': false,
+  'media.gmp-manager.updateEnabled': false,
+};
 
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -104,6 +132,60 @@ export async function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 });
 }
 
+/**
+ * Debian's Firefox ESR, headless, over WebDriver BiDi (puppeteer-core: no browser download), with a
+ * fresh profile that puppeteer removes on `close()`.
+ */
+export async function launchFirefox(options = {}) {
+  if (!existsSync(FIREFOX)) throw new Error(`${FIREFOX} is missing (apt-get install firefox-esr)`);
+  return puppeteer.launch({
+    browser: 'firefox', executablePath: FIREFOX, headless: true, timeout: 30000, protocolTimeout: 30000,
+    // The window's size (Firefox 140 has no BiDi command for puppeteer's viewport emulation).
+    defaultViewport: null, args: ['--width=1100', '--height=760'],
+    extraPrefsFirefox: FIREFOX_PREFS,
+    ...options,
+  });
+}
+
+/**
+ * A Firefox page in its own browser context (own storage: another person): `errors`, `goto(path)`
+ * relative to `base`, `waitForTestId(id)` (its element handle), `fillTestId(id, text)` (real key
+ * presses), `clickTestId(id)` (a real click). Puppeteer's `waitForFunction`, `waitForSelector`
+ * (once it has to wait) and locators never finish on our pages in Firefox: they poll with code
+ * the page's CSP (`script-src 'self'`, no 'unsafe-eval') refuses. Use `until()` instead.
+ */
+export async function newFirefoxPerson(browser, base) {
+  const context = await browser.createBrowserContext();
+  // A window of its own, not a tab: a background tab is hidden (throttled timers, no painting),
+  // and with a call running in another tab Firefox 140's BiDi failed to open the next tab here
+  // ("TabManager.getTabBrowser(...) is undefined": its most recent window was no browser window).
+  const page = await context.newPage({ type: 'window' });
+  page.setDefaultTimeout(15000);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  page.errors = errors;
+  page.base = base;
+  const goto = page.goto.bind(page);
+  page.goto = (url, opts) => goto(new URL(url, base).href, opts);
+  page.waitForTestId = async (testid, { timeout = 15000 } = {}) => {
+    await until(page, (sel) => !!document.querySelector(sel), `[data-testid=${testid}]`, { timeout, what: `[data-testid=${testid}]` });
+    return page.$(`[data-testid=${testid}]`);
+  };
+  page.fillTestId = async (testid, text) => {
+    const el = await page.waitForTestId(testid);
+    await el.evaluate((e) => {
+      e.value = '';
+    });
+    await el.type(text);
+  };
+  page.clickTestId = async (testid) => (await page.waitForTestId(testid)).click();
+  page.closeContext = () => context.close();
+  return page;
+}
+
 /** A page in its own browser context (own sessionStorage, localStorage: another person). */
 export async function newPerson(browser, base, { viewport = { width: 1100, height: 760 } } = {}) {
   const context = await browser.newContext({ viewport, baseURL: base, permissions: ['camera', 'microphone'] });
@@ -182,6 +264,21 @@ export async function waitDecoding(page, others, { video = true, videos = others
     await sleep(250);
   }
   throw new Error(`not decoding ${others} participant(s) within ${within} ms: ${JSON.stringify(last)}`);
+}
+
+/**
+ * Polls `fn(arg)` in `page` (Chromium or Firefox: only `page.evaluate`) until it returns something
+ * truthy, which it returns; throws after `timeout` ms with `what` and the last value.
+ */
+export async function until(page, fn, arg, { timeout = 10000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeout} ms (last: ${JSON.stringify(last)})`);
+    await sleep(200);
+  }
 }
 
 export async function inCall(page) {
