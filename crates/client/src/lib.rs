@@ -33,6 +33,7 @@
 //! congestion control, which both need every packet to go through str0m.
 #![forbid(unsafe_code)]
 
+mod ice_tcp;
 mod member;
 pub mod model;
 pub mod sampled;
@@ -57,7 +58,7 @@ use futures::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
@@ -65,6 +66,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::ice_tcp::IceTcp;
 use crate::sampled::{Sampler, Verdict};
 
 /// The simulcast layers a client publishes when [`ClientConfig::simulcast`] is set, lowest first.
@@ -118,6 +120,11 @@ pub struct ClientConfig {
     /// `Vp9`, `H264`, `H265` or `Av1`), like a device that decodes only that one. `None` (the
     /// default): str0m's default codecs, sending VP8. Audio is Opus either way.
     pub video_codec: Option<Codec>,
+    /// ICE-TCP (RFC 6544) instead of UDP: the offer carries one active TCP host candidate (no
+    /// UDP one), and the client connects to the relay's passive TCP candidate and sends every
+    /// datagram there as an RFC 4571 frame. For networks that block UDP. `false` (the
+    /// default): UDP only. [`Client::move_network`] moves the UDP socket only.
+    pub tcp: bool,
 }
 
 impl Default for ClientConfig {
@@ -132,6 +139,7 @@ impl Default for ClientConfig {
             rtp_counts: None,
             decrypt_video_until: None,
             video_codec: None,
+            tcp: false,
         }
     }
 }
@@ -475,6 +483,8 @@ impl Offering {
 struct Session {
     rtc: Rtc,
     socket: UdpSocket,
+    /// ICE-TCP instead of the socket ([`ClientConfig::tcp`]).
+    tcp: Option<IceTcp>,
     local_addr: SocketAddr,
     start: Instant,
     audio_mid: Option<Mid>,
@@ -525,12 +535,21 @@ impl Session {
             (builder, None)
         };
         let mut rtc = builder.build(start);
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Sdp(e.to_string()))?;
+        let tcp = config.tcp.then(|| IceTcp::new(config.local_ip));
+        let candidate = match &tcp {
+            Some(t) => Candidate::builder()
+                .tcp()
+                .host(t.candidate)
+                .tcptype(TcpType::Active)
+                .build(),
+            None => Candidate::host(local_addr, "udp"),
+        }
+        .map_err(|e| ClientError::Sdp(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         Ok(Session {
             rtc,
             socket,
+            tcp,
             local_addr,
             start,
             audio_mid: None,
@@ -569,6 +588,7 @@ impl Session {
             screen_answer: None,
             rtc: self.rtc,
             socket: self.socket,
+            tcp: self.tcp,
             local_addr,
             start: self.start,
             audio_mid: self.audio_mid,
@@ -960,6 +980,8 @@ struct Driver {
     screen_answer: Option<oneshot::Sender<Result<(), ClientError>>>,
     rtc: Rtc,
     socket: UdpSocket,
+    /// ICE-TCP instead of the socket ([`ClientConfig::tcp`]).
+    tcp: Option<IceTcp>,
     local_addr: SocketAddr,
     start: Instant,
     audio_mid: Option<Mid>,
@@ -1088,6 +1110,15 @@ impl Driver {
                         Err(e) => tracing::debug!(error = %e, "client socket receive failed"),
                     }
                 }
+                (source, frame) = IceTcp::next(&mut self.tcp) => {
+                    let destination = self.tcp.as_ref().map_or(self.local_addr, |t| t.candidate);
+                    let Ok(handed) = self.receive_on(Protocol::Tcp, &frame, source, destination, Instant::now()) else {
+                        break;
+                    };
+                    if handed {
+                        rtc_deadline = None;
+                    }
+                }
                 frame = next_frame(&mut frames) => {
                     rtc_deadline = None;
                     match frame {
@@ -1204,6 +1235,18 @@ impl Driver {
     /// One datagram that arrived at `now`: counted only (sampled mode, `Ok(false)`) or handed
     /// to the `Rtc` (`Ok(true)`); `Err` when the `Rtc` failed and the session is over.
     fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) -> Result<bool, ()> {
+        self.receive_on(Protocol::Udp, data, source, self.local_addr, now)
+    }
+
+    /// [`Driver::receive`] for a datagram that came over `proto` to our candidate `destination`.
+    fn receive_on(
+        &mut self,
+        proto: Protocol,
+        data: &[u8],
+        source: SocketAddr,
+        destination: SocketAddr,
+        now: Instant,
+    ) -> Result<bool, ()> {
         let since = now.saturating_duration_since(self.start).as_nanos();
         self.last_from_relay
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -1215,7 +1258,7 @@ impl Driver {
         let Verdict::ToRtc(counted) = verdict else {
             return Ok(false);
         };
-        let Ok(r) = Receive::new(Protocol::Udp, source, self.local_addr, data) else {
+        let Ok(r) = Receive::new(proto, source, destination, data) else {
             return Ok(false);
         };
         self.rtc
@@ -1257,6 +1300,11 @@ impl Driver {
             };
             match out {
                 Output::Timeout(t) => return Some(t),
+                Output::Transmit(t) if t.proto != Protocol::Udp => {
+                    if let Some(tcp) = self.tcp.as_mut() {
+                        tcp.send(t.destination, &t.contents);
+                    }
+                }
                 Output::Transmit(t) => {
                     if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
                         tracing::debug!(error = %e, "client socket send failed");

@@ -88,6 +88,12 @@ pub struct MediaConfig {
     /// Estimate each subscriber's bandwidth (TWCC) and choose its simulcast layer from it,
     /// under the size it asked for. Off: each subscriber gets the layer it asked for.
     pub bandwidth_estimation: bool,
+    /// ICE-TCP (RFC 6544): each worker also listens on TCP on its UDP port number and every
+    /// join's answer carries a passive TCP candidate there, for clients on networks that block
+    /// UDP. On by default: its candidates rank below UDP, so clients that have UDP still use it.
+    pub tcp: bool,
+    /// Open ICE-TCP connections per worker at most (1 to 65536); more are closed at accept.
+    pub tcp_max_connections: u32,
 }
 
 impl Default for MediaConfig {
@@ -100,6 +106,8 @@ impl Default for MediaConfig {
             mtu: 1500,
             idle_timeout: "30s".into(),
             bandwidth_estimation: true,
+            tcp: true,
+            tcp_max_connections: 256,
         }
     }
 }
@@ -726,6 +734,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// `media.bandwidth_estimation`
     pub bandwidth_estimation: bool,
+    /// `media.tcp_max_connections` when `media.tcp` is on; `None`: no ICE-TCP.
+    pub tcp_max_connections: Option<usize>,
     /// `[ice]`: STUN and TURN servers offered with each join.
     pub ice: crate::ice::IceServers,
     /// `drain.deadline`
@@ -1090,6 +1100,7 @@ impl Config {
             mtu: media.mtu,
             idle_timeout: media.idle_timeout,
             bandwidth_estimation: self.media.bandwidth_estimation,
+            tcp_max_connections: media.tcp_max_connections,
             ice,
             drain_deadline,
             cluster,
@@ -1213,6 +1224,7 @@ struct MediaSettings {
     announce_ips: Vec<IpAddr>,
     mtu: usize,
     idle_timeout: Duration,
+    tcp_max_connections: Option<usize>,
 }
 
 fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
@@ -1280,7 +1292,14 @@ fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
             "must be at least 1s",
         ));
     }
+    if m.tcp && !(1..=65_536).contains(&m.tcp_max_connections) {
+        return Err(ConfigError::new(
+            "media.tcp_max_connections",
+            "must be between 1 and 65536",
+        ));
+    }
     Ok(MediaSettings {
+        tcp_max_connections: m.tcp.then_some(m.tcp_max_connections as usize),
         addrs: ports
             .into_iter()
             .map(|p| SocketAddr::new(bind_ip, p))
@@ -1588,6 +1607,21 @@ mod tests {
             "media.announce_ip"
         );
         assert_eq!(bad(&[("CALLRELAY_MEDIA_MTU", "100")]), "media.mtu");
+        assert_eq!(
+            bad(&[("CALLRELAY_MEDIA_TCP_MAX_CONNECTIONS", "0")]),
+            "media.tcp_max_connections"
+        );
+        // Off, the limit is not looked at.
+        let off = Config::load(
+            None,
+            env(&[
+                ("CALLRELAY_MEDIA_TCP", "false"),
+                ("CALLRELAY_MEDIA_TCP_MAX_CONNECTIONS", "0"),
+            ]),
+        )
+        .and_then(|c| c.validate(&Overrides::default(), true))
+        .expect("media.tcp off ignores its limit");
+        assert_eq!(off.tcp_max_connections, None);
         assert_eq!(
             bad(&[("CALLRELAY_DRAIN_DEADLINE", "never")]),
             "drain.deadline"

@@ -352,7 +352,7 @@ pub const FORWARD_LATENCY_BUCKETS: &[f64] = &[
 /// Reasons used as the `reason` label of `callrelay_datagrams_dropped_total`. Only datagrams:
 /// throttled keyframe requests are not dropped datagrams and have their own counter
 /// (`callrelay_keyframe_requests_throttled_total`).
-pub const DROP_REASONS: [&str; 11] = [
+pub const DROP_REASONS: [&str; 14] = [
     "oversized",
     "runt",
     "unknown_source",
@@ -368,8 +368,17 @@ pub const DROP_REASONS: [&str; 11] = [
     "codec_unsupported",
     "error",
     // An outgoing datagram the kernel refused (unreachable or invalid address, too large), or
-    // the worker's socket failed while datagrams waited for room in it.
+    // the worker's socket failed while datagrams waited for room in it; or a frame for an
+    // ICE-TCP connection that is gone.
     "send_failed",
+    // ICE-TCP (media.tcp): a connection closed for a frame length of 0 or over media.mtu, or
+    // for ending inside a frame (one per connection: the rest of its stream is not read).
+    "tcp_bad_frame",
+    // ICE-TCP: a frame for a peer that does not read (its write queue is full): the connection
+    // is dropped.
+    "tcp_overflow",
+    // ICE-TCP: a connection closed at accept, the worker holding media.tcp_max_connections.
+    "tcp_refused",
 ];
 
 /// The metric families of enforcement and of the cluster (leases, placement).
@@ -577,6 +586,12 @@ pub struct WorkerCounts {
     pub sends: SendStats,
     /// Outgoing datagrams the kernel refused (`callrelay_datagrams_dropped_total{reason="send_failed"}`).
     pub send_failed: u64,
+    /// ICE-TCP connections closed for a bad frame (`reason="tcp_bad_frame"`).
+    pub tcp_bad_frame: u64,
+    /// ICE-TCP frames to a peer that does not read (`reason="tcp_overflow"`).
+    pub tcp_overflow: u64,
+    /// ICE-TCP connections refused at accept (`reason="tcp_refused"`).
+    pub tcp_refused: u64,
 }
 
 /// One worker's published [`WorkerCounts`].
@@ -716,6 +731,9 @@ impl WorkerFamilies {
                 "codec_unsupported" => s.rtp_dropped_codec_unsupported,
                 "error" => s.dropped_rtc_error + s.sessions_panicked,
                 "send_failed" => c.send_failed,
+                "tcp_bad_frame" => c.tcp_bad_frame,
+                "tcp_overflow" => c.tcp_overflow,
+                "tcp_refused" => c.tcp_refused,
                 _ => 0,
             };
             set(kind(&self.datagrams_dropped, reason), v);
@@ -802,6 +820,9 @@ impl WorkerCounts {
         self.sends.datagrams += o.sends.datagrams;
         self.sends.syscalls += o.sends.syscalls;
         self.send_failed += o.send_failed;
+        self.tcp_bad_frame += o.tcp_bad_frame;
+        self.tcp_overflow += o.tcp_overflow;
+        self.tcp_refused += o.tcp_refused;
     }
 }
 

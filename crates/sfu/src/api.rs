@@ -86,6 +86,12 @@ pub struct SfuConfig {
     /// `benches/tests/memory.rs` (5 people each sending 2 Mbit/s of video, BWE on): 2,770 KiB
     /// of relay heap per participant with 1,000, 2,060 with 256, 1,759 with 128.
     pub send_buffer_video: usize,
+    /// ICE-TCP (RFC 6544): every participant's `Rtc` also announces a passive TCP host
+    /// candidate at each of [`SfuConfig::local_addrs`] (same IP and port number, TCP), and
+    /// the IO layer must accept TCP connections there and feed their RFC 4571 frames to
+    /// [`Sfu::handle_tcp_frame`][crate::Sfu::handle_tcp_frame]. Off by default: announcing a
+    /// candidate nobody listens on only delays clients.
+    pub tcp_candidates: bool,
 }
 
 impl SfuConfig {
@@ -106,6 +112,7 @@ impl SfuConfig {
             max_ssrcs_per_participant: 32,
             max_ingress_bitrate: Some(10_000_000),
             send_buffer_video: 256,
+            tcp_candidates: false,
         }
     }
 

@@ -72,6 +72,7 @@ pub use api::{
     SfuStats, SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
 };
 pub use str0m::media::{Mid, Rid};
+pub use str0m::net::Protocol;
 
 use membership::{Participant, Room};
 use slab::{Slab, Slot};
@@ -81,6 +82,10 @@ use timers::Timers;
 /// A datagram sent by the relay: hand `contents` to the socket at `source`, to `destination`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// How it leaves: [`Protocol::Udp`] on the worker's UDP socket, or [`Protocol::Tcp`] as
+    /// one RFC 4571 frame on the ICE-TCP connection from `destination` (see
+    /// [`Sfu::handle_tcp_frame`]). Other values do not occur.
+    pub proto: Protocol,
     /// Local address to send from (the worker socket).
     pub source: SocketAddr,
     /// Remote address.
@@ -104,6 +109,8 @@ pub struct Sfu {
     by_ufrag: HashMap<String, Slot>,
     /// Learned remote 5-tuple → participant; only authenticated STUN adds entries.
     by_addr: HashMap<SocketAddr, Slot>,
+    /// The same for ICE-TCP connections, by their remote address: kept apart from UDP peers.
+    by_tcp_addr: HashMap<SocketAddr, Slot>,
     rooms: BTreeMap<RoomKey, Room>,
     /// The forwarding table: published tracks by `(publisher, mid)`.
     tracks: HashMap<TrackKey, Track>,
@@ -142,6 +149,7 @@ impl Sfu {
             by_id: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            by_tcp_addr: HashMap::new(),
             rooms: BTreeMap::new(),
             tracks: HashMap::new(),
             subs: Subscriptions::new(),

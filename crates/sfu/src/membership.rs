@@ -9,6 +9,7 @@ use rand::Rng;
 use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, IceCreds, Output, Rtc};
 
 use crate::ingress::IngressBudget;
@@ -44,7 +45,7 @@ pub(crate) struct Participant {
     pub(crate) viewer: Option<crate::viewer::Viewer>,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
-    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<(Protocol, SocketAddr)>,
     /// The `Rtc`'s own next timeout, from its last `Output::Timeout`.
     pub(crate) next_timeout: Instant,
     pub(crate) last_ice: Instant,
@@ -234,6 +235,20 @@ impl Sfu {
                 .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
             rtc.add_local_candidate(candidate);
         }
+        // ICE-TCP (RFC 6544): a passive TCP host candidate at the same address and port, for
+        // clients whose network blocks UDP. It pairs only with the client's active TCP
+        // candidates; its priority (str0m's, lower for TCP) keeps UDP preferred when both work.
+        if self.config.tcp_candidates {
+            for addr in self.config.local_addrs() {
+                let candidate = Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
+                rtc.add_local_candidate(candidate);
+            }
+        }
         // A panic in str0m on a hostile offer refuses the join (the Rtc is dropped here).
         let answer = match offer {
             Some(offer) => match guarded(|| rtc.sdp_api().accept_offer(offer)) {
@@ -384,8 +399,11 @@ impl Sfu {
         }
         self.by_id.remove(&p.id);
         self.by_ufrag.remove(&p.ufrag);
-        for a in &p.addrs {
-            self.by_addr.remove(a);
+        for (proto, a) in &p.addrs {
+            match proto {
+                Protocol::Udp => self.by_addr.remove(a),
+                _ => self.by_tcp_addr.remove(a),
+            };
         }
         let room_key = p.room;
         // Its own tracks: unpublish, and stop the subscribers' m-lines.
@@ -475,6 +493,7 @@ fn close_rtc(rtc: &mut Rtc, transmits: &mut VecDeque<Transmit>) {
     for _ in 0..32 {
         match rtc.poll_output() {
             Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                proto: t.proto,
                 source: t.source,
                 destination: t.destination,
                 contents: t.contents.into(),

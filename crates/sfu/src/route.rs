@@ -1,6 +1,7 @@
 //! Routing and demux: from a datagram to its participant's `Rtc` in O(1), and from an `Rtc`'s
 //! output to the socket (transmits) or to the rest of the core (events).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -41,6 +42,35 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) {
+        self.handle_packet(now, Protocol::Udp, source, destination, bytes);
+    }
+
+    /// One RFC 4571 frame (its 2-byte length prefix already removed) received at `now` on a
+    /// TCP connection the IO layer accepted from `source` on its passive ICE-TCP candidate
+    /// `destination` ([`SfuConfig::tcp_candidates`][crate::SfuConfig::tcp_candidates]).
+    ///
+    /// The same checks and counters as [`Sfu::handle_datagram`]; a participant reached over
+    /// TCP is learned and answered as `(TCP, source)`, apart from any UDP peer at the same
+    /// address, and transmits to it carry [`Protocol::Tcp`] in [`Transmit::proto`]: the IO
+    /// layer frames them onto the connection from `source`.
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.handle_packet(now, Protocol::Tcp, source, destination, bytes);
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
         let source = canonical(source);
         self.stats.datagrams_received += 1;
         if bytes.len() > self.config.mtu {
@@ -63,7 +93,7 @@ impl Sfu {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -72,7 +102,7 @@ impl Sfu {
 
         let slot = if bytes[0] < 2 {
             // STUN: route by our ufrag, the first half of USERNAME; never answer a stranger.
-            let Some(slot) = self.route_stun(source, bytes) else {
+            let Some(slot) = self.route_stun(proto, source, bytes) else {
                 self.stats.dropped_bad_stun += 1;
                 return;
             };
@@ -88,10 +118,10 @@ impl Sfu {
             // Moves the idle deadline later: its heap entry, now early, is put right when it
             // surfaces (see `timers.rs`), not here on every binding request.
             p.last_ice = now;
-            self.learn_addr(slot, source);
+            self.learn_addr(slot, proto, source);
             slot
         } else {
-            let Some(&slot) = self.by_addr.get(&source) else {
+            let Some(&slot) = self.routes(proto).get(&source) else {
                 self.stats.dropped_unknown_source += 1;
                 return;
             };
@@ -154,34 +184,56 @@ impl Sfu {
         self.flush(now);
     }
 
-    /// Remote addresses learned from authenticated STUN, over all participants.
+    /// Remote addresses learned from authenticated STUN, over all participants (UDP and TCP).
     pub fn learned_address_count(&self) -> usize {
-        self.by_addr.len()
+        self.by_addr.len() + self.by_tcp_addr.len()
     }
 
-    /// The participant whose authenticated address is `addr` (an IPv4-mapped address counts as
-    /// its IPv4 address), if any (one hash probe).
+    /// The participant whose authenticated UDP address is `addr` (an IPv4-mapped address
+    /// counts as its IPv4 address), if any (one hash probe).
     pub fn participant_at(&self, addr: SocketAddr) -> Option<ParticipantId> {
         let slot = *self.by_addr.get(&canonical(addr))?;
         self.participants.get(slot).map(|p| p.id)
     }
 
-    fn route_stun(&self, source: SocketAddr, bytes: &[u8]) -> Option<Slot> {
+    /// The participant whose authenticated ICE-TCP connection comes from `addr`, if any.
+    pub fn participant_at_tcp(&self, addr: SocketAddr) -> Option<ParticipantId> {
+        let slot = *self.by_tcp_addr.get(&canonical(addr))?;
+        self.participants.get(slot).map(|p| p.id)
+    }
+
+    /// The learned-address table of `proto`: UDP and TCP peers never share an entry, as the
+    /// same address may be a UDP peer and, separately, a TCP connection.
+    fn routes(&self, proto: Protocol) -> &HashMap<SocketAddr, Slot> {
+        match proto {
+            Protocol::Udp => &self.by_addr,
+            _ => &self.by_tcp_addr,
+        }
+    }
+
+    fn routes_mut(&mut self, proto: Protocol) -> &mut HashMap<SocketAddr, Slot> {
+        match proto {
+            Protocol::Udp => &mut self.by_addr,
+            _ => &mut self.by_tcp_addr,
+        }
+    }
+
+    fn route_stun(&self, proto: Protocol, source: SocketAddr, bytes: &[u8]) -> Option<Slot> {
         let msg = StunMessage::parse(bytes).ok()?;
         if let Some((local, _remote)) = msg.split_username() {
             return self.by_ufrag.get(local).copied();
         }
         // Binding indications and responses carry no USERNAME: only from a known address.
-        self.by_addr.get(&source).copied()
+        self.routes(proto).get(&source).copied()
     }
 
-    fn learn_addr(&mut self, slot: Slot, addr: SocketAddr) {
-        match self.by_addr.get(&addr) {
+    fn learn_addr(&mut self, slot: Slot, proto: Protocol, addr: SocketAddr) {
+        match self.routes(proto).get(&addr) {
             Some(&s) if s == slot => return,
             Some(&other) => {
                 // Authenticated STUN moved this address to another participant (port reuse).
                 if let Some(o) = self.participants.get_mut(other) {
-                    o.addrs.retain(|a| *a != addr);
+                    o.addrs.retain(|a| *a != (proto, addr));
                 }
             }
             None => {}
@@ -190,12 +242,12 @@ impl Sfu {
             .participants
             .get_mut(slot)
             .expect("learn_addr on an occupied slot");
-        if p.addrs.len() >= MAX_ADDRS_PER_PARTICIPANT {
-            let oldest = p.addrs.remove(0);
-            self.by_addr.remove(&oldest);
+        let oldest = (p.addrs.len() >= MAX_ADDRS_PER_PARTICIPANT).then(|| p.addrs.remove(0));
+        p.addrs.push((proto, addr));
+        if let Some((oldest_proto, oldest)) = oldest {
+            self.routes_mut(oldest_proto).remove(&oldest);
         }
-        p.addrs.push(addr);
-        self.by_addr.insert(addr, slot);
+        self.routes_mut(proto).insert(addr, slot);
     }
 
     /// Drains one `Rtc` until it reports its next timeout (kept in `next_timeout`; the
@@ -230,6 +282,7 @@ impl Sfu {
                         _ => None,
                     };
                     self.transmits.push_back(Transmit {
+                        proto: t.proto,
                         source: t.source,
                         destination: t.destination,
                         contents: t.contents.into(),

@@ -33,6 +33,7 @@ fn a_copied_client_hello_from_a_stranger_loses_the_race() {
         {
             let copy = InFlight {
                 at: hello.at - Duration::from_micros(1),
+                proto: str0m::net::Protocol::Udp,
                 source: stranger,
                 destination: SFU_ADDR,
                 contents: hello.contents.clone(),

@@ -48,6 +48,7 @@ fn replayed_and_forged_srtp_reach_nobody() {
     ] {
         w.net.push_back(InFlight {
             at,
+            proto: str0m::net::Protocol::Udp,
             source,
             destination: SFU_ADDR,
             contents,

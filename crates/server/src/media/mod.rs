@@ -8,9 +8,10 @@
 //! participant goes to that participant's bounded signaling queue.
 
 mod gso;
+mod tcp;
 mod worker;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -229,14 +230,23 @@ impl MediaPlane {
         let serves_ipv4 = settings.announce_ips.iter().any(|ip| ip.is_ipv4());
         let mut sockets = Vec::with_capacity(settings.media_addrs.len());
         for addr in &settings.media_addrs {
-            let s = bind(*addr, serves_ipv4)
-                .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {addr}: {e}"))?;
-            sockets.push(s);
+            sockets.push(bind_pair(
+                *addr,
+                serves_ipv4,
+                settings.tcp_max_connections.is_some(),
+            )?);
         }
+        let tcp_limits = settings
+            .tcp_max_connections
+            .map(|max_connections| tcp::TcpLimits {
+                max_connections,
+                max_frame: settings.mtu,
+                idle_timeout: settings.idle_timeout,
+            });
         let totals = Arc::new(Totals::default());
         let mut workers = Vec::with_capacity(sockets.len());
         let mut threads = Vec::with_capacity(sockets.len());
-        for (i, socket) in sockets.into_iter().enumerate() {
+        for (i, (socket, listener)) in sockets.into_iter().enumerate() {
             let bound = socket.local_addr()?;
             // The candidates str0m announces: each announce IP with the port actually bound
             // (at most one per family, checked by the configuration).
@@ -253,6 +263,8 @@ impl MediaPlane {
             config.mtu = settings.mtu;
             config.max_participants = settings.max_participants;
             config.idle_timeout = settings.idle_timeout;
+            config.tcp_candidates = listener.is_some();
+            let tcp = listener.zip(tcp_limits);
             // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), capped
             // by the size each asked for; the starting estimate is what str0m's first probes
             // scale from (see DEFAULT_BWE_INITIAL_BITRATE).
@@ -265,7 +277,7 @@ impl MediaPlane {
             let w = webhooks.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || worker::run(i, socket, config, rx, metrics, t, w))?;
+                .spawn(move || worker::run(i, socket, tcp, config, rx, metrics, t, w))?;
             workers.push(WorkerHandle {
                 commands: tx,
                 addrs,
@@ -379,6 +391,47 @@ impl MediaPlane {
             }
         }
     }
+}
+
+/// Binds one worker's UDP socket and, with ICE-TCP on, its TCP listener on the same port
+/// number. With port 0 (any free port) the UDP port the kernel picks may be taken for TCP: a
+/// few other ports are tried before giving up.
+fn bind_pair(
+    addr: SocketAddr,
+    serves_ipv4: bool,
+    tcp: bool,
+) -> anyhow::Result<(UdpSocket, Option<TcpListener>)> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = bind(addr, serves_ipv4)
+            .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {addr}: {e}"))?;
+        if !tcp {
+            return Ok((udp, None));
+        }
+        let on = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
+        match bind_tcp(on, serves_ipv4) {
+            Ok(l) => return Ok((udp, Some(l))),
+            Err(e) => last = Some((on, e)),
+        }
+    }
+    let (on, e) = last.expect("at least one attempt was made");
+    anyhow::bail!("cannot listen on media TCP port {on} (media.tcp): {e}")
+}
+
+/// The ICE-TCP listener of one worker: non-blocking, same IPv6-only choice as [`bind`].
+fn bind_tcp(addr: SocketAddr, serves_ipv4: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!serves_ipv4)?;
+    }
+    // A restarted relay binds again while its old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Binds one worker socket, non-blocking. An IPv6 socket takes IPv4 as well (IPV6_V6ONLY off;

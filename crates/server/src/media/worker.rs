@@ -16,7 +16,9 @@ use callrelay_proto::signal::{
     ParticipantLeft, Removed, ScreenShared, SessionDescription, TrackPublished, TrackUnpublished,
 };
 use callrelay_proto::ServerMessage;
-use callrelay_sfu::{Event, ParticipantId, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind};
+use callrelay_sfu::{
+    Event, ParticipantId, Protocol, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind,
+};
 use callrelay_udp::Sender;
 use prometheus::local::LocalHistogram;
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::gso::{Pending, Run};
+use super::tcp::{TcpInput, TcpLimits, TcpPlane};
 use super::{Command, JoinReply, ParticipantReport, RoomReport, Totals};
 use crate::metrics::{MediaMetrics, WorkerCounts, WorkerCountsCell};
 
@@ -38,11 +41,15 @@ const BUF: usize = 16 * 1024;
 const COMMAND_BUDGET: usize = 64;
 /// Receive batches per loop turn before commands and timers get a look.
 const RECV_BUDGET: usize = 16;
+/// ICE-TCP frames per loop turn.
+const TCP_BUDGET: usize = 64;
 
 /// Runs the worker until [`Command::Shutdown`] or until every command sender is gone.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     index: usize,
     socket: std::net::UdpSocket,
+    tcp: Option<(std::net::TcpListener, TcpLimits)>,
     config: SfuConfig,
     commands: mpsc::UnboundedReceiver<Command>,
     metrics: MediaMetrics,
@@ -99,6 +106,14 @@ pub(super) fn run(
                 return;
             }
         };
+        // ICE-TCP: the listener on the same port number (see `tcp.rs`).
+        let tcp = match tcp.map(|(l, limits)| TcpPlane::new(l, limits)).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "media TCP listener unusable");
+                return;
+            }
+        };
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let worker = Worker {
@@ -107,6 +122,7 @@ pub(super) fn run(
             sfu: Sfu::new(config, seed),
             socket,
             state,
+            tcp,
             metrics: metrics.clone(),
             sessions: HashMap::new(),
             rooms: HashMap::new(),
@@ -202,6 +218,8 @@ struct Worker {
     sfu: Sfu,
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
+    /// ICE-TCP connections on the same port, if `media.tcp` is on.
+    tcp: Option<TcpPlane>,
     metrics: MediaMetrics,
     /// Where call and participant events go (`None`: no webhooks configured).
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
@@ -229,8 +247,9 @@ struct Worker {
 }
 
 impl Worker {
-    /// The event loop. Priorities, in order: received datagrams (media is latency-bound),
-    /// then commands (joins, SDP, removals), then timers; each with a budget per turn.
+    /// The event loop. Priorities, in order: received datagrams (media is latency-bound), then
+    /// ICE-TCP frames (the same, for the few clients that cannot use UDP), then commands
+    /// (joins, SDP, removals), then timers; each with a budget per turn.
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
         let mut meta = [RecvMeta::default(); BATCH];
@@ -268,6 +287,23 @@ impl Worker {
                         self.flush().await;
                     }
                     // Counters once per burst, not per packet.
+                    self.update_stats();
+                    self.busy += started.elapsed();
+                }
+                input = TcpPlane::next(&mut self.tcp) => {
+                    let started = Instant::now();
+                    self.tcp_input(input).await;
+                    for _ in 1..TCP_BUDGET {
+                        match self.tcp.as_mut().and_then(TcpPlane::try_next) {
+                            Some(input) => self.tcp_input(input).await,
+                            None => break,
+                        }
+                    }
+                    let now = Instant::now();
+                    if deadline <= now {
+                        self.sfu.handle_timeout(now);
+                    }
+                    self.flush().await;
                     self.update_stats();
                     self.busy += started.elapsed();
                 }
@@ -371,6 +407,19 @@ impl Worker {
         true
     }
 
+    /// Feeds one ICE-TCP frame to the core (a close needs nothing: the core forgets the
+    /// address when its participant leaves or moves); its output waits for [`Worker::flush`].
+    async fn tcp_input(&mut self, input: TcpInput) {
+        let TcpInput::Frame { source, at, bytes } = input else {
+            return;
+        };
+        tracing::trace!(worker = self.index, len = bytes.len(), "ICE-TCP frame");
+        // The passive TCP candidate has the address of the UDP one of the source's family.
+        let destination = self.sfu.config().local_addr_for(source);
+        self.sfu.handle_tcp_frame(at, source, destination, &bytes);
+        self.queue_transmits().await;
+    }
+
     /// Feeds one datagram to the core; its output waits for [`Worker::flush`].
     fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
@@ -404,6 +453,14 @@ impl Worker {
             self.state.max_gso_segments().max(1)
         };
         while let Some(t) = self.sfu.poll_transmit() {
+            if t.proto != Protocol::Udp {
+                // An ICE-TCP peer: one frame on its connection, never waited on.
+                match self.tcp.as_mut() {
+                    Some(tcp) => tcp.send(t.destination, &t.contents),
+                    None => self.count_send_failed(1),
+                }
+                continue;
+            }
             if self
                 .pending
                 .push(t.destination, &t.contents, t.received_at, max_segments)
@@ -482,10 +539,14 @@ impl Worker {
     /// Publishes this worker's counts for the scrape-time collector and flushes the latencies
     /// observed since the last call: once per burst, not per packet.
     fn update_stats(&mut self) {
+        let tcp = self.tcp.as_ref().map(|t| t.drops).unwrap_or_default();
         let counts = WorkerCounts {
             sfu: self.sfu.stats(),
             sends: self.sender.stats(),
-            send_failed: self.send_failed,
+            send_failed: self.send_failed + tcp.no_connection,
+            tcp_bad_frame: tcp.bad_frame,
+            tcp_overflow: tcp.overflow,
+            tcp_refused: tcp.refused,
         };
         *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = counts;
         self.latency.flush();

@@ -10,6 +10,7 @@ mod block_removes_blocked_user;
 mod codec_unsupported;
 mod creator_moderates;
 mod exchange;
+mod ice_tcp;
 mod ipv6;
 mod leave_and_mute;
 mod lobby;

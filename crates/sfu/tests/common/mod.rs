@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
 
@@ -30,6 +30,9 @@ const MIN_STEP: Duration = Duration::from_millis(1);
 /// A packet in flight.
 pub struct InFlight {
     pub at: Instant,
+    /// UDP, or TCP for an RFC 4571 frame on an ICE-TCP connection (delivered whole and in
+    /// order here: the harness models the framing, not TCP's stream).
+    pub proto: Protocol,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
@@ -110,6 +113,12 @@ pub struct World {
     pub jitter: Duration,
     /// Joins of these ids are publish-only ([`Sfu::add_publisher`], a WHIP client).
     pub publish_only: Vec<ParticipantId>,
+    /// Joins of these ids offer only an active ICE-TCP candidate (RFC 6544), no UDP one.
+    pub tcp_only: Vec<ParticipantId>,
+    /// UDP datagrams from or to these addresses vanish (a firewall that blocks UDP).
+    pub udp_blocked: Vec<SocketAddr>,
+    /// Frames the relay sent over ICE-TCP, counted (also in `sfu_transmits`).
+    pub sfu_tcp_transmits: usize,
 }
 
 impl World {
@@ -138,6 +147,9 @@ impl World {
             bottlenecks: Vec::new(),
             forward_delays: Vec::new(),
             block_dtls: false,
+            tcp_only: Vec::new(),
+            udp_blocked: Vec::new(),
+            sfu_tcp_transmits: 0,
             jitter: Duration::ZERO,
             publish_only: Vec::new(),
         }
@@ -217,7 +229,17 @@ impl World {
             20_000 + id as u16,
         );
         let mut rtc = configure(Rtc::builder().set_rtp_mode(true)).build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        if self.tcp_only.contains(&ParticipantId(id)) {
+            let active = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build()
+                .expect("active TCP candidate");
+            rtc.add_local_candidate(active);
+        } else {
+            rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        }
         let mut api = rtc.sdp_api();
         let audio_mid =
             audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
@@ -367,8 +389,15 @@ impl World {
 
     fn deliver(&mut self, p: InFlight) {
         if p.destination == SFU_ADDR {
-            self.sfu
-                .handle_datagram(p.at, p.source, p.destination, &p.contents);
+            match p.proto {
+                Protocol::Udp => {
+                    self.sfu
+                        .handle_datagram(p.at, p.source, p.destination, &p.contents)
+                }
+                _ => self
+                    .sfu
+                    .handle_tcp_frame(p.at, p.source, p.destination, &p.contents),
+            }
             return;
         }
         let Some(c) = self
@@ -378,7 +407,7 @@ impl World {
         else {
             return;
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, p.source, p.destination, &p.contents) else {
+        let Ok(recv) = Receive::new(p.proto, p.source, p.destination, &p.contents) else {
             panic!("client got an unparseable datagram from {}", p.source);
         };
         c.rtc
@@ -409,8 +438,20 @@ impl World {
         }
     }
 
-    fn send(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+    fn send(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    ) {
+        if proto == Protocol::Udp
+            && (self.udp_blocked.contains(&source) || self.udp_blocked.contains(&destination))
+        {
+            return;
+        }
+        // TCP retransmits what is lost: no loss on an ICE-TCP connection.
+        if proto == Protocol::Udp && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
             return;
         }
         if self.block_dtls && contents.first().is_some_and(|b| (20..64).contains(b)) {
@@ -440,6 +481,7 @@ impl World {
             pos,
             InFlight {
                 at,
+                proto,
                 source,
                 destination,
                 contents,
@@ -490,7 +532,7 @@ impl World {
                         }
                         Output::Transmit(t) => {
                             progressed = true;
-                            self.send(t.source, t.destination, t.contents.into());
+                            self.send(t.proto, t.source, t.destination, t.contents.into());
                         }
                         Output::Event(e) => {
                             let c = &mut self.clients[i];
