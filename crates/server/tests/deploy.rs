@@ -378,6 +378,19 @@ fn dockerfile_sets_real_keys_and_exposes_its_ports() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(udp, media_ports(&s), "EXPOSEd UDP ports = media.ports");
+    // ICE-TCP listens on the same numbers over TCP.
+    let tcp: BTreeSet<u16> = exposed
+        .iter()
+        .filter_map(|p| p.strip_suffix("/tcp"))
+        .map(|p| p.parse().unwrap())
+        .filter(|p| *p != s.http_addr.port())
+        .collect();
+    let want = if s.tcp_max_connections.is_some() {
+        media_ports(&s)
+    } else {
+        BTreeSet::new()
+    };
+    assert_eq!(tcp, want, "EXPOSEd TCP media ports = media.ports (media.tcp)");
     assert_eq!(
         env["CALLRELAY_STORE_DATA_DIR"], "/var/lib/callrelay",
         "the data directory is the VOLUME"
@@ -466,10 +479,13 @@ fn compose_sets_real_keys_and_publishes_its_ports() {
                 other => panic!("{other}"),
             };
         }
+        let mut want_tcp = BTreeSet::from([s.http_addr.port()]);
+        if s.tcp_max_connections.is_some() {
+            want_tcp.extend(media_ports(&s));
+        }
         assert_eq!(
-            tcp,
-            BTreeSet::from([s.http_addr.port()]),
-            "{service}: HTTP port"
+            tcp, want_tcp,
+            "{service}: HTTP port, and the media ports for ICE-TCP (media.tcp)"
         );
         assert_eq!(
             udp,
@@ -659,12 +675,19 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     // announces its bound port).
     let mut http_port = None;
     let mut udp = BTreeSet::new();
+    let mut media_tcp = BTreeSet::new();
     for p in c["ports"].as_sequence().expect("ports") {
         let port = p["containerPort"].as_u64().unwrap() as u16;
         match p["protocol"].as_str().unwrap_or("TCP") {
+            "TCP" if p["name"] == "http" => http_port = Some(port),
             "TCP" => {
-                assert_eq!(p["name"], "http");
-                http_port = Some(port);
+                // ICE-TCP: a media port over TCP, on the same number on the node.
+                assert_eq!(
+                    p["hostPort"].as_u64(),
+                    Some(u64::from(port)),
+                    "hostPort = containerPort"
+                );
+                media_tcp.insert(port);
             }
             "UDP" => {
                 assert_eq!(
@@ -679,6 +702,13 @@ fn kubernetes_manifests_agree_with_the_configuration() {
     }
     assert_eq!(http_port, Some(s.http_addr.port()), "containerPort http");
     assert_eq!(udp, media_ports(&s), "UDP containerPorts = media.ports");
+    if s.tcp_max_connections.is_some() {
+        assert_eq!(
+            media_tcp,
+            media_ports(&s),
+            "TCP media containerPorts = media.ports (ICE-TCP)"
+        );
+    }
     assert_eq!(s.media_workers, udp.len());
 
     // Probes: liveness /healthz, readiness /readyz, both on the HTTP port.
