@@ -390,7 +390,10 @@ fn dockerfile_sets_real_keys_and_exposes_its_ports() {
     } else {
         BTreeSet::new()
     };
-    assert_eq!(tcp, want, "EXPOSEd TCP media ports = media.ports (media.tcp)");
+    assert_eq!(
+        tcp, want,
+        "EXPOSEd TCP media ports = media.ports (media.tcp)"
+    );
     assert_eq!(
         env["CALLRELAY_STORE_DATA_DIR"], "/var/lib/callrelay",
         "the data directory is the VOLUME"
