@@ -267,7 +267,7 @@ mod tests {
         // The relay emits the .proto's names.
         assert_eq!(
             camel.to_json(),
-            r#"{"participant_joined":{"participant":{"participant_id":"p-2","user_id":"u-1","name":"","audio_muted":true,"video_muted":false}}}"#
+            r#"{"participant_joined":{"participant":{"participant_id":"p-2","user_id":"u-1","name":"","audio_muted":true,"video_muted":false,"clear_media":false}}}"#
         );
     }
 

@@ -28,7 +28,7 @@ SAMPLES = [
     pb.ServerMessage(
         joined=pb.Joined(
             participant_id="p-1",
-            participants=[pb.Participant(participant_id="p-2", user_id="u-2", name="Ann", video_muted=True)],
+            participants=[pb.Participant(participant_id="p-2", user_id="u-2", name="Ann", video_muted=True, clear_media=True)],
             link_kind="video",
             sdp="v=0\r\n",
             resume_token="3q2-7w",

@@ -54,6 +54,7 @@ fn samples() -> Vec<Sample> {
                     name: "Ann".into(),
                     audio_muted: false,
                     video_muted: true,
+                    clear_media: true,
                 }],
                 link_kind: "video".into(),
                 sdp: "v=0\r\n".into(),
