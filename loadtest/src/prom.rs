@@ -140,6 +140,18 @@ impl Scrape {
     }
 }
 
+/// Adds `more` (one node's buckets) into `total`, bucket by bucket (`le`); a bound only one
+/// side has is kept as it is.
+pub fn add_buckets(total: &mut Vec<(f64, f64)>, more: &[(f64, f64)]) {
+    for &(le, n) in more {
+        match total.iter_mut().find(|(l, _)| *l == le) {
+            Some((_, c)) => *c += n,
+            None => total.push((le, n)),
+        }
+    }
+    total.sort_by(|a, b| a.0.total_cmp(&b.0));
+}
+
 /// Bucket counts of `after` minus `before` (same `le` bounds; a bound missing before counts 0).
 pub fn bucket_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
     after
@@ -305,6 +317,17 @@ process_cpu_seconds_total 12.5
         assert!(Scrape::parse("name_only\n").is_err());
         assert!(Scrape::parse("n{a=\"b\" 1\n").is_err());
         assert!(Scrape::parse("n abc\n").is_err());
+    }
+
+    #[test]
+    fn buckets_of_several_nodes_add_up_by_bound() {
+        let mut total = Vec::new();
+        add_buckets(&mut total, &[(0.001, 5.0), (f64::INFINITY, 6.0)]);
+        add_buckets(
+            &mut total,
+            &[(0.001, 1.0), (0.01, 3.0), (f64::INFINITY, 4.0)],
+        );
+        assert_eq!(total, [(0.001, 6.0), (0.01, 3.0), (f64::INFINITY, 10.0)]);
     }
 
     #[test]

@@ -114,6 +114,29 @@ pub struct Span {
     pub relay_cpu: Option<f64>,
     /// Packets the relays forwarded (all kinds).
     pub relay_forwarded: Option<f64>,
+    /// The relays' `callrelay_forward_latency_seconds` over the span (bucket deltas), ms;
+    /// `None` for a target without it (Janus).
+    #[serde(default)]
+    pub relay_forward_latency_ms: Option<SpanLatency>,
+    /// Wire-to-wire latency of the packets the receivers decrypted in the span, ms (each
+    /// receiver hands its latencies over every 250 ms, so each end may be that late).
+    #[serde(default)]
+    pub wire_latency_ms: Option<SpanLatency>,
+}
+
+/// Percentiles of a latency distribution over a [`Span`], ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpanLatency {
+    /// Observations.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// 99.9th percentile.
+    pub p999: Option<f64>,
 }
 
 /// The loadgen's own cost, next to the relay's.
@@ -862,6 +885,25 @@ impl Report {
             opt(g.cost_ratio, 3),
             self.config.decrypt_sample
         );
+        if let Some(w) = g.steady {
+            let lat = |l: Option<SpanLatency>, digits: usize| {
+                l.map_or("-".into(), |l| {
+                    format!(
+                        "p50 {}  p99 {}  p99.9 {}",
+                        opt(l.p50, digits),
+                        opt(l.p99, digits),
+                        opt(l.p999, digits)
+                    )
+                })
+            };
+            let _ = writeln!(
+                s,
+                "steady ms     relay fwd {}  |  wire to wire {}  (the {:.1} s after the joins)",
+                lat(w.relay_forward_latency_ms, 4),
+                lat(w.wire_latency_ms, 3),
+                w.seconds
+            );
+        }
         let pct = |v: Option<f64>| v.map_or("-".into(), |u| format!("{:.0} %", u * 100.0));
         let _ = writeln!(
             s,
@@ -1235,8 +1277,23 @@ mod tests {
             received: 40_000,
             relay_cpu: Some(4.0),
             relay_forwarded: Some(20_000.0),
+            relay_forward_latency_ms: Some(SpanLatency {
+                count: 20_000,
+                p50: Some(0.25),
+                p90: Some(0.5),
+                p99: Some(0.9),
+                p999: Some(1.5),
+            }),
+            wire_latency_ms: None,
         };
         r.loadgen = LoadgenReport::new(&r, 1, Some(steady), Some((9.5, 10.0)), Some(1.0));
+        assert!(
+            r.table().contains(
+                "steady ms     relay fwd p50 0.2500  p99 0.9000  p99.9 1.5000  |  wire to wire -  (the 8.0 s after the joins)"
+            ),
+            "{}",
+            r.table()
+        );
         r.judge_validity();
         let g = &r.loadgen;
         assert_eq!(g.basis, "steady");

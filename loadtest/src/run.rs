@@ -2,7 +2,7 @@
 //! before and after, and the report.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::prom::{self, Scrape};
 use crate::report::{
     HostileReport, JoinReport, LatencyReport, LayerReport, LoadgenReport, LossReport, NodeReport,
     PacketReport, ParticipantReport, RejoinReport, RelayReport, Report, RunConfig, Span,
-    TrackReport,
+    SpanLatency, TrackReport,
 };
 use crate::stats::{
     latency_histogram, LayerClock, LayerWait, ReceiverStats, SsrcAttribution, StreamTotals,
@@ -273,6 +273,9 @@ struct Live {
     /// loadgen clock; 0 until then.
     connected_ns: Vec<AtomicU64>,
     interval: Mutex<Option<Histogram<u64>>>,
+    /// Set while the steady window runs: latencies handed over then also go to `steady`.
+    steady_on: AtomicBool,
+    steady: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Live {
@@ -287,6 +290,14 @@ impl Live {
             let h = shared.get_or_insert_with(latency_histogram);
             for ns in latencies.iter() {
                 h.saturating_record(*ns);
+            }
+        }
+        if self.steady_on.load(Ordering::Relaxed) {
+            if let Ok(mut shared) = self.steady.lock() {
+                let h = shared.get_or_insert_with(latency_histogram);
+                for ns in latencies.iter() {
+                    h.saturating_record(*ns);
+                }
             }
         }
         latencies.clear();
@@ -519,13 +530,29 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(STEADY_SETTLE).await;
+        live.steady_on.store(true, Ordering::Relaxed);
         Mark::take(&http, &opts, &live).await
     })
     .await
     .ok();
     tokio::time::sleep_until(traffic_end).await;
+    live.steady_on.store(false, Ordering::Relaxed);
     let steady = match steady_start {
-        Some(a) => Some(Mark::take(&http, &opts, &live).await.since(&a)),
+        Some(a) => {
+            let mut span = Mark::take(&http, &opts, &live).await.since(&a);
+            let wire = live.steady.lock().ok().and_then(|mut h| h.take());
+            span.wire_latency_ms = wire.filter(|h| !h.is_empty()).map(|h| {
+                let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1e6);
+                SpanLatency {
+                    count: h.len(),
+                    p50: ms(0.5),
+                    p90: ms(0.9),
+                    p99: ms(0.99),
+                    p999: ms(0.999),
+                }
+            });
+            Some(span)
+        }
         None => None,
     };
     let _ = phase_tx.send(Phase::Draining);
@@ -1455,6 +1482,8 @@ struct Mark {
     /// `process_cpu_seconds_total` (whole seconds).
     relay_cpu: Option<f64>,
     relay_forwarded: Option<f64>,
+    /// The relays' `callrelay_forward_latency_seconds` buckets, added up over the nodes.
+    relay_latency: Vec<(f64, f64)>,
 }
 
 impl Mark {
@@ -1473,6 +1502,7 @@ impl Mark {
         };
         let mut forwarded = Some(0.0);
         let mut scraped_cpu = Some(0.0);
+        let mut relay_latency = Vec::new();
         for u in &opts.metrics_urls {
             let s = scrape(http, u).await.ok();
             let get = |name| s.as_ref().and_then(|s| s.sum(name));
@@ -1482,6 +1512,12 @@ impl Mark {
             scraped_cpu = scraped_cpu
                 .zip(get("process_cpu_seconds_total"))
                 .map(|(a, b)| a + b);
+            if let Some(s) = s.as_ref() {
+                prom::add_buckets(
+                    &mut relay_latency,
+                    &s.buckets("callrelay_forward_latency_seconds"),
+                );
+            }
         }
         let scraped = !opts.metrics_urls.is_empty();
         Mark {
@@ -1490,6 +1526,7 @@ impl Mark {
             received,
             relay_cpu: pids.or(scraped_cpu.filter(|_| scraped)),
             relay_forwarded: forwarded.filter(|_| scraped),
+            relay_latency,
         }
     }
 
@@ -1502,8 +1539,29 @@ impl Mark {
             received: self.received.saturating_sub(start.received),
             relay_cpu: d(self.relay_cpu, start.relay_cpu),
             relay_forwarded: d(self.relay_forwarded, start.relay_forwarded),
+            relay_forward_latency_ms: bucket_percentiles(&prom::bucket_delta(
+                &start.relay_latency,
+                &self.relay_latency,
+            )),
+            wire_latency_ms: None,
         }
     }
+}
+
+/// Percentiles in ms from histogram buckets in seconds; `None` without observations.
+fn bucket_percentiles(buckets: &[(f64, f64)]) -> Option<SpanLatency> {
+    let count = buckets.last().map_or(0.0, |b| b.1);
+    if count <= 0.0 {
+        return None;
+    }
+    let q = |x: f64| prom::quantile(x, buckets).map(|s| s * 1e3);
+    Some(SpanLatency {
+        count: count as u64,
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p999: q(0.999),
+    })
 }
 
 /// Cores this process may run on: its CPU affinity (`taskset`) and cgroup quota, as

@@ -363,6 +363,29 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
     let w = g.steady.expect("a steady window");
     assert!(w.seconds > 2.0 && w.received > 1_000, "{w:?}");
     assert!(w.relay_forwarded.is_some_and(|f| f > 1_000.0), "{w:?}");
+    // Latencies over the steady window alone, next to the whole run's: the relay's from its
+    // histogram's bucket deltas, the wire's from the decrypted sample.
+    let relay_steady = w
+        .relay_forward_latency_ms
+        .expect("the relay's latency in the window");
+    let whole = report.relay.as_ref().unwrap();
+    assert!(
+        relay_steady.count > 1_000
+            && (relay_steady.count as f64) < whole.forward_latency_observations.unwrap(),
+        "{relay_steady:?} vs {whole:?}"
+    );
+    assert!(
+        relay_steady.p99.is_some_and(|p| p > 0.0),
+        "{relay_steady:?}"
+    );
+    let wire_steady = w.wire_latency_ms.expect("the wire latency in the window");
+    assert!(
+        wire_steady.count > 50 && wire_steady.count < report.latency_ms.count,
+        "{wire_steady:?} vs {:?}",
+        report.latency_ms
+    );
+    assert!(wire_steady.p50.is_some_and(|p| p > 0.0), "{wire_steady:?}");
+    assert!(report.table().contains("steady ms     relay fwd p50 "));
     assert_eq!(report.valid, !g.saturated);
     relay.stop().await;
 }
