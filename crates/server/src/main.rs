@@ -6,6 +6,7 @@
 //! callrelay admin nodes|rooms [--url URL] [--config FILE] [--json]
 //! callrelay admin participants ROOM | remove ROOM PARTICIPANT [--reason R] | revoke LINK [--reason R]
 //! callrelay link create [--voice] [--title T] [--user U] [--url URL]
+//! callrelay cluster init [--out DIR] NODE...
 //! callrelay openapi
 //! ```
 
@@ -97,8 +98,28 @@ enum Command {
         #[command(subcommand)]
         command: LinkCommand,
     },
+    /// The cluster's own commands.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Write the certificates of the trunk between nodes (mutual TLS): a cluster CA (ca.pem,
+    /// ca.key) and, for each NODE, NODE.pem and NODE.key naming it. Run it again with more
+    /// nodes to add them: existing files are never overwritten. Keep ca.key off the nodes.
+    Init {
+        /// The directory to write to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = "cluster-certs")]
+        out: PathBuf,
+        /// The nodes' ids, as their cluster.node_id (DNS names: letters, digits, '-', '.').
+        #[arg(required = true, value_name = "NODE")]
+        nodes: Vec<String>,
+    },
 }
 
 /// Where an operator command is sent, and how its answer is printed.
@@ -198,6 +219,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Admin { command } => admin(command),
+        Command::Cluster {
+            command: ClusterCommand::Init { out, nodes },
+        } => cluster_init(&out, &nodes),
         Command::Link {
             command:
                 LinkCommand::Create {
@@ -272,6 +296,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `callrelay cluster init`: the CA if missing, then each node's certificate and key.
+fn cluster_init(out: &std::path::Path, nodes: &[String]) -> ExitCode {
+    let report = match callrelay_trunk::init_dir(out, nodes) {
+        Ok(r) => r,
+        Err(e @ callrelay_trunk::PkiError::BadNodeName(_)) => {
+            eprintln!("callrelay: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("callrelay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let d = out.display();
+    if report.created_ca {
+        println!("created the cluster CA: {d}/ca.pem (its key {d}/ca.key stays with the operator, not on the nodes)");
+    } else {
+        println!("reused the cluster CA in {d}/ca.pem");
+    }
+    for n in &report.issued {
+        println!("issued {n}: {d}/{n}.pem and {d}/{n}.key");
+    }
+    for n in &report.kept {
+        println!("kept {n}: {d}/{n}.pem was already there");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Where a command goes and with which token.

@@ -211,3 +211,59 @@ async fn link_create_then_admin_rooms_participants_remove_and_revoke() {
     assert_eq!((st, p["code"].as_str()), (410, Some("link_revoked")));
     drop(relay);
 }
+
+/// `callrelay cluster init` writes certificates two nodes' trunks accept from each other; run
+/// again it adds a node without touching the others; a name that cannot be a certificate's is
+/// refused with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_init_writes_certificates_the_trunk_accepts() {
+    use callrelay_trunk::{Counters, Trunk, TrunkIdentity};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    let d = dir.to_str().unwrap();
+    let out = stdout(&run(&["cluster", "init", "--out", d, "eu-1", "us-1"], &[]));
+    assert!(out.contains("created the cluster CA"), "{out}");
+    assert!(
+        out.contains("issued eu-1") && out.contains("issued us-1"),
+        "{out}"
+    );
+    let ca_before = std::fs::read(dir.join("ca.pem")).unwrap();
+
+    let out = stdout(&run(&["cluster", "init", "--out", d, "us-1", "ap-1"], &[]));
+    assert!(out.contains("reused the cluster CA"), "{out}");
+    assert!(
+        out.contains("issued ap-1") && out.contains("kept us-1"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca_before);
+
+    // The node added later and a first one trust each other over a real trunk.
+    let bind = |node: &str| {
+        let id = TrunkIdentity::from_dir(&dir, node).expect("identity");
+        Trunk::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &id,
+            Arc::new(Counters::default()),
+        )
+        .expect("bind")
+    };
+    let (eu, _eu_rx) = bind("eu-1");
+    let (ap, _ap_rx) = bind("ap-1");
+    let peer = ap
+        .connect("eu-1", eu.local_addr().unwrap())
+        .await
+        .expect("ap-1 dials eu-1");
+    assert_eq!(peer.node(), "eu-1");
+    eu.shutdown().await;
+    ap.shutdown().await;
+
+    let bad = run(&["cluster", "init", "--out", d, "relay:7700"], &[]);
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("\"relay:7700\" cannot name a trunk certificate"),
+        "{err}"
+    );
+}
