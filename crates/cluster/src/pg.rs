@@ -51,6 +51,8 @@ pub struct Advert {
     pub http_url: String,
     /// Announced media addresses.
     pub media_addrs: Vec<String>,
+    /// Where the other nodes dial this node's trunk (`host:port`); empty: no trunk.
+    pub trunk_addr: String,
 }
 
 /// A node's load and mode, sent with each heartbeat.
@@ -121,6 +123,7 @@ fn node_from_row(r: &PgRow) -> Result<NodeView, sqlx::Error> {
             .filter(|a| !a.is_empty())
             .map(str::to_owned)
             .collect(),
+        trunk_addr: r.try_get("trunk_addr")?,
         draining: r.try_get("draining")?,
         participants: r.try_get("participants")?,
         rooms: r.try_get("rooms")?,
@@ -147,7 +150,7 @@ fn placement_from_row(r: &PgRow) -> Result<Option<PlacementRow>, sqlx::Error> {
 
 const NODE_COLUMNS: &str =
     "node_id, epoch, region, http_url, media_addrs, draining, participants, \
-     rooms, busy_ratio, registered_at, heartbeat_at, lease_until";
+     rooms, busy_ratio, registered_at, heartbeat_at, lease_until, trunk_addr";
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -184,13 +187,14 @@ impl ClusterDb {
     ) -> Result<i64, ClusterError> {
         let sql = format!(
             "INSERT INTO cluster_nodes ({NODE_COLUMNS}) \
-             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, {NOW}, {NOW}, {NOW} + $9) \
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, {NOW}, {NOW}, {NOW} + $9, $10) \
              ON CONFLICT (node_id) DO UPDATE SET epoch = cluster_nodes.epoch + 1, \
              region = excluded.region, http_url = excluded.http_url, \
              media_addrs = excluded.media_addrs, draining = excluded.draining, \
              participants = excluded.participants, rooms = excluded.rooms, \
              busy_ratio = excluded.busy_ratio, registered_at = excluded.registered_at, \
-             heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until \
+             heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until, \
+             trunk_addr = excluded.trunk_addr \
              RETURNING epoch"
         );
         Ok(sqlx::query_scalar(&sql)
@@ -203,6 +207,7 @@ impl ClusterDb {
             .bind(load.rooms)
             .bind(load.busy_ratio)
             .bind(ms(lease))
+            .bind(&advert.trunk_addr)
             .fetch_one(&self.pool)
             .await?)
     }

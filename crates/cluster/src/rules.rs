@@ -17,6 +17,8 @@ pub struct NodeView {
     pub http_url: String,
     /// Its announced media addresses (ICE host candidates).
     pub media_addrs: Vec<String>,
+    /// Where the other nodes dial its trunk (`host:port`); empty when it runs none.
+    pub trunk_addr: String,
     /// Draining: no new rooms; its calls go on.
     pub draining: bool,
     /// Participants connected to it.
@@ -189,6 +191,7 @@ mod tests {
             region: region.into(),
             http_url: format!("http://{id}"),
             media_addrs: vec![],
+            trunk_addr: String::new(),
             draining: false,
             participants,
             rooms: 0,
@@ -330,6 +333,7 @@ mod tests {
                     region: format!("r{region}"),
                     http_url: String::new(),
                     media_addrs: vec![],
+                    trunk_addr: String::new(),
                     draining,
                     participants,
                     rooms,

@@ -38,6 +38,7 @@ fn advert(id: &str, region: &str) -> Advert {
         region: region.into(),
         http_url: format!("http://{id}"),
         media_addrs: vec!["127.0.0.1:7710".into()],
+        trunk_addr: format!("127.0.0.1:{}", 7800 + id.len()),
     }
 }
 
@@ -85,6 +86,10 @@ async fn leases_epochs_and_the_registry() {
     assert_eq!(ids, [("a", 2), ("b", 1)]);
     assert_eq!(nodes[0].participants, 3);
     assert_eq!(nodes[0].media_addrs, ["127.0.0.1:7710"]);
+    assert_eq!(
+        nodes[0].trunk_addr,
+        advert(&nodes[0].node_id, "").trunk_addr
+    );
     assert_eq!(
         callrelay_cluster::rules::node_state(&nodes[0], now).as_str(),
         "serving"
