@@ -317,6 +317,12 @@ impl Trunk {
         peers.get(node).filter(|p| p.is_up()).cloned()
     }
 
+    /// Every live connection, one per peer node.
+    pub fn peers(&self) -> Vec<Peer> {
+        let peers = self.shared.peers.lock().expect("peers lock");
+        peers.values().filter(|p| p.is_up()).cloned().collect()
+    }
+
     /// The connection to `node` at `addr`: the live one if the pair has one, else a new one. The
     /// peer's certificate must be the cluster CA's and name `node`.
     pub async fn connect(&self, node: &str, addr: SocketAddr) -> Result<Peer, TrunkError> {
@@ -354,12 +360,18 @@ impl Trunk {
         Ok(register(&self.shared, node.to_owned(), conn, me))
     }
 
-    /// Closes every connection and stops accepting; peers see the trunk close at once.
-    pub async fn shutdown(self) {
+    /// Closes every connection and stops accepting; peers see the trunk close at once (the
+    /// close is sent within a second).
+    pub async fn close(&self) {
         self.accept.abort();
         self.endpoint
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// [`Trunk::close`], consuming the trunk.
+    pub async fn shutdown(self) {
+        self.close().await;
     }
 }
 
