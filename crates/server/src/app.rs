@@ -27,7 +27,7 @@ use crate::api::BodyTimeout;
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
 use crate::config::{HttpLimits, Settings, StoreLocation};
-use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics};
+use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics, TrunkMetrics};
 use crate::seats::Seats;
 pub use crate::state::{
     AppState, Clock, ControlEvent, Limits, ManualClock, SystemClock, UsedGrants,
@@ -51,6 +51,7 @@ pub async fn build(
     let metrics = Metrics::register(&registry)?;
     let media_metrics = MediaMetrics::register(&registry)?;
     let cluster_metrics = ClusterMetrics::register(&registry)?;
+    let trunk_metrics = TrunkMetrics::register(&registry)?;
     let store = open_store(&settings.store).await?;
     let webhooks = match settings.webhooks.clone() {
         Some(w) => Some(Arc::new(crate::webhooks::Webhooks::new(
@@ -67,6 +68,15 @@ pub async fn build(
         webhooks.clone(),
     )?);
     let cluster = Cluster::new(&settings, &media.addrs(), cluster_metrics.clone())?.map(Arc::new);
+    // The trunk binds before the node registers, so that the address it advertises answers.
+    let (trunk, trunk_events) = match (&cluster, &settings.cluster.trunk) {
+        (Some(_), Some(t)) => {
+            let (trunk, events) =
+                crate::trunk::start(t, &settings.cluster.node_id, &trunk_metrics)?;
+            (Some(trunk), Some(events))
+        }
+        _ => (None, None),
+    };
     if let Some(c) = &cluster {
         // Register before serving, so the first join can place a room here. A store that does not
         // answer now is retried by the heartbeat loop.
@@ -83,6 +93,9 @@ pub async fn build(
         None => None,
     };
     Ok(Arc::new(AppState {
+        trunk_metrics,
+        trunk,
+        trunk_events: std::sync::Mutex::new(trunk_events),
         oidc,
         webhooks,
         lobby: crate::lobby::Lobby::default(),
@@ -150,7 +163,22 @@ pub async fn serve(
             state.clone(),
             c.clone(),
         )));
+        let events = state
+            .trunk_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (Some(trunk), Some(events)) = (&state.trunk, events) {
+            tasks.push(tokio::spawn(crate::trunk::run(
+                trunk.clone(),
+                c.clone(),
+                state.trunk_metrics.clone(),
+                events,
+                state.settings.cluster.heartbeat,
+            )));
+        }
     }
+    let trunk = state.trunk.clone();
     let webhook_tasks = match &state.webhooks {
         Some(w) => w.spawn(state.clone()),
         None => Vec::new(),
@@ -166,6 +194,10 @@ pub async fn serve(
         t.abort();
     }
     let _ = tokio::task::spawn_blocking(move || media.shutdown()).await;
+    // The other nodes see this node's trunk close at once, not after its idle timeout.
+    if let Some(t) = trunk {
+        t.close().await;
+    }
     // The media workers said who left; those events reach the outbox before the writer stops.
     if let Some(w) = webhooks {
         w.flush(Duration::from_secs(3)).await;

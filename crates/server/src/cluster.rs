@@ -62,6 +62,11 @@ impl Cluster {
                 region: c.region.clone(),
                 http_url: c.advertise_url.clone(),
                 media_addrs: media_addrs.iter().map(|a| a.to_string()).collect(),
+                trunk_addr: c
+                    .trunk
+                    .as_ref()
+                    .map(|t| t.advertise.to_string())
+                    .unwrap_or_default(),
             },
             settings: c.clone(),
             epoch: AtomicI64::new(0),

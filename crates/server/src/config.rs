@@ -296,6 +296,12 @@ pub struct ClusterConfig {
     /// How often a node checks its calls against the store (catches a lost notice, an expiry,
     /// a room placed elsewhere during a partition).
     pub reconcile: String,
+    /// UDP address of the trunk between nodes (QUIC, mutual TLS); empty: no trunk.
+    pub trunk_addr: String,
+    /// `host:port` the other nodes dial for this node's trunk; empty means `trunk_addr`.
+    pub trunk_advertise: String,
+    /// Directory `callrelay cluster init` wrote: `ca.pem`, `{node_id}.pem`, `{node_id}.key`.
+    pub trunk_certs: String,
 }
 
 impl Default for ClusterConfig {
@@ -307,6 +313,9 @@ impl Default for ClusterConfig {
             lease: "5s".into(),
             heartbeat: "1s".into(),
             reconcile: "2s".into(),
+            trunk_addr: String::new(),
+            trunk_advertise: String::new(),
+            trunk_certs: String::new(),
         }
     }
 }
@@ -326,6 +335,19 @@ pub struct ClusterSettings {
     pub heartbeat: Duration,
     /// `cluster.reconcile`
     pub reconcile: Duration,
+    /// The trunk, when `cluster.trunk_addr` is set.
+    pub trunk: Option<TrunkSettings>,
+}
+
+/// The validated `cluster.trunk_*`.
+#[derive(Clone, Debug)]
+pub struct TrunkSettings {
+    /// `cluster.trunk_addr`: the trunk's UDP socket.
+    pub bind: SocketAddr,
+    /// `cluster.trunk_advertise` (or `trunk_addr`): where the other nodes dial.
+    pub advertise: SocketAddr,
+    /// `cluster.trunk_certs`.
+    pub certs: std::path::PathBuf,
 }
 
 /// `[http]`
@@ -1057,7 +1079,12 @@ impl Config {
         let webhooks = self.webhooks.validate()?;
         let reminders = validate_reminders(&self.links.reminders)?;
         let drain_deadline = duration("drain.deadline", &self.drain.deadline)?;
-        let cluster = validate_cluster(&self.cluster, &public_url, http_addr.port())?;
+        let cluster = validate_cluster(
+            &self.cluster,
+            &public_url,
+            http_addr.port(),
+            matches!(store, StoreLocation::Postgres(_)),
+        )?;
 
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
@@ -1154,6 +1181,7 @@ fn validate_cluster(
     c: &ClusterConfig,
     public_url: &str,
     http_port: u16,
+    postgres: bool,
 ) -> Result<ClusterSettings, ConfigError> {
     let node_id = if c.node_id.trim().is_empty() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1209,6 +1237,7 @@ fn validate_cluster(
             "must be between 100ms and 60s",
         ));
     }
+    let trunk = validate_trunk(c, &node_id, postgres)?;
     Ok(ClusterSettings {
         node_id,
         region: c.region.clone(),
@@ -1216,7 +1245,80 @@ fn validate_cluster(
         lease,
         heartbeat,
         reconcile,
+        trunk,
     })
+}
+
+/// `cluster.trunk_*`: the socket, where peers dial it, and certificates that name this node
+/// under the cluster CA (read now, so a wrong file stops the start with its key named).
+fn validate_trunk(
+    c: &ClusterConfig,
+    node_id: &str,
+    postgres: bool,
+) -> Result<Option<TrunkSettings>, ConfigError> {
+    if c.trunk_addr.trim().is_empty() {
+        for (key, v) in [
+            ("cluster.trunk_advertise", &c.trunk_advertise),
+            ("cluster.trunk_certs", &c.trunk_certs),
+        ] {
+            if !v.trim().is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "is set but cluster.trunk_addr is not",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if !postgres {
+        return Err(ConfigError::new(
+            "cluster.trunk_addr",
+            "needs store.database_url = postgres://… (the trunk joins the nodes of a cluster)",
+        ));
+    }
+    let bind: SocketAddr = c.trunk_addr.trim().parse().map_err(|_| {
+        ConfigError::new("cluster.trunk_addr", "must be IP:port, e.g. 0.0.0.0:7800")
+    })?;
+    let advertise: SocketAddr = if c.trunk_advertise.trim().is_empty() {
+        if bind.ip().is_unspecified() || bind.port() == 0 {
+            return Err(ConfigError::new(
+                "cluster.trunk_advertise",
+                "must be set (IP:port the other nodes reach) when cluster.trunk_addr binds \
+                 every address or port 0",
+            ));
+        }
+        bind
+    } else {
+        c.trunk_advertise.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "cluster.trunk_advertise",
+                "must be IP:port, e.g. 10.0.0.5:7800",
+            )
+        })?
+    };
+    if callrelay_trunk::pki::check_node_name(node_id).is_err() {
+        return Err(ConfigError::new(
+            "cluster.node_id",
+            format!(
+                "{node_id:?} cannot name a trunk certificate: with cluster.trunk_addr set it \
+                 must be a DNS name (letters, digits, '-' and '.')"
+            ),
+        ));
+    }
+    if c.trunk_certs.trim().is_empty() {
+        return Err(ConfigError::new(
+            "cluster.trunk_certs",
+            "must name the directory `callrelay cluster init` wrote",
+        ));
+    }
+    let certs = std::path::PathBuf::from(c.trunk_certs.trim());
+    callrelay_trunk::TrunkIdentity::from_dir(&certs, node_id)
+        .map_err(|e| ConfigError::new("cluster.trunk_certs", e.to_string()))?;
+    Ok(Some(TrunkSettings {
+        bind,
+        advertise,
+        certs,
+    }))
 }
 
 struct MediaSettings {
@@ -1874,5 +1976,73 @@ mod tests {
             Config::load(Some(std::path::Path::new(path)), env(&[])).expect("the example loads");
         cfg.validate(&Overrides::default(), true)
             .expect("the example validates in dev mode");
+    }
+
+    #[test]
+    fn the_trunk_needs_postgres_a_dns_node_id_and_certificates_that_name_it() {
+        let certs = tempfile::tempdir().unwrap();
+        callrelay_trunk::init_dir(certs.path(), &["eu-1".into(), "us-1".into()]).unwrap();
+        let dir = certs.path().to_str().unwrap().to_owned();
+        let validate = |pairs: &[(&str, &str)]| {
+            let mut all = vec![
+                ("CALLRELAY_STORE_DATABASE_URL", "postgres://u@127.0.0.1/db"),
+                ("CALLRELAY_CLUSTER_NODE_ID", "eu-1"),
+                ("CALLRELAY_CLUSTER_TRUNK_ADDR", "127.0.0.1:7800"),
+                ("CALLRELAY_CLUSTER_TRUNK_CERTS", dir.as_str()),
+            ];
+            for (k, v) in pairs {
+                all.retain(|(key, _)| key != k);
+                if !v.is_empty() {
+                    all.push((k, v));
+                }
+            }
+            Config::load(None, env(&all))
+                .unwrap()
+                .validate(&Overrides::default(), true)
+        };
+        let s = validate(&[]).unwrap();
+        let t = s.cluster.trunk.expect("a trunk");
+        assert_eq!(t.bind.to_string(), "127.0.0.1:7800");
+        assert_eq!(t.advertise, t.bind);
+
+        let key_of = |pairs: &[(&str, &str)]| validate(pairs).unwrap_err().key;
+        // Not on SQLite.
+        assert_eq!(
+            key_of(&[("CALLRELAY_STORE_DATABASE_URL", "")]),
+            "cluster.trunk_addr"
+        );
+        // Every address: where peers dial must be said.
+        assert_eq!(
+            key_of(&[("CALLRELAY_CLUSTER_TRUNK_ADDR", "0.0.0.0:7800")]),
+            "cluster.trunk_advertise"
+        );
+        let s = validate(&[
+            ("CALLRELAY_CLUSTER_TRUNK_ADDR", "0.0.0.0:7800"),
+            ("CALLRELAY_CLUSTER_TRUNK_ADVERTISE", "10.0.0.5:7800"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.cluster.trunk.unwrap().advertise.to_string(),
+            "10.0.0.5:7800"
+        );
+        // A node id that cannot be a certificate's name.
+        assert_eq!(
+            key_of(&[("CALLRELAY_CLUSTER_NODE_ID", "eu:1")]),
+            "cluster.node_id"
+        );
+        // Certificates that do not name this node (none for it in the directory).
+        let err = validate(&[("CALLRELAY_CLUSTER_NODE_ID", "ap-1")]).unwrap_err();
+        assert_eq!(err.key, "cluster.trunk_certs");
+        assert!(err.message.contains("ap-1.pem"), "{}", err.message);
+        // No directory at all.
+        assert_eq!(
+            key_of(&[("CALLRELAY_CLUSTER_TRUNK_CERTS", "")]),
+            "cluster.trunk_certs"
+        );
+        // Trunk keys without the trunk.
+        assert_eq!(
+            key_of(&[("CALLRELAY_CLUSTER_TRUNK_ADDR", "")]),
+            "cluster.trunk_certs"
+        );
     }
 }

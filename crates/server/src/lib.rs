@@ -24,6 +24,7 @@ pub mod seats;
 pub mod signal;
 pub mod state;
 pub mod testing;
+pub mod trunk;
 pub mod web;
 pub mod webhooks;
 pub mod whip;

@@ -843,6 +843,147 @@ impl Collector for WorkerCounters {
     }
 }
 
+/// The trunk's families (#16): the trunk counts in plain atomics ([`callrelay_trunk::Counters`],
+/// shared with it), read here at scrape time. Every node serves them, at 0 without a trunk.
+#[derive(Clone, Debug)]
+pub struct TrunkMetrics {
+    inner: Arc<TrunkMetricsInner>,
+    /// `callrelay_trunk_rtt_seconds`: each trunk connection's round-trip time, observed once a
+    /// heartbeat per peer.
+    pub rtt: Histogram,
+}
+
+#[derive(Debug)]
+struct TrunkMetricsInner {
+    counters: Arc<callrelay_trunk::Counters>,
+    families: Mutex<TrunkFamilies>,
+    descs: Vec<Desc>,
+}
+
+#[derive(Debug)]
+struct TrunkFamilies {
+    connections: IntGauge,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    refused: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+impl TrunkFamilies {
+    fn collectors(&self) -> [&dyn Collector; 5] {
+        [
+            &self.connections,
+            &self.packets,
+            &self.bytes,
+            &self.refused,
+            &self.dropped,
+        ]
+    }
+}
+
+const TRUNK_RTT_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+impl TrunkMetrics {
+    /// Creates the families, registers them on `registry`, and the counters the trunk writes.
+    pub fn register(registry: &Registry) -> prometheus::Result<TrunkMetrics> {
+        let families = TrunkFamilies {
+            connections: IntGauge::new(
+                "callrelay_trunk_connections",
+                "Trunk connections to other nodes (QUIC, one per pair of nodes) up now.",
+            )?,
+            packets: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_trunk_packets_total",
+                    "Media datagrams over the trunk, by direction (in, out).",
+                ),
+                &["direction"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_trunk_bytes_total",
+                    "Bytes of media datagrams over the trunk (the trunk header included), by direction (in, out).",
+                ),
+                &["direction"],
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_trunk_refused_total",
+                    "Trunk handshakes refused at either end, by reason (the TLS alert: unknown_ca, bad_certificate, bad_signature, certificate_required; no_node; handshake).",
+                ),
+                &["reason"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_trunk_datagrams_dropped_total",
+                    "Trunk media datagrams dropped, by reason (too_large, congested, closed, malformed, version, unknown_kind, receiver_busy).",
+                ),
+                &["reason"],
+            )?,
+        };
+        let rtt = Histogram::with_opts(
+            HistogramOpts::new(
+                "callrelay_trunk_rtt_seconds",
+                "Round-trip time of the trunk connections, observed once a heartbeat per peer node.",
+            )
+            .buckets(TRUNK_RTT_BUCKETS.to_vec()),
+        )?;
+        let descs = families
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        let m = TrunkMetrics {
+            inner: Arc::new(TrunkMetricsInner {
+                counters: Arc::default(),
+                families: Mutex::new(families),
+                descs,
+            }),
+            rtt,
+        };
+        registry.register(Box::new(m.clone()))?;
+        registry.register(Box::new(m.rtt.clone()))?;
+        Ok(m)
+    }
+
+    /// The counters the trunk writes.
+    pub fn counters(&self) -> Arc<callrelay_trunk::Counters> {
+        self.inner.counters.clone()
+    }
+}
+
+impl Collector for TrunkMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.inner.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        let f = lock(&self.inner.families);
+        let set = |counter: IntCounter, v: u64| {
+            counter.reset();
+            counter.inc_by(v);
+        };
+        f.connections.set(c.connections.load(Relaxed));
+        for (dir, packets, bytes) in [
+            ("in", &c.packets_in, &c.bytes_in),
+            ("out", &c.packets_out, &c.bytes_out),
+        ] {
+            set(f.packets.with_label_values(&[dir]), packets.load(Relaxed));
+            set(f.bytes.with_label_values(&[dir]), bytes.load(Relaxed));
+        }
+        for (reason, n) in c.refused() {
+            set(f.refused.with_label_values(&[reason]), n);
+        }
+        for (reason, n) in c.dropped() {
+            set(f.dropped.with_label_values(&[reason]), n);
+        }
+        f.collectors().iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
 /// A lock whose holder panicked still holds plain counts: use them.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

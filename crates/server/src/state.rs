@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
 use crate::config::{LimitsConfig, Settings};
-use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics};
+use crate::metrics::{ClusterMetrics, MediaMetrics, Metrics, TrunkMetrics};
 use crate::problem::ApiError;
 use crate::seats::Seats;
 
@@ -198,6 +198,12 @@ pub struct AppState {
     pub lobby: crate::lobby::Lobby,
     /// WHIP publishers on this node, by resource id.
     pub whip: crate::whip::WhipSessions,
+    /// Metric families of the trunk between nodes (served on every node, 0 without a trunk).
+    pub trunk_metrics: TrunkMetrics,
+    /// The trunk between nodes (`None` without `cluster.trunk_addr`).
+    pub trunk: Option<Arc<callrelay_trunk::Trunk>>,
+    /// The trunk's events, until [`crate::app::serve`] starts the loop that reads them.
+    pub trunk_events: Mutex<Option<tokio::sync::mpsc::Receiver<callrelay_trunk::TrunkEvent>>>,
 }
 
 /// `t` truncated to the millisecond (the store's precision).

@@ -805,3 +805,96 @@ async fn any_node_lists_the_clusters_calls_and_removes_a_participant_where_it_is
     drop(carol);
     stop_all(vec![b]).await;
 }
+
+/// A free UDP port on 127.0.0.1 (bound, read, released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `relay`'s metric until `ok(value)`, for at most `within`; returns the last value.
+async fn metric_until(
+    relay: &Relay,
+    line: &str,
+    within: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let until = Instant::now() + within;
+    loop {
+        let v = support::metric(relay, line).await;
+        if ok(v) || Instant::now() > until {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The trunk (#16): three nodes with certificates from `callrelay cluster init` connect every
+/// pair once (each node sees 2 connections); a fourth node with another cluster's certificates,
+/// on the same database, is refused by all three, and both sides count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let ours = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    callrelay_trunk::init_dir(ours.path(), &names(&["node-a", "node-b", "node-c"])).unwrap();
+    callrelay_trunk::init_dir(theirs.path(), &names(&["node-d"])).unwrap();
+    let with_trunk = |name: &str, certs: &std::path::Path| {
+        let addr = format!("127.0.0.1:{}", free_udp_port());
+        let certs = certs.to_str().unwrap().to_owned();
+        node_with(
+            name,
+            &db,
+            &[
+                ("CALLRELAY_CLUSTER_TRUNK_ADDR", &addr),
+                ("CALLRELAY_CLUSTER_TRUNK_CERTS", &certs),
+            ],
+        )
+    };
+    let a = with_trunk("a", ours.path());
+    let b = with_trunk("b", ours.path());
+    let c = with_trunk("c", ours.path());
+    for n in [&a, &b, &c] {
+        let v = metric_until(
+            n,
+            "callrelay_trunk_connections ",
+            Duration::from_secs(10),
+            |v| v == 2.0,
+        )
+        .await;
+        assert_eq!(v, 2.0, "node on port {}: trunk connections", n.port);
+    }
+    // Round-trip times are observed once a heartbeat per peer.
+    let rtts = metric_until(
+        &a,
+        "callrelay_trunk_rtt_seconds_count ",
+        Duration::from_secs(5),
+        |v| v >= 2.0,
+    )
+    .await;
+    assert!(rtts >= 2.0, "rtt observations: {rtts}");
+
+    let d = with_trunk("d", theirs.path());
+    let refused = "callrelay_trunk_refused_total{reason=\"unknown_ca\"} ";
+    for n in [&a, &b, &c, &d] {
+        let v = metric_until(n, refused, Duration::from_secs(10), |v| v >= 1.0).await;
+        assert!(v >= 1.0, "node on port {}: refusals {v}", n.port);
+    }
+    assert_eq!(
+        support::metric(&d, "callrelay_trunk_connections ").await,
+        0.0
+    );
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            support::metric(n, "callrelay_trunk_connections ").await,
+            2.0,
+            "the refused node takes no place"
+        );
+    }
+    stop_all(vec![a, b, c, d]).await;
+}

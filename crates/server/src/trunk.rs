@@ -1,0 +1,120 @@
+//! This node's end of the trunk between nodes (#16): the QUIC endpoint on `cluster.trunk_addr`,
+//! and a loop that keeps a connection to every live member of the cluster that runs a trunk, so
+//! that the connection is up and its round-trip time known before a call spans the two nodes.
+//!
+//! Each pair of nodes has one connection whichever way it came up (`callrelay_trunk::endpoint`).
+//! A member that cannot be reached, or whose certificate is refused, is dialed again with a
+//! back-off from 1 s doubling to 30 s; refusals are counted in `callrelay_trunk_refused_total`.
+//! Media arriving on the trunk has no call to go to yet: it is counted (`packets_total{in}`) and
+//! let go.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callrelay_trunk::{Trunk, TrunkEvent, TrunkIdentity};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::cluster::Cluster;
+use crate::config::TrunkSettings;
+use crate::metrics::TrunkMetrics;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Binds the trunk (the identity was checked when the configuration was validated).
+pub fn start(
+    settings: &TrunkSettings,
+    node_id: &str,
+    metrics: &TrunkMetrics,
+) -> anyhow::Result<(Arc<Trunk>, mpsc::Receiver<TrunkEvent>)> {
+    let identity = TrunkIdentity::from_dir(&settings.certs, node_id)?;
+    let (trunk, events) = Trunk::bind(settings.bind, &identity, metrics.counters())?;
+    tracing::info!(
+        addr = %trunk.local_addr()?,
+        advertise = %settings.advertise,
+        "trunk listening"
+    );
+    Ok((Arc::new(trunk), events))
+}
+
+/// Dials the live members that run a trunk and are not connected yet, every heartbeat; observes
+/// each connection's round-trip time; logs peers coming and going.
+pub async fn run(
+    trunk: Arc<Trunk>,
+    cluster: Arc<Cluster>,
+    metrics: TrunkMetrics,
+    mut events: mpsc::Receiver<TrunkEvent>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Per member: when it may be dialed again, and the wait after the next failure.
+    let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut dials: JoinSet<(String, bool)> = JoinSet::new();
+    let mut dialing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for p in trunk.peers() {
+                    metrics.rtt.observe(p.rtt().as_secs_f64());
+                }
+                let Ok((now_ms, nodes)) = cluster.nodes().await else { continue };
+                let now = Instant::now();
+                for n in nodes {
+                    if n.node_id == trunk.node()
+                        || n.trunk_addr.is_empty()
+                        || !callrelay_cluster::rules::lease_live(&n, now_ms)
+                        || dialing.contains(&n.node_id)
+                    {
+                        continue;
+                    }
+                    if trunk.peer(&n.node_id).is_some() {
+                        retry.remove(&n.node_id);
+                        continue;
+                    }
+                    if retry.get(&n.node_id).is_some_and(|(at, _)| *at > now) {
+                        continue;
+                    }
+                    let Ok(addr) = n.trunk_addr.parse::<SocketAddr>() else {
+                        tracing::warn!(peer = %n.node_id, addr = %n.trunk_addr, "trunk: a member advertises an address that is not IP:port");
+                        continue;
+                    };
+                    dialing.insert(n.node_id.clone());
+                    let trunk = trunk.clone();
+                    dials.spawn(async move {
+                        let ok = match trunk.connect(&n.node_id, addr).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(peer = %n.node_id, error = %e, "trunk: dial failed");
+                                false
+                            }
+                        };
+                        (n.node_id, ok)
+                    });
+                }
+            }
+            Some(done) = dials.join_next(), if !dials.is_empty() => {
+                let Ok((node, ok)) = done else { continue };
+                dialing.remove(&node);
+                if ok {
+                    retry.remove(&node);
+                } else {
+                    let wait = retry.get(&node).map_or(BACKOFF_MIN, |(_, w)| *w);
+                    retry.insert(node, (Instant::now() + wait, (wait * 2).min(BACKOFF_MAX)));
+                }
+            }
+            ev = events.recv() => match ev {
+                None => return,
+                Some(TrunkEvent::Up { peer }) => tracing::info!(%peer, "trunk: peer up"),
+                Some(TrunkEvent::Down { peer, why }) => {
+                    tracing::warn!(%peer, %why, "trunk: peer down");
+                }
+                // No call spans nodes yet: counted on arrival, nothing to forward to.
+                Some(TrunkEvent::Media { .. }) => {}
+            },
+        }
+    }
+}
