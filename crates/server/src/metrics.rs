@@ -863,6 +863,7 @@ struct TrunkMetricsInner {
 #[derive(Debug)]
 struct TrunkFamilies {
     connections: IntGauge,
+    control: IntCounterVec,
     packets: IntCounterVec,
     bytes: IntCounterVec,
     refused: IntCounterVec,
@@ -870,9 +871,10 @@ struct TrunkFamilies {
 }
 
 impl TrunkFamilies {
-    fn collectors(&self) -> [&dyn Collector; 5] {
+    fn collectors(&self) -> [&dyn Collector; 6] {
         [
             &self.connections,
+            &self.control,
             &self.packets,
             &self.bytes,
             &self.refused,
@@ -892,6 +894,13 @@ impl TrunkMetrics {
             connections: IntGauge::new(
                 "callrelay_trunk_connections",
                 "Trunk connections to other nodes (QUIC, one per pair of nodes) up now.",
+            )?,
+            control: IntCounterVec::new(
+                Opts::new(
+                    "callrelay_trunk_control_messages_total",
+                    "Control messages over the trunk's streams, by direction (in, out).",
+                ),
+                &["direction"],
             )?,
             packets: IntCounterVec::new(
                 Opts::new(
@@ -967,6 +976,14 @@ impl Collector for TrunkMetrics {
             counter.inc_by(v);
         };
         f.connections.set(c.connections.load(Relaxed));
+        set(
+            f.control.with_label_values(&["in"]),
+            c.control_in.load(Relaxed),
+        );
+        set(
+            f.control.with_label_values(&["out"]),
+            c.control_out.load(Relaxed),
+        );
         for (dir, packets, bytes) in [
             ("in", &c.packets_in, &c.bytes_in),
             ("out", &c.packets_out, &c.bytes_out),

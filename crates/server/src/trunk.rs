@@ -112,8 +112,8 @@ pub async fn run(
                 Some(TrunkEvent::Down { peer, why }) => {
                     tracing::warn!(%peer, %why, "trunk: peer down");
                 }
-                // No call spans nodes yet: counted on arrival, nothing to forward to.
-                Some(TrunkEvent::Media { .. }) => {}
+                // No call spans nodes yet: counted on arrival, nothing to forward to or act on.
+                Some(TrunkEvent::Media { .. } | TrunkEvent::Control { .. }) => {}
             },
         }
     }

@@ -8,6 +8,13 @@
 //! beyond the connection's datagram buffer: past it a packet is dropped and counted. Media in, and
 //! peers coming and going, arrive as [`TrunkEvent`]s on a bounded channel; when its reader lags,
 //! media is dropped and counted (`receiver_busy`) and the peer events still get through.
+//!
+//! Control messages (opaque to the trunk; the node defines them) go with [`Peer::send_control`]
+//! on one ordered, reliable QUIC stream per direction and connection, each framed by its length
+//! (at most [`MAX_CONTROL`] bytes). They are never dropped: a peer that does not keep up holds
+//! them back by QUIC flow control, and once [`CONTROL_QUEUE`] messages wait on this side the
+//! connection is closed (`Down`) rather than letting the queue grow. A connection that went down
+//! may have lost what was in flight, so on `Up` a node sends its whole state again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +41,14 @@ pub const CLOSE_SELF: u32 = 4;
 
 /// How many events wait for the reader before media is dropped.
 const EVENT_QUEUE: usize = 4096;
+/// The largest control message.
+pub const MAX_CONTROL: usize = 64 * 1024;
+/// Control messages that may wait to be written before the connection is given up.
+pub const CONTROL_QUEUE: usize = 1024;
+/// Application close code: control messages backed up past [`CONTROL_QUEUE`].
+pub const CLOSE_CONTROL_BACKLOG: u32 = 5;
+/// Application close code: the peer broke the control stream's framing.
+pub const CLOSE_PROTOCOL: u32 = 6;
 /// How long a dial may take before it is given up.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -84,6 +99,17 @@ impl Dropped {
     }
 }
 
+/// Why a control message was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("a control message of {0} bytes is over the {MAX_CONTROL}-byte limit")]
+    TooLarge(usize),
+    #[error("{CONTROL_QUEUE} control messages were waiting: the connection was closed")]
+    Backlog,
+    #[error("the connection is gone")]
+    Closed,
+}
+
 /// What the trunk tells its node.
 #[derive(Debug)]
 pub enum TrunkEvent {
@@ -97,6 +123,8 @@ pub enum TrunkEvent {
         header: MediaHeader,
         rtp: Bytes,
     },
+    /// A control message from `peer`, in the order it was sent.
+    Control { peer: String, message: Bytes },
 }
 
 /// The reasons a handshake is refused, as counted.
@@ -124,6 +152,9 @@ pub const DROP_REASONS: [&str; 7] = [
 pub struct Counters {
     /// Live connections.
     pub connections: AtomicI64,
+    /// Control messages, out (written to the stream) and in.
+    pub control_out: AtomicU64,
+    pub control_in: AtomicU64,
     /// Media datagrams and their bytes (header included), out and in.
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -202,6 +233,7 @@ pub struct Peer {
     conn: quinn::Connection,
     dialed_by: String,
     counters: Arc<Counters>,
+    control: mpsc::Sender<Bytes>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -234,6 +266,23 @@ impl Peer {
         self.conn
             .max_datagram_size()
             .map_or(0, |m| m.saturating_sub(crate::wire::HEADER_LEN))
+    }
+
+    /// Queues one control message for the peer: reliable and in order on this connection.
+    pub fn send_control(&self, message: Bytes) -> Result<(), ControlError> {
+        if message.len() > MAX_CONTROL {
+            return Err(ControlError::TooLarge(message.len()));
+        }
+        match self.control.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer = %self.node, "trunk: control messages backed up, closing");
+                self.conn
+                    .close(VarInt::from_u32(CLOSE_CONTROL_BACKLOG), b"control backlog");
+                Err(ControlError::Backlog)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ControlError::Closed),
+        }
     }
 
     /// Sends one RTP packet with its header as a datagram, or drops it (counted) when it is too
@@ -419,11 +468,13 @@ fn register(
     conn: quinn::Connection,
     dialed_by: String,
 ) -> Peer {
+    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let peer = Peer {
         node: node.clone(),
         conn,
         dialed_by,
         counters: shared.counters.clone(),
+        control,
     };
     let preferred_dialer = std::cmp::min(shared.node.as_str(), node.as_str()).to_owned();
     let mut peers = shared.peers.lock().expect("peers lock");
@@ -445,7 +496,58 @@ fn register(
     tracing::info!(peer = %node, remote = %peer.conn.remote_address(), "trunk: up");
     let _ = shared.events.try_send(TrunkEvent::Up { peer: node });
     tokio::spawn(read_loop(shared.clone(), peer.clone()));
+    tokio::spawn(write_control(peer.clone(), control_rx));
+    tokio::spawn(read_control(shared.clone(), peer.clone()));
     peer
+}
+
+/// Writes the queued control messages on this side's stream, each after its length.
+async fn write_control(peer: Peer, mut rx: mpsc::Receiver<Bytes>) {
+    let Ok(mut stream) = peer.conn.open_uni().await else {
+        return;
+    };
+    while let Some(m) = rx.recv().await {
+        let len = (m.len() as u32).to_be_bytes();
+        if stream.write_all(&len).await.is_err() || stream.write_all(&m).await.is_err() {
+            return;
+        }
+        peer.counters.control_out.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the peer's control stream and hands each message on, waiting for room (so a node that
+/// does not read holds the peer back by flow control instead of losing messages).
+async fn read_control(shared: Arc<Shared>, peer: Peer) {
+    let Ok(mut stream) = peer.conn.accept_uni().await else {
+        return;
+    };
+    loop {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_CONTROL {
+            tracing::warn!(peer = %peer.node, len, "trunk: a control message over the limit, closing");
+            peer.conn.close(
+                VarInt::from_u32(CLOSE_PROTOCOL),
+                b"control message too large",
+            );
+            return;
+        }
+        let mut buf = vec![0u8; len];
+        if stream.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        shared.counters.control_in.fetch_add(1, Ordering::Relaxed);
+        let ev = TrunkEvent::Control {
+            peer: peer.node.clone(),
+            message: Bytes::from(buf),
+        };
+        if shared.events.send(ev).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn read_loop(shared: Arc<Shared>, peer: Peer) {

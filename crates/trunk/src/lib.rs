@@ -15,7 +15,7 @@ pub mod identity;
 pub mod pki;
 pub mod wire;
 
-pub use endpoint::{Counters, Dropped, Peer, Trunk, TrunkError, TrunkEvent};
+pub use endpoint::{ControlError, Counters, Dropped, Peer, Trunk, TrunkError, TrunkEvent};
 pub use identity::{IdentityError, TrunkIdentity};
 pub use pki::{init_dir, InitReport, PkiError};
 pub use wire::{MediaHeader, WireError};

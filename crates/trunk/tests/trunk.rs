@@ -311,3 +311,105 @@ fn an_identity_that_does_not_match_is_refused_at_load() {
     let err = TrunkIdentity::from_dir(d, "zz").unwrap_err();
     assert!(err.to_string().contains("zz.pem"), "{err}");
 }
+
+/// The next control message within 5 s, skipping `Up` and media.
+async fn next_control(rx: &mut Receiver<TrunkEvent>) -> (String, bytes::Bytes) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await.expect("events open") {
+                TrunkEvent::Control { peer, message } => return (peer, message),
+                TrunkEvent::Down { peer, why } => panic!("{peer} went down: {why}"),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("a control message within 5 s")
+}
+
+#[tokio::test]
+async fn control_messages_arrive_whole_and_in_order_both_ways() {
+    let dir = cluster(&["a", "b"]);
+    let (a, mut a_rx) = node(dir.path(), "a");
+    let (b, mut b_rx) = node(dir.path(), "b");
+    let to_b = a.connect("b", addr(&b)).await.unwrap();
+    // The accepting side answers on the same connection.
+    let mut to_a = None;
+    for _ in 0..100 {
+        to_a = b.peer("a");
+        if to_a.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let to_a = to_a.expect("b sees a");
+    let big = bytes::Bytes::from(vec![7u8; callrelay_trunk::endpoint::MAX_CONTROL]);
+    for i in 0..200u32 {
+        to_b.send_control(bytes::Bytes::from(format!("a{i}")))
+            .unwrap();
+        to_a.send_control(bytes::Bytes::from(format!("b{i}")))
+            .unwrap();
+    }
+    to_b.send_control(big.clone()).unwrap();
+    for i in 0..200u32 {
+        let (peer, m) = next_control(&mut b_rx).await;
+        assert_eq!(peer, "a");
+        assert_eq!(&m[..], format!("a{i}").as_bytes());
+        let (peer, m) = next_control(&mut a_rx).await;
+        assert_eq!(peer, "b");
+        assert_eq!(&m[..], format!("b{i}").as_bytes());
+    }
+    assert_eq!(next_control(&mut b_rx).await.1, big);
+    assert_eq!(
+        to_b.send_control(bytes::Bytes::from(vec![
+            0u8;
+            callrelay_trunk::endpoint::MAX_CONTROL
+                + 1
+        ])),
+        Err(callrelay_trunk::ControlError::TooLarge(
+            callrelay_trunk::endpoint::MAX_CONTROL + 1
+        ))
+    );
+    assert_eq!(a.counters().control_out.load(Ordering::Relaxed), 201);
+    assert_eq!(b.counters().control_in.load(Ordering::Relaxed), 201);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_control_gets_the_connection_closed_not_a_growing_queue() {
+    let dir = cluster(&["a", "b"]);
+    let (a, mut a_rx) = node(dir.path(), "a");
+    // b never reads its events: its channel fills, then QUIC flow control holds a back.
+    let (b, _b_rx) = node(dir.path(), "b");
+    let to_b = a.connect("b", addr(&b)).await.unwrap();
+    let m = bytes::Bytes::from(vec![1u8; 1024]);
+    let mut refused = None;
+    for i in 0..100_000u32 {
+        match to_b.send_control(m.clone()) {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        if i % 256 == 0 {
+            // Let the writer drain what flow control allows.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let (at, e) = refused.expect("sending stopped being accepted");
+    assert_eq!(
+        e,
+        callrelay_trunk::ControlError::Backlog,
+        "after {at} messages"
+    );
+    match next_non_up(&mut a_rx).await {
+        TrunkEvent::Down { peer, .. } => assert_eq!(peer, "b"),
+        ev => panic!("expected b down, got {ev:?}"),
+    }
+    assert!(a.peer("b").is_none());
+    a.shutdown().await;
+    b.shutdown().await;
+}
