@@ -1,8 +1,11 @@
 //! The trunk endpoint of one node: one UDP socket, mutual TLS, one QUIC connection per peer node.
 //!
-//! Either node of a pair may dial. If both dial at once, the connection dialed by the node with the
-//! smaller id is kept and the other is closed with [`CLOSE_DUPLICATE`], so every pair ends up with
-//! exactly one connection whichever way it came up.
+//! Either node of a pair may dial. Each side starts its control stream with a hello naming its
+//! incarnation (random per start of the trunk). A second connection with a node is settled on
+//! both ends the same way: from a new incarnation of the node, the new connection wins (the node
+//! restarted; the old one is stale and would otherwise linger until its idle timeout); from the
+//! same incarnation (both dialed at once), the one the smaller node id dialed wins. The loser is
+//! closed with [`CLOSE_DUPLICATE`], so every pair ends up with exactly one connection.
 //!
 //! Media goes out with [`Peer::send_media`] as one QUIC datagram per RTP packet, never queued
 //! beyond the connection's datagram buffer: past it a packet is dropped and counted. Media in, and
@@ -47,8 +50,12 @@ pub const MAX_CONTROL: usize = 64 * 1024;
 pub const CONTROL_QUEUE: usize = 1024;
 /// Application close code: control messages backed up past [`CONTROL_QUEUE`].
 pub const CLOSE_CONTROL_BACKLOG: u32 = 5;
-/// Application close code: the peer broke the control stream's framing.
+/// Application close code: the peer broke the control stream's framing or sent no hello.
 pub const CLOSE_PROTOCOL: u32 = 6;
+/// The hello's first bytes: the trunk protocol, version 1.
+const HELLO_MAGIC: &[u8; 4] = b"CRT1";
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dial may take before it is given up.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -214,6 +221,8 @@ fn refusal_reason(e: &ConnectionError) -> &'static str {
 
 struct Shared {
     node: String,
+    /// This start of the trunk, told to peers in the hello.
+    incarnation: u64,
     peers: Mutex<HashMap<String, Peer>>,
     counters: Arc<Counters>,
     events: mpsc::Sender<TrunkEvent>,
@@ -232,6 +241,8 @@ pub struct Peer {
     node: String,
     conn: quinn::Connection,
     dialed_by: String,
+    /// The peer's incarnation, from its hello.
+    incarnation: u64,
     counters: Arc<Counters>,
     control: mpsc::Sender<Bytes>,
 }
@@ -249,6 +260,11 @@ impl Peer {
     /// The peer's node id, from its certificate.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The peer's address on this connection.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
     }
 
     /// The connection's current round-trip time estimate.
@@ -330,6 +346,7 @@ impl Trunk {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         let shared = Arc::new(Shared {
             node: identity.node().to_owned(),
+            incarnation: incarnation(),
             peers: Mutex::new(HashMap::new()),
             counters,
             events,
@@ -405,8 +422,12 @@ impl Trunk {
             }
             Ok(Ok(conn)) => conn,
         };
+        let streams = hello(&conn, self.shared.incarnation).await.map_err(|why| {
+            conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"no hello");
+            dial_err(format!("no hello: {why}"))
+        })?;
         let me = self.shared.node.clone();
-        Ok(register(&self.shared, node.to_owned(), conn, me))
+        Ok(register(&self.shared, node.to_owned(), conn, me, streams))
     }
 
     /// Closes every connection and stops accepting; peers see the trunk close at once (the
@@ -455,10 +476,60 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 conn.close(VarInt::from_u32(CLOSE_SELF), b"this node");
                 return;
             }
+            let streams = match hello(&conn, shared.incarnation).await {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(peer = %node, %remote, %why, "trunk: no hello");
+                    conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"no hello");
+                    return;
+                }
+            };
             let dialer = node.clone();
-            register(&shared, node, conn, dialer);
+            register(&shared, node, conn, dialer, streams);
         });
     }
+}
+
+/// A random number for this start of the trunk (std's hasher keys are seeded from the OS).
+fn incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// The control streams of a new connection, after each side's hello: ours to write on, the
+/// peer's to read, and the peer's incarnation.
+type Streams = (quinn::SendStream, quinn::RecvStream, u64);
+
+/// Opens this side's control stream with a hello and reads the peer's.
+async fn hello(conn: &quinn::Connection, incarnation: u64) -> Result<Streams, String> {
+    let send = async {
+        let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+        let mut h = [0u8; 12];
+        h[..4].copy_from_slice(HELLO_MAGIC);
+        h[4..].copy_from_slice(&incarnation.to_be_bytes());
+        s.write_all(&h).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(s)
+    };
+    let recv = async {
+        let mut r = conn.accept_uni().await.map_err(|e| e.to_string())?;
+        let mut h = [0u8; 12];
+        r.read_exact(&mut h).await.map_err(|e| e.to_string())?;
+        if &h[..4] != HELLO_MAGIC {
+            return Err("not a trunk hello".to_owned());
+        }
+        let inc = u64::from_be_bytes(h[4..].try_into().expect("8 bytes"));
+        Ok((r, inc))
+    };
+    let (s, (r, inc)) = tokio::time::timeout(HELLO_TIMEOUT, async { tokio::try_join!(send, recv) })
+        .await
+        .map_err(|_| format!("none within {HELLO_TIMEOUT:?}"))??;
+    Ok((s, r, inc))
 }
 
 /// Records a new connection with `node`, keeping one per pair, and starts reading it.
@@ -467,21 +538,26 @@ fn register(
     node: String,
     conn: quinn::Connection,
     dialed_by: String,
+    (send, recv, incarnation): Streams,
 ) -> Peer {
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let peer = Peer {
         node: node.clone(),
         conn,
         dialed_by,
+        incarnation,
         counters: shared.counters.clone(),
         control,
     };
     let preferred_dialer = std::cmp::min(shared.node.as_str(), node.as_str()).to_owned();
     let mut peers = shared.peers.lock().expect("peers lock");
     if let Some(existing) = peers.get(&node).filter(|p| p.is_up()).cloned() {
-        // Two connections for one pair: keep the one the smaller node dialed (both ends decide
-        // the same way), close the other.
-        if existing.dialed_by == preferred_dialer || peer.dialed_by != preferred_dialer {
+        // Two connections for one pair, settled the same way on both ends: a new incarnation of
+        // the peer wins (it restarted; the old connection is stale); within one incarnation the
+        // connection the smaller node dialed wins.
+        let keep_new = existing.incarnation != peer.incarnation
+            || (existing.dialed_by != preferred_dialer && peer.dialed_by == preferred_dialer);
+        if !keep_new {
             peer.conn
                 .close(VarInt::from_u32(CLOSE_DUPLICATE), b"duplicate");
             return existing;
@@ -496,16 +572,13 @@ fn register(
     tracing::info!(peer = %node, remote = %peer.conn.remote_address(), "trunk: up");
     let _ = shared.events.try_send(TrunkEvent::Up { peer: node });
     tokio::spawn(read_loop(shared.clone(), peer.clone()));
-    tokio::spawn(write_control(peer.clone(), control_rx));
-    tokio::spawn(read_control(shared.clone(), peer.clone()));
+    tokio::spawn(write_control(peer.clone(), send, control_rx));
+    tokio::spawn(read_control(shared.clone(), peer.clone(), recv));
     peer
 }
 
 /// Writes the queued control messages on this side's stream, each after its length.
-async fn write_control(peer: Peer, mut rx: mpsc::Receiver<Bytes>) {
-    let Ok(mut stream) = peer.conn.open_uni().await else {
-        return;
-    };
+async fn write_control(peer: Peer, mut stream: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(m) = rx.recv().await {
         let len = (m.len() as u32).to_be_bytes();
         if stream.write_all(&len).await.is_err() || stream.write_all(&m).await.is_err() {
@@ -517,10 +590,7 @@ async fn write_control(peer: Peer, mut rx: mpsc::Receiver<Bytes>) {
 
 /// Reads the peer's control stream and hands each message on, waiting for room (so a node that
 /// does not read holds the peer back by flow control instead of losing messages).
-async fn read_control(shared: Arc<Shared>, peer: Peer) {
-    let Ok(mut stream) = peer.conn.accept_uni().await else {
-        return;
-    };
+async fn read_control(shared: Arc<Shared>, peer: Peer, mut stream: quinn::RecvStream) {
     loop {
         let mut len = [0u8; 4];
         if stream.read_exact(&mut len).await.is_err() {

@@ -413,3 +413,38 @@ async fn a_peer_that_does_not_read_control_gets_the_connection_closed_not_a_grow
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_started_again_replaces_its_stale_connection_at_once() {
+    let dir = cluster(&["a", "b"]);
+    let (a, _a_rx) = node(dir.path(), "a");
+    let (b_old, _b_old_rx) = node(dir.path(), "b");
+    a.connect("b", addr(&b_old)).await.unwrap();
+    // b starts again (elsewhere; the old one has not even gone away) and dials a. b is not the
+    // node whose dial wins between two connections of one start; a new start wins anyway.
+    let (b_new, mut b_new_rx) = node(dir.path(), "b");
+    b_new.connect("a", addr(&a)).await.unwrap();
+    let mut replaced = false;
+    for _ in 0..100 {
+        if a.peer("b")
+            .is_some_and(|p| p.remote_address() == addr(&b_new))
+            && a.counters().connections.load(Ordering::Relaxed) == 1
+        {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replaced, "a still talks to the old b");
+    a.peer("b")
+        .unwrap()
+        .send_media(&header(1), b"\x80rtp")
+        .unwrap();
+    match next_non_up(&mut b_new_rx).await {
+        TrunkEvent::Media { peer, .. } => assert_eq!(peer, "a"),
+        e => panic!("expected media at the new b, got {e:?}"),
+    }
+    a.shutdown().await;
+    b_old.shutdown().await;
+    b_new.shutdown().await;
+}
