@@ -844,8 +844,14 @@ async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     callrelay_trunk::init_dir(ours.path(), &names(&["node-a", "node-b", "node-c"])).unwrap();
     callrelay_trunk::init_dir(theirs.path(), &names(&["node-d"])).unwrap();
+    let c_addr = format!("127.0.0.1:{}", free_udp_port());
     let with_trunk = |name: &str, certs: &std::path::Path| {
-        let addr = format!("127.0.0.1:{}", free_udp_port());
+        // Node c keeps its address across its restart below.
+        let addr = if name == "c" {
+            c_addr.clone()
+        } else {
+            format!("127.0.0.1:{}", free_udp_port())
+        };
         let certs = certs.to_str().unwrap().to_owned();
         node_with(
             name,
@@ -895,6 +901,44 @@ async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
             2.0,
             "the refused node takes no place"
         );
+    }
+
+    // c is killed (no close reaches a or b) and started again on the same address: its new
+    // start replaces the stale connections at once, instead of after their 10 s idle timeout.
+    drop(c);
+    let killed = Instant::now();
+    let c = with_trunk("c", ours.path());
+    for n in [&a, &b, &c] {
+        let v = metric_until(
+            n,
+            "callrelay_trunk_connections ",
+            Duration::from_secs(5),
+            |v| v == 2.0,
+        )
+        .await;
+        assert_eq!(
+            v, 2.0,
+            "node on port {}: trunk connections after c's restart",
+            n.port
+        );
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "the trunk took {:?} to come back (the idle timeout is 10 s)",
+        killed.elapsed()
+    );
+    // And it stays: had a or b kept the stale connection, they would close each of c's new ones
+    // as a duplicate and c's count would fall back between its dials.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for n in [&a, &b, &c] {
+            assert_eq!(
+                support::metric(n, "callrelay_trunk_connections ").await,
+                2.0,
+                "node on port {}: trunk connections after c's restart",
+                n.port
+            );
+        }
     }
     stop_all(vec![a, b, c, d]).await;
 }
