@@ -233,6 +233,20 @@ pub struct NodeItem {
     /// Whether this is the node that answered.
     #[serde(rename = "self")]
     pub is_self: bool,
+    /// Where the other nodes dial its trunk (`IP:port`); absent when it runs none.
+    pub trunk_addr: Option<String>,
+    /// The answering node's trunk connection to this member; absent for the answering node
+    /// itself, or when either of the two runs no trunk.
+    pub trunk: Option<TrunkLink>,
+}
+
+/// The answering node's trunk connection to another member.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrunkLink {
+    /// Whether the connection is up now (it is dialed again every heartbeat while it is not).
+    pub up: bool,
+    /// Its round-trip time in milliseconds, when up.
+    pub rtt_ms: Option<f64>,
 }
 
 /// `GET /v1/admin/nodes` answer.
@@ -1383,6 +1397,8 @@ pub async fn admin_nodes(
                 rooms: i64::try_from(s.media.rooms()).unwrap_or(i64::MAX),
                 busy_ratio: s.media_busy_ratio(),
                 is_self: true,
+                trunk_addr: None,
+                trunk: None,
             }],
         }));
     };
@@ -1394,6 +1410,17 @@ pub async fn admin_nodes(
         nodes: nodes
             .into_iter()
             .map(|n| NodeItem {
+                trunk: match &s.trunk {
+                    Some(t) if !n.trunk_addr.is_empty() && n.node_id != c.node_id() => {
+                        let peer = t.peer(&n.node_id);
+                        Some(TrunkLink {
+                            up: peer.is_some(),
+                            rtt_ms: peer.map(|p| p.rtt().as_secs_f64() * 1000.0),
+                        })
+                    }
+                    _ => None,
+                },
+                trunk_addr: Some(n.trunk_addr.clone()).filter(|a| !a.is_empty()),
                 state: crate::cluster::state_name(&n, now).into(),
                 lease_expires_in_ms: Some(n.lease_until - now),
                 heartbeat_age_ms: Some(now - n.heartbeat_at),
@@ -1507,7 +1534,7 @@ pub fn routes(state: &AppState) -> Router<Arc<AppState>> {
 #[openapi(
     info(title = "callrelay", description = "Call links: create, preview, join, block, revoke. Errors are RFC 9457 application/problem+json with a stable `code`.", license(name = "Apache-2.0")),
     paths(create_link, preview_link, patch_link, link_calendar, link_qr, join_link, crate::whip::publish, crate::whip::end, crate::whip::view, crate::whip::end_view, my_links, my_blocks, block_user, unblock_user, revoke_link, drain, undrain, admin_nodes, crate::rooms::list_rooms, crate::rooms::list_participants, crate::rooms::remove_participant, crate::moderation::moderate, crate::oidc::session_info, crate::oidc::logout, dev_token, healthz, readyz, metrics),
-    components(schemas(CreateLink, PatchLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
+    components(schemas(CreateLink, PatchLink, LinkView, PreviewView, JoinAnswer, JoinBody, NodeItem, NodeList, TrunkLink, crate::rooms::RoomItem, crate::rooms::RoomList, crate::rooms::ParticipantItem, crate::rooms::ParticipantList, crate::rooms::RemoveParticipant, crate::rooms::Removed, crate::moderation::Moderated, crate::oidc::SessionInfo, IceServer, CallLog, CallLogItem, BlockList, RevokeLink, DevTokenRequest, DevToken, Health, Readiness, DrainStatus, Problem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -350,6 +350,7 @@ pub fn nodes_table(answer: &serde_json::Value) -> String {
         "PARTICIPANTS",
         "ROOMS",
         "BUSY",
+        "TRUNK",
         "URL",
     ];
     let mut rows = Vec::new();
@@ -370,6 +371,12 @@ pub fn nodes_table(answer: &serde_json::Value) -> String {
             n["participants"].as_i64().unwrap_or(0).to_string(),
             n["rooms"].as_i64().unwrap_or(0).to_string(),
             format!("{:.2}", n["busy_ratio"].as_f64().unwrap_or(0.0)),
+            match (n["trunk"]["up"].as_bool(), n["trunk"]["rtt_ms"].as_f64()) {
+                (Some(true), Some(rtt)) => format!("up {rtt:.1}ms"),
+                (Some(true), None) => "up".into(),
+                (Some(false), _) => "down".into(),
+                _ => "-".into(),
+            },
             text("url"),
         ]);
     }
@@ -388,10 +395,11 @@ mod tests {
         let v = serde_json::json!({"cluster": true, "nodes": [
             {"node_id": "node-a", "region": "eu", "url": "http://a", "state": "serving", "epoch": 3,
              "lease_expires_in_ms": 4200, "heartbeat_age_ms": 800, "participants": 12, "rooms": 2,
-             "busy_ratio": 0.25, "self": true, "media_addrs": []},
+             "busy_ratio": 0.25, "self": true, "media_addrs": [], "trunk_addr": "10.0.0.1:7800"},
             {"node_id": "node-bb", "region": "eu", "url": "http://b", "state": "expired", "epoch": 1,
              "lease_expires_in_ms": -9000, "heartbeat_age_ms": 14000, "participants": 0, "rooms": 0,
-             "busy_ratio": 0.0, "self": false, "media_addrs": []}
+             "busy_ratio": 0.0, "self": false, "media_addrs": [], "trunk_addr": "10.0.0.2:7800",
+             "trunk": {"up": true, "rtt_ms": 0.42}}
         ]});
         let t = super::nodes_table(&v);
         let lines: Vec<&str> = t.lines().collect();
@@ -406,6 +414,7 @@ mod tests {
             lines[2].contains("expired") && lines[2].contains("-9.0s"),
             "{t}"
         );
+        assert!(lines[2].contains("up 0.4ms"), "{t}");
         let col = |l: &str| l.find("REGION").or_else(|| l.find("eu")).unwrap();
         assert_eq!(col(lines[0]), col(lines[1]));
         assert_eq!(col(lines[1]), col(lines[2]));

@@ -875,6 +875,31 @@ async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
         .await;
         assert_eq!(v, 2.0, "node on port {}: trunk connections", n.port);
     }
+    // The operator sees the trunk from any node: each other member's address, up, its RTT.
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "nodes", "--url", &a.base, "--json"])
+        .env("CALLRELAY_ADMIN_TOKEN", token("ops", true))
+        .output()
+        .unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for n in nodes["nodes"].as_array().unwrap() {
+        assert!(
+            n["trunk_addr"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("127.0.0.1:")),
+            "{n}"
+        );
+        if n["node_id"] == "node-a" {
+            assert!(n["trunk"].is_null(), "{n}");
+        } else {
+            assert_eq!(n["trunk"]["up"], true, "{n}");
+            assert!(
+                n["trunk"]["rtt_ms"].as_f64().is_some_and(|r| r < 1000.0),
+                "{n}"
+            );
+        }
+    }
     // Round-trip times are observed once a heartbeat per peer.
     let rtts = metric_until(
         &a,
