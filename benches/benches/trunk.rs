@@ -12,7 +12,7 @@
 //!   TRUNK_RATE=20000 TRUNK_SECONDS=5 cargo bench -p callrelay-benches --bench trunk
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callrelay_trunk::{init_dir, Counters, MediaHeader, Trunk, TrunkEvent, TrunkIdentity};
 
@@ -63,6 +63,22 @@ struct Round {
     sent: u64,
 }
 
+impl Round {
+    /// A round from its one-way latencies (µs), the CPU time it took and the packets sent.
+    fn new(mut lat: Vec<u64>, cpu: Duration, sent: u64) -> Round {
+        lat.sort_unstable();
+        let delivered = lat.len() as u64;
+        Round {
+            p50_us: percentile(&lat, 0.5),
+            p99_us: percentile(&lat, 0.99),
+            p999_us: percentile(&lat, 0.999),
+            cpu_us_per_packet: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+            delivered,
+            sent,
+        }
+    }
+}
+
 /// Sends `rate` packets per second for `seconds` from `send` and collects latencies at `recv`.
 async fn trunk_round(rate: u64, seconds: u64) -> Round {
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +110,6 @@ async fn trunk_round(rate: u64, seconds: u64) -> Round {
     });
     let payload = vec![0x80u8; PAYLOAD];
     let cpu0 = cpu_time();
-    let start = Instant::now();
     let mut sent = 0u64;
     // Paced in bursts of 1 ms.
     let per_ms = (rate / 1000).max(1);
@@ -114,21 +129,11 @@ async fn trunk_round(rate: u64, seconds: u64) -> Round {
             }
         }
     }
-    let mut lat = receiver.await.unwrap();
+    let lat = receiver.await.unwrap();
     let cpu = cpu_time().saturating_sub(cpu0);
-    let _elapsed = start.elapsed();
     a.shutdown().await;
     b.shutdown().await;
-    lat.sort_unstable();
-    let delivered = lat.len() as u64;
-    Round {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
-        p999_us: percentile(&lat, 0.999),
-        cpu_us_per_packet: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
-        delivered,
-        sent,
-    }
+    Round::new(lat, cpu, sent)
 }
 
 /// The floor: the same packets over a plain UDP socket pair on loopback, same pacing.
@@ -167,18 +172,9 @@ async fn udp_round(rate: u64, seconds: u64) -> Round {
             }
         }
     }
-    let mut lat = receiver.await.unwrap();
+    let lat = receiver.await.unwrap();
     let cpu = cpu_time().saturating_sub(cpu0);
-    lat.sort_unstable();
-    let delivered = lat.len() as u64;
-    Round {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
-        p999_us: percentile(&lat, 0.999),
-        cpu_us_per_packet: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
-        delivered,
-        sent,
-    }
+    Round::new(lat, cpu, sent)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
