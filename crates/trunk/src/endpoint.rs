@@ -655,8 +655,9 @@ async fn read_loop(shared: Arc<Shared>, peer: Peer) {
         }
         same
     };
-    let duplicate = matches!(&why, ConnectionError::ApplicationClosed(c) if c.error_code == VarInt::from_u32(CLOSE_DUPLICATE))
-        || matches!(&why, ConnectionError::LocallyClosed) && !same;
+    // A connection closed as a duplicate is not a peer going down: the pair's other connection
+    // stays (or comes) up. One this side replaced is no longer in the map (`same` is false).
+    let duplicate = matches!(&why, ConnectionError::ApplicationClosed(c) if c.error_code == VarInt::from_u32(CLOSE_DUPLICATE));
     if same && !duplicate {
         tracing::info!(peer = %peer.node, error = %why, "trunk: down");
         // Down must reach the node even when media is backed up.
