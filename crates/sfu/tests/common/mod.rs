@@ -338,6 +338,13 @@ impl World {
 
     /// Advances virtual time to the next event (at least [`MIN_STEP`]) and processes it.
     pub fn step(&mut self) {
+        let next = self.next_time();
+        self.advance_to(next);
+    }
+
+    /// When [`World::step`] would move to: the next event of the relay, a client or the
+    /// network, at most a second and at least [`MIN_STEP`] ahead.
+    pub fn next_time(&self) -> Instant {
         let mut next = self.now + Duration::from_secs(1);
         if let Some(t) = self.sfu.poll_timeout() {
             next = next.min(t);
@@ -348,7 +355,13 @@ impl World {
         if let Some(p) = self.net.front() {
             next = next.min(p.at);
         }
-        self.now = next.max(self.now + MIN_STEP);
+        next.max(self.now + MIN_STEP)
+    }
+
+    /// Moves virtual time to `now` (not before the present) and processes what is due then:
+    /// several worlds (legs of one call) keep one clock this way.
+    pub fn advance_to(&mut self, now: Instant) {
+        self.now = now.max(self.now);
         let now = self.now;
 
         while self.net.front().is_some_and(|p| p.at <= now) {
