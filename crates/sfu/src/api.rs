@@ -299,6 +299,33 @@ pub enum Event {
         /// The codec the publisher sends (as in `a=rtpmap`, e.g. `H264`).
         codec: String,
     },
+    /// The layers the local subscribers of a remote publisher's track want changed: tell
+    /// the publisher's leg (its [`Sfu::set_trunk_demand`][crate::Sfu::set_trunk_demand]).
+    /// Empty: nobody here wants the track any more.
+    TrunkDemand {
+        /// The room.
+        room: RoomKey,
+        /// The remote publisher.
+        publisher: ParticipantId,
+        /// Its m-line carrying the track.
+        mid: Mid,
+        /// The layers wanted (`None`: the only stream of a track without simulcast), in the
+        /// track's order.
+        layers: Vec<Option<Rid>>,
+    },
+    /// A local subscriber needs a keyframe of a remote publisher's track (throttled here per
+    /// layer): tell the publisher's leg (its
+    /// [`Sfu::handle_trunk_keyframe_request`][crate::Sfu::handle_trunk_keyframe_request]).
+    TrunkKeyframeRequest {
+        /// The room.
+        room: RoomKey,
+        /// The remote publisher.
+        publisher: ParticipantId,
+        /// Its m-line carrying the track.
+        mid: Mid,
+        /// The layer.
+        rid: Option<Rid>,
+    },
     /// An SDP offer from the relay to send to the participant over signaling; answer with
     /// [`Sfu::handle_sdp_answer`][crate::Sfu::handle_sdp_answer].
     SdpOffer {
@@ -438,6 +465,13 @@ pub struct SfuStats {
     pub layer_switches_up: u64,
     /// NACKs received from subscribers (counted from str0m's once-a-second stats).
     pub nacks_received: u64,
+    /// Packets of local tracks exported to other legs (each once, whatever the legs).
+    pub trunk_exported: u64,
+    /// Packets of remote publishers' tracks received from their legs.
+    pub trunk_received: u64,
+    /// Packets from other legs for a remote publisher or track not here (it left, or its
+    /// publication has not arrived yet), dropped.
+    pub trunk_dropped: u64,
     /// Work counter: times a participant's `Rtc` was handed the time and drained (a
     /// subscriber after forwarded copies were written to it, a due timer, a command). Grows
     /// with the traffic and the due timers, not with the participants present.

@@ -13,12 +13,12 @@ use str0m::format::{
     detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, Codec,
 };
 use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, VideoOrientation};
 
 use crate::slab::Slot;
 use crate::ssrc::Stream;
 use crate::table::{OutState, TrackKey};
-use crate::{Event, RoomKind, Sfu, TrackKind};
+use crate::{Event, LegId, RoomKind, Sfu, TrackKind, TrunkPacket, TrunkRtp};
 
 /// Bytes a forwarded RTP packet costs on the wire besides its payload: RTP header and
 /// extensions, SRTP tag, UDP and IP headers. The bandwidth estimate counts them.
@@ -80,9 +80,38 @@ impl Sfu {
             };
             p.ssrcs.admit(wire, repair, cap);
         }
+        let ext = &pkt.header.ext_vals;
+        let rtp = TrunkRtp {
+            pt: pkt.header.payload_type,
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation.map(|o| o as u8),
+            payload: pkt.payload,
+        };
+        self.fan_out(slot, now, mid, rid, rtp);
+    }
+
+    /// One packet of the track `(slot, mid)`, layer `rid`, to every local subscriber of it,
+    /// and across the trunk to every other leg of the call that wants that layer. `slot` is a
+    /// local publisher (from [`Sfu::forward`]) or a remote one (from
+    /// [`Sfu::handle_trunk_rtp`]: its leg already applied the ingress cap and exported it).
+    pub(crate) fn fan_out(
+        &mut self,
+        slot: Slot,
+        now: Instant,
+        mid: Mid,
+        rid: Option<Rid>,
+        pkt: TrunkRtp,
+    ) {
+        let Some(p) = self.participants.get_mut(slot) else {
+            return;
+        };
         let room_key = p.room;
         let publisher_id = p.id;
-        let in_pt = pkt.header.payload_type;
+        let in_pt = pkt.pt;
         let in_params = p.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
 
         let Some(track) = self.tracks.get_mut(&(slot, mid)) else {
@@ -95,14 +124,14 @@ impl Sfu {
             return;
         };
         let payload_len = pkt.payload.len() as u64;
-        if let Some(bitrate) = self.config.max_ingress_bitrate {
+        if let Some(bitrate) = self.config.max_ingress_bitrate.filter(|_| !p.remote) {
             if !p.ingress.admit(now, payload_len + PACKET_OVERHEAD, bitrate) {
                 self.stats.rtp_dropped_ingress_limit += 1;
                 return;
             }
         }
         p.rx_rate.add(now, payload_len + PACKET_OVERHEAD);
-        if !p.sent_media {
+        if !p.sent_media && !p.remote {
             p.sent_media = true;
             self.events.push_back(Event::FirstMedia {
                 room: room_key,
@@ -134,10 +163,7 @@ impl Sfu {
             && in_params.is_some_and(|p| is_keyframe_start(p.spec().codec, &pkt.payload));
 
         if track.kind == TrackKind::Audio {
-            if let (Some(level), Some(room)) = (
-                pkt.header.ext_vals.audio_level,
-                self.rooms.get_mut(&room_key),
-            ) {
+            if let (Some(level), Some(room)) = (pkt.audio_level, self.rooms.get_mut(&room_key)) {
                 let id = p.id;
                 if let Some(speaker) = room.speaker.update(now, id, level) {
                     self.events.push_back(Event::ActiveSpeaker {
@@ -149,13 +175,34 @@ impl Sfu {
         }
 
         let ext_vals = ExtensionValues {
-            audio_level: pkt.header.ext_vals.audio_level,
-            voice_activity: pkt.header.ext_vals.voice_activity,
-            video_orientation: pkt.header.ext_vals.video_orientation,
+            audio_level: pkt.audio_level,
+            voice_activity: pkt.voice_activity,
+            video_orientation: pkt.video_orientation.map(VideoOrientation::from),
             ..Default::default()
         };
-        let in_seq = *pkt.seq_no;
-        let in_ts = pkt.header.timestamp;
+        let in_seq = pkt.seq;
+        let in_ts = pkt.timestamp;
+        // The other legs that want this layer get it once each, before the local copies.
+        if !track.demand.is_empty() && !p.remote {
+            let legs: Vec<LegId> = track
+                .demand
+                .iter()
+                .filter(|(_, layers)| layers.contains(&rid))
+                .map(|(leg, _)| *leg)
+                .collect();
+            if !legs.is_empty() {
+                self.stats.trunk_exported += 1;
+                self.trunk_out.push_back(TrunkPacket {
+                    room: room_key,
+                    publisher: publisher_id,
+                    mid,
+                    rid,
+                    legs,
+                    received_at: now,
+                    rtp: pkt.clone(),
+                });
+            }
+        }
         let nackable = track.kind == TrackKind::Video;
         // A subscriber waits for a keyframe of its target layer that may never come unsolicited.
         let mut want_keyframe = false;
@@ -239,7 +286,7 @@ impl Sfu {
             }
             tx.write_rtp(
                 RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())
-                    .marker(pkt.header.marker)
+                    .marker(pkt.marker)
                     .ext_vals(ext_vals.clone())
                     .nackable(nackable),
             );
@@ -303,6 +350,12 @@ impl Sfu {
         let Some(track) = self.tracks.get_mut(&key) else {
             return;
         };
+        let remote = self.participants.get(key.0).is_some_and(|p| p.remote);
+        if remote && !track.wanted.contains(&rid) {
+            // A layer of a remote track not asked of its leg yet: its keyframe would not cross.
+            // The demand for it, next, asks for one (see `Sfu::set_trunk_demand`).
+            return;
+        }
         let last = track
             .last_keyframe_request
             .iter_mut()
@@ -316,6 +369,21 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(key.0) else {
             return;
         };
+        if p.remote {
+            // The publisher is on another leg: the request goes there (see `trunk.rs`).
+            self.events.push_back(Event::TrunkKeyframeRequest {
+                room: p.room,
+                publisher: p.id,
+                mid: key.1,
+                rid,
+            });
+            match last {
+                Some((_, at)) => *at = now,
+                None => track.last_keyframe_request.push((rid, now)),
+            }
+            self.stats.keyframe_requests_relayed += 1;
+            return;
+        }
         let mut api = p.rtc.direct_api();
         let Some(rx) = api.stream_rx_by_mid(key.1, rid) else {
             // Nothing received on that m-line yet: the first keyframe is on its way anyway.

@@ -55,6 +55,7 @@ mod speaker;
 mod ssrc;
 mod table;
 mod timers;
+mod trunk;
 mod viewer;
 
 use rustc_hash::FxHashMap;
@@ -71,8 +72,9 @@ pub use api::{
     Event, MediaBitrate, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError,
     SfuStats, SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
 };
-pub use str0m::media::{Mid, Rid};
+pub use str0m::media::{Mid, Pt, Rid};
 pub use str0m::net::Protocol;
+pub use trunk::{LegId, TrunkPacket, TrunkRtp};
 
 use membership::{Participant, Room};
 use slab::{Slab, Slot};
@@ -134,6 +136,8 @@ pub struct Sfu {
     /// sender's table yet: it gets one if str0m authenticates the packet (see `forward`).
     new_ssrc: Option<(Slot, str0m::rtp::Ssrc)>,
     events: VecDeque<Event>,
+    /// Packets of local tracks for other legs of their calls (see `trunk.rs`).
+    trunk_out: VecDeque<TrunkPacket>,
     stats: SfuStats,
 }
 
@@ -162,6 +166,7 @@ impl Sfu {
             forwarded_purge: None,
             new_ssrc: None,
             events: VecDeque::new(),
+            trunk_out: VecDeque::new(),
             stats: SfuStats::default(),
         }
     }

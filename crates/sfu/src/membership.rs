@@ -108,6 +108,12 @@ pub(crate) struct Participant {
     pub(crate) rx_rate: RateMeter,
     /// Media forwarded to it, over the last second.
     pub(crate) tx_rate: RateMeter,
+    /// A publisher on another leg of the call (see `trunk.rs`): its `Rtc` only holds what its
+    /// offer negotiated (m-lines, payload types, layers); its media comes through
+    /// [`Sfu::handle_trunk_rtp`], never from a socket, and it has no ICE, DTLS or idle timer.
+    pub(crate) remote: bool,
+    /// A remote publisher: when the layers its local subscribers want are looked at next.
+    pub(crate) next_demand: Option<Instant>,
 }
 
 impl Sfu {
@@ -152,7 +158,7 @@ impl Sfu {
         kind: RoomKind,
         offer_sdp: Option<&str>,
     ) -> Result<Option<String>, SfuError> {
-        self.add(now, room, participant, kind, offer_sdp, true)
+        self.add(now, room, participant, kind, offer_sdp, true, false)
     }
 
     /// Adds a participant that only publishes (a WHIP client, RFC 9725): its offer is answered
@@ -166,10 +172,11 @@ impl Sfu {
         kind: RoomKind,
         offer_sdp: &str,
     ) -> Result<String, SfuError> {
-        self.add(now, room, participant, kind, Some(offer_sdp), false)
+        self.add(now, room, participant, kind, Some(offer_sdp), false, false)
             .map(Option::unwrap_or_default)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
         now: Instant,
@@ -178,6 +185,7 @@ impl Sfu {
         kind: RoomKind,
         offer_sdp: Option<&str>,
         receives: bool,
+        remote: bool,
     ) -> Result<Option<String>, SfuError> {
         if self.by_id.contains_key(&participant) {
             return Err(SfuError::DuplicateParticipant);
@@ -212,7 +220,8 @@ impl Sfu {
             .config
             .bwe_initial_bitrate
             .filter(|_| room_kind == RoomKind::Video)
-            .filter(|_| offer_sdp.is_none_or(offers_twcc));
+            .filter(|_| offer_sdp.is_none_or(offers_twcc))
+            .filter(|_| !remote);
         let ufrag = self.new_ufrag();
         let creds = IceCreds {
             ufrag: ufrag.clone(),
@@ -230,7 +239,8 @@ impl Sfu {
             .build(now);
         // One host candidate per announced address (an IPv4 and an IPv6 one on a dual-stack
         // socket); the client pairs its own address with the one of its family.
-        for addr in self.config.local_addrs() {
+        // A remote publisher is reached through the trunk, never through ICE.
+        for addr in self.config.local_addrs().filter(|_| !remote) {
             let candidate = Candidate::host(addr, "udp")
                 .map_err(|e| SfuError::Sdp(format!("bad local address: {e}")))?;
             rtc.add_local_candidate(candidate);
@@ -238,7 +248,7 @@ impl Sfu {
         // ICE-TCP (RFC 6544): a passive TCP host candidate at the same address and port, for
         // clients whose network blocks UDP. It pairs only with the client's active TCP
         // candidates; its priority (str0m's, lower for TCP) keeps UDP preferred when both work.
-        if self.config.tcp_candidates {
+        if self.config.tcp_candidates && !remote {
             for addr in self.config.local_addrs() {
                 let candidate = Candidate::builder()
                     .tcp()
@@ -279,7 +289,8 @@ impl Sfu {
             next_allocation: None,
             timer: None,
             ssrcs: SsrcTable::default(),
-            keyed: false,
+            // No DTLS for a remote publisher: nothing to wait for.
+            keyed: remote,
             joined: now,
             subscriptions: Vec::new(),
             pending_offer: None,
@@ -302,6 +313,8 @@ impl Sfu {
             sent_media: false,
             rx_rate: RateMeter::default(),
             tx_rate: RateMeter::default(),
+            remote,
+            next_demand: remote.then(|| now + crate::trunk::DEMAND_INTERVAL),
         });
         self.by_id.insert(participant, slot);
         self.by_ufrag.insert(ufrag, slot);
@@ -389,8 +402,9 @@ impl Sfu {
         let Some(mut p) = self.participants.remove(slot) else {
             return;
         };
-        if reason == RemoveReason::Error {
-            // Its state is suspect: touch nothing more.
+        if reason == RemoveReason::Error || p.remote {
+            // Its state is suspect (or, for a remote publisher, nobody is at the other end of
+            // its `Rtc`): touch nothing more.
             p.rtc.disconnect();
         } else {
             // Tell the client at the media layer too (RTCP BYE, DTLS close_notify).
@@ -420,7 +434,16 @@ impl Sfu {
             None => Vec::new(),
         };
         for key in own {
-            self.unpublish(room_key, p.id, key);
+            let track = self.unpublish(room_key, p.id, key);
+            // A remote publisher's leg stops sending what was wanted here.
+            if track.is_some_and(|t| p.remote && !t.wanted.is_empty()) {
+                self.events.push_back(Event::TrunkDemand {
+                    room: room_key,
+                    publisher: p.id,
+                    mid: key.1,
+                    layers: Vec::new(),
+                });
+            }
         }
         // Its subscriptions to others.
         for sid in p.subscriptions.drain(..) {

@@ -85,6 +85,9 @@ impl Sfu {
             self.mark_negotiate(slot);
         }
         self.sending_changed(now, slot);
+        if self.participants.get(slot).is_some_and(|p| p.remote) {
+            self.publish_offered(now, slot, offer_sdp);
+        }
         self.mark_dirty(slot);
         self.flush(now);
         Ok(answer.to_sdp_string())
@@ -324,6 +327,8 @@ impl Sfu {
                 subscribers: Vec::with_capacity(others.len()),
                 last_keyframe_request: Vec::new(),
                 rates,
+                demand: Vec::new(),
+                wanted: Vec::new(),
             },
         );
         for s in others {

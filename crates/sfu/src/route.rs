@@ -274,6 +274,8 @@ impl Sfu {
                     p.next_timeout = t;
                     return;
                 }
+                // A remote publisher's `Rtc` has no peer: whatever it would send goes nowhere.
+                Output::Transmit(_) if p.remote => {}
                 Output::Transmit(t) => {
                     let received_at = match rtp_ssrc_seq(&t.contents) {
                         Some((ssrc, seq)) if !self.forwarded_at.is_empty() => {

@@ -32,6 +32,12 @@ pub(crate) struct Track {
     pub(crate) last_keyframe_request: Vec<(Option<Rid>, Instant)>,
     /// Incoming bitrate per layer, in the order of `layers` (one meter without simulcast).
     pub(crate) rates: Vec<RateMeter>,
+    /// A local track: the layers each other leg of the call wants across the trunk (see
+    /// `trunk.rs`); empty when no leg wants any.
+    pub(crate) demand: Vec<(crate::LegId, Vec<Option<Rid>>)>,
+    /// A remote publisher's track: the layers last asked of its leg
+    /// ([`Event::TrunkDemand`][crate::Event::TrunkDemand]).
+    pub(crate) wanted: Vec<Option<Rid>>,
 }
 
 /// One subscriber's copy of one published track.

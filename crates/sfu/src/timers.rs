@@ -74,6 +74,13 @@ impl Timers {
 impl Participant {
     /// When this participant needs the core next.
     fn deadline(&self, idle: Duration, handshake: Duration) -> Instant {
+        if self.remote {
+            // No ICE, no DTLS, no subscriptions: its `Rtc`, and the look at what its local
+            // subscribers want.
+            return self
+                .next_demand
+                .map_or(self.next_timeout, |d| d.min(self.next_timeout));
+        }
         let mut t = self.next_timeout.min(self.last_ice + idle);
         if !self.keyed {
             t = t.min(self.joined + handshake);
@@ -83,7 +90,9 @@ impl Participant {
 
     /// Past its idle deadline, or past its handshake deadline without keys.
     fn expired(&self, now: Instant, idle: Duration, handshake: Duration) -> bool {
-        now >= self.last_ice + idle || (!self.keyed && now >= self.joined + handshake)
+        // A remote publisher leaves when its leg says so (or the IO layer loses the leg).
+        !self.remote && now >= self.last_ice + idle
+            || (!self.keyed && now >= self.joined + handshake)
     }
 }
 
@@ -116,6 +125,13 @@ impl Sfu {
             }
             if p.next_allocation.is_some_and(|t| t <= now) {
                 self.allocate_due(now, slot);
+            }
+            if self
+                .participants
+                .get(slot)
+                .is_some_and(|p| p.next_demand.is_some_and(|t| t <= now))
+            {
+                self.update_demand(now, slot);
             }
             if self
                 .participants

@@ -41,7 +41,7 @@ impl Sfu {
             ));
         }
         let answer = self
-            .add(now, room, participant, kind, Some(offer_sdp), false)?
+            .add(now, room, participant, kind, Some(offer_sdp), false, false)?
             .unwrap_or_default();
         let Some(&slot) = self.by_id.get(&participant) else {
             return Ok(answer);

@@ -687,6 +687,9 @@ impl Worker {
 
     fn event(&mut self, e: Event) {
         match e {
+            // Only a remote publisher (a participant of another leg of the call) raises
+            // these, and this worker adds none: calls do not span nodes yet (#16).
+            Event::TrunkDemand { .. } | Event::TrunkKeyframeRequest { .. } => {}
             Event::FirstMedia {
                 participant, at, ..
             } => {
