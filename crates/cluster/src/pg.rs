@@ -421,10 +421,73 @@ impl ClusterDb {
                 .execute(&mut *tx)
                 .await?;
             }
-            Claim::Elsewhere { .. } => {}
+            Claim::Elsewhere { .. } | Claim::Leg { .. } => {}
         }
+        // Elsewhere, unless this node is a leg of the call under its current epoch.
+        let decision = match decision {
+            Claim::Elsewhere { node_id } => {
+                let leg = sqlx::query(&format!(
+                    "UPDATE cluster_legs SET updated_at = {NOW} \
+                     WHERE link_id = $1 AND node_id = $2 AND epoch = $3"
+                ))
+                .bind(link)
+                .bind(me)
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if leg > 0 {
+                    Claim::Leg { node_id }
+                } else {
+                    Claim::Elsewhere { node_id }
+                }
+            }
+            d => d,
+        };
         tx.commit().await?;
         Ok(decision)
+    }
+
+    /// Records `node` (at `epoch`) as a leg of `link`'s call: it serves some of the call's
+    /// participants while another node is the home. Its claims on the room then answer
+    /// [`Claim::Leg`] instead of moving its participants away.
+    pub async fn add_leg(&self, link: &str, node: &str, epoch: i64) -> Result<(), ClusterError> {
+        sqlx::query(&format!(
+            "INSERT INTO cluster_legs (link_id, node_id, epoch, updated_at) \
+             VALUES ($1, $2, $3, {NOW}) ON CONFLICT (link_id, node_id) \
+             DO UPDATE SET epoch = $3, updated_at = {NOW}"
+        ))
+        .bind(link)
+        .bind(node)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live nodes serving `link`'s call: its home and its legs (each under the epoch it
+    /// was recorded with), by node id.
+    pub async fn legs(&self, link: &str) -> Result<Vec<NodeView>, ClusterError> {
+        let mut conn = self.pool.acquire().await?;
+        let now: i64 = sqlx::query_scalar(&format!("SELECT {NOW}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM cluster_nodes n WHERE \
+             EXISTS (SELECT 1 FROM cluster_legs l WHERE l.link_id = $1 \
+                     AND l.node_id = n.node_id AND l.epoch = n.epoch) \
+             OR EXISTS (SELECT 1 FROM cluster_rooms r WHERE r.link_id = $1 \
+                     AND r.node_id = n.node_id AND r.epoch = n.epoch) \
+             ORDER BY node_id"
+        ))
+        .bind(link)
+        .fetch_all(&mut *conn)
+        .await?;
+        let nodes: Vec<NodeView> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| crate::rules::lease_live(n, now))
+            .collect())
     }
 
     /// Records the participants of the rooms `me` hosts under `epoch` (and zero for its other
@@ -474,6 +537,16 @@ impl ClusterDb {
         live: &[String],
         grace: Duration,
     ) -> Result<u64, ClusterError> {
+        sqlx::query(&format!(
+            "DELETE FROM cluster_legs WHERE node_id = $1 AND epoch = $2 \
+             AND NOT (link_id = ANY($3)) AND updated_at < {NOW} - $4"
+        ))
+        .bind(me)
+        .bind(epoch)
+        .bind(live)
+        .bind(ms(grace))
+        .execute(&self.pool)
+        .await?;
         Ok(sqlx::query(&format!(
             "DELETE FROM cluster_rooms WHERE node_id = $1 AND epoch = $2 \
              AND NOT (link_id = ANY($3)) AND updated_at < {NOW} - $4"
@@ -494,11 +567,20 @@ impl ClusterDb {
             .bind(me)
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM cluster_legs WHERE link_id = $1 AND node_id = $2")
+            .bind(link)
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Drops every placement of `me` (the end of a drain: whoever rejoins goes elsewhere).
     pub async fn release_all(&self, me: &str) -> Result<u64, ClusterError> {
+        sqlx::query("DELETE FROM cluster_legs WHERE node_id = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
         Ok(sqlx::query("DELETE FROM cluster_rooms WHERE node_id = $1")
             .bind(me)
             .execute(&self.pool)
@@ -549,6 +631,14 @@ impl ClusterDb {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        sqlx::query(&format!(
+            "DELETE FROM cluster_legs l WHERE l.updated_at < {NOW} - $1 AND NOT EXISTS \
+             (SELECT 1 FROM cluster_nodes n WHERE n.node_id = l.node_id AND n.epoch = l.epoch \
+              AND n.lease_until > {NOW} - $1)"
+        ))
+        .bind(ms(after))
+        .execute(&self.pool)
+        .await?;
         sqlx::query(&format!(
             "DELETE FROM cluster_nodes WHERE lease_until < {NOW} - 86400000"
         ))

@@ -158,6 +158,12 @@ pub enum Claim {
         /// The live home.
         node_id: String,
     },
+    /// Another live node is the room's home, and this node is a leg of the call (a join from
+    /// its region was placed here, see `ClusterDb::add_leg`): our copy is part of the call.
+    Leg {
+        /// The live home.
+        node_id: String,
+    },
 }
 
 /// Decides a claim by `me` (at `epoch`) on a room whose row is `row` and whose home's registry row

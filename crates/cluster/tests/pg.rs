@@ -283,3 +283,60 @@ async fn no_serving_node_no_placement_and_notices_arrive() {
         Some(notice)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_of_a_call_keeps_its_copy_and_is_listed_with_the_home() {
+    let Some(url) = fresh().await else { return };
+    let db = ClusterDb::connect_lazy(&url).unwrap();
+    let short = Duration::from_millis(300);
+    let a = db
+        .register(&advert("a", "eu"), &Load::default(), LEASE)
+        .await
+        .unwrap();
+    let b = db
+        .register(&advert("b", "us"), &Load::default(), LEASE)
+        .await
+        .unwrap();
+    let c = db
+        .register(&advert("c", "ap"), &Load::default(), short)
+        .await
+        .unwrap();
+    assert_eq!(db.claim("call", "a", a, 1).await.unwrap(), Claim::TakeOver);
+    // Without a leg row, B's copy is a stale one; with it, B is a leg.
+    assert_eq!(
+        db.claim("call", "b", b, 1).await.unwrap(),
+        Claim::Elsewhere {
+            node_id: "a".into()
+        }
+    );
+    db.add_leg("call", "b", b).await.unwrap();
+    db.add_leg("call", "c", c).await.unwrap();
+    assert_eq!(
+        db.claim("call", "b", b, 1).await.unwrap(),
+        Claim::Leg {
+            node_id: "a".into()
+        }
+    );
+    let ids = |v: Vec<callrelay_cluster::NodeView>| -> Vec<String> {
+        v.into_iter().map(|n| n.node_id).collect()
+    };
+    assert_eq!(ids(db.legs("call").await.unwrap()), ["a", "b", "c"]);
+    assert!(db.legs("other").await.unwrap().is_empty());
+    // C's lease runs out: it is no longer listed.
+    tokio::time::sleep(short * 2).await;
+    assert_eq!(ids(db.legs("call").await.unwrap()), ["a", "b"]);
+    // B under a new epoch (it restarted) is not a leg any more until recorded again.
+    let b2 = db
+        .register(&advert("b", "us"), &Load::default(), LEASE)
+        .await
+        .unwrap();
+    assert_ne!(b, b2);
+    assert_eq!(ids(db.legs("call").await.unwrap()), ["a"]);
+    // B's room ended: its leg row goes.
+    db.add_leg("call", "b", b2).await.unwrap();
+    db.release("call", "b").await.unwrap();
+    assert!(matches!(
+        db.claim("call", "b", b2, 1).await.unwrap(),
+        Claim::Elsewhere { .. }
+    ));
+}

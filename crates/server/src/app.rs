@@ -62,10 +62,25 @@ pub async fn build(
         )?)),
         None => None,
     };
+    // Calls across nodes run where the trunk does (PostgreSQL and `cluster.trunk_*`, checked
+    // with the configuration): the workers get the peers and the channel to the control task.
+    let (cascade, cascade_updates) = match (&settings.store, &settings.cluster.trunk) {
+        (StoreLocation::Postgres(_), Some(_)) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let link = crate::cascade::CascadeLink {
+                legs: Arc::new(crate::cascade::Legs::default()),
+                updates: tx,
+                counters: trunk_metrics.counters(),
+            };
+            (Some(link), Some(rx))
+        }
+        _ => (None, None),
+    };
     let media = Arc::new(crate::media::MediaPlane::start(
         &settings,
         media_metrics.clone(),
         webhooks.clone(),
+        cascade.clone(),
     )?);
     let cluster = Cluster::new(&settings, &media.addrs(), cluster_metrics.clone())?.map(Arc::new);
     // The trunk binds before the node registers, so that the address it advertises answers.
@@ -96,6 +111,7 @@ pub async fn build(
         trunk_metrics,
         trunk,
         trunk_events: std::sync::Mutex::new(trunk_events),
+        cascade: std::sync::Mutex::new(cascade.zip(cascade_updates)),
         oidc,
         webhooks,
         lobby: crate::lobby::Lobby::default(),
@@ -168,13 +184,26 @@ pub async fn serve(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let (Some(trunk), Some(events)) = (&state.trunk, events) {
+        let cascade = state
+            .cascade
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (Some(trunk), Some(events), Some((link, updates))) = (&state.trunk, events, cascade)
+        {
             tasks.push(tokio::spawn(crate::trunk::run(
                 trunk.clone(),
                 c.clone(),
                 state.trunk_metrics.clone(),
-                events,
                 state.settings.cluster.heartbeat,
+            )));
+            tasks.push(tokio::spawn(crate::cascade::run(
+                trunk.clone(),
+                c.clone(),
+                state.media.clone(),
+                link.legs,
+                updates,
+                events,
             )));
         }
     }

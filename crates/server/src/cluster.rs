@@ -221,6 +221,60 @@ impl Cluster {
             .inspect_err(|e| self.record("claim", e))
     }
 
+    /// Records `node` (at `epoch`) as a leg of `link`'s call (a join of its region placed there
+    /// while the home is another node).
+    pub async fn add_leg(&self, link: &LinkId, node: &str, epoch: i64) -> Result<(), ClusterError> {
+        self.db
+            .add_leg(link.as_str(), node, epoch)
+            .await
+            .inspect_err(|e| self.record("add_leg", e))
+    }
+
+    /// For a join from `region` into a call whose home is `home`: the node of that region that
+    /// serves it as a leg of the call (calls across nodes, #16), recorded as such; `None` when
+    /// the home is of that region, or no serving node of it runs a trunk (nor the home).
+    pub async fn leg_for(
+        &self,
+        link: &LinkId,
+        region: &str,
+        home: &str,
+    ) -> Result<Option<Placed>, ClusterError> {
+        let (now, nodes) = self.nodes().await?;
+        let Some(h) = nodes.iter().find(|n| n.node_id == home) else {
+            return Ok(None);
+        };
+        if h.region == region || h.trunk_addr.is_empty() {
+            return Ok(None);
+        }
+        let participants = h.participants;
+        let candidates: Vec<NodeView> = nodes
+            .iter()
+            .filter(|n| n.region == region && !n.trunk_addr.is_empty())
+            .cloned()
+            .collect();
+        let Some(leg) = callrelay_cluster::rules::choose_home(&candidates, region, now) else {
+            return Ok(None);
+        };
+        self.add_leg(link, &leg.node_id, leg.epoch).await?;
+        self.metrics.placements.with_label_values(&["leg"]).inc();
+        tracing::debug!(link = %link, home, leg = %leg.node_id, "placed on a leg of the call");
+        Ok(Some(Placed {
+            node_id: leg.node_id.clone(),
+            epoch: leg.epoch,
+            http_url: leg.http_url.clone(),
+            participants,
+            outcome: callrelay_cluster::PlaceOutcome::Existing,
+        }))
+    }
+
+    /// The live nodes serving `link`'s call: its home and its legs.
+    pub async fn legs(&self, link: &LinkId) -> Result<Vec<NodeView>, ClusterError> {
+        self.db
+            .legs(link.as_str())
+            .await
+            .inspect_err(|e| self.record("legs", e))
+    }
+
     /// Reports the participants of the rooms hosted here; returns the links whose placement still
     /// names this node at its epoch.
     pub async fn report(&self, rooms: &[(String, i64)]) -> Result<Vec<String>, ClusterError> {

@@ -314,7 +314,8 @@ async fn reconcile_placements(s: &AppState, c: &Cluster, rooms: &[crate::seats::
         }
         let held = i64::try_from(room.held).unwrap_or(i64::MAX);
         match c.claim(&room.link, held).await {
-            Ok(Claim::Ours) => {}
+            // A leg of a call whose home is elsewhere: its copy is part of the call.
+            Ok(Claim::Ours | Claim::Leg { .. }) => {}
             Ok(Claim::TakeOver) => {
                 tracing::info!(link = %room.link, "room placement taken back under this node's epoch");
             }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod calendar;
+pub mod cascade;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -418,9 +418,10 @@ const PROPAGATION_BUCKETS: &[f64] = &[
 /// Kinds of `callrelay_control_propagation_seconds`.
 pub const PROPAGATION_KINDS: [&str; 3] = ["revoke", "block", "expiry"];
 /// Outcomes of `callrelay_cluster_placements_total`.
-pub const PLACEMENT_OUTCOMES: [&str; 4] = ["existing", "new_local", "new_remote", "replaced"];
+pub const PLACEMENT_OUTCOMES: [&str; 5] =
+    ["existing", "new_local", "new_remote", "replaced", "leg"];
 /// Operations of `callrelay_cluster_errors_total`.
-pub const CLUSTER_OPS: [&str; 10] = [
+pub const CLUSTER_OPS: [&str; 12] = [
     "register",
     "heartbeat",
     "place",
@@ -431,6 +432,8 @@ pub const CLUSTER_OPS: [&str; 10] = [
     "nodes",
     "notify",
     "gc",
+    "add_leg",
+    "legs",
 ];
 /// States of `callrelay_cluster_nodes`.
 pub const NODE_STATES: [&str; 3] = ["serving", "draining", "expired"];

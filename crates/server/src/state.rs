@@ -204,6 +204,15 @@ pub struct AppState {
     pub trunk: Option<Arc<callrelay_trunk::Trunk>>,
     /// The trunk's events, until [`crate::app::serve`] starts the loop that reads them.
     pub trunk_events: Mutex<Option<tokio::sync::mpsc::Receiver<callrelay_trunk::TrunkEvent>>>,
+    /// Calls across nodes: what the control task ([`crate::cascade::run`]) takes when
+    /// [`crate::app::serve`] starts it (`None` without a trunk).
+    #[allow(clippy::type_complexity)]
+    pub cascade: Mutex<
+        Option<(
+            crate::cascade::CascadeLink,
+            tokio::sync::mpsc::UnboundedReceiver<crate::cascade::Update>,
+        )>,
+    >,
 }
 
 /// `t` truncated to the millisecond (the store's precision).

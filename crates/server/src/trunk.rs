@@ -5,8 +5,7 @@
 //! Each pair of nodes has one connection whichever way it came up (`callrelay_trunk::endpoint`).
 //! A member that cannot be reached, or whose certificate is refused, is dialed again with a
 //! back-off from 1 s doubling to 30 s; refusals are counted in `callrelay_trunk_refused_total`.
-//! Media arriving on the trunk has no call to go to yet: it is counted (`packets_total{in}`) and
-//! let go.
+//! What comes over the trunk (peers up and down, control, media) goes to `crate::cascade`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,13 +41,7 @@ pub fn start(
 
 /// Dials the live members that run a trunk and are not connected yet, every heartbeat; observes
 /// each connection's round-trip time; logs peers coming and going.
-pub async fn run(
-    trunk: Arc<Trunk>,
-    cluster: Arc<Cluster>,
-    metrics: TrunkMetrics,
-    mut events: mpsc::Receiver<TrunkEvent>,
-    every: Duration,
-) {
+pub async fn run(trunk: Arc<Trunk>, cluster: Arc<Cluster>, metrics: TrunkMetrics, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Per member: when it may be dialed again, and the wait after the next failure.
@@ -106,15 +99,6 @@ pub async fn run(
                     retry.insert(node, (Instant::now() + wait, (wait * 2).min(BACKOFF_MAX)));
                 }
             }
-            ev = events.recv() => match ev {
-                None => return,
-                Some(TrunkEvent::Up { peer }) => tracing::info!(%peer, "trunk: peer up"),
-                Some(TrunkEvent::Down { peer, why }) => {
-                    tracing::warn!(%peer, %why, "trunk: peer down");
-                }
-                // No call spans nodes yet: counted on arrival, nothing to forward to or act on.
-                Some(TrunkEvent::Media { .. } | TrunkEvent::Control { .. }) => {}
-            },
         }
     }
 }

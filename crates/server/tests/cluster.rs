@@ -967,3 +967,214 @@ async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
     }
     stop_all(vec![a, b, c, d]).await;
 }
+
+/// Three nodes with trunks (certificates from `callrelay cluster init`), every pair connected.
+async fn trunked_nodes(db: &str, certs: &std::path::Path) -> (Relay, Relay, Relay) {
+    let names: Vec<String> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    callrelay_trunk::init_dir(certs, &names).unwrap();
+    let certs = certs.to_str().unwrap().to_owned();
+    let with_trunk = |name: &str| {
+        let addr = format!("127.0.0.1:{}", free_udp_port());
+        node_with(
+            name,
+            db,
+            &[
+                ("CALLRELAY_CLUSTER_TRUNK_ADDR", &addr),
+                ("CALLRELAY_CLUSTER_TRUNK_CERTS", &certs),
+            ],
+        )
+    };
+    let (a, b, c) = (with_trunk("a"), with_trunk("b"), with_trunk("c"));
+    for n in [&a, &b, &c] {
+        let v = metric_until(
+            n,
+            "callrelay_trunk_connections ",
+            Duration::from_secs(10),
+            |v| v == 2.0,
+        )
+        .await;
+        assert_eq!(v, 2.0, "node on port {}: trunk connections", n.port);
+    }
+    (a, b, c)
+}
+
+/// Joins through `via` with a region hint; returns the client (connected) and the signaling
+/// URL of the node the join was placed on.
+async fn join_in_region(via: &Relay, user: &str, link: &str, region: &str) -> (Client, String) {
+    let http = reqwest::Client::new();
+    let (st, j) = send(
+        http.post(format!("{}/v1/links/{link}/join", via.base))
+            .bearer_auth(token(user, false))
+            .json(&serde_json::json!({ "region": region })),
+    )
+    .await;
+    assert_eq!(st, 200, "{j}");
+    let ticket: callrelay_client::JoinTicket = serde_json::from_value(j).unwrap();
+    let config = callrelay_client::ClientConfig {
+        video: true,
+        simulcast: true,
+        ..callrelay_client::ClientConfig::default()
+    };
+    let mut c = Client::join_with_ticket(&ticket, config)
+        .await
+        .unwrap_or_else(|e| panic!("{user} joins in {region}: {e}"));
+    c.wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    (c, ticket.signal_url)
+}
+
+/// Sum of the lines of `relay`'s /metrics starting with `prefix`.
+async fn metric_sum(relay: &Relay, prefix: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", relay.base))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Everyone sends a round of audio and of video on the three simulcast layers (a keyframe
+/// every 25th round); what each received is recorded: `heard[j]` and `seen[j]` are the senders
+/// whose audio and video client `j` got.
+fn media_round(clients: &[Client], round: u32) {
+    for (i, c) in clients.iter().enumerate() {
+        let mut audio = vec![0xA0, i as u8];
+        audio.extend_from_slice(&round.to_be_bytes());
+        audio.resize(80, 0x55);
+        c.send_audio(audio).unwrap();
+        for rid in callrelay_client::SIMULCAST_RIDS {
+            let mut body = vec![0xB0, i as u8, rid.as_bytes()[0]];
+            body.extend_from_slice(&round.to_be_bytes());
+            body.resize(200, 0x66);
+            c.send_video(
+                Some(rid),
+                callrelay_client::vp8_payload(round.is_multiple_of(25), &body),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn record(clients: &mut [Client], heard: &mut [Vec<bool>], seen: &mut [Vec<bool>]) {
+    for (j, c) in clients.iter_mut().enumerate() {
+        while let Some(e) = c.try_next_event() {
+            let ClientEvent::Media(p) = e else { continue };
+            if p.payload.first() == Some(&0xA0) {
+                if let Some(&i) = p.payload.get(1) {
+                    heard[j][usize::from(i) % 9] = true;
+                }
+            } else if let Some(body) = callrelay_client::vp8_body(&p.payload) {
+                if body.first() == Some(&0xB0) {
+                    seen[j][usize::from(body[1]) % 9] = true;
+                }
+            }
+        }
+    }
+}
+
+/// Calls across nodes (#16), done-means 1 and 3: nine participants, three per node by their
+/// region hints, all joining through node A: every one hears and sees the eight others
+/// (simulcast video), each packet crosses a trunk at most once, and a revocation through any
+/// node removes all nine within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each_trunk_once() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b, c) = trunked_nodes(&db, certs.path()).await;
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let nodes = [&a, &b, &c];
+    let mut clients = Vec::new();
+    for i in 0..9 {
+        let leg = i / 3;
+        let region = ["region-a", "region-b", "region-c"][leg];
+        let (client, url) = join_in_region(&a, &format!("user{i}"), &link, region).await;
+        assert_eq!(url, signal_url(nodes[leg]), "user{i} of {region}");
+        clients.push(client);
+    }
+
+    let mut heard = vec![vec![false; 9]; 9];
+    let mut seen = vec![vec![false; 9]; 9];
+    let all = |v: &[Vec<bool>]| (0..9).all(|j| (0..9).all(|i| i == j || v[j][i]));
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut round = 0;
+    while !(all(&heard) && all(&seen)) {
+        if Instant::now() >= until {
+            let (mut a, mut b, mut c) = (a, b, c);
+            for (n, name) in [(&mut a, "a"), (&mut b, "b"), (&mut c, "c")] {
+                let log = n.log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("cascade") || l.contains("trunk"))
+                    .collect();
+                eprintln!("--- node {name}:\n{}", lines.join("\n"));
+            }
+            panic!("not everyone got everyone within 20 s: audio {heard:?} video {seen:?}");
+        }
+        media_round(&clients, round);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        record(&mut clients, &mut heard, &mut seen);
+    }
+    eprintln!("nine participants on three nodes got each other after {round} rounds");
+
+    // At most one copy per packet per trunk: what a node received over its trunks is no more
+    // than what the other two nodes' publishers sent (three subscribers per node: a copy per
+    // subscriber would be three times that), and something crossed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut received = Vec::new();
+    let mut trunk_in = Vec::new();
+    for n in nodes {
+        received.push(
+            support::metric(n, "callrelay_packets_received_total{kind=\"audio\"} ").await
+                + support::metric(n, "callrelay_packets_received_total{kind=\"video\"} ").await,
+        );
+        trunk_in.push(support::metric(n, "callrelay_trunk_packets_total{direction=\"in\"} ").await);
+    }
+    eprintln!("packets from publishers per node {received:?}, in over the trunks {trunk_in:?}");
+    for (k, came) in trunk_in.iter().enumerate() {
+        let others: f64 = (0..3).filter(|m| *m != k).map(|m| received[m]).sum();
+        assert!(
+            *came > 0.0 && *came <= others,
+            "node {k}: {came} packets in over its trunks, its peers' publishers sent {others}"
+        );
+    }
+    assert_eq!(
+        metric_sum(&a, "callrelay_trunk_datagrams_dropped_total").await,
+        0.0
+    );
+
+    // A revocation through C removes all nine, on every node, within 1 s.
+    let (st, _) = send(
+        http.post(format!("{}/v1/admin/links/{link}/revoke", c.base))
+            .bearer_auth(token("ops", true))
+            .json(&serde_json::json!({"reason": "test"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let revoked_at = Instant::now();
+    for cl in clients.iter_mut() {
+        assert_eq!(
+            removed(cl, Duration::from_secs(3)).await.as_deref(),
+            Some("revoked")
+        );
+    }
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(1),
+        "all nine removed {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    stop_all(vec![a, b, c]).await;
+}

@@ -91,17 +91,21 @@ impl Sfu {
             video_orientation: ext.video_orientation.map(|o| o as u8),
             payload: pkt.payload,
         };
-        self.fan_out(slot, now, mid, rid, rtp);
+        self.fan_out(slot, now, now, mid, rid, rtp);
     }
 
     /// One packet of the track `(slot, mid)`, layer `rid`, to every local subscriber of it,
     /// and across the trunk to every other leg of the call that wants that layer. `slot` is a
     /// local publisher (from [`Sfu::forward`]) or a remote one (from
     /// [`Sfu::handle_trunk_rtp`]: its leg already applied the ingress cap and exported it).
+    /// `arrival`: when the packet reached the first node (`now` for a local publisher), what
+    /// forwarded copies are timed from.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fan_out(
         &mut self,
         slot: Slot,
         now: Instant,
+        arrival: Instant,
         mid: Mid,
         rid: Option<Rid>,
         pkt: TrunkRtp,
@@ -198,7 +202,7 @@ impl Sfu {
                     mid,
                     rid,
                     legs,
-                    received_at: now,
+                    received_at: arrival,
                     rtp: pkt.clone(),
                 });
             }
@@ -282,7 +286,7 @@ impl Sfu {
             sub.out_ssrc = Some(out_ssrc);
             if self.config.forward_timing {
                 self.forwarded_at
-                    .insert((sub.subscriber, *out_ssrc, out_seq as u16), now);
+                    .insert((sub.subscriber, *out_ssrc, out_seq as u16), arrival);
             }
             tx.write_rtp(
                 RtpWrite::new(out_pt, out_seq.into(), out_ts, now, pkt.payload.clone())

@@ -127,6 +127,11 @@ impl Sfu {
         self.rooms.len()
     }
 
+    /// The kind of a room with participants.
+    pub fn room_kind(&self, room: RoomKey) -> Option<RoomKind> {
+        self.rooms.get(&room).map(|r| r.kind)
+    }
+
     /// Members of a room, in join order.
     pub fn room_members(&self, room: RoomKey) -> Vec<ParticipantId> {
         let Some(r) = self.rooms.get(&room) else {

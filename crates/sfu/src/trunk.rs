@@ -137,12 +137,16 @@ impl Sfu {
     }
 
     /// A packet of a remote publisher's track `mid`, layer `rid`, from its leg: forwarded to
-    /// every local subscriber of that track. Dropped and counted
+    /// every local subscriber of that track. `arrival` is when it reached the first node (on
+    /// this node's clock; `now` if unknown): forwarded copies are timed from it
+    /// ([`Transmit::received_at`][crate::Transmit::received_at]). Dropped and counted
     /// ([`SfuStats::trunk_dropped`][crate::SfuStats::trunk_dropped]) when no such remote
     /// publisher or track is here.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_trunk_rtp(
         &mut self,
         now: Instant,
+        arrival: Instant,
         publisher: ParticipantId,
         mid: Mid,
         rid: Option<Rid>,
@@ -158,7 +162,7 @@ impl Sfu {
             return;
         };
         self.stats.trunk_received += 1;
-        self.fan_out(slot, now, mid, rid, rtp);
+        self.fan_out(slot, now, arrival.min(now), mid, rid, rtp);
         self.flush(now);
     }
 
@@ -258,6 +262,13 @@ impl Sfu {
             str0m::media::KeyframeRequestKind::Pli,
         );
         self.flush(now);
+    }
+
+    /// The simulcast layers of `participant`'s track on `mid`, in the order it sends them
+    /// (empty without simulcast); `None` for no such track. The trunk numbers layers by it.
+    pub fn track_layers(&self, participant: ParticipantId, mid: Mid) -> Option<Vec<Rid>> {
+        let slot = self.by_id.get(&participant)?;
+        self.tracks.get(&(*slot, mid)).map(|t| t.layers.clone())
     }
 
     /// Next packet to send to other legs, if any. Drain it with [`Sfu::poll_transmit`].

@@ -81,6 +81,7 @@ impl Legs {
                         let w = &mut self.worlds[to];
                         w.sfu.handle_trunk_rtp(
                             w.now,
+                            pkt.received_at,
                             pkt.publisher,
                             pkt.mid,
                             pkt.rid,
@@ -521,6 +522,7 @@ fn a_layer_switch_on_a_remote_leg_moves_the_demand_and_asks_the_publisher_for_a_
     let w = &mut legs.worlds[1];
     let before = w.sfu.stats();
     w.sfu.handle_trunk_rtp(
+        w.now,
         w.now,
         ParticipantId(PUBLISHER),
         mid,

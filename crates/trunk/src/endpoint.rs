@@ -190,7 +190,9 @@ impl Counters {
         self.refused[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn drop_one(&self, reason: &'static str) {
+    /// Counts one datagram dropped for `reason` (one of [`DROP_REASONS`]; another is ignored):
+    /// the node counts here what it drops after the trunk handed it over (`malformed`).
+    pub fn drop_one(&self, reason: &'static str) {
         if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason) {
             self.dropped[i].fetch_add(1, Ordering::Relaxed);
         }

@@ -18,4 +18,4 @@ pub mod wire;
 pub use endpoint::{ControlError, Counters, Dropped, Peer, Trunk, TrunkError, TrunkEvent};
 pub use identity::{IdentityError, TrunkIdentity};
 pub use pki::{init_dir, InitReport, PkiError};
-pub use wire::{MediaHeader, WireError};
+pub use wire::{MediaHeader, RtpFields, WireError};

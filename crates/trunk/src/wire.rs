@@ -115,6 +115,89 @@ impl MediaHeader {
     }
 }
 
+/// The RTP packet after the header, as the ingress node's `Rtc` read it: the fields a relay
+/// forwards with, then the payload (still end-to-end encrypted by the clients). Not the RTP
+/// byte layout: the sequence number is the 64-bit extended one (so every leg numbers a
+/// subscriber's stream as the ingress node did), and only the header extensions a relay
+/// forwards are kept.
+///
+/// ```text
+///  0       1    2              10         14      15           16
+/// +-------+----+--------------+----------+-------+------------+---------
+/// | flags | pt | seq (u64 BE) | ts (u32) | level | orientation| payload
+/// +-------+----+--------------+----------+-------+------------+---------
+/// ```
+///
+/// `flags`: bit 0 marker, bit 1 audio level present, bit 2 voice activity present, bit 3 voice
+/// activity, bit 4 video orientation present; the other bits are 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpFields {
+    /// The marker bit.
+    pub marker: bool,
+    /// Payload type (7 bits).
+    pub pt: u8,
+    /// Extended sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Audio level (RFC 6464), -dBov.
+    pub audio_level: Option<i8>,
+    /// The voice activity flag of the audio level extension.
+    pub voice_activity: Option<bool>,
+    /// The two rotation bits of the video orientation extension.
+    pub video_orientation: Option<u8>,
+}
+
+/// Length of [`RtpFields`] on the wire, before the payload.
+pub const RTP_FIELDS_LEN: usize = 16;
+
+impl RtpFields {
+    /// The fields followed by `payload`.
+    pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(RTP_FIELDS_LEN + payload.len());
+        let mut flags = u8::from(self.marker);
+        if self.audio_level.is_some() {
+            flags |= 1 << 1;
+        }
+        if let Some(va) = self.voice_activity {
+            flags |= 1 << 2;
+            if va {
+                flags |= 1 << 3;
+            }
+        }
+        if self.video_orientation.is_some() {
+            flags |= 1 << 4;
+        }
+        v.push(flags);
+        v.push(self.pt & 0x7f);
+        v.extend_from_slice(&self.seq.to_be_bytes());
+        v.extend_from_slice(&self.timestamp.to_be_bytes());
+        v.push(self.audio_level.unwrap_or(0) as u8);
+        v.push(self.video_orientation.unwrap_or(0) & 3);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// Reads the fields and the payload; `None` when it is shorter than the fields, a reserved
+    /// flag is set or the payload type is over 127.
+    pub fn decode(b: &[u8]) -> Option<(RtpFields, &[u8])> {
+        if b.len() < RTP_FIELDS_LEN || b[0] & 0xe0 != 0 || b[1] > 0x7f {
+            return None;
+        }
+        let flags = b[0];
+        let f = RtpFields {
+            marker: flags & 1 != 0,
+            pt: b[1],
+            seq: u64::from_be_bytes(b[2..10].try_into().ok()?),
+            timestamp: u32::from_be_bytes(b[10..14].try_into().ok()?),
+            audio_level: (flags & (1 << 1) != 0).then_some(b[14] as i8),
+            voice_activity: (flags & (1 << 2) != 0).then_some(flags & (1 << 3) != 0),
+            video_orientation: (flags & (1 << 4) != 0).then_some(b[15] & 3),
+        };
+        Some((f, &b[RTP_FIELDS_LEN..]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +253,26 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn rtp_fields_read_back_as_written(
+            marker in any::<bool>(), pt in 0u8..128, seq in any::<u64>(), ts in any::<u32>(),
+            level in proptest::option::of(any::<i8>()), va in proptest::option::of(any::<bool>()),
+            cvo in proptest::option::of(0u8..4), payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let f = RtpFields { marker, pt, seq, timestamp: ts, audio_level: level, voice_activity: va, video_orientation: cvo };
+            let b = f.encode(&payload);
+            let (back, p) = RtpFields::decode(&b).expect("reads back");
+            prop_assert_eq!(back, f);
+            prop_assert_eq!(p, &payload[..]);
+        }
+
+        #[test]
+        fn any_bytes_read_as_rtp_fields_or_fail_without_panicking(d in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Some((f, p)) = RtpFields::decode(&d) {
+                prop_assert_eq!(f.encode(p).len(), d.len());
+            }
+        }
+
         #[test]
         fn any_bytes_decode_or_fail_without_panicking(d in proptest::collection::vec(any::<u8>(), 0..64)) {
             let d = Bytes::from(d);

@@ -166,6 +166,24 @@ pub enum Command {
         blocked: UserId,
     },
     /// Removes everyone (reason `drain`) and ends the worker.
+    /// A media datagram from another leg of a call (see `crate::cascade`).
+    TrunkMedia {
+        /// The leg it came from.
+        from: callrelay_sfu::LegId,
+        /// Its header.
+        header: callrelay_trunk::MediaHeader,
+        /// The packet after the header.
+        rtp: bytes::Bytes,
+    },
+    /// A control message from another leg about a call of this worker.
+    Remote {
+        /// The leg it came from.
+        from: callrelay_sfu::LegId,
+        /// The message.
+        message: Box<crate::cascade::Control>,
+    },
+    /// The trunk to a leg is gone: its participants leave the calls here.
+    LegDown(callrelay_sfu::LegId),
     Shutdown,
 }
 
@@ -226,6 +244,7 @@ impl MediaPlane {
         settings: &Settings,
         metrics: MediaMetrics,
         webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+        cascade: Option<crate::cascade::CascadeLink>,
     ) -> anyhow::Result<MediaPlane> {
         let serves_ipv4 = settings.announce_ips.iter().any(|ip| ip.is_ipv4());
         let mut sockets = Vec::with_capacity(settings.media_addrs.len());
@@ -275,9 +294,10 @@ impl MediaPlane {
             let metrics = metrics.clone();
             let t = totals.clone();
             let w = webhooks.clone();
+            let c = cascade.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || worker::run(i, socket, tcp, config, rx, metrics, t, w))?;
+                .spawn(move || worker::run(i, socket, tcp, config, rx, metrics, t, w, c))?;
             workers.push(WorkerHandle {
                 commands: tx,
                 addrs,

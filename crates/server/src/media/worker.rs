@@ -17,7 +17,7 @@ use callrelay_proto::signal::{
 };
 use callrelay_proto::ServerMessage;
 use callrelay_sfu::{
-    Event, ParticipantId, Protocol, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind,
+    Event, LegId, ParticipantId, Protocol, RemoveReason, Rid, RoomKey, Sfu, SfuConfig, TrackKind,
 };
 use callrelay_udp::Sender;
 use prometheus::local::LocalHistogram;
@@ -29,6 +29,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::gso::{Pending, Run};
 use super::tcp::{TcpInput, TcpLimits, TcpPlane};
 use super::{Command, JoinReply, ParticipantReport, RoomReport, Totals};
+use crate::cascade::{CascadeLink, Control, LegParticipant, LegTrack, Update};
 use crate::metrics::{MediaMetrics, WorkerCounts, WorkerCountsCell};
 
 /// Socket receive and send buffer asked for, bytes (the kernel caps it at rmem_max/wmem_max).
@@ -55,6 +56,7 @@ pub(super) fn run(
     metrics: MediaMetrics,
     totals: Arc<Totals>,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    cascade: Option<CascadeLink>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,6 +139,11 @@ pub(super) fn run(
             send_failed: 0,
             latency: metrics.forward_latency.local(),
             webhooks,
+            cascade,
+            track_numbers: HashMap::new(),
+            next_track: 0,
+            remote_tracks: HashMap::new(),
+            pending_demand: HashMap::new(),
         };
         worker.run(commands).await;
     });
@@ -159,6 +166,11 @@ struct Session {
     joined_at: chrono::DateTime<chrono::Utc>,
     /// A WHIP publisher: its media is not end-to-end encrypted.
     clear_media: bool,
+    /// Its latest SDP offer (what the other legs of a call spanning nodes build it from).
+    offer: String,
+    /// A participant of another leg of the call (see `crate::cascade`): its leg, and the
+    /// source of each of its tracks as that leg named it. Nothing is sent to it here.
+    remote: Option<(LegId, Vec<(callrelay_sfu::Mid, String)>)>,
 }
 
 /// A track a session publishes, as `track_published` describes it.
@@ -244,6 +256,16 @@ struct Worker {
     /// `callrelay_forward_latency_seconds`, observed locally per copy and flushed to the shared
     /// histogram once per burst.
     latency: LocalHistogram,
+    /// Calls across nodes (`None` without a trunk).
+    cascade: Option<CascadeLink>,
+    /// The trunk numbers of the tracks published here, and their layers.
+    track_numbers: HashMap<(ParticipantId, callrelay_sfu::Mid), (u32, Vec<Rid>)>,
+    next_track: u32,
+    /// The tracks of other legs' participants, by (leg, trunk number).
+    remote_tracks: HashMap<(LegId, u32), (ParticipantId, callrelay_sfu::Mid, Vec<Rid>)>,
+    /// Layers other legs asked for of a local track not published yet (the other legs publish
+    /// it from the participant's offer, before its DTLS is up here): applied when it is.
+    pending_demand: HashMap<(ParticipantId, callrelay_sfu::Mid), Vec<LegDemand>>,
 }
 
 impl Worker {
@@ -447,6 +469,7 @@ impl Worker {
 
     /// Moves the core's transmits into `pending`, sending first whenever it is full.
     async fn queue_transmits(&mut self) {
+        self.send_trunk();
         let max_segments = if self.gso_refused {
             1
         } else {
@@ -563,6 +586,10 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(&to) else {
             return;
         };
+        if s.remote.is_some() {
+            // Told on its own leg.
+            return;
+        }
         if let Some(key) = coalesce_key(&msg) {
             if !s.backlog.is_empty() || s.tx.capacity() <= COALESCE_BELOW {
                 if let Some(slot) = s.backlog.iter_mut().find(|(k, _)| *k == key) {
@@ -687,9 +714,34 @@ impl Worker {
 
     fn event(&mut self, e: Event) {
         match e {
-            // Only a remote publisher (a participant of another leg of the call) raises
-            // these, and this worker adds none: calls do not span nodes yet (#16).
-            Event::TrunkDemand { .. } | Event::TrunkKeyframeRequest { .. } => {}
+            Event::TrunkDemand {
+                room,
+                publisher,
+                mid,
+                layers,
+            } => {
+                let message = Control::Demand {
+                    call: room.0,
+                    participant: publisher.to_string(),
+                    mid: mid.to_string(),
+                    layers: layers.iter().map(|l| l.map(|r| r.to_string())).collect(),
+                };
+                self.to_leg_of(publisher, message);
+            }
+            Event::TrunkKeyframeRequest {
+                room,
+                publisher,
+                mid,
+                rid,
+            } => {
+                let message = Control::Keyframe {
+                    call: room.0,
+                    participant: publisher.to_string(),
+                    mid: mid.to_string(),
+                    rid: rid.map(|r| r.to_string()),
+                };
+                self.to_leg_of(publisher, message);
+            }
             Event::FirstMedia {
                 participant, at, ..
             } => {
@@ -725,6 +777,7 @@ impl Worker {
                         participant: Some(info),
                     }),
                 );
+                self.leg_update(participant);
             }
             Event::ParticipantLeft {
                 room,
@@ -761,11 +814,20 @@ impl Worker {
                 }
                 // Dropping the sender ends the session once it has sent what is queued.
                 if let Some(s) = self.sessions.remove(&participant) {
-                    for t in &s.tracks {
+                    for t in s.tracks.iter().filter(|_| s.remote.is_none()) {
                         self.metrics
                             .published_tracks
                             .with_label_values(&[if t.video { "video" } else { "audio" }])
                             .dec();
+                    }
+                    self.track_numbers.retain(|(p, _), _| *p != participant);
+                    self.pending_demand.retain(|(p, _), _| *p != participant);
+                    match s.remote {
+                        Some((leg, _)) => {
+                            self.remote_tracks
+                                .retain(|(l, _), (p, _, _)| !(*l == leg && *p == participant));
+                        }
+                        None => self.local_left(room, participant),
                     }
                 }
                 if self.sfu.room_members(room).is_empty() {
@@ -796,19 +858,41 @@ impl Worker {
                 let Some(s) = self.sessions.get_mut(&participant) else {
                     return;
                 };
-                // A sharer's video beyond its camera is the screen.
-                let source = match video {
-                    false => "microphone",
-                    true if sharing && s.tracks.iter().any(|t| t.video) => "screen",
-                    true => "camera",
+                // A sharer's video beyond its camera is the screen; another leg's participant
+                // has the source its leg gave.
+                let remote = s.remote.is_some();
+                let source = match (&s.remote, video) {
+                    (Some((_, sources)), _) => source_name(
+                        sources
+                            .iter()
+                            .find(|(m, _)| *m == mid)
+                            .map_or(if video { "camera" } else { "microphone" }, |(_, src)| {
+                                src.as_str()
+                            }),
+                    ),
+                    (None, false) => "microphone",
+                    (None, true) if sharing && s.tracks.iter().any(|t| t.video) => "screen",
+                    (None, true) => "camera",
                 };
                 let track = PublishedTrack { mid, video, source };
                 s.tracks.push(track);
-                self.metrics
-                    .published_tracks
-                    .with_label_values(&[if video { "video" } else { "audio" }])
-                    .inc();
+                if !remote {
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&[if video { "video" } else { "audio" }])
+                        .inc();
+                }
                 self.tell_room(room, Some(participant), track.message(participant));
+                self.leg_update(participant);
+                for (leg, layers) in self
+                    .pending_demand
+                    .remove(&(participant, mid))
+                    .unwrap_or_default()
+                {
+                    let _ =
+                        self.sfu
+                            .set_trunk_demand(Instant::now(), participant, mid, leg, &layers);
+                }
             }
             Event::TrackUnpublished {
                 room,
@@ -822,10 +906,14 @@ impl Worker {
                     return;
                 };
                 let t = s.tracks.remove(i);
-                self.metrics
-                    .published_tracks
-                    .with_label_values(&[if t.video { "video" } else { "audio" }])
-                    .dec();
+                if s.remote.is_none() {
+                    self.metrics
+                        .published_tracks
+                        .with_label_values(&[if t.video { "video" } else { "audio" }])
+                        .dec();
+                }
+                self.track_numbers.remove(&(participant, mid));
+                self.leg_update(participant);
                 self.tell_room(
                     room,
                     Some(participant),
@@ -886,7 +974,8 @@ impl Worker {
                     .room_members(*room)
                     .into_iter()
                     .filter_map(|p| {
-                        let s = self.sessions.get(&p)?;
+                        // Another leg's participant is reported by its own node.
+                        let s = self.sessions.get(&p).filter(|s| s.remote.is_none())?;
                         Some(ParticipantReport {
                             participant: p,
                             user: s.user.clone(),
@@ -959,6 +1048,8 @@ impl Worker {
                         backlog: Vec::new(),
                         joined_at: chrono::Utc::now(),
                         clear_media: req.mode == super::JoinMode::Publish,
+                        offer: req.offer.clone(),
+                        remote: None,
                     },
                 );
                 let added = match req.mode {
@@ -1027,7 +1118,14 @@ impl Worker {
                 self.gauges();
             }
             Command::Offer(p, sdp, reply) => {
-                let _ = reply.send(self.sfu.handle_sdp_offer(now, p, &sdp));
+                let answer = self.sfu.handle_sdp_offer(now, p, &sdp);
+                if answer.is_ok() {
+                    if let Some(s) = self.sessions.get_mut(&p) {
+                        s.offer = sdp;
+                    }
+                    self.leg_update(p);
+                }
+                let _ = reply.send(answer);
             }
             Command::Answer(p, sdp, reply) => {
                 let _ = reply.send(self.sfu.handle_sdp_answer(now, p, &sdp));
@@ -1052,6 +1150,7 @@ impl Worker {
                         video_muted: video,
                     }),
                 );
+                self.leg_update(participant);
             }
             Command::VideoPreference {
                 subscriber,
@@ -1162,10 +1261,444 @@ impl Worker {
                     let _ = self.sfu.remove_participant(now, p, RemoveReason::Blocked);
                 }
             }
+            Command::TrunkMedia { from, header, rtp } => {
+                self.trunk_media(now, from, header, &rtp);
+            }
+            Command::Remote { from, message } => self.remote(now, from, *message),
+            Command::LegDown(leg) => {
+                self.sfu.drop_trunk_leg(leg);
+                let gone: Vec<ParticipantId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.remote.as_ref().is_some_and(|(l, _)| *l == leg))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in gone {
+                    let _ = self.sfu.remove_participant(now, p, RemoveReason::Left);
+                }
+            }
             Command::Shutdown => return false,
         }
         self.flush().await;
         self.update_stats();
         true
+    }
+
+    /// Tells the other legs of `participant`'s call (a local one) what it is now: its offer,
+    /// its tracks (numbered for the trunk here) and its mute state.
+    fn leg_update(&mut self, participant: ParticipantId) {
+        let Some(c) = &self.cascade else { return };
+        let Some(s) = self.sessions.get(&participant) else {
+            return;
+        };
+        if s.remote.is_some() {
+            return;
+        }
+        let Some(info) = self.rooms.get(&s.room) else {
+            return;
+        };
+        let Some(kind) = self.sfu.room_kind(s.room) else {
+            return;
+        };
+        let mut tracks = Vec::with_capacity(s.tracks.len());
+        for t in &s.tracks {
+            let key = (participant, t.mid);
+            let (number, layers) = match self.track_numbers.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let layers = self
+                        .sfu
+                        .track_layers(participant, t.mid)
+                        .unwrap_or_default();
+                    let n = self.next_track;
+                    self.next_track = self.next_track.wrapping_add(1);
+                    self.track_numbers.insert(key, (n, layers.clone()));
+                    (n, layers)
+                }
+            };
+            tracks.push(LegTrack {
+                mid: t.mid.to_string(),
+                track: number,
+                layers: layers.iter().map(|r| r.to_string()).collect(),
+                source: t.source.into(),
+            });
+        }
+        let _ = c.updates.send(Update::Local {
+            call: s.room,
+            link: info.link,
+            kind,
+            participant: LegParticipant {
+                id: participant.to_string(),
+                user: s.user.as_str().to_owned(),
+                name: s.name.clone(),
+                offer: s.offer.clone(),
+                audio_muted: s.audio_muted,
+                video_muted: s.video_muted,
+                tracks,
+            },
+        });
+    }
+
+    /// A local participant of `room` is gone: the other legs are told; when it was the last
+    /// one here, the call's other legs' participants are taken out of it and the legs told
+    /// this node no longer serves it.
+    fn local_left(&mut self, room: RoomKey, participant: ParticipantId) {
+        let Some(c) = self.cascade.clone() else {
+            return;
+        };
+        let _ = c.updates.send(Update::LocalLeft {
+            call: room,
+            participant: participant.to_string(),
+        });
+        let local_left = self
+            .sessions
+            .values()
+            .any(|s| s.room == room && s.remote.is_none());
+        if local_left {
+            return;
+        }
+        let remotes: Vec<ParticipantId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.room == room)
+            .map(|(p, _)| *p)
+            .collect();
+        let _ = c.updates.send(Update::Ended { call: room });
+        let now = Instant::now();
+        for p in remotes {
+            let _ = self.sfu.remove_participant(now, p, RemoveReason::Left);
+        }
+    }
+
+    /// A message for the leg of the remote publisher `publisher`.
+    fn to_leg_of(&self, publisher: ParticipantId, message: Control) {
+        let (Some(c), Some(s)) = (&self.cascade, self.sessions.get(&publisher)) else {
+            return;
+        };
+        if let Some((leg, _)) = &s.remote {
+            let _ = c.updates.send(Update::Send { to: *leg, message });
+        }
+    }
+
+    /// Sends what the core exported to other legs: each packet once per leg that wants it.
+    fn send_trunk(&mut self) {
+        let Some(c) = &self.cascade else {
+            // Without a trunk nothing is ever exported (no leg asks).
+            return;
+        };
+        let wall_us = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros(),
+        )
+        .unwrap_or(0);
+        let now = Instant::now();
+        while let Some(pkt) = self.sfu.poll_trunk_packet() {
+            let Some((track, layers)) = self.track_numbers.get(&(pkt.publisher, pkt.mid)) else {
+                // Not told to the other legs yet: they could not place it.
+                continue;
+            };
+            let layer = match pkt.rid {
+                Some(r) => match layers.iter().position(|l| *l == r) {
+                    Some(i) => u8::try_from(i).ok(),
+                    None => continue,
+                },
+                None => None,
+            };
+            let age = now.saturating_duration_since(pkt.received_at);
+            let header = callrelay_trunk::MediaHeader {
+                call: pkt.room.0,
+                track: *track,
+                layer,
+                arrival_us: wall_us.saturating_sub(u64::try_from(age.as_micros()).unwrap_or(0)),
+            };
+            let rtp = callrelay_trunk::RtpFields {
+                marker: pkt.rtp.marker,
+                pt: *pkt.rtp.pt,
+                seq: pkt.rtp.seq,
+                timestamp: pkt.rtp.timestamp,
+                audio_level: pkt.rtp.audio_level,
+                voice_activity: pkt.rtp.voice_activity,
+                video_orientation: pkt.rtp.video_orientation,
+            }
+            .encode(&pkt.rtp.payload);
+            for leg in &pkt.legs {
+                if let Some(peer) = c.legs.peer(*leg) {
+                    // Dropped packets are counted by the trunk, by reason.
+                    let _ = peer.send_media(&header, &rtp);
+                }
+            }
+        }
+    }
+
+    /// A media datagram from another leg: to the local subscribers of its track.
+    fn trunk_media(
+        &mut self,
+        now: Instant,
+        from: LegId,
+        header: callrelay_trunk::MediaHeader,
+        rtp: &[u8],
+    ) {
+        let Some(c) = &self.cascade else { return };
+        let Some((fields, payload)) = callrelay_trunk::RtpFields::decode(rtp) else {
+            c.counters.drop_one("malformed");
+            return;
+        };
+        let Some((publisher, mid, layers)) = self.remote_tracks.get(&(from, header.track)) else {
+            // Its publication has not arrived yet, or it left: counted by the core.
+            self.sfu.handle_trunk_rtp(
+                now,
+                now,
+                ParticipantId(0),
+                callrelay_sfu::Mid::from("-"),
+                None,
+                trunk_rtp(fields, payload),
+            );
+            return;
+        };
+        let rid = match header.layer {
+            Some(i) => match layers.get(usize::from(i)) {
+                Some(r) => Some(*r),
+                None => {
+                    c.counters.drop_one("malformed");
+                    return;
+                }
+            },
+            None => None,
+        };
+        // Arrival at the first node, on this node's clock (the cluster's clocks are
+        // NTP-synced): the forward latency is timed from it across the hop.
+        let wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let age = Duration::from_micros(
+            u64::try_from(wall_us)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(header.arrival_us)
+                .min(10_000_000),
+        );
+        let arrival = now.checked_sub(age).unwrap_or(now);
+        let (publisher, mid) = (*publisher, *mid);
+        self.sfu.handle_trunk_rtp(
+            now,
+            arrival,
+            publisher,
+            mid,
+            rid,
+            trunk_rtp(fields, payload),
+        );
+    }
+
+    /// A control message from another leg about a call on this worker.
+    fn remote(&mut self, now: Instant, from: LegId, message: Control) {
+        let call = RoomKey(message.call());
+        // Only calls with participants here.
+        let local_here = self
+            .sessions
+            .values()
+            .any(|s| s.room == call && s.remote.is_none());
+        if !local_here {
+            return;
+        }
+        match message {
+            Control::Joined {
+                kind, participant, ..
+            } => self.remote_joined(now, from, call, &kind, participant),
+            Control::Left { participant, .. } => {
+                if let Some(p) = super::parse_participant_id(&participant)
+                    .filter(|p| self.remote_from(*p) == Some(from))
+                {
+                    let _ = self.sfu.remove_participant(now, p, RemoveReason::Left);
+                }
+            }
+            Control::Present { participants, .. } => {
+                let keep: Vec<ParticipantId> = participants
+                    .iter()
+                    .filter_map(|p| super::parse_participant_id(p))
+                    .collect();
+                let gone: Vec<ParticipantId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(p, s)| {
+                        s.room == call
+                            && s.remote.as_ref().is_some_and(|(l, _)| *l == from)
+                            && !keep.contains(p)
+                    })
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in gone {
+                    let _ = self.sfu.remove_participant(now, p, RemoveReason::Left);
+                }
+            }
+            Control::Demand {
+                participant,
+                mid,
+                layers,
+                ..
+            } => {
+                let Some(p) = super::parse_participant_id(&participant) else {
+                    return;
+                };
+                let layers: Vec<Option<Rid>> =
+                    layers.iter().map(|l| l.as_deref().map(Rid::from)).collect();
+                let mid = callrelay_sfu::Mid::from(mid.as_str());
+                let local = self.sessions.get(&p).is_some_and(|s| s.remote.is_none());
+                if let Err(callrelay_sfu::SfuError::UnknownTrack) =
+                    self.sfu.set_trunk_demand(now, p, mid, from, &layers)
+                {
+                    if local {
+                        // Published here once its DTLS is up: the demand waits for it.
+                        let pending = self.pending_demand.entry((p, mid)).or_default();
+                        pending.retain(|(l, _)| *l != from);
+                        pending.push((from, layers));
+                    }
+                }
+            }
+            Control::Keyframe {
+                participant,
+                mid,
+                rid,
+                ..
+            } => {
+                if let Some(p) = super::parse_participant_id(&participant) {
+                    self.sfu.handle_trunk_keyframe_request(
+                        now,
+                        p,
+                        callrelay_sfu::Mid::from(mid.as_str()),
+                        rid.as_deref().map(Rid::from),
+                    );
+                }
+            }
+            Control::Hello { .. } => {}
+        }
+    }
+
+    /// The leg of a remote participant.
+    fn remote_from(&self, p: ParticipantId) -> Option<LegId> {
+        self.sessions
+            .get(&p)
+            .and_then(|s| s.remote.as_ref().map(|(l, _)| *l))
+    }
+
+    /// Another leg's participant joined or changed: added as a remote publisher (its tracks
+    /// published here, local participants told), or its offer, tracks and mute state updated.
+    fn remote_joined(
+        &mut self,
+        now: Instant,
+        from: LegId,
+        call: RoomKey,
+        kind: &str,
+        lp: LegParticipant,
+    ) {
+        let Some(p) = super::parse_participant_id(&lp.id) else {
+            return;
+        };
+        let kind = match kind {
+            "voice" => callrelay_sfu::RoomKind::Voice,
+            _ => callrelay_sfu::RoomKind::Video,
+        };
+        let sources: Vec<(callrelay_sfu::Mid, String)> = lp
+            .tracks
+            .iter()
+            .map(|t| (callrelay_sfu::Mid::from(t.mid.as_str()), t.source.clone()))
+            .collect();
+        self.remote_tracks
+            .retain(|(l, _), (q, _, _)| !(*l == from && *q == p));
+        for t in &lp.tracks {
+            self.remote_tracks.insert(
+                (from, t.track),
+                (
+                    p,
+                    callrelay_sfu::Mid::from(t.mid.as_str()),
+                    t.layers.iter().map(|r| Rid::from(r.as_str())).collect(),
+                ),
+            );
+        }
+        match self.sessions.get_mut(&p) {
+            Some(s) if s.remote.as_ref().is_some_and(|(l, _)| *l == from) => {
+                s.remote = Some((from, sources));
+                let changed_mute =
+                    s.audio_muted != lp.audio_muted || s.video_muted != lp.video_muted;
+                s.audio_muted = lp.audio_muted;
+                s.video_muted = lp.video_muted;
+                let new_offer = s.offer != lp.offer;
+                s.offer = lp.offer.clone();
+                if new_offer {
+                    if let Err(e) = self.sfu.handle_sdp_offer(now, p, &lp.offer) {
+                        tracing::warn!(worker = self.index, participant = %p, error = %e, "cascade: another leg's participant's new offer refused here");
+                    }
+                }
+                if changed_mute {
+                    self.tell_room(
+                        call,
+                        Some(p),
+                        Msg::MuteChanged(MuteChanged {
+                            participant_id: p.to_string(),
+                            audio_muted: lp.audio_muted,
+                            video_muted: lp.video_muted,
+                        }),
+                    );
+                }
+            }
+            // A local participant (or another leg's) by that id: not this one.
+            Some(_) => {}
+            None => {
+                let Ok(user) = UserId::parse(&lp.user) else {
+                    return;
+                };
+                // The session exists before the core emits its join events.
+                self.sessions.insert(
+                    p,
+                    Session {
+                        room: call,
+                        user,
+                        name: lp.name.clone(),
+                        tx: mpsc::channel(1).0,
+                        audio_muted: lp.audio_muted,
+                        video_muted: lp.video_muted,
+                        started: None,
+                        tracks: Vec::new(),
+                        backlog: Vec::new(),
+                        joined_at: chrono::Utc::now(),
+                        clear_media: false,
+                        offer: lp.offer.clone(),
+                        remote: Some((from, sources)),
+                    },
+                );
+                if let Err(e) = self.sfu.add_remote_publisher(now, call, p, kind, &lp.offer) {
+                    tracing::warn!(worker = self.index, participant = %p, error = %e, "cascade: another leg's participant refused here");
+                    self.sessions.remove(&p);
+                    self.remote_tracks.retain(|(_, _), (q, _, _)| *q != p);
+                }
+            }
+        }
+    }
+}
+
+/// The layers one leg asked for of a track.
+type LegDemand = (LegId, Vec<Option<Rid>>);
+
+/// The `source` names of `track_published`, as a static string.
+fn source_name(s: &str) -> &'static str {
+    match s {
+        "screen" => "screen",
+        "camera" => "camera",
+        _ => "microphone",
+    }
+}
+
+/// A packet from the trunk as the core takes it.
+fn trunk_rtp(f: callrelay_trunk::RtpFields, payload: &[u8]) -> callrelay_sfu::TrunkRtp {
+    callrelay_sfu::TrunkRtp {
+        pt: f.pt.into(),
+        seq: f.seq,
+        timestamp: f.timestamp,
+        marker: f.marker,
+        audio_level: f.audio_level,
+        voice_activity: f.voice_activity,
+        video_orientation: f.video_orientation,
+        payload: payload.into(),
     }
 }
