@@ -125,6 +125,10 @@ pub struct ClientConfig {
     /// datagram there as an RFC 4571 frame. For networks that block UDP. `false` (the
     /// default): UDP only. [`Client::move_network`] moves the UDP socket only.
     pub tcp: bool,
+    /// The region the client says it is in when it joins (`region` of the HTTP join): in a
+    /// cluster whose nodes run trunks, a node of that region serves it, as a leg of the call
+    /// when the call's home is elsewhere. `None` (the default): no hint.
+    pub region: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -140,6 +144,7 @@ impl Default for ClientConfig {
             decrypt_video_until: None,
             video_codec: None,
             tcp: false,
+            region: None,
         }
     }
 }
@@ -405,10 +410,22 @@ pub async fn http_join(
     token: &str,
     link_id: &str,
 ) -> Result<JoinTicket, ClientError> {
+    http_join_in(base_url, token, link_id, None).await
+}
+
+/// [`http_join`] with the caller's region, if any (see [`ClientConfig::region`]).
+pub async fn http_join_in(
+    base_url: &str,
+    token: &str,
+    link_id: &str,
+    region: Option<&str>,
+) -> Result<JoinTicket, ClientError> {
     let url = format!("{}/v1/links/{link_id}/join", base_url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
+    let mut req = reqwest::Client::new().post(url).bearer_auth(token);
+    if let Some(r) = region {
+        req = req.json(&serde_json::json!({ "region": r }));
+    }
+    let resp = req
         .send()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -636,7 +653,7 @@ impl Client {
         link_id: &str,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
-        let ticket = http_join(base_url, token, link_id).await?;
+        let ticket = http_join_in(base_url, token, link_id, config.region.as_deref()).await?;
         Client::join_with_ticket(&ticket, config).await
     }
 

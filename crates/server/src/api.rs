@@ -961,16 +961,18 @@ pub(crate) async fn join_inner(
         Some(c) => Some(c.place(&id, region).await?),
         None => None,
     };
-    // A join from another region than the home's is served by a node of its region, a leg of
-    // the call, when the nodes run trunks (calls across nodes). The grant is for that node.
-    let home = match (&s.cluster, home, region) {
-        (Some(c), Some(h), Some(r)) if s.trunk.is_some() => {
+    // A join from another region than the home's (its hint, else the region of the node it
+    // came through) is served by a node of its region, a leg of the call, when the nodes run
+    // trunks (calls across nodes). The grant is for that node.
+    let home = match (&s.cluster, home) {
+        (Some(c), Some(h)) if s.trunk.is_some() => {
+            let r = region.unwrap_or(c.region());
             match c.leg_for(&id, r, &h.node_id).await? {
                 Some(leg) => Some(leg),
                 None => Some(h),
             }
         }
-        (_, h, _) => h,
+        (_, h) => h,
     };
     let remote = match (&s.cluster, &home) {
         (Some(c), Some(h)) if h.node_id != c.node_id() => Some(h),

@@ -1178,3 +1178,126 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
     );
     stop_all(vec![a, b, c]).await;
 }
+
+/// Calls across nodes (#16), done-means 2: a call of nine on three nodes (three per node by
+/// region hint, audio); node C (a leg, not the home) is killed with SIGKILL. The six on A and B
+/// keep hearing each other with no gap over 1 s; the three of C rejoin by themselves (through
+/// the nodes left: C's region has no node any more, so the call's home takes them) and are
+/// heard by, and hear, the six again within 5 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_within_5s() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b, mut c) = trunked_nodes(&db, certs.path()).await;
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let urls: Vec<String> = [&a, &b, &c].iter().map(|n| n.base.clone()).collect();
+    let mut members = Vec::new();
+    for i in 0..9 {
+        let config = callrelay_client::ClientConfig {
+            region: Some(["region-a", "region-b", "region-c"][i / 3].into()),
+            ..audio_only()
+        };
+        let mut m = Member::join(&urls, &token(&format!("user{i}"), false), &link, config)
+            .await
+            .unwrap_or_else(|e| panic!("user{i} joins: {e}"));
+        m.wait_connected(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("user{i} connects: {e}"));
+        members.push(m);
+    }
+    // last[j][i]: when j last heard i; gap[j][i]: the longest silence j had of i after the kill.
+    let start = Instant::now();
+    let mut last = vec![vec![None::<Instant>; 9]; 9];
+    let mut gap = vec![vec![Duration::ZERO; 9]; 9];
+    let mut killed: Option<Instant> = None;
+    let mut back: Option<Duration> = None;
+    let mut round: u32 = 0;
+    loop {
+        for (i, m) in members.iter().enumerate() {
+            let mut p = vec![0xA0, i as u8];
+            p.extend_from_slice(&round.to_be_bytes());
+            p.resize(80, 0x55);
+            // Err while a member is joining again.
+            let _ = m.send_audio(p);
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = Instant::now();
+        for (j, m) in members.iter_mut().enumerate() {
+            while let Some(e) = m.try_next_event() {
+                match e {
+                    MemberEvent::Client(ClientEvent::Media(p))
+                        if p.payload.first() == Some(&0xA0) =>
+                    {
+                        let i = usize::from(p.payload[1]) % 9;
+                        if let (Some(t), Some(k)) = (last[j][i], killed) {
+                            if t >= k {
+                                gap[j][i] = gap[j][i].max(now - t);
+                            }
+                        }
+                        last[j][i] = Some(now);
+                    }
+                    MemberEvent::RejoinFailed { reason, error, .. } => {
+                        panic!("user{j}: rejoin after {reason} failed: {error}")
+                    }
+                    MemberEvent::Client(ClientEvent::Closed { reason }) => {
+                        panic!("user{j}: session ended for good: {reason:?}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let heard_since = |t: Instant| {
+            (0..9).all(|j| (0..9).all(|i| i == j || last[j][i].is_some_and(|h| h > t)))
+        };
+        match killed {
+            None if heard_since(start) && start.elapsed() > Duration::from_secs(1) => {
+                c.child.kill().unwrap(); // SIGKILL
+                c.child.wait().unwrap();
+                killed = Some(Instant::now());
+                // Silence counts from the kill.
+                for row in last.iter_mut() {
+                    for t in row.iter_mut() {
+                        *t = t.map(|_| Instant::now());
+                    }
+                }
+            }
+            None => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the nine never all heard each other: {last:?}"
+            ),
+            Some(k) => {
+                // The three of C are back once everyone heard everyone since the kill.
+                if back.is_none() && heard_since(k + Duration::from_millis(100)) {
+                    back = Some(k.elapsed());
+                }
+                if k.elapsed() > Duration::from_secs(6) {
+                    break;
+                }
+            }
+        }
+    }
+    let back = back.expect("the three of the killed node were not back within 6 s");
+    let worst = (0..6)
+        .flat_map(|j| (0..6).map(move |i| (j, i)))
+        .map(|(j, i)| gap[j][i])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "everyone heard everyone again {back:?} after kill -9 of a leg; the longest silence between two of the six others was {worst:?}"
+    );
+    assert!(back < Duration::from_secs(5), "back after {back:?}");
+    for j in 0..6 {
+        for i in (0..6).filter(|i| *i != j) {
+            assert!(
+                gap[j][i] <= Duration::from_secs(1),
+                "user{j} did not hear user{i} for {:?} after the kill",
+                gap[j][i]
+            );
+        }
+    }
+    drop(members);
+    stop_all(vec![a, b, c]).await;
+}
