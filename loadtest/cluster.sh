@@ -9,6 +9,7 @@
 #   loadtest/cluster.sh                 # 2 rooms × 3 publishers, 10 s, --max-loss 0
 #   loadtest/cluster.sh --rooms 4 --publishers 4 --duration 20s --json /tmp/cluster.json
 #   LOADTEST_KILL_NODE=b LOADTEST_KILL_AFTER=4 loadtest/cluster.sh --rooms 3 --duration 10s
+#   LOADTEST_TRUNK=1 loadtest/cluster.sh   # calls across nodes: each room spans the three
 #
 # Arguments, if any, replace the default scenario and go to callrelay-loadgen as they are (the
 # --url, --token and --relay-pid flags are added here). Environment:
@@ -18,6 +19,11 @@
 #   LOADTEST_KILL_NODE=a|b|c     kill -9 that node LOADTEST_KILL_AFTER seconds (default 4) after
 #                                the loadgen starts: its participants must join again elsewhere
 #                                (the report's `rejoins`; packets lost meanwhile count as loss)
+#   LOADTEST_TRUNK=1             run the trunk between the nodes (certificates from `callrelay
+#                                cluster init`), each node in its own region (region-a, …): a
+#                                participant joining through node i is served there, as a leg
+#                                of its room's call when the room's home is another node, so
+#                                every room spans the three nodes (#16)
 #   LOADTEST_TIMEOUT             seconds the loadgen may run at most (default 900)
 #   LOADTEST_KEEP_LOGS=1         keep the nodes' logs (their directory is printed)
 # Exit code: the loadgen's (2 = a threshold failed), 1 if the cluster could not start.
@@ -108,12 +114,24 @@ query="${admin#"$base_url"}"
 db_url="${base_url%/*}/$db$query"
 
 secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+if [ -n "${LOADTEST_TRUNK:-}" ]; then
+  target/release/callrelay cluster init --out "$work/certs" node-a node-b node-c >/dev/null
+fi
+# The trunk's settings for node NAME (nothing without LOADTEST_TRUNK).
+trunk_env() {
+  if [ -n "${LOADTEST_TRUNK:-}" ]; then
+    local addr
+    addr="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    echo "CALLRELAY_CLUSTER_REGION=region-$1 CALLRELAY_CLUSTER_TRUNK_ADDR=$addr CALLRELAY_CLUSTER_TRUNK_CERTS=$work/certs"
+  fi
+}
 # Node NAME on 127.0.0.1:PORT, advertised as URL. Join and create limits are per minute and far
 # below a load test's pace; media on a free UDP port of 127.0.0.1 (the node announces the port it
 # bound). `exec`: the background job's pid is the node's.
 start_node() {
   local n="$1" port="$2" url="$3"
-  exec env \
+  # shellcheck disable=SC2046 # word splitting of the trunk's VAR=value pairs is wanted
+  exec env $(trunk_env "$n") \
     CALLRELAY_AUTH_SECRET="$secret" \
     CALLRELAY_STORE_DATABASE_URL="$db_url" \
     CALLRELAY_CLUSTER_NODE_ID="node-$n" \

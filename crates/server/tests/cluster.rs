@@ -1155,6 +1155,11 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
         metric_sum(&a, "callrelay_trunk_datagrams_dropped_total").await,
         0.0
     );
+    // Each node counts its own three, not the other legs' participants it holds.
+    for n in nodes {
+        assert_eq!(support::metric(n, "callrelay_participants ").await, 3.0);
+        assert_eq!(support::metric(n, "callrelay_rooms ").await, 1.0);
+    }
 
     // A revocation through C removes all nine, on every node, within 1 s.
     let (st, _) = send(

@@ -1008,7 +1008,13 @@ impl Worker {
     /// and [`Totals`]); every worker contributes its own share.
     fn gauges(&mut self) {
         let rooms = self.sfu.room_count() as i64;
-        let participants = self.sfu.participant_count() as i64;
+        // This node's own: another leg's participants are counted by their node.
+        let remote = self
+            .sessions
+            .values()
+            .filter(|s| s.remote.is_some())
+            .count();
+        let participants = self.sfu.participant_count().saturating_sub(remote) as i64;
         let (dr, dp) = (rooms - self.reported.0, participants - self.reported.1);
         self.reported = (rooms, participants);
         if dr != 0 {
