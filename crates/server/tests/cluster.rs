@@ -1056,7 +1056,13 @@ fn media_round(clients: &[Client], round: u32) {
         for rid in callrelay_client::SIMULCAST_RIDS {
             let mut body = vec![0xB0, i as u8, rid.as_bytes()[0]];
             body.extend_from_slice(&round.to_be_bytes());
-            body.resize(200, 0x66);
+            // Sizes tell the layers apart on the trunk.
+            let size = match rid {
+                "l" => 100,
+                "m" => 400,
+                _ => 1000,
+            };
+            body.resize(size, 0x66);
             c.send_video(
                 Some(rid),
                 callrelay_client::vp8_payload(round.is_multiple_of(25), &body),
@@ -1064,6 +1070,19 @@ fn media_round(clients: &[Client], round: u32) {
             .unwrap();
         }
     }
+}
+
+/// `rounds` media rounds 20 ms apart from round `from`, what arrives thrown away; the next
+/// round number.
+async fn pump(clients: &mut [Client], from: u32, rounds: u32) -> u32 {
+    for r in from..from + rounds {
+        media_round(clients, r);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for c in clients.iter_mut() {
+            while c.try_next_event().is_some() {}
+        }
+    }
+    from + rounds
 }
 
 fn record(clients: &mut [Client], heard: &mut [Vec<bool>], seen: &mut [Vec<bool>]) {
@@ -1159,6 +1178,34 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
     for n in nodes {
         assert_eq!(support::metric(n, "callrelay_participants ").await, 3.0);
         assert_eq!(support::metric(n, "callrelay_rooms ").await, 1.0);
+    }
+
+    // Done-means 5: the publishers send three layers (100, 400 and 1,000-byte bodies), and the
+    // subscribers get `l` (their first layer; their bandwidth estimate does not move them up
+    // within this test): `m` and `h`, which nobody on the other side wants, do not cross. Each
+    // node gets 6 remote publishers' audio and `l`: 12 datagrams a round, ~133 bytes each
+    // (with `m` and `h` crossing too: 24 a round, ~440 bytes each).
+    let rounds = 75;
+    let mut before = Vec::new();
+    for n in nodes {
+        before.push((
+            support::metric(n, "callrelay_trunk_bytes_total{direction=\"in\"} ").await,
+            support::metric(n, "callrelay_trunk_packets_total{direction=\"in\"} ").await,
+        ));
+    }
+    pump(&mut clients, round, rounds).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (k, n) in nodes.iter().enumerate() {
+        let bytes = support::metric(n, "callrelay_trunk_bytes_total{direction=\"in\"} ").await
+            - before[k].0;
+        let packets = support::metric(n, "callrelay_trunk_packets_total{direction=\"in\"} ").await
+            - before[k].1;
+        let mean = bytes / packets;
+        eprintln!("node {k}: {packets} datagrams in over {rounds} rounds, {mean:.0} bytes each");
+        assert!(
+            packets <= f64::from(12 * rounds) * 1.05 && mean < 200.0,
+            "node {k}: {packets} datagrams of {mean:.0} bytes: a layer nobody wants crossed"
+        );
     }
 
     // A revocation through C removes all nine, on every node, within 1 s.
