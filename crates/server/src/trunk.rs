@@ -20,6 +20,10 @@ use crate::cluster::Cluster;
 use crate::config::TrunkSettings;
 use crate::metrics::TrunkMetrics;
 
+/// A peer whose node's lease ended and that sent nothing for this long (keep-alives go every
+/// 2 s) is gone: its connection is closed then, not after the 10 s idle timeout, so the calls
+/// it took part in drop its participants sooner.
+const SILENT_GONE: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -48,14 +52,36 @@ pub async fn run(trunk: Arc<Trunk>, cluster: Arc<Cluster>, metrics: TrunkMetrics
     let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
     let mut dials: JoinSet<(String, bool)> = JoinSet::new();
     let mut dialing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Per peer: datagrams received at the last look, and since when that count stands still.
+    let mut heard: HashMap<String, (u64, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for p in trunk.peers() {
+                let now = Instant::now();
+                let peers = trunk.peers();
+                heard.retain(|node, _| peers.iter().any(|p| p.node() == node));
+                for p in &peers {
                     metrics.rtt.observe(p.rtt().as_secs_f64());
+                    let rx = p.datagrams_received();
+                    if heard.get(p.node()).is_none_or(|(n, _)| *n != rx) {
+                        heard.insert(p.node().to_owned(), (rx, now));
+                    }
                 }
                 let Ok((now_ms, nodes)) = cluster.nodes().await else { continue };
-                let now = Instant::now();
+                // A peer gone from the cluster (lease over) and silent: closed now.
+                for p in &peers {
+                    let live = nodes.iter().any(|n| {
+                        n.node_id == p.node() && callrelay_cluster::rules::lease_live(n, now_ms)
+                    });
+                    let silent = heard
+                        .get(p.node())
+                        .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= SILENT_GONE);
+                    if !live && silent {
+                        tracing::warn!(peer = %p.node(), "trunk: the peer's lease ended and it went silent: closing");
+                        p.close_gone();
+                        heard.remove(p.node());
+                    }
+                }
                 for n in nodes {
                     if n.node_id == trunk.node()
                         || n.trunk_addr.is_empty()

@@ -1265,6 +1265,9 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
     let mut gap = vec![vec![Duration::ZERO; 9]; 9];
     let mut killed: Option<Instant> = None;
     let mut back: Option<Duration> = None;
+    // The three of C as the others knew them, and when each of the six was told they left.
+    let mut old_ids: Vec<String> = Vec::new();
+    let mut told_left: Vec<Vec<(String, Duration)>> = vec![Vec::new(); 6];
     let mut round: u32 = 0;
     loop {
         for (i, m) in members.iter().enumerate() {
@@ -1291,6 +1294,17 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
                         }
                         last[j][i] = Some(now);
                     }
+                    MemberEvent::Client(ClientEvent::Signal(msg)) if j < 6 => {
+                        if let (
+                            Some(callrelay_proto::server_message::Msg::ParticipantLeft(left)),
+                            Some(k),
+                        ) = (msg.msg, killed)
+                        {
+                            if old_ids.contains(&left.participant_id) {
+                                told_left[j].push((left.participant_id, k.elapsed()));
+                            }
+                        }
+                    }
                     MemberEvent::RejoinFailed { reason, error, .. } => {
                         panic!("user{j}: rejoin after {reason} failed: {error}")
                     }
@@ -1306,6 +1320,11 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
         };
         match killed {
             None if heard_since(start) && start.elapsed() > Duration::from_secs(1) => {
+                old_ids = members[6..]
+                    .iter()
+                    .filter_map(|m| m.participant_id().map(str::to_owned))
+                    .collect();
+                assert_eq!(old_ids.len(), 3);
                 c.child.kill().unwrap(); // SIGKILL
                 c.child.wait().unwrap();
                 killed = Some(Instant::now());
@@ -1325,9 +1344,14 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
                 if back.is_none() && heard_since(k + Duration::from_millis(100)) {
                     back = Some(k.elapsed());
                 }
-                if k.elapsed() > Duration::from_secs(6) {
+                let all_told = told_left.iter().all(|t| t.len() >= 3);
+                if k.elapsed() > Duration::from_secs(6) && all_told {
                     break;
                 }
+                assert!(
+                    k.elapsed() < Duration::from_secs(8),
+                    "the six were not all told the three of C left within 8 s: {told_left:?}"
+                );
             }
         }
     }
@@ -1341,6 +1365,16 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
         "everyone heard everyone again {back:?} after kill -9 of a leg; the longest silence between two of the six others was {worst:?}"
     );
     assert!(back < Duration::from_secs(5), "back after {back:?}");
+    // C's lease ends 2 s after the kill and its trunks are silent: the others close them then
+    // (not after QUIC's 10 s idle timeout) and take C's participants out of the call.
+    let told = told_left
+        .iter()
+        .flatten()
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or_default();
+    eprintln!("the six were told the three of the killed leg left within {told:?}");
+    assert!(told < Duration::from_secs(6), "told after {told:?}");
     for (j, row) in gap.iter().enumerate().take(6) {
         for (i, g) in row.iter().enumerate().take(6).filter(|(i, _)| *i != j) {
             assert!(

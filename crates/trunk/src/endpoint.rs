@@ -52,6 +52,8 @@ pub const CONTROL_QUEUE: usize = 1024;
 pub const CLOSE_CONTROL_BACKLOG: u32 = 5;
 /// Application close code: the peer broke the control stream's framing or sent no hello.
 pub const CLOSE_PROTOCOL: u32 = 6;
+/// Application close code: the peer's node is gone from the cluster (see [`Peer::close_gone`]).
+pub const CLOSE_GONE: u32 = 7;
 /// The hello's first bytes: the trunk protocol, version 1.
 const HELLO_MAGIC: &[u8; 4] = b"CRT1";
 /// How long a new connection may take to say hello.
@@ -272,6 +274,19 @@ impl Peer {
     /// The connection's current round-trip time estimate.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
+    }
+
+    /// UDP datagrams received on this connection so far (keep-alives included): a count that
+    /// stops moving means the peer went silent.
+    pub fn datagrams_received(&self) -> u64 {
+        self.conn.stats().udp_rx.datagrams
+    }
+
+    /// Closes the connection because the peer's node is gone (its lease ended and it went
+    /// silent), without waiting for the idle timeout; the node is told [`TrunkEvent::Down`].
+    pub fn close_gone(&self) {
+        self.conn
+            .close(VarInt::from_u32(CLOSE_GONE), b"node gone from the cluster");
     }
 
     /// Whether the connection is still up.

@@ -346,6 +346,9 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
+                    // What media from the trunk queued leaves together.
+                    self.flush().await;
+                    self.update_stats();
                     self.busy += started.elapsed();
                 }
                 _ = sleep => {
@@ -1269,6 +1272,8 @@ impl Worker {
             }
             Command::TrunkMedia { from, header, rtp } => {
                 self.trunk_media(now, from, header, &rtp);
+                // Sent with the rest of the batch (see `run`): one `sendmmsg` for many.
+                return true;
             }
             Command::Remote { from, message } => self.remote(now, from, *message),
             Command::LegDown(leg) => {
