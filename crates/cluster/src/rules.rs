@@ -145,6 +145,65 @@ pub fn choose_home<'a>(nodes: &'a [NodeView], region: &str, now: i64) -> Option<
         .or_else(|| serving().min_by(least))
 }
 
+/// A node with a busy ratio at or over this takes no more participants of the calls homed on
+/// it: their joins land on other nodes, as legs of the call (see [`choose_leg`]).
+pub const OVERLOAD_BUSY: f64 = 0.9;
+
+/// Whether `node` is too loaded to take one more participant: its busy ratio at or over
+/// [`OVERLOAD_BUSY`], or `capacity` (when set) participants or more.
+pub fn overloaded(node: &NodeView, capacity: Option<i64>) -> bool {
+    node.busy_ratio >= OVERLOAD_BUSY || capacity.is_some_and(|c| node.participants >= c)
+}
+
+/// The node that serves a join from `region` into a call whose home is `home`, when it is not
+/// the home: a leg of the call (calls across nodes). Only nodes that run a trunk take part,
+/// the home included; `None` means the home serves the join.
+/// - The home is of another region: the least-loaded serving node of `region`, if any.
+/// - The home is overloaded ([`overloaded`]): the least-loaded serving node that is not,
+///   preferring `region`.
+pub fn choose_leg<'a>(
+    nodes: &'a [NodeView],
+    home: &str,
+    region: &str,
+    capacity: Option<i64>,
+    now: i64,
+) -> Option<&'a NodeView> {
+    let h = nodes.iter().find(|n| n.node_id == home)?;
+    if h.trunk_addr.is_empty() {
+        return None;
+    }
+    let others: Vec<NodeView> = nodes
+        .iter()
+        .filter(|n| n.node_id != home && !n.trunk_addr.is_empty())
+        .cloned()
+        .collect();
+    let pick = |v: &[NodeView], only_region: bool| -> Option<String> {
+        let v: Vec<NodeView> = v
+            .iter()
+            .filter(|n| !only_region || n.region == region)
+            .cloned()
+            .collect();
+        choose_home(&v, region, now).map(|n| n.node_id.clone())
+    };
+    let chosen = if h.region != region {
+        pick(&others, true)
+    } else {
+        None
+    };
+    let chosen = chosen.or_else(|| {
+        if !overloaded(h, capacity) {
+            return None;
+        }
+        let fit: Vec<NodeView> = others
+            .iter()
+            .filter(|n| !overloaded(n, capacity))
+            .cloned()
+            .collect();
+        pick(&fit, false)
+    })?;
+    nodes.iter().find(|n| n.node_id == chosen)
+}
+
 /// What a node does about a room it hosts, given the room's placement row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -240,6 +299,45 @@ mod tests {
             choose_home(&nodes, "eu", 5000).is_none(),
             "every lease ran out"
         );
+    }
+
+    #[test]
+    fn a_leg_serves_another_region_or_an_overloaded_home() {
+        let mut nodes = vec![
+            node("a", "eu", 5, 1000),
+            node("b", "us", 2, 1000),
+            node("c", "us", 1, 1000),
+            node("d", "ap", 0, 1000),
+        ];
+        for n in &mut nodes {
+            n.trunk_addr = format!("{}:7800", n.node_id);
+        }
+        let leg = |nodes: &[NodeView], region: &str, cap: Option<i64>| {
+            choose_leg(nodes, "a", region, cap, 100).map(|n| n.node_id.clone())
+        };
+        // Another region: its least-loaded node; the home's own region: the home.
+        assert_eq!(leg(&nodes, "us", None).as_deref(), Some("c"));
+        assert_eq!(leg(&nodes, "eu", None), None);
+        // A region with no node: the home, unless it is overloaded.
+        assert_eq!(leg(&nodes, "sa", None), None);
+        // The home at its capacity: the least-loaded other node, the join's region first.
+        assert_eq!(leg(&nodes, "eu", Some(5)).as_deref(), Some("d"));
+        assert_eq!(leg(&nodes, "us", Some(5)).as_deref(), Some("c"));
+        assert_eq!(leg(&nodes, "eu", Some(6)), None);
+        nodes[0].busy_ratio = 0.95;
+        assert_eq!(leg(&nodes, "eu", None).as_deref(), Some("d"));
+        // Nobody fits: the home keeps it.
+        for n in &mut nodes[1..] {
+            n.busy_ratio = 0.99;
+        }
+        assert_eq!(leg(&nodes, "eu", None), None);
+        // Without a trunk on the home, or on the region's nodes, no leg.
+        nodes[0].busy_ratio = 0.0;
+        nodes[1].trunk_addr.clear();
+        nodes[2].trunk_addr.clear();
+        assert_eq!(leg(&nodes, "us", None), None);
+        nodes[0].trunk_addr.clear();
+        assert_eq!(leg(&nodes, "ap", None), None);
     }
 
     #[test]

@@ -967,7 +967,7 @@ pub(crate) async fn join_inner(
     let home = match (&s.cluster, home) {
         (Some(c), Some(h)) if s.trunk.is_some() => {
             let r = region.unwrap_or(c.region());
-            match c.leg_for(&id, r, &h.node_id).await? {
+            match c.leg_for(&id, r, &h).await? {
                 Some(leg) => Some(leg),
                 None => Some(h),
             }

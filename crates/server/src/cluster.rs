@@ -230,39 +230,35 @@ impl Cluster {
             .inspect_err(|e| self.record("add_leg", e))
     }
 
-    /// For a join from `region` into a call whose home is `home`: the node of that region that
-    /// serves it as a leg of the call (calls across nodes, #16), recorded as such; `None` when
-    /// the home is of that region, or no serving node of it runs a trunk (nor the home).
+    /// For a join from `region` into a call whose home is `home`: the node that serves it as a
+    /// leg of the call (calls across nodes, #16; `callrelay_cluster::rules::choose_leg`: a node
+    /// of that region, or another node when the home is overloaded), recorded as such; `None`
+    /// when the home serves it.
     pub async fn leg_for(
         &self,
         link: &LinkId,
         region: &str,
-        home: &str,
+        home: &Placed,
     ) -> Result<Option<Placed>, ClusterError> {
         let (now, nodes) = self.nodes().await?;
-        let Some(h) = nodes.iter().find(|n| n.node_id == home) else {
-            return Ok(None);
-        };
-        if h.region == region || h.trunk_addr.is_empty() {
-            return Ok(None);
-        }
-        let participants = h.participants;
-        let candidates: Vec<NodeView> = nodes
-            .iter()
-            .filter(|n| n.region == region && !n.trunk_addr.is_empty())
-            .cloned()
-            .collect();
-        let Some(leg) = callrelay_cluster::rules::choose_home(&candidates, region, now) else {
+        let Some(leg) = callrelay_cluster::rules::choose_leg(
+            &nodes,
+            &home.node_id,
+            region,
+            self.settings.node_capacity,
+            now,
+        ) else {
             return Ok(None);
         };
         self.add_leg(link, &leg.node_id, leg.epoch).await?;
         self.metrics.placements.with_label_values(&["leg"]).inc();
-        tracing::debug!(link = %link, home, leg = %leg.node_id, "placed on a leg of the call");
+        tracing::debug!(link = %link, home = %home.node_id, leg = %leg.node_id, "placed on a leg of the call");
         Ok(Some(Placed {
             node_id: leg.node_id.clone(),
             epoch: leg.epoch,
             http_url: leg.http_url.clone(),
-            participants,
+            // The call's, as the home last reported it (for the room cap).
+            participants: home.participants,
             outcome: callrelay_cluster::PlaceOutcome::Existing,
         }))
     }

@@ -302,6 +302,10 @@ pub struct ClusterConfig {
     pub trunk_advertise: String,
     /// Directory `callrelay cluster init` wrote: `ca.pem`, `{node_id}.pem`, `{node_id}.key`.
     pub trunk_certs: String,
+    /// With trunks: once the home of a call reports this many participants (or is 90 % busy),
+    /// further joins into its calls land on another node, as legs of the call. 0: no limit by
+    /// count.
+    pub node_capacity: u32,
 }
 
 impl Default for ClusterConfig {
@@ -316,6 +320,7 @@ impl Default for ClusterConfig {
             trunk_addr: String::new(),
             trunk_advertise: String::new(),
             trunk_certs: String::new(),
+            node_capacity: 0,
         }
     }
 }
@@ -337,6 +342,8 @@ pub struct ClusterSettings {
     pub reconcile: Duration,
     /// The trunk, when `cluster.trunk_addr` is set.
     pub trunk: Option<TrunkSettings>,
+    /// `cluster.node_capacity` (`None` for 0).
+    pub node_capacity: Option<i64>,
 }
 
 /// The validated `cluster.trunk_*`.
@@ -1246,6 +1253,7 @@ fn validate_cluster(
         heartbeat,
         reconcile,
         trunk,
+        node_capacity: (c.node_capacity > 0).then_some(i64::from(c.node_capacity)),
     })
 }
 

@@ -970,6 +970,15 @@ async fn trunks_join_every_pair_of_nodes_and_refuse_another_clusters_node() {
 
 /// Three nodes with trunks (certificates from `callrelay cluster init`), every pair connected.
 async fn trunked_nodes(db: &str, certs: &std::path::Path) -> (Relay, Relay, Relay) {
+    trunked_nodes_with(db, certs, &[]).await
+}
+
+/// [`trunked_nodes`] with more settings.
+async fn trunked_nodes_with(
+    db: &str,
+    certs: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (Relay, Relay, Relay) {
     let names: Vec<String> = ["node-a", "node-b", "node-c"]
         .iter()
         .map(|s| s.to_string())
@@ -978,14 +987,12 @@ async fn trunked_nodes(db: &str, certs: &std::path::Path) -> (Relay, Relay, Rela
     let certs = certs.to_str().unwrap().to_owned();
     let with_trunk = |name: &str| {
         let addr = format!("127.0.0.1:{}", free_udp_port());
-        node_with(
-            name,
-            db,
-            &[
-                ("CALLRELAY_CLUSTER_TRUNK_ADDR", &addr),
-                ("CALLRELAY_CLUSTER_TRUNK_CERTS", &certs),
-            ],
-        )
+        let mut env = vec![
+            ("CALLRELAY_CLUSTER_TRUNK_ADDR", addr.as_str()),
+            ("CALLRELAY_CLUSTER_TRUNK_CERTS", certs.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        node_with(name, db, &env)
     };
     let (a, b, c) = (with_trunk("a"), with_trunk("b"), with_trunk("c"));
     for n in [&a, &b, &c] {
@@ -1384,5 +1391,96 @@ async fn a_killed_leg_leaves_the_other_legs_talking_and_its_people_are_back_with
         }
     }
     drop(members);
+    stop_all(vec![a, b, c]).await;
+}
+
+/// Calls across nodes (#16): a join that would overload the call's home lands on another node,
+/// as a leg. Every node takes 2 participants (`cluster.node_capacity`); four people join one
+/// call through its home A, with no region hint: the first two are served by A, the next two by
+/// the least-loaded other nodes, and all four hear each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_would_overload_the_home_lands_on_another_node_of_the_call() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b, c) = trunked_nodes_with(
+        &db,
+        certs.path(),
+        &[("CALLRELAY_CLUSTER_NODE_CAPACITY", "2")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let mut clients = Vec::new();
+    let mut served = Vec::new();
+    for i in 0..4 {
+        if i == 2 {
+            // A's heartbeat reports its two participants (every 250 ms).
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (_, nodes) = send(
+                    http.get(format!("{}/v1/admin/nodes", b.base))
+                        .bearer_auth(token("ops", true)),
+                )
+                .await;
+                let a_row = nodes["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|n| n["node_id"] == "node-a")
+                    .cloned()
+                    .unwrap();
+                if a_row["participants"] == 2 {
+                    break;
+                }
+                assert!(Instant::now() < until, "A never reported 2: {nodes}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let user = format!("user{i}");
+        let ticket = callrelay_client::http_join(&a.base, &token(&user, false), &link)
+            .await
+            .unwrap_or_else(|e| panic!("{user} joins: {e}"));
+        served.push(ticket.signal_url.clone());
+        let mut c = Client::join_with_ticket(&ticket, audio_only())
+            .await
+            .unwrap_or_else(|e| panic!("{user} joins: {e}"));
+        c.wait_connected(Duration::from_secs(10)).await.unwrap();
+        clients.push(c);
+    }
+    assert_eq!(served[0], signal_url(&a));
+    assert_eq!(served[1], signal_url(&a));
+    // Then the least-loaded other nodes (by the loads last reported), never A.
+    for late in &served[2..] {
+        assert!(
+            [signal_url(&b), signal_url(&c)].contains(late),
+            "{served:?}"
+        );
+    }
+    // One call: everyone hears everyone.
+    let mut heard = vec![vec![false; 4]; 4];
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut round: u32 = 0;
+    while !(0..4).all(|j| (0..4).all(|i| i == j || heard[j][i])) {
+        assert!(Instant::now() < until, "not one call: {heard:?}");
+        for (i, c) in clients.iter().enumerate() {
+            let mut p = vec![0xA0, i as u8];
+            p.extend_from_slice(&round.to_be_bytes());
+            p.resize(80, 0x55);
+            c.send_audio(p).unwrap();
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (j, c) in clients.iter_mut().enumerate() {
+            while let Some(e) = c.try_next_event() {
+                if let ClientEvent::Media(p) = e {
+                    if p.payload.first() == Some(&0xA0) {
+                        heard[j][usize::from(p.payload[1]) % 4] = true;
+                    }
+                }
+            }
+        }
+    }
+    drop(clients);
     stop_all(vec![a, b, c]).await;
 }
