@@ -1079,6 +1079,25 @@ fn media_round(clients: &[Client], round: u32) {
     }
 }
 
+/// Waits until `c` is told `participant` left (other events are dropped).
+async fn told_left(c: &mut Client, participant: &str, within: Duration) {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, c.next_event()).await {
+            Ok(Some(ClientEvent::Signal(m))) => {
+                if let Some(callrelay_proto::server_message::Msg::ParticipantLeft(l)) = m.msg {
+                    if l.participant_id == participant {
+                        return;
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("session ended before {participant} left"),
+            Err(_) => panic!("not told {participant} left within {within:?}"),
+        }
+    }
+}
+
 /// `rounds` media rounds 20 ms apart from round `from`, what arrives thrown away; the next
 /// round number.
 async fn pump(clients: &mut [Client], from: u32, rounds: u32) -> u32 {
@@ -1111,8 +1130,9 @@ fn record(clients: &mut [Client], heard: &mut [Vec<bool>], seen: &mut [Vec<bool>
 
 /// Calls across nodes (#16), done-means 1 and 3: nine participants, three per node by their
 /// region hints, all joining through node A: every one hears and sees the eight others
-/// (simulcast video), each packet crosses a trunk at most once, and a revocation through any
-/// node removes all nine within 1 s.
+/// (simulcast video), each packet crosses a trunk at most once, a layer nobody wants does not
+/// cross, a block removes the blocked participant from every node and a revocation through any
+/// node removes everyone, each within 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each_trunk_once() {
     let Some(admin) = admin_url() else { return };
@@ -1215,7 +1235,31 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
         );
     }
 
-    // A revocation through C removes all nine, on every node, within 1 s.
+    // A block by the link's creator through B removes user8 (served by C) within 1 s, and the
+    // others, on every node, are told it left.
+    let eight_id = clients[8].participant_id().to_owned();
+    let (st, _) = send(
+        http.put(format!("{}/v1/me/blocks/user8", b.base))
+            .bearer_auth(token("alice", false)),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let blocked_at = Instant::now();
+    let mut eight = clients.pop().unwrap();
+    assert_eq!(
+        removed(&mut eight, Duration::from_secs(3)).await.as_deref(),
+        Some("blocked")
+    );
+    for k in [0, 3, 6] {
+        told_left(&mut clients[k], &eight_id, Duration::from_secs(3)).await;
+    }
+    assert!(
+        blocked_at.elapsed() < Duration::from_secs(1),
+        "user8 removed and its leaving told on every node {:?} after the block",
+        blocked_at.elapsed()
+    );
+
+    // A revocation through C removes the eight others, on every node, within 1 s.
     let (st, _) = send(
         http.post(format!("{}/v1/admin/links/{link}/revoke", c.base))
             .bearer_auth(token("ops", true))
@@ -1232,7 +1276,7 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
     }
     assert!(
         revoked_at.elapsed() < Duration::from_secs(1),
-        "all nine removed {:?} after the revocation",
+        "all eight removed {:?} after the revocation",
         revoked_at.elapsed()
     );
     stop_all(vec![a, b, c]).await;
