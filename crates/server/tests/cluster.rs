@@ -1528,3 +1528,158 @@ async fn a_join_that_would_overload_the_home_lands_on_another_node_of_the_call()
     drop(clients);
     stop_all(vec![a, b, c]).await;
 }
+
+/// A UDP relay to `target` that can be cut (everything dropped both ways) and restored: the path
+/// of one trunk. One client (the node that dials through it).
+async fn cuttable_udp_proxy(target: std::net::SocketAddr) -> (u16, watch::Sender<bool>) {
+    let front = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(target).await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    let (up_tx, up_rx) = watch::channel(true);
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+    {
+        let (front, back, client, up) =
+            (front.clone(), back.clone(), client.clone(), up_rx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().unwrap() = Some(from);
+                let open = *up.borrow();
+                if open {
+                    let _ = back.send(&buf[..n]).await;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().unwrap();
+            let up = *up_rx.borrow();
+            if let (true, Some(to)) = (up, to) {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    (port, up_tx)
+}
+
+/// Calls across nodes (#16): a trunk that drops. A call spans A and B, whose trunk runs through
+/// a UDP path that is then cut. Once QUIC gives the connection up, each side takes the other's
+/// participant out of the call; the nodes connect again (B dials A directly, A keeps trying
+/// through the cut path with its back-off), each side sends its participants again, and the
+/// media resumes, video with a keyframe asked of the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_trunk_reconnects_and_the_call_resumes_with_a_keyframe() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let certs = tempfile::tempdir().unwrap();
+    let names: Vec<String> = ["node-a", "node-b"].iter().map(|s| s.to_string()).collect();
+    callrelay_trunk::init_dir(certs.path(), &names).unwrap();
+    let certs_dir = certs.path().to_str().unwrap().to_owned();
+    // Each node is dialed through a path of its own: whichever dial the pair keeps runs through
+    // one of them, and cutting both cuts the trunk.
+    let a_addr = format!("127.0.0.1:{}", free_udp_port());
+    let b_addr = format!("127.0.0.1:{}", free_udp_port());
+    let (a_proxy, a_path) = cuttable_udp_proxy(a_addr.parse().unwrap()).await;
+    let (b_proxy, b_path) = cuttable_udp_proxy(b_addr.parse().unwrap()).await;
+    let a_advertised = format!("127.0.0.1:{a_proxy}");
+    let b_advertised = format!("127.0.0.1:{b_proxy}");
+    let a = node_with(
+        "a",
+        &db,
+        &[
+            ("CALLRELAY_CLUSTER_TRUNK_ADDR", &a_addr),
+            ("CALLRELAY_CLUSTER_TRUNK_ADVERTISE", &a_advertised),
+            ("CALLRELAY_CLUSTER_TRUNK_CERTS", &certs_dir),
+        ],
+    );
+    let b = node_with(
+        "b",
+        &db,
+        &[
+            ("CALLRELAY_CLUSTER_TRUNK_ADDR", &b_addr),
+            ("CALLRELAY_CLUSTER_TRUNK_ADVERTISE", &b_advertised),
+            ("CALLRELAY_CLUSTER_TRUNK_CERTS", &certs_dir),
+        ],
+    );
+    for n in [&a, &b] {
+        let v = metric_until(
+            n,
+            "callrelay_trunk_connections ",
+            Duration::from_secs(10),
+            |v| v == 1.0,
+        )
+        .await;
+        assert_eq!(v, 1.0);
+    }
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let (mut alice, url) = join_in_region(&a, "alice", &link, "region-a").await;
+    assert_eq!(url, signal_url(&a));
+    let (mut bob, url) = join_in_region(&a, "bob", &link, "region-b").await;
+    assert_eq!(url, signal_url(&b));
+    let alice_id = alice.participant_id().to_owned();
+
+    // Alice's video reaches Bob across the trunk.
+    video_from_alice(&mut alice, &mut bob, 10, Duration::from_secs(10)).await;
+
+    // The path is cut: QUIC gives the connection up after its 10 s idle timeout; Bob is told
+    // Alice left (her node is gone from his view of the call).
+    a_path.send(false).unwrap();
+    b_path.send(false).unwrap();
+    let cut = Instant::now();
+    told_left(&mut bob, &alice_id, Duration::from_secs(15)).await;
+    let down = cut.elapsed();
+    // The paths come back: the nodes dial again (with their back-off) and the trunk is up, and
+    // so is Alice's video, starting on a keyframe the relay asked Alice for (she sends none
+    // unasked).
+    a_path.send(true).unwrap();
+    b_path.send(true).unwrap();
+    let restored = Instant::now();
+    video_from_alice(&mut alice, &mut bob, 10, Duration::from_secs(30)).await;
+    let back = restored.elapsed();
+    eprintln!(
+        "trunk cut: Bob told Alice left after {down:?}; her video back {back:?} after the path"
+    );
+    drop((alice, bob));
+    stop_all(vec![a, b]).await;
+}
+
+/// Alice sends video on the three layers every 20 ms, a keyframe only in the round after the
+/// relay asked her for one, until Bob has seen `n` packets of it (or panics after `within`).
+async fn video_from_alice(alice: &mut Client, bob: &mut Client, n: usize, within: Duration) {
+    let until = Instant::now() + within;
+    let (mut got, mut asked, mut round) = (0, false, 0u32);
+    while got < n {
+        assert!(
+            Instant::now() < until,
+            "Bob saw {got}/{n} of Alice's video within {within:?}"
+        );
+        for rid in callrelay_client::SIMULCAST_RIDS {
+            let mut body = vec![0xB0, 0, rid.as_bytes()[0]];
+            body.extend_from_slice(&round.to_be_bytes());
+            body.resize(100, 0x66);
+            alice
+                .send_video(Some(rid), callrelay_client::vp8_payload(asked, &body))
+                .unwrap();
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        asked = false;
+        while let Some(e) = alice.try_next_event() {
+            if let ClientEvent::KeyframeRequest { .. } = e {
+                asked = true;
+            }
+        }
+        while let Some(e) = bob.try_next_event() {
+            if let ClientEvent::Media(p) = e {
+                if callrelay_client::vp8_body(&p.payload).is_some_and(|b| b.first() == Some(&0xB0))
+                {
+                    got += 1;
+                }
+            }
+        }
+    }
+}
