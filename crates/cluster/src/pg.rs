@@ -102,6 +102,24 @@ pub struct RoomView {
     pub row: PlacementRow,
     /// Whether it names a live home now.
     pub live: bool,
+    /// Participants of the call on its live legs (each as of its last reconciliation); the
+    /// row's count is the home's own.
+    pub on_legs: i64,
+}
+
+/// Participants of `link`'s call on its live legs (each as of its last reconciliation).
+async fn legs_participants(
+    conn: &mut sqlx::PgConnection,
+    link: &str,
+) -> Result<i64, ClusterError> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT COALESCE(SUM(l.participants), 0)::BIGINT FROM cluster_legs l \
+         JOIN cluster_nodes n ON n.node_id = l.node_id AND n.epoch = l.epoch \
+         WHERE l.link_id = $1 AND n.lease_until > {NOW}"
+    ))
+    .bind(link)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The cluster tables of one PostgreSQL database.
@@ -311,12 +329,13 @@ impl ClusterDb {
         if let Some(cur) = &current {
             let home = nodes.iter().find(|n| n.node_id == cur.node_id);
             if let (true, Some(home)) = (placement_holds(cur, home, now), home) {
+                let on_legs = legs_participants(&mut tx, link).await?;
                 tx.commit().await?;
                 return Ok(Placed {
                     node_id: home.node_id.clone(),
                     epoch: home.epoch,
                     http_url: home.http_url.clone(),
-                    participants: cur.participants,
+                    participants: cur.participants + on_legs,
                     outcome: PlaceOutcome::Existing,
                 });
             }
@@ -427,12 +446,13 @@ impl ClusterDb {
         let decision = match decision {
             Claim::Elsewhere { node_id } => {
                 let leg = sqlx::query(&format!(
-                    "UPDATE cluster_legs SET updated_at = {NOW} \
+                    "UPDATE cluster_legs SET updated_at = {NOW}, participants = $4 \
                      WHERE link_id = $1 AND node_id = $2 AND epoch = $3"
                 ))
                 .bind(link)
                 .bind(me)
                 .bind(epoch)
+                .bind(participants)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -606,6 +626,7 @@ impl ClusterDb {
         let Some(row) = placement_from_row(&row)? else {
             return Ok(None);
         };
+        let on_legs = legs_participants(&mut conn, link).await?;
         let home = sqlx::query(&format!(
             "SELECT {NODE_COLUMNS} FROM cluster_nodes WHERE node_id = $1"
         ))
@@ -616,7 +637,7 @@ impl ClusterDb {
         .map(node_from_row)
         .transpose()?;
         let live = placement_holds(&row, home.as_ref(), now);
-        Ok(Some(RoomView { row, live }))
+        Ok(Some(RoomView { row, live, on_legs }))
     }
 
     /// Forgets placements whose home has been gone (lease over, or re-registered under another

@@ -312,10 +312,19 @@ async fn a_leg_of_a_call_keeps_its_copy_and_is_listed_with_the_home() {
     db.add_leg("call", "b", b).await.unwrap();
     db.add_leg("call", "c", c).await.unwrap();
     assert_eq!(
-        db.claim("call", "b", b, 1).await.unwrap(),
+        db.claim("call", "b", b, 3).await.unwrap(),
         Claim::Leg {
             node_id: "a".into()
         }
+    );
+    // The call's count is the home's and its legs': 1 on A, 3 on B, 0 on C.
+    let room = db.room("call").await.unwrap().unwrap();
+    assert_eq!((room.row.participants, room.on_legs), (1, 3));
+    let placed = db.place("call", "us", false).await.unwrap();
+    assert_eq!(
+        (placed.node_id.as_str(), placed.participants),
+        ("a", 4),
+        "a join sees the whole call"
     );
     let ids = |v: Vec<callrelay_cluster::NodeView>| -> Vec<String> {
         v.into_iter().map(|n| n.node_id).collect()

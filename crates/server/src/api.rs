@@ -792,11 +792,14 @@ pub async fn preview_link(
     let link = s.active_link(&id).await?;
     // Connected participants only: a seat taken by a join that never connects is not a person.
     let here = s.seats.live(&link.id);
+    // In a cluster: the home's count (this node's own seats when it is the home) and the
+    // call's legs', each as last reported.
     let participants = match &s.cluster {
         Some(c) => match c.room(&link.id).await {
             Ok(Some(r)) if r.live && r.row.node_id != c.node_id() => {
-                usize::try_from(r.row.participants).unwrap_or(0)
+                usize::try_from(r.row.participants + r.on_legs).unwrap_or(0)
             }
+            Ok(Some(r)) if r.live => here + usize::try_from(r.on_legs).unwrap_or(0),
             _ => here,
         },
         None => here,
@@ -964,11 +967,15 @@ pub(crate) async fn join_inner(
     // A join from another region than the home's (its hint, else the region of the node it
     // came through) is served by a node of its region, a leg of the call, when the nodes run
     // trunks (calls across nodes). The grant is for that node.
+    let mut on_leg = false;
     let home = match (&s.cluster, home) {
         (Some(c), Some(h)) if s.trunk.is_some() => {
             let r = region.unwrap_or(c.region());
             match c.leg_for(&id, r, &h).await? {
-                Some(leg) => Some(leg),
+                Some(leg) => {
+                    on_leg = true;
+                    Some(leg)
+                }
                 None => Some(h),
             }
         }
@@ -985,6 +992,15 @@ pub(crate) async fn join_inner(
             return Err(ApiError::RoomFull);
         }
     } else {
+        // On a leg of a call homed elsewhere, the call's count (home and legs, as last
+        // reported) holds the cap too, not only this node's seats.
+        if on_leg
+            && home
+                .as_ref()
+                .is_some_and(|h| usize::try_from(h.participants).unwrap_or(usize::MAX) >= max)
+        {
+            return Err(ApiError::RoomFull);
+        }
         // A draining node starts no new room; joins into a room already here are still admitted.
         let new_room = match &home {
             Some(h) => h.outcome != callrelay_cluster::PlaceOutcome::Existing,

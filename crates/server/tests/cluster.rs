@@ -1201,10 +1201,16 @@ async fn a_call_of_nine_spans_three_nodes_by_region_and_each_stream_crosses_each
         metric_sum(&a, "callrelay_trunk_datagrams_dropped_total").await,
         0.0
     );
-    // Each node counts its own three, not the other legs' participants it holds.
+    // Each node counts its own three, not the other legs' participants it holds; the link's
+    // preview, through any node, counts the whole call (home and legs, as each last reported).
     for n in nodes {
         assert_eq!(support::metric(n, "callrelay_participants ").await, 3.0);
         assert_eq!(support::metric(n, "callrelay_rooms ").await, 1.0);
+        let until = Instant::now() + Duration::from_secs(3);
+        while preview_participants(&http, n, &link).await != 9 {
+            assert!(Instant::now() < until, "the preview never counted the nine");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     // Done-means 5: the publishers send three layers (100, 400 and 1,000-byte bodies), and the

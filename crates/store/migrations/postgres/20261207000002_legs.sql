@@ -7,6 +7,8 @@ CREATE TABLE cluster_legs (
     link_id TEXT NOT NULL,
     node_id TEXT NOT NULL,
     epoch BIGINT NOT NULL,
+    -- Participants connected there, as of its last reconciliation.
+    participants BIGINT NOT NULL DEFAULT 0,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (link_id, node_id)
 );
