@@ -251,7 +251,6 @@ impl Cluster {
             return Ok(None);
         };
         self.add_leg(link, &leg.node_id, leg.epoch).await?;
-        self.metrics.placements.with_label_values(&["leg"]).inc();
         tracing::debug!(link = %link, home = %home.node_id, leg = %leg.node_id, "placed on a leg of the call");
         Ok(Some(Placed {
             node_id: leg.node_id.clone(),

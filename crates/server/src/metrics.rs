@@ -418,8 +418,7 @@ const PROPAGATION_BUCKETS: &[f64] = &[
 /// Kinds of `callrelay_control_propagation_seconds`.
 pub const PROPAGATION_KINDS: [&str; 3] = ["revoke", "block", "expiry"];
 /// Outcomes of `callrelay_cluster_placements_total`.
-pub const PLACEMENT_OUTCOMES: [&str; 5] =
-    ["existing", "new_local", "new_remote", "replaced", "leg"];
+pub const PLACEMENT_OUTCOMES: [&str; 4] = ["existing", "new_local", "new_remote", "replaced"];
 /// Operations of `callrelay_cluster_errors_total`.
 pub const CLUSTER_OPS: [&str; 12] = [
     "register",
