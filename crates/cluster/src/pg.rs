@@ -108,10 +108,7 @@ pub struct RoomView {
 }
 
 /// Participants of `link`'s call on its live legs (each as of its last reconciliation).
-async fn legs_participants(
-    conn: &mut sqlx::PgConnection,
-    link: &str,
-) -> Result<i64, ClusterError> {
+async fn legs_participants(conn: &mut sqlx::PgConnection, link: &str) -> Result<i64, ClusterError> {
     Ok(sqlx::query_scalar(&format!(
         "SELECT COALESCE(SUM(l.participants), 0)::BIGINT FROM cluster_legs l \
          JOIN cluster_nodes n ON n.node_id = l.node_id AND n.epoch = l.epoch \
