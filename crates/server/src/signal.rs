@@ -587,6 +587,8 @@ pub(crate) async fn enter(
         link,
     } = c;
     let host = user == link.creator;
+    // Whether this node serves the call as a leg (its home is another node).
+    let mut leg = false;
     if let Some(c) = &s.cluster {
         // The room must still be placed here (a partition may have moved it meanwhile).
         let held = i64::try_from(s.seats.held(&link_id, Instant::now())).unwrap_or(i64::MAX);
@@ -597,6 +599,7 @@ pub(crate) async fn enter(
                     "this call runs on another relay node: join the link again",
                 ))
             }
+            Ok(callrelay_cluster::Claim::Leg { .. }) => leg = true,
             Ok(_) => {}
             Err(_) => return Err(Refusal::new("internal", "store unavailable")),
         }
@@ -642,6 +645,7 @@ pub(crate) async fn enter(
         started,
         session: tx,
         mode,
+        leg,
     };
     let release = || s.seats.release(&link_id, &claims.pid);
     if !s.media.send(room, Command::Join(Box::new(req), reply_tx)) {

@@ -74,6 +74,9 @@ pub struct JoinRequest {
     pub session: mpsc::Sender<ServerMessage>,
     /// A call participant, or a WHIP publisher / WHEP viewer.
     pub mode: JoinMode,
+    /// This node serves the call as a leg (its home is another node): the call's own webhooks
+    /// (`call.started`, `call.ended`) are the home's to send.
+    pub leg: bool,
 }
 
 /// How a participant takes part.

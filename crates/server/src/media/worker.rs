@@ -222,6 +222,9 @@ struct RoomInfo {
     since: chrono::DateTime<chrono::Utc>,
     /// Who shares their screen (one at a time).
     sharer: Option<ParticipantId>,
+    /// This node serves the call as a leg of it: `call.started` and `call.ended` are the
+    /// home's to send.
+    leg: bool,
 }
 
 struct Worker {
@@ -687,6 +690,14 @@ impl Worker {
         let (Some(w), Some(r)) = (&self.webhooks, self.rooms.get(&room)) else {
             return;
         };
+        // Another leg's participant: its own node sends its webhooks.
+        if self
+            .sessions
+            .get(&participant)
+            .is_some_and(|s| s.remote.is_some())
+        {
+            return;
+        }
         let user = self
             .sessions
             .get(&participant)
@@ -762,7 +773,12 @@ impl Worker {
                 let Some(info) = self.participant_info(participant) else {
                     return;
                 };
-                if let (Some(w), Some(r)) = (&self.webhooks, self.rooms.get(&room)) {
+                // Another leg's participant: its own node sends its webhooks.
+                let local = self
+                    .sessions
+                    .get(&participant)
+                    .is_some_and(|s| s.remote.is_none());
+                if let (Some(w), Some(r), true) = (&self.webhooks, self.rooms.get(&room), local) {
                     w.emit_call(
                         "participant.joined",
                         &r.link,
@@ -834,7 +850,7 @@ impl Worker {
                     }
                 }
                 if self.sfu.room_members(room).is_empty() {
-                    if let Some(r) = self.rooms.remove(&room) {
+                    if let Some(r) = self.rooms.remove(&room).filter(|r| !r.leg) {
                         if let Some(w) = &self.webhooks {
                             let secs = (chrono::Utc::now() - r.since).num_seconds().max(0);
                             w.emit_call(
@@ -1083,7 +1099,7 @@ impl Worker {
                         if let std::collections::hash_map::Entry::Vacant(v) =
                             self.rooms.entry(req.room)
                         {
-                            if let Some(w) = &self.webhooks {
+                            if let (Some(w), false) = (&self.webhooks, req.leg) {
                                 w.emit_call("call.started", &req.link, crate::fields! {});
                             }
                             v.insert(RoomInfo {
@@ -1091,6 +1107,7 @@ impl Worker {
                                 creator: req.creator,
                                 since: chrono::Utc::now(),
                                 sharer: None,
+                                leg: req.leg,
                             });
                         }
                         let sdp = answer.unwrap_or_default();
