@@ -112,10 +112,27 @@ async fn healthz_on(conn: &mut TcpStream) {
     assert_eq!(status, 200, "{text}");
 }
 
-/// Waits until only the scrape itself is open on the relay's HTTP port.
+/// Waits until only the scrape itself is open on the relay's HTTP port. A scrape may itself be
+/// refused while the relay has not yet seen the test's last connections close (they count
+/// against the per-address cap until it does): that is retried too.
 async fn wait_connections_settle(relay: &Relay) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(relay, "callrelay_http_connections ").await != 1.0 {
+    let scrape = || async {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", relay.base))
+            .header("connection", "close")
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("callrelay_http_connections "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    while scrape().await != Some(1.0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "connections never settled"
