@@ -1414,15 +1414,17 @@ impl Worker {
             // Without a trunk nothing is ever exported (no leg asks).
             return;
         };
-        let wall_us = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros(),
-        )
-        .unwrap_or(0);
-        let now = Instant::now();
+        // Read once per call, and only when something is exported: this runs after every
+        // datagram.
+        let mut clocks: Option<(u64, Instant)> = None;
         while let Some(pkt) = self.sfu.poll_trunk_packet() {
+            let (wall_us, now) = *clocks.get_or_insert_with(|| {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros();
+                (u64::try_from(wall).unwrap_or(0), Instant::now())
+            });
             let Some((track, layers)) = self.track_numbers.get(&(pkt.publisher, pkt.mid)) else {
                 // Not told to the other legs yet: they could not place it.
                 continue;
