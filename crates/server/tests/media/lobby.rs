@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use callrelay_client::{Client, ClientConfig, ClientError};
+use callrelay_client::{Client, ClientConfig, ClientError, TrackKind};
 use callrelay_proto::server_message::Msg;
 use callrelay_proto::signal::LobbyDecision;
 use callrelay_proto::{client_message, ClientMessage};
@@ -129,9 +129,22 @@ async fn the_creator_admits_and_declines_and_only_admitted_people_get_media() {
         })
         .await;
 
-    // Bob is in the call and gets alice's media.
-    alice.send_media(1);
-    bob.until("alice's audio", |p| !p.media.is_empty()).await;
+    // Bob is in the call and gets alice's media. Alice keeps sending, as a client does: a
+    // single packet could leave before bob's subscription to her tracks is negotiated (one CI
+    // run lost it that way and waited in vain).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let from = alice.id();
+    while bob.received_intact(&from, TrackKind::Audio, 1) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob got none of alice's audio within 10 s"
+        );
+        tick.tick().await;
+        alice.send_media(1);
+        alice.drain();
+        bob.drain();
+    }
 
     // Bob is not the creator: his decision is refused.
     bob.client.send_signal(decision(&[], true, true)).unwrap();
