@@ -77,8 +77,11 @@ pub struct Placed {
     pub epoch: i64,
     /// Its own HTTP URL (signaling).
     pub http_url: String,
-    /// Participants the home last reported.
+    /// Participants of the call as last reported: the home's own and, calls across nodes,
+    /// those on its legs (`on_legs`).
     pub participants: i64,
+    /// Of `participants`, those on the call's live legs (each as of its last reconciliation).
+    pub on_legs: i64,
     /// `existing`: the call was live there; `new`: placed by this call; `replaced`: its former
     /// home had lost its lease.
     pub outcome: PlaceOutcome,
@@ -333,6 +336,7 @@ impl ClusterDb {
                     epoch: home.epoch,
                     http_url: home.http_url.clone(),
                     participants: cur.participants + on_legs,
+                    on_legs,
                     outcome: PlaceOutcome::Existing,
                 });
             }
@@ -364,6 +368,7 @@ impl ClusterDb {
             epoch: home.epoch,
             http_url: home.http_url.clone(),
             participants: 0,
+            on_legs: 0,
             outcome: if current.is_some() {
                 PlaceOutcome::Replaced
             } else {

@@ -1009,8 +1009,14 @@ pub(crate) async fn join_inner(
         if new_room && s.drain.is_draining() {
             return Err(ApiError::NodeDraining);
         }
+        // On the home of a call across nodes, the seats its legs hold (as last reported) are
+        // the call's too: the cap is the call's, not this node's.
+        let on_legs = match &home {
+            Some(h) if !on_leg => usize::try_from(h.on_legs).unwrap_or(usize::MAX),
+            _ => 0,
+        };
         let limits = crate::seats::SeatLimits {
-            max,
+            max: max.saturating_sub(on_legs),
             per_user: s.settings.max_seats_per_user,
         };
         s.seats

@@ -258,6 +258,7 @@ impl Cluster {
             http_url: leg.http_url.clone(),
             // The call's, as the home last reported it (for the room cap).
             participants: home.participants,
+            on_legs: home.on_legs,
             outcome: callrelay_cluster::PlaceOutcome::Existing,
         }))
     }
