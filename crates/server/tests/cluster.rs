@@ -1689,3 +1689,209 @@ async fn video_from_alice(alice: &mut Client, bob: &mut Client, n: usize, within
         }
     }
 }
+
+/// A join's HTTP answer through `via` with a region hint (no session opened).
+async fn join_answer(
+    via: &Relay,
+    user: &str,
+    link: &str,
+    region: &str,
+) -> (u16, serde_json::Value) {
+    send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/links/{link}/join", via.base))
+            .bearer_auth(token(user, false))
+            .json(&serde_json::json!({ "region": region })),
+    )
+    .await
+}
+
+/// The room cap (`rooms.max_participants`) is the call's, not a node's: with one participant
+/// on the home and one on each of two legs, a cap of 3 refuses a fourth join whichever node
+/// would serve it, the home included (which holds one seat of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_cap_counts_every_leg_of_a_call() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b, c) = trunked_nodes_with(
+        &db,
+        certs.path(),
+        &[("CALLRELAY_ROOMS_MAX_PARTICIPANTS", "3")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let mut clients = Vec::new();
+    for (i, (node, region)) in [(&a, "region-a"), (&b, "region-b"), (&c, "region-c")]
+        .into_iter()
+        .enumerate()
+    {
+        let (client, url) = join_in_region(&a, &format!("user{i}"), &link, region).await;
+        assert_eq!(url, signal_url(node), "user{i} of {region}");
+        clients.push(client);
+    }
+    // The legs report their participants at their next reconciliation (every 500 ms here):
+    // once the preview (the same counts) says 3, every node refuses, for every region. One
+    // round only: a join let through would hold its seat and make the next ones look refused.
+    let until = Instant::now() + Duration::from_secs(5);
+    while preview_participants(&http, &a, &link).await != 3 {
+        assert!(
+            Instant::now() < until,
+            "the legs' participants never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answers = Vec::new();
+    for (via, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        for region in ["region-a", "region-b", "region-c"] {
+            let (st, p) = join_answer(via, "dave", &link, region).await;
+            answers.push((name, region, st, p["code"].as_str().map(str::to_owned)));
+        }
+    }
+    for (via, region, st, code) in &answers {
+        assert_eq!(
+            (*st, code.as_deref()),
+            (409, Some("room_full")),
+            "a fourth join through {via} in {region}: {answers:?}"
+        );
+    }
+    drop(clients);
+    stop_all(vec![a, b, c]).await;
+}
+
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An endpoint that keeps every webhook event whose signature checks out.
+async fn webhook_endpoint() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let key = callrelay_server::webhooks::decode_secret(WEBHOOK_SECRET).unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (keep, key) = (keep.clone(), key.clone());
+            async move {
+                let h = |n: &str| headers[n].to_str().unwrap().to_owned();
+                let ts: i64 = h("webhook-timestamp").parse().unwrap();
+                let expected = callrelay_server::webhooks::sign(&key, &h("webhook-id"), ts, &body);
+                if h("webhook-signature") != expected {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got, task)
+}
+
+/// The events of type `t` in `events`.
+fn events_of<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+/// A call across three nodes, every node posting webhooks to one endpoint, is told once: one
+/// `call.started` and one `call.ended` (the home's), one `participant.joined` and one
+/// `participant.left` per participant (each from the node that serves it), never a copy from a
+/// leg that only relays that participant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_across_nodes_is_told_once_through_webhooks() {
+    let Some(admin) = admin_url() else { return };
+    let (db, _, _) = fresh_database(&admin).await;
+    let (url, got, server) = webhook_endpoint().await;
+    let certs = tempfile::tempdir().unwrap();
+    let (a, b, c) = trunked_nodes_with(
+        &db,
+        certs.path(),
+        &[
+            ("CALLRELAY_WEBHOOKS_URLS", &url),
+            ("CALLRELAY_WEBHOOKS_SECRET", WEBHOOK_SECRET),
+            ("CALLRELAY_WEBHOOKS_RETRY_MIN", "200ms"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let link = create_link(&http, &a, "alice").await;
+    let mut clients = Vec::new();
+    for (i, region) in ["region-a", "region-b", "region-c"].into_iter().enumerate() {
+        let (client, _) = join_in_region(&a, &format!("user{i}"), &link, region).await;
+        clients.push(client);
+    }
+    // Everyone knows everyone: each node holds the other legs' participants.
+    let ids: Vec<String> = clients
+        .iter()
+        .map(|c| c.participant_id().to_owned())
+        .collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    for (j, c) in clients.iter_mut().enumerate() {
+        loop {
+            while c.try_next_event().is_some() {}
+            let known = c.participants();
+            if ids
+                .iter()
+                .enumerate()
+                .all(|(i, id)| i == j || known.contains(id))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "user{j} knows only {known:?} of {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Everyone leaves, the legs' participants first: the home's call ends with its last.
+    for c in clients.iter().rev() {
+        c.leave().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(15);
+    while events_of(&got.lock().unwrap(), "call.ended").is_empty() {
+        assert!(
+            Instant::now() < until,
+            "no call.ended: {:#?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Copies, if any were sent, would come within the same second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = got.lock().unwrap().clone();
+    let users = |t: &str| {
+        let mut u: Vec<String> = events_of(&events, t)
+            .iter()
+            .map(|e| e["data"]["user"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        u.sort_unstable();
+        u
+    };
+    assert_eq!(events_of(&events, "call.started").len(), 1, "{events:#?}");
+    assert_eq!(events_of(&events, "call.ended").len(), 1, "{events:#?}");
+    assert_eq!(users("participant.joined"), ["user0", "user1", "user2"]);
+    assert_eq!(users("participant.left"), ["user0", "user1", "user2"]);
+    let at = |e: &serde_json::Value| e["timestamp"].as_str().unwrap().to_owned();
+    let ended = at(events_of(&events, "call.ended")[0]);
+    assert!(
+        events_of(&events, "participant.left")
+            .iter()
+            .all(|l| at(l) <= ended),
+        "the call ended before its last participant left: {events:#?}"
+    );
+    drop(clients);
+    stop_all(vec![a, b, c]).await;
+    server.abort();
+}
