@@ -42,7 +42,36 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) {
-        self.handle_packet(now, Protocol::Udp, source, destination, bytes);
+        self.handle_packet(now, Protocol::Udp, source, destination, bytes, true);
+    }
+
+    /// [`Sfu::handle_datagram`] for one datagram of a batch the IO layer read at once
+    /// (`recvmmsg`): the same checks and counters, and the sender's `Rtc` handles it at once,
+    /// but the sessions its packet was copied into are driven later, by [`Sfu::drive_pending`], once
+    /// for every copy they got since. A subscriber that got copies of five packets of a batch
+    /// is driven once, not five times: str0m's timer and poll housekeeping per drive is paid
+    /// per batch. Call [`Sfu::drive_pending`] at the end of the batch (or sooner, when
+    /// [`Sfu::pending_drives`] grows large, to bound the wait of the first copies); nothing
+    /// of those copies comes out of [`Sfu::poll_transmit`] before.
+    pub fn handle_datagram_deferred(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.handle_packet(now, Protocol::Udp, source, destination, bytes, false);
+    }
+
+    /// Drives every session with pending input (the copies [`Sfu::handle_datagram_deferred`]
+    /// handed them, feedback to send): each once, until it has nothing due at `now`.
+    pub fn drive_pending(&mut self, now: Instant) {
+        self.flush(now);
+    }
+
+    /// Sessions waiting for [`Sfu::drive_pending`].
+    pub fn pending_drives(&self) -> usize {
+        self.dirty.len()
     }
 
     /// One RFC 4571 frame (its 2-byte length prefix already removed) received at `now` on a
@@ -60,7 +89,7 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) {
-        self.handle_packet(now, Protocol::Tcp, source, destination, bytes);
+        self.handle_packet(now, Protocol::Tcp, source, destination, bytes, true);
     }
 
     fn handle_packet(
@@ -70,6 +99,7 @@ impl Sfu {
         source: SocketAddr,
         destination: SocketAddr,
         bytes: &[u8],
+        drive: bool,
     ) {
         let source = canonical(source);
         self.stats.datagrams_received += 1;
@@ -181,7 +211,9 @@ impl Sfu {
         }
         // Only the packet of this datagram may claim the place.
         self.new_ssrc = None;
-        self.flush(now);
+        if drive {
+            self.flush(now);
+        }
     }
 
     /// Remote addresses learned from authenticated STUN, over all participants (UDP and TCP).

@@ -42,6 +42,11 @@ const BUF: usize = 16 * 1024;
 const COMMAND_BUDGET: usize = 64;
 /// Receive batches per loop turn before commands and timers get a look.
 const RECV_BUDGET: usize = 16;
+/// Sessions with copies waiting (see `Sfu::handle_datagram_deferred`) that make the worker
+/// drive them before the end of a receive batch: a bound on how long the first copies of a
+/// batch wait for the rest (each drive is a few µs), while a subscriber that gets several
+/// packets of one batch (a video frame, one room's talkers) is still driven once for them.
+const DRIVE_AT: usize = 64;
 /// ICE-TCP frames per loop turn.
 const TCP_BUDGET: usize = 64;
 
@@ -420,17 +425,23 @@ impl Worker {
                 let now = Instant::now();
                 self.datagram(now, m.addr, &buf[off..end]);
                 off = end;
-                // Copies leave as soon as a full sendmmsg's worth is waiting, not at the end of
-                // the batch: the first datagrams' copies do not wait for the whole batch's
-                // fan-out (at a fan-out of 29, a batch of 32 is ~900 copies, ~7 ms of work).
+                // Copies leave as soon as enough sessions wait and a full sendmmsg's worth is
+                // out, not at the end of the batch: the first datagrams' copies do not wait
+                // for the whole batch's fan-out (at a fan-out of 29, a batch of 32 is ~900
+                // copies, ~7 ms of work).
+                if self.sfu.pending_drives() >= DRIVE_AT {
+                    self.sfu.drive_pending(Instant::now());
+                }
                 self.queue_transmits().await;
                 if self.pending.unsent().len() >= callrelay_udp::MAX_ENTRIES {
                     self.send_pending().await;
                 }
             }
         }
-        // Work per burst: the whole batch is in the core; what it has to send for all of it
-        // (the fan-out of every packet to every subscriber) leaves together.
+        // Work per burst: the whole batch is in the core; each session it copied packets
+        // into is driven once for all of them, and what it has to send for all of it (the
+        // fan-out of every packet to every subscriber) leaves together.
+        self.sfu.drive_pending(Instant::now());
         self.flush().await;
         true
     }
@@ -448,13 +459,16 @@ impl Worker {
         self.queue_transmits().await;
     }
 
-    /// Feeds one datagram to the core; its output waits for [`Worker::flush`].
+    /// Feeds one datagram of a receive batch to the core; the sessions it copies media into
+    /// wait for `Sfu::drive_pending`, their output for [`Worker::flush`].
     fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         tracing::trace!(worker = self.index, len = bytes.len(), "datagram");
         // Sent to the candidate of the source's family (a dual-stack socket serves an IPv4 and
         // an IPv6 one); the core unmaps an IPv4-mapped source itself.
         let destination = self.sfu.config().local_addr_for(source);
-        self.sfu.handle_datagram(now, source, destination, bytes);
+        // Driven at the end of the batch (or sooner, see `DRIVE_AT`).
+        self.sfu
+            .handle_datagram_deferred(now, source, destination, bytes);
     }
 
     /// Sends every pending datagram and dispatches every event. What the core has queued (after

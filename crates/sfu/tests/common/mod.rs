@@ -119,6 +119,10 @@ pub struct World {
     pub udp_blocked: Vec<SocketAddr>,
     /// Frames the relay sent over ICE-TCP, counted (also in `sfu_transmits`).
     pub sfu_tcp_transmits: usize,
+    /// When set, the datagrams that reach the relay at one instant are one receive batch, as
+    /// the media worker feeds a `recvmmsg` batch: each through
+    /// [`Sfu::handle_datagram_deferred`], then one [`Sfu::drive_pending`].
+    pub batch: bool,
 }
 
 impl World {
@@ -150,6 +154,7 @@ impl World {
             tcp_only: Vec::new(),
             udp_blocked: Vec::new(),
             sfu_tcp_transmits: 0,
+            batch: false,
             jitter: Duration::ZERO,
             publish_only: Vec::new(),
         }
@@ -371,6 +376,10 @@ impl World {
             // every datagram.
             self.drain();
         }
+        if self.batch {
+            self.sfu.drive_pending(now);
+            self.drain();
+        }
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
             self.sfu.handle_timeout(now);
         }
@@ -403,6 +412,10 @@ impl World {
     fn deliver(&mut self, p: InFlight) {
         if p.destination == SFU_ADDR {
             match p.proto {
+                Protocol::Udp if self.batch => {
+                    self.sfu
+                        .handle_datagram_deferred(p.at, p.source, p.destination, &p.contents)
+                }
                 Protocol::Udp => {
                     self.sfu
                         .handle_datagram(p.at, p.source, p.destination, &p.contents)
