@@ -298,6 +298,7 @@ impl Sfu {
                 sub.last_out = Some((out_seq, out_ts, now));
             }
             self.stats.rtp_forwarded += 1;
+            self.undriven_copies += 1;
             s.tx_rate.add(now, payload_len + PACKET_OVERHEAD);
             match track.kind {
                 TrackKind::Audio => {

@@ -120,6 +120,9 @@ pub struct Sfu {
     subs: Subscriptions,
     /// Participants whose `Rtc` has pending input to process (forwarded packets, feedback).
     dirty: Vec<Slot>,
+    /// Copies handed to subscribers' `Rtc`s since they were last driven (see
+    /// [`Sfu::undriven_copies`]).
+    undriven_copies: usize,
     /// Participants that may need an SDP offer from the relay.
     to_negotiate: Vec<Slot>,
     /// Rooms where a viewer's line lost its track: bound again at the next flush.
@@ -158,6 +161,7 @@ impl Sfu {
             tracks: HashMap::new(),
             subs: Subscriptions::new(),
             dirty: Vec::new(),
+            undriven_copies: 0,
             to_negotiate: Vec::new(),
             rebind: Vec::new(),
             timers: Timers::new(),

@@ -51,7 +51,7 @@ impl Sfu {
     /// for every copy they got since. A subscriber that got copies of five packets of a batch
     /// is driven once, not five times: str0m's timer and poll housekeeping per drive is paid
     /// per batch. Call [`Sfu::drive_pending`] at the end of the batch (or sooner, when
-    /// [`Sfu::pending_drives`] grows large, to bound the wait of the first copies); nothing
+    /// [`Sfu::undriven_copies`] grows large, to bound the wait of the first copies); nothing
     /// of those copies comes out of [`Sfu::poll_transmit`] before.
     pub fn handle_datagram_deferred(
         &mut self,
@@ -72,6 +72,12 @@ impl Sfu {
     /// Sessions waiting for [`Sfu::drive_pending`].
     pub fn pending_drives(&self) -> usize {
         self.dirty.len()
+    }
+
+    /// Forwarded copies waiting for [`Sfu::drive_pending`]: what the first of them waits for
+    /// grows with this (the rest of the batch's input, then every copy's encryption).
+    pub fn undriven_copies(&self) -> usize {
+        self.undriven_copies
     }
 
     /// One RFC 4571 frame (its 2-byte length prefix already removed) received at `now` on a

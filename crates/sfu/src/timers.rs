@@ -184,6 +184,7 @@ impl Sfu {
     /// Drives every `Rtc` with pending work until it has nothing due, sends pending offers,
     /// and cleans the top of the deadline heap. Ends every call that changes anything.
     pub(crate) fn flush(&mut self, now: Instant) {
+        self.undriven_copies = 0;
         loop {
             if let Some(slot) = self.dirty.pop() {
                 // Skipped when driven since it was marked (by `handle_timeout`).
