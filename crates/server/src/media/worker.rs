@@ -417,14 +417,17 @@ impl Worker {
                 }
             }
         };
+        // When the batch left the kernel: every datagram of it arrived by then, and what its
+        // copies wait for from there (the datagrams before it in the batch included) counts
+        // in `callrelay_forward_latency_seconds`. Read once per batch, not per datagram: a
+        // datagram's own processing start would hide the wait behind those before it.
+        let read_at = Instant::now();
         for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
             let stride = m.stride.max(1);
             let mut off = 0;
             while off < m.len {
                 let end = (off + stride).min(m.len);
-                // Receive time of this datagram, passed into the core (not a later `now`).
-                let now = Instant::now();
-                self.datagram(now, m.addr, &buf[off..end]);
+                self.datagram(read_at, m.addr, &buf[off..end]);
                 off = end;
                 // Copies leave as soon as enough of them wait and a full sendmmsg's worth is
                 // out, not at the end of the batch: the first datagrams' copies do not wait
