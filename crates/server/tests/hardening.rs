@@ -112,6 +112,43 @@ async fn healthz_on(conn: &mut TcpStream) {
     assert_eq!(status, 200, "{text}");
 }
 
+/// One keep-alive `GET /healthz` on `conn`; an error if the connection was reset or closed
+/// before a full answer, or the answer is not 200.
+async fn try_healthz_on(conn: &mut TcpStream) -> Result<(), String> {
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    return Ok(());
+                }
+            }
+            match conn.read(&mut buf).await {
+                Ok(0) => return Err("closed".to_owned()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no answer".to_owned())??;
+    if got.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&got).into_owned())
+    }
+}
+
 /// Waits until only the scrape itself is open on the relay's HTTP port. A scrape may itself be
 /// refused while the relay has not yet seen the test's last connections close (they count
 /// against the per-address cap until it does): that is retried too.
@@ -263,12 +300,24 @@ async fn a_body_that_never_ends_gets_408_and_the_connection_closes() {
 async fn connections_over_the_per_address_cap_are_closed_at_accept() {
     let relay = Relay::start(&[("CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "3")], &[]);
     wait_connections_settle(&relay).await;
-    // Three keep-alive connections are served and stay open.
+    // Three keep-alive connections are served and stay open. The settling scrape's own
+    // connection counts against the cap until the relay has seen it close: a connection that
+    // comes before that is refused at accept (reset or closed), and is tried again.
     let mut held = Vec::new();
-    for _ in 0..3 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while held.len() < 3 {
         let mut c = connect(&relay).await;
-        healthz_on(&mut c).await;
-        held.push(c);
+        match try_healthz_on(&mut c).await {
+            Ok(()) => held.push(c),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "connection {} of 3 never served: {e}",
+                    held.len() + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
     // The fourth is closed without an answer.
     let mut fourth = connect(&relay).await;
