@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 #[path = "support/relay.rs"]
 mod support;
+#[path = "support/webhooks.rs"]
+mod webhooks;
 use support::{audio_only, create_link, send, token, Relay};
 
 const LEASE: &str = "2s";
@@ -1760,49 +1762,6 @@ async fn the_room_cap_counts_every_leg_of_a_call() {
     stop_all(vec![a, b, c]).await;
 }
 
-const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// An endpoint that keeps every webhook event whose signature checks out.
-async fn webhook_endpoint() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    use axum::http::{HeaderMap, StatusCode};
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = got.clone();
-    let key = callrelay_server::webhooks::decode_secret(WEBHOOK_SECRET).unwrap();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let (keep, key) = (keep.clone(), key.clone());
-            async move {
-                let h = |n: &str| headers[n].to_str().unwrap().to_owned();
-                let ts: i64 = h("webhook-timestamp").parse().unwrap();
-                let expected = callrelay_server::webhooks::sign(&key, &h("webhook-id"), ts, &body);
-                if h("webhook-signature") != expected {
-                    return StatusCode::UNAUTHORIZED;
-                }
-                keep.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&body).unwrap());
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, got, task)
-}
-
-/// The events of type `t` in `events`.
-fn events_of<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
-}
-
 /// A call across three nodes, every node posting webhooks to one endpoint, is told once: one
 /// `call.started` and one `call.ended` (the home's), one `participant.joined` and one
 /// `participant.left` per participant (each from the node that serves it), never a copy from a
@@ -1811,14 +1770,14 @@ fn events_of<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json
 async fn a_call_across_nodes_is_told_once_through_webhooks() {
     let Some(admin) = admin_url() else { return };
     let (db, _, _) = fresh_database(&admin).await;
-    let (url, got, server) = webhook_endpoint().await;
+    let (url, got, server) = webhooks::endpoint().await;
     let certs = tempfile::tempdir().unwrap();
     let (a, b, c) = trunked_nodes_with(
         &db,
         certs.path(),
         &[
             ("CALLRELAY_WEBHOOKS_URLS", &url),
-            ("CALLRELAY_WEBHOOKS_SECRET", WEBHOOK_SECRET),
+            ("CALLRELAY_WEBHOOKS_SECRET", webhooks::SECRET),
             ("CALLRELAY_WEBHOOKS_RETRY_MIN", "200ms"),
         ],
     )
@@ -1860,7 +1819,7 @@ async fn a_call_across_nodes_is_told_once_through_webhooks() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let until = Instant::now() + Duration::from_secs(15);
-    while events_of(&got.lock().unwrap(), "call.ended").is_empty() {
+    while webhooks::of_type(&got.lock().unwrap(), "call.ended").is_empty() {
         assert!(
             Instant::now() < until,
             "no call.ended: {:#?}",
@@ -1872,21 +1831,29 @@ async fn a_call_across_nodes_is_told_once_through_webhooks() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let events = got.lock().unwrap().clone();
     let users = |t: &str| {
-        let mut u: Vec<String> = events_of(&events, t)
+        let mut u: Vec<String> = webhooks::of_type(&events, t)
             .iter()
             .map(|e| e["data"]["user"].as_str().unwrap_or_default().to_owned())
             .collect();
         u.sort_unstable();
         u
     };
-    assert_eq!(events_of(&events, "call.started").len(), 1, "{events:#?}");
-    assert_eq!(events_of(&events, "call.ended").len(), 1, "{events:#?}");
+    assert_eq!(
+        webhooks::of_type(&events, "call.started").len(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(
+        webhooks::of_type(&events, "call.ended").len(),
+        1,
+        "{events:#?}"
+    );
     assert_eq!(users("participant.joined"), ["user0", "user1", "user2"]);
     assert_eq!(users("participant.left"), ["user0", "user1", "user2"]);
     let at = |e: &serde_json::Value| e["timestamp"].as_str().unwrap().to_owned();
-    let ended = at(events_of(&events, "call.ended")[0]);
+    let ended = at(webhooks::of_type(&events, "call.ended")[0]);
     assert!(
-        events_of(&events, "participant.left")
+        webhooks::of_type(&events, "participant.left")
             .iter()
             .all(|l| at(l) <= ended),
         "the call ended before its last participant left: {events:#?}"

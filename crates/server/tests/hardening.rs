@@ -69,6 +69,14 @@ async fn closed_within(conn: &mut TcpStream, within: Duration) -> Vec<u8> {
 
 /// Reads one HTTP/1.1 response (head and a `content-length` body) from `conn`.
 async fn read_response(conn: &mut TcpStream) -> (u16, String) {
+    try_read_response(conn)
+        .await
+        .unwrap_or_else(|e| panic!("no response: {e}"))
+}
+
+/// [`read_response`], or why there was none: the connection was reset or closed first, or
+/// nothing came within [`PATIENCE`].
+async fn try_read_response(conn: &mut TcpStream) -> Result<(u16, String), String> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     tokio::time::timeout(PATIENCE, async {
@@ -80,23 +88,26 @@ async fn read_response(conn: &mut TcpStream) -> (u16, String) {
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .map_or(0, |v| v.trim().parse().unwrap());
                 if got.len() >= end + 4 + len {
-                    break;
+                    return Ok(());
                 }
             }
-            let n = conn.read(&mut buf).await.unwrap();
-            assert!(
-                n > 0,
-                "closed mid-response: {:?}",
-                String::from_utf8_lossy(&got)
-            );
-            got.extend_from_slice(&buf[..n]);
+            match conn.read(&mut buf).await {
+                Ok(0) => {
+                    return Err(format!(
+                        "closed mid-response: {:?}",
+                        String::from_utf8_lossy(&got)
+                    ))
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
         }
     })
     .await
-    .expect("a response");
+    .map_err(|_| format!("nothing within {PATIENCE:?}"))??;
     let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text[9..12].parse().unwrap();
-    (status, text)
+    let status = text[9..12].parse().map_err(|_| text.clone())?;
+    Ok((status, text))
 }
 
 async fn connect(relay: &Relay) -> TcpStream {
@@ -118,34 +129,9 @@ async fn try_healthz_on(conn: &mut TcpStream) -> Result<(), String> {
     conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
         .await
         .map_err(|e| e.to_string())?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if got.len() >= end + 4 + len {
-                    return Ok(());
-                }
-            }
-            match conn.read(&mut buf).await {
-                Ok(0) => return Err("closed".to_owned()),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .map_err(|_| "no answer".to_owned())??;
-    if got.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&got).into_owned())
+    match try_read_response(conn).await? {
+        (200, _) => Ok(()),
+        (_, text) => Err(text),
     }
 }
 

@@ -69,11 +69,6 @@ impl Sfu {
         self.flush(now);
     }
 
-    /// Sessions waiting for [`Sfu::drive_pending`].
-    pub fn pending_drives(&self) -> usize {
-        self.dirty.len()
-    }
-
     /// Forwarded copies waiting for [`Sfu::drive_pending`]: what the first of them waits for
     /// grows with this (the rest of the batch's input, then every copy's encryption).
     pub fn undriven_copies(&self) -> usize {

@@ -2,53 +2,17 @@
 //! its reason (plus `participant.removed` / `participant.blocked` when the creator acted), and
 //! `call.ended`, each signed, naming the link by its digest only.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
 use callrelay_client::ClientConfig;
 use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::Relay;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// An endpoint that keeps every event whose signature checks out.
-async fn endpoint() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let keep = got.clone();
-    let key = callrelay_server::webhooks::decode_secret(SECRET).unwrap();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let keep = keep.clone();
-            let key = key.clone();
-            async move {
-                let h = |n: &str| headers[n].to_str().unwrap().to_owned();
-                let ts: i64 = h("webhook-timestamp").parse().unwrap();
-                let expected = callrelay_server::webhooks::sign(&key, &h("webhook-id"), ts, &body);
-                if h("webhook-signature") != expected {
-                    return StatusCode::UNAUTHORIZED;
-                }
-                keep.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&body).unwrap());
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, got, task)
-}
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
-}
+#[path = "../support/webhooks.rs"]
+mod webhooks;
+use webhooks::{endpoint, of_type, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_told_from_start_to_end_with_reasons() {
