@@ -519,10 +519,25 @@ struct Session {
 /// Numbers the sessions of this process.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// The receive buffer asked for on a session's UDP socket (the kernel caps it at
+/// `net.core.rmem_max`). The default (~208 KiB) holds fewer than 100 full-size datagrams; a load
+/// generator running hundreds of sessions on one core can leave a socket unread longer than
+/// that at a 2.5 Mbit/s layer, and the kernel then drops what the relay forwarded.
+pub const SOCKET_RECV_BUFFER: usize = 1 << 20;
+
+/// A UDP socket for a session's media on `ip`, any port, with [`SOCKET_RECV_BUFFER`].
+async fn bind_media(ip: IpAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(SOCKET_RECV_BUFFER) {
+        tracing::debug!(error = %e, "client socket: receive buffer not enlarged");
+    }
+    Ok(socket)
+}
+
 impl Session {
     /// An `Rtc` (RTP mode, one host candidate) and its UDP socket.
     async fn new(config: &ClientConfig) -> Result<Session, ClientError> {
-        let socket = UdpSocket::bind(SocketAddr::new(config.local_ip, 0)).await?;
+        let socket = bind_media(config.local_ip).await?;
         let local_addr = socket.local_addr()?;
         let start = Instant::now();
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
@@ -1633,7 +1648,7 @@ impl Driver {
                 "no signaling to restart ICE over".into(),
             ));
         }
-        let socket = UdpSocket::bind(SocketAddr::new(self.local_addr.ip(), 0)).await?;
+        let socket = bind_media(self.local_addr.ip()).await?;
         let addr = socket.local_addr()?;
         let mut api = self.rtc.sdp_api();
         api.ice_restart(false);
