@@ -79,6 +79,11 @@ struct Cli {
     /// Keyframe period.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     keyframe_interval: Duration,
+    /// Pace each publisher's video at this multiple of its bitrate in 5 ms bursts, as a
+    /// browser's pacer does (WebRTC's default is 2.5); 0 sends each frame, keyframes included,
+    /// as one burst.
+    #[arg(long, default_value_t = callrelay_loadgen::traffic::DEFAULT_PACE)]
+    pace: f64,
     /// How long traffic flows once every join has started (at most 10m).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -214,6 +219,7 @@ fn main() -> ExitCode {
             fps: cli.fps,
             keyframe_interval: cli.keyframe_interval,
             screen_kbps: cli.screen_kbps,
+            pace: cli.pace,
         },
         duration: cli.duration,
         join_rate: cli.join_rate,

@@ -268,6 +268,10 @@ pub struct RunConfig {
     /// The first publisher of each room shared a screen at this many kbit/s (0: none).
     #[serde(default)]
     pub screen_kbps: u32,
+    /// Video was paced at this multiple of its bitrate (`--pace`; 0: each frame as one burst,
+    /// as every run before 2026-12-07 did).
+    #[serde(default)]
+    pub pace: f64,
 }
 
 /// Who joined.
@@ -675,8 +679,15 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "target {}  rooms {}  publishers/room {}  subscribers/room {}  audio {}  video layers {}  duration {}s  seed {}",
-            c.target, c.rooms, c.publishers, c.subscribers, c.audio, c.video_layers, c.duration_s, c.seed
+            "target {}  rooms {}  publishers/room {}  subscribers/room {}  audio {}  video layers {}  duration {}s  seed {}{}",
+            c.target, c.rooms, c.publishers, c.subscribers, c.audio, c.video_layers, c.duration_s, c.seed,
+            if c.video_layers > 0 && c.pace > 0.0 {
+                format!("  video paced at {}×", c.pace)
+            } else if c.video_layers > 0 {
+                "  video unpaced".to_owned()
+            } else {
+                String::new()
+            }
         );
         let p = &self.participants;
         let _ = writeln!(

@@ -612,6 +612,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         subscribe_layer: opts.subscribe_layer.rid().unwrap_or("l").to_owned(),
         decrypt_sample: opts.decrypt_sample,
         screen_kbps: opts.traffic.screen_kbps,
+        pace: opts.traffic.pace,
     };
     // CPU from /proc: per pid, and their sum when every pid was read both times.
     let pid_cpu: Vec<Option<f64>> = relay_cpu_before

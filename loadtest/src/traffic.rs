@@ -1,8 +1,14 @@
 //! What a synthetic participant sends and when: Opus-like audio (50 packets/s, 100–160 B) and
 //! simulcast video layers at a fixed frame rate, each frame packetized into payloads of at most
-//! [`MAX_PAYLOAD`] bytes, with a keyframe burst every keyframe interval or on request. Sizes and
+//! [`MAX_PAYLOAD`] bytes, with a keyframe every keyframe interval or on request. Sizes and
 //! phases come from a seeded RNG, so a run replays.
+//!
+//! Video leaves through a pacer, as it does from a browser: WebRTC's pacer sends at a multiple
+//! (2.5 by default) of the target bitrate in bursts every 5 ms, so a keyframe five times a frame's
+//! size is spread over tens of milliseconds instead of leaving as one burst. Audio is not paced.
+//! [`TrafficConfig::pace`] 0 turns the pacer off (every frame leaves at once).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -24,6 +30,12 @@ const KEYFRAME_FACTOR: f64 = 5.0;
 /// At most this many late frames of one kind are sent at once after a stall (the rest dropped,
 /// as an encoder would skip them).
 const MAX_CATCH_UP: u32 = 3;
+/// The pacer's period: it wakes at most this often and sends what is due (WebRTC's 5 ms).
+pub const PACE_TICK_NS: u64 = 5_000_000;
+/// Bytes a packet costs on the wire beyond its payload (RTP, SRTP tag, UDP, IP), for pacing.
+const PACE_OVERHEAD: usize = 60;
+/// WebRTC's default pacing factor: video leaves at up to 2.5× the target bitrate.
+pub const DEFAULT_PACE: f64 = 2.5;
 
 /// What each participant publishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +53,9 @@ pub struct TrafficConfig {
     /// A shared screen as a second video track, kbit/s (0: none), at [`SCREEN_FPS`]; its
     /// keyframes come with the camera's period.
     pub screen_kbps: u32,
+    /// Video is paced at this multiple of its total bitrate, in bursts every
+    /// [`PACE_TICK_NS`]; 0 sends each frame at once.
+    pub pace: f64,
 }
 
 impl Default for TrafficConfig {
@@ -52,6 +67,7 @@ impl Default for TrafficConfig {
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             screen_kbps: 0,
+            pace: DEFAULT_PACE,
         }
     }
 }
@@ -130,6 +146,19 @@ pub struct Schedule {
     next_screen_keyframe_ns: u64,
     screen_keyframe_requested: bool,
     seqs: [u32; 5],
+    /// Video waiting for the pacer, oldest first.
+    paced: VecDeque<Packet>,
+    /// When the head of `paced` may leave (its slot at the pacing rate).
+    pace_slot_ns: u64,
+    /// When the pacer wakes next while `paced` is not empty.
+    pace_wake_ns: u64,
+    /// Nanoseconds of pacing per wire byte (0: no pacing).
+    pace_ns_per_byte: f64,
+    /// Scratch for the frames of one poll.
+    frames: Vec<(u64, Packet)>,
+    /// Until the first periodic keyframe: how long after it the second comes (a random phase
+    /// within one period, so that the period is not the same for every publisher).
+    keyframe_phase_ns: Option<u64>,
 }
 
 impl Schedule {
@@ -140,7 +169,24 @@ impl Schedule {
         let next_audio_ns = start_ns + rng.gen_range(0..AUDIO_INTERVAL_NS);
         let next_frame_ns = start_ns + rng.gen_range(0..frame_interval_ns);
         let next_screen_ns = start_ns + rng.gen_range(0..SCREEN_INTERVAL_NS);
+        let period = (config.keyframe_interval.as_nanos() as u64).max(1);
+        let keyframe_phase_ns = Some(rng.gen_range(0..period).max(frame_interval_ns));
+        let video_kbps: u32 = config.layer_kbps[..config.layers().len()]
+            .iter()
+            .sum::<u32>()
+            + config.screen_kbps;
+        let pace_ns_per_byte = if config.pace > 0.0 && video_kbps > 0 {
+            8.0 * 1e9 / (config.pace * f64::from(video_kbps) * 1000.0)
+        } else {
+            0.0
+        };
         Schedule {
+            paced: VecDeque::new(),
+            pace_slot_ns: 0,
+            pace_wake_ns: 0,
+            pace_ns_per_byte,
+            frames: Vec::new(),
+            keyframe_phase_ns,
             next_screen_ns,
             next_screen_keyframe_ns: next_screen_ns,
             screen_keyframe_requested: false,
@@ -169,7 +215,15 @@ impl Schedule {
         if self.config.screen_kbps > 0 {
             t = t.min(self.next_screen_ns);
         }
+        if !self.paced.is_empty() {
+            t = t.min(self.pace_wake_ns);
+        }
         t
+    }
+
+    /// Video packets waiting for the pacer.
+    pub fn paced_len(&self) -> usize {
+        self.paced.len()
     }
 
     /// A receiver asked for a keyframe of the screen: its next frame is one.
@@ -188,6 +242,41 @@ impl Schedule {
 
     /// Appends to `out` every packet due at `now_ns`.
     pub fn poll(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
+        let mut frames = std::mem::take(&mut self.frames);
+        self.poll_unpaced(now_ns, out, &mut frames);
+        if self.pace_ns_per_byte > 0.0 {
+            // Video frames go to the pacer's queue, each from its own due time.
+            for (at, p) in frames.drain(..) {
+                if self.paced.is_empty() {
+                    self.pace_slot_ns = self.pace_slot_ns.max(at);
+                }
+                self.paced.push_back(p);
+            }
+            self.drain_paced(now_ns, out);
+        } else {
+            out.extend(frames.drain(..).map(|(_, p)| p));
+        }
+        self.frames = frames;
+    }
+
+    /// Sends what the pacer has let through by `now_ns`, and sets when it wakes next: at the
+    /// head's slot, but no sooner than one tick from now.
+    fn drain_paced(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
+        while self.pace_slot_ns <= now_ns {
+            let Some(p) = self.paced.pop_front() else {
+                break;
+            };
+            let wire = p.len + VP8_PREFIX + PACE_OVERHEAD;
+            self.pace_slot_ns += (wire as f64 * self.pace_ns_per_byte) as u64;
+            out.push(p);
+        }
+        if !self.paced.is_empty() {
+            self.pace_wake_ns = self.pace_slot_ns.max(now_ns + PACE_TICK_NS);
+        }
+    }
+
+    /// Audio due at `now_ns` into `out`; video frames due, with their due times, into `video`.
+    fn poll_unpaced(&mut self, now_ns: u64, out: &mut Vec<Packet>, video: &mut Vec<(u64, Packet)>) {
         if self.config.screen_kbps > 0 {
             let mut n = 0;
             while self.next_screen_ns <= now_ns {
@@ -201,7 +290,8 @@ impl Schedule {
                     self.screen_keyframe_requested = false;
                     let mean =
                         f64::from(self.config.screen_kbps) * 1000.0 / 8.0 / f64::from(SCREEN_FPS);
-                    self.frame_of(Stream::Screen, mean, key, out);
+                    let at = self.next_screen_ns;
+                    self.frame_of(Stream::Screen, mean, key, at, video);
                 }
                 n += 1;
                 self.next_screen_ns += SCREEN_INTERVAL_NS;
@@ -227,13 +317,20 @@ impl Schedule {
             if n < MAX_CATCH_UP {
                 let periodic = self.next_frame_ns >= self.next_keyframe_ns;
                 if periodic {
-                    self.next_keyframe_ns =
-                        self.next_frame_ns + self.config.keyframe_interval.as_nanos() as u64;
+                    // After the first keyframe, the period starts at a random phase: publishers
+                    // that joined together must not send their keyframes together forever.
+                    let period = self.config.keyframe_interval.as_nanos() as u64;
+                    let wait = match self.keyframe_phase_ns.take() {
+                        Some(phase) => phase,
+                        None => period,
+                    };
+                    self.next_keyframe_ns = self.next_frame_ns + wait;
                 }
                 for (i, &layer) in layers.iter().enumerate() {
                     let key = periodic || self.keyframe_requested[i];
                     self.keyframe_requested[i] = false;
-                    self.frame(i, layer, key, out);
+                    let at = self.next_frame_ns;
+                    self.frame(i, layer, key, at, video);
                 }
             }
             n += 1;
@@ -241,14 +338,22 @@ impl Schedule {
         }
     }
 
-    fn frame(&mut self, i: usize, layer: Stream, key: bool, out: &mut Vec<Packet>) {
+    fn frame(&mut self, i: usize, layer: Stream, key: bool, at: u64, out: &mut Vec<(u64, Packet)>) {
         let mean =
             f64::from(self.config.layer_kbps[i]) * 1000.0 / 8.0 / f64::from(self.config.fps.max(1));
-        self.frame_of(layer, mean, key, out);
+        self.frame_of(layer, mean, key, at, out);
     }
 
-    /// One frame of `mean` bytes on average (five times that for a keyframe), packetized.
-    fn frame_of(&mut self, layer: Stream, mean: f64, key: bool, out: &mut Vec<Packet>) {
+    /// One frame of `mean` bytes on average (five times that for a keyframe), packetized, due at
+    /// `at`.
+    fn frame_of(
+        &mut self,
+        layer: Stream,
+        mean: f64,
+        key: bool,
+        at: u64,
+        out: &mut Vec<(u64, Packet)>,
+    ) {
         let size = if key {
             mean * self.rng.gen_range(0.8..1.2) * KEYFRAME_FACTOR
         } else {
@@ -259,7 +364,7 @@ impl Schedule {
         let count = size.div_ceil(per);
         let each = size.div_ceil(count).max(HEADER_LEN);
         for k in 0..count {
-            out.push(self.packet(layer, key, key && k == 0, each));
+            out.push((at, self.packet(layer, key, key && k == 0, each)));
         }
     }
 
@@ -341,12 +446,13 @@ mod tests {
                 Some(42)
             );
         }
-        // ~300 frames per layer in 10 s; keyframe starts every 2 s on each layer.
+        // ~300 frames per layer in 10 s; the first frame is a keyframe, then one every 2 s
+        // from a random phase: 5 or 6 in 10 s.
         let starts = p
             .iter()
             .filter(|x| x.stream == Stream::VideoH && x.header.keyframe_start())
             .count();
-        assert_eq!(starts, 5);
+        assert!((5..=6).contains(&starts), "{starts} keyframes");
         let h_bytes: usize = p
             .iter()
             .filter(|x| x.stream == Stream::VideoH)
@@ -393,12 +499,182 @@ mod tests {
         s.request_keyframe(Some(Stream::VideoM));
         let t = s.next_due_ns().max(s.next_frame_ns);
         s.poll(t, &mut out);
+        // The pacer lets the frame out within a few ticks.
+        while s.paced_len() > 0 {
+            let t = s.next_due_ns();
+            s.poll(t, &mut out);
+        }
         assert!(out
             .iter()
             .any(|x| x.stream == Stream::VideoM && x.header.keyframe_start()));
         assert!(!out
             .iter()
             .any(|x| x.stream == Stream::VideoL && x.header.keyframe_start()));
+    }
+
+    /// Every packet of `secs` seconds with the time it left.
+    fn run_timed(config: TrafficConfig, secs: u64, seed: u64) -> Vec<(u64, Packet)> {
+        let mut s = Schedule::new(config, 7, seed, 0);
+        let mut out = Vec::new();
+        let mut timed = Vec::new();
+        let end = secs * 1_000_000_000;
+        let mut last = 0;
+        loop {
+            let t = s.next_due_ns();
+            if t > end {
+                break;
+            }
+            assert!(t >= last, "time went back");
+            last = t;
+            s.poll(t, &mut out);
+            timed.extend(out.drain(..).map(|p| (t, p)));
+        }
+        timed
+    }
+
+    /// The most video bytes (payload) that left within any `window_ns`.
+    fn densest(timed: &[(u64, Packet)], window_ns: u64) -> usize {
+        let video: Vec<_> = timed
+            .iter()
+            .filter(|(_, p)| p.stream != Stream::Audio)
+            .collect();
+        let mut best = 0;
+        let mut j = 0;
+        let mut sum = 0;
+        for i in 0..video.len() {
+            sum += video[i].1.len;
+            while video[i].0 - video[j].0 >= window_ns {
+                sum -= video[j].1.len;
+                j += 1;
+            }
+            best = best.max(sum);
+        }
+        best
+    }
+
+    #[test]
+    fn a_paced_keyframe_is_spread_at_the_pacing_rate() {
+        let config = TrafficConfig::default();
+        let paced = run_timed(config.clone(), 6, 5);
+        let unpaced = run_timed(
+            TrafficConfig {
+                pace: 0.0,
+                ..config.clone()
+            },
+            6,
+            5,
+        );
+        // Same packets either way, in the same order per stream.
+        assert_eq!(paced.len(), unpaced.len());
+        for st in [
+            Stream::VideoL,
+            Stream::VideoM,
+            Stream::VideoH,
+            Stream::Audio,
+        ] {
+            let a: Vec<u32> = paced
+                .iter()
+                .filter(|x| x.1.stream == st)
+                .map(|x| x.1.header.seq)
+                .collect();
+            let b: Vec<u32> = unpaced
+                .iter()
+                .filter(|x| x.1.stream == st)
+                .map(|x| x.1.header.seq)
+                .collect();
+            assert_eq!(a, b, "{st:?}");
+        }
+        // Unpaced, a keyframe (~52 kB of `h`) leaves in one go; paced at 2.5 × 3,150 kbit/s,
+        // 20 ms carry at most ~20 kB (one tick's burst of slack on top).
+        let rate_bytes_per_ms = 2.5 * 3_150.0 / 8.0;
+        let window = 20_000_000;
+        let limit = (rate_bytes_per_ms * 25.0) as usize + MAX_PAYLOAD;
+        assert!(
+            densest(&unpaced, window) > 40_000,
+            "{}",
+            densest(&unpaced, window)
+        );
+        assert!(
+            densest(&paced, window) <= limit,
+            "{} > {limit}",
+            densest(&paced, window)
+        );
+        // The keyframe of `h` took tens of milliseconds to leave, and nothing waited long.
+        let kf: Vec<u64> = paced
+            .iter()
+            .filter(|x| x.1.stream == Stream::VideoH && x.1.keyframe)
+            .map(|x| x.0)
+            .take_while({
+                let mut prev = None::<u64>;
+                move |t| {
+                    let ok = prev.is_none_or(|p| t - p < 30_000_000);
+                    prev = Some(*t);
+                    ok
+                }
+            })
+            .collect();
+        let spread = kf.last().unwrap() - kf.first().unwrap();
+        assert!(
+            (15_000_000..120_000_000).contains(&spread),
+            "keyframe over {spread} ns"
+        );
+        // Audio is not paced: every 20 ms, to the tick.
+        let audio: Vec<u64> = paced
+            .iter()
+            .filter(|x| x.1.stream == Stream::Audio)
+            .map(|x| x.0)
+            .collect();
+        assert!(audio.windows(2).all(|w| w[1] - w[0] == AUDIO_INTERVAL_NS));
+        // Wakeups stay bounded: the pacer adds at most one per tick.
+        let mut wakes: Vec<u64> = paced.iter().map(|x| x.0).collect();
+        wakes.dedup();
+        assert!(wakes.len() < 6 * (50 + 200 + 30), "{} wakeups", wakes.len());
+    }
+
+    #[test]
+    fn publishers_that_start_together_do_not_keyframe_together() {
+        // Eight publishers starting at the same instant: after the first keyframe, each keeps
+        // its own phase, 2 s apart (on the first frame due at or after that).
+        let mut seconds = Vec::new();
+        for sender in 0..8 {
+            let mut s = Schedule::new(
+                TrafficConfig {
+                    pace: 0.0,
+                    ..TrafficConfig::default()
+                },
+                sender,
+                1,
+                0,
+            );
+            let mut out = Vec::new();
+            let mut starts = Vec::new();
+            while s.next_due_ns() < 6_000_000_000 {
+                let t = s.next_due_ns();
+                s.poll(t, &mut out);
+                if out
+                    .iter()
+                    .any(|x| x.stream == Stream::VideoH && x.header.keyframe_start())
+                {
+                    starts.push(t);
+                }
+                out.clear();
+            }
+            assert!(starts.len() >= 3, "{starts:?}");
+            assert!(
+                starts
+                    .windows(2)
+                    .skip(1)
+                    .all(|w| (2_000_000_000..2_040_000_000).contains(&(w[1] - w[0]))),
+                "{starts:?}"
+            );
+            seconds.push(starts[1] / 100_000_000);
+        }
+        seconds.sort_unstable();
+        seconds.dedup();
+        assert!(
+            seconds.len() >= 5,
+            "second keyframes at {seconds:?} × 100 ms"
+        );
     }
 
     #[test]
