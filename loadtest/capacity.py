@@ -358,6 +358,9 @@ def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
     # put up to ~100 ms on a few packets then; the knee is about the load, not the joins),
     # the whole run's kept beside them.
     st = lg.get("steady") or {}
+    # Copies per session drive (callrelay only): str0m's housekeeping is paid per drive.
+    if st.get("relay_session_drives") and st.get("relay_forwarded"):
+        f["copies_per_drive"] = st["relay_forwarded"] / st["relay_session_drives"]
     for src, key in ((st.get("relay_forward_latency_ms"), "relay"),
                      (st.get("wire_latency_ms"), "wire")):
         if not src:

@@ -114,6 +114,11 @@ pub struct Span {
     pub relay_cpu: Option<f64>,
     /// Packets the relays forwarded (all kinds).
     pub relay_forwarded: Option<f64>,
+    /// Times the relays drove a participant's session (`callrelay_media_session_drives_total`):
+    /// `relay_forwarded` over it is the copies one drive sent, which bounds what str0m's
+    /// per-drive housekeeping costs per copy.
+    #[serde(default)]
+    pub relay_session_drives: Option<f64>,
     /// The relays' `callrelay_forward_latency_seconds` over the span (bucket deltas), ms;
     /// `None` for a target without it (Janus).
     #[serde(default)]
@@ -1288,6 +1293,7 @@ mod tests {
             received: 40_000,
             relay_cpu: Some(4.0),
             relay_forwarded: Some(20_000.0),
+            relay_session_drives: Some(5_000.0),
             relay_forward_latency_ms: Some(SpanLatency {
                 count: 20_000,
                 p50: Some(0.25),

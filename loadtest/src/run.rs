@@ -1483,6 +1483,7 @@ struct Mark {
     /// `process_cpu_seconds_total` (whole seconds).
     relay_cpu: Option<f64>,
     relay_forwarded: Option<f64>,
+    relay_drives: Option<f64>,
     /// The relays' `callrelay_forward_latency_seconds` buckets, added up over the nodes.
     relay_latency: Vec<(f64, f64)>,
 }
@@ -1502,6 +1503,7 @@ impl Mark {
                 .sum()
         };
         let mut forwarded = Some(0.0);
+        let mut drives = Some(0.0);
         let mut scraped_cpu = Some(0.0);
         let mut relay_latency = Vec::new();
         for u in &opts.metrics_urls {
@@ -1509,6 +1511,9 @@ impl Mark {
             let get = |name| s.as_ref().and_then(|s| s.sum(name));
             forwarded = forwarded
                 .zip(get("callrelay_packets_forwarded_total"))
+                .map(|(a, b)| a + b);
+            drives = drives
+                .zip(get("callrelay_media_session_drives_total"))
                 .map(|(a, b)| a + b);
             scraped_cpu = scraped_cpu
                 .zip(get("process_cpu_seconds_total"))
@@ -1527,6 +1532,7 @@ impl Mark {
             received,
             relay_cpu: pids.or(scraped_cpu.filter(|_| scraped)),
             relay_forwarded: forwarded.filter(|_| scraped),
+            relay_drives: drives.filter(|_| scraped),
             relay_latency,
         }
     }
@@ -1540,6 +1546,7 @@ impl Mark {
             received: self.received.saturating_sub(start.received),
             relay_cpu: d(self.relay_cpu, start.relay_cpu),
             relay_forwarded: d(self.relay_forwarded, start.relay_forwarded),
+            relay_session_drives: d(self.relay_drives, start.relay_drives),
             relay_forward_latency_ms: bucket_percentiles(&prom::bucket_delta(
                 &start.relay_latency,
                 &self.relay_latency,

@@ -630,6 +630,7 @@ struct WorkerFamilies {
     datagrams_dropped: IntCounterVec,
     datagrams_sent: IntCounter,
     send_syscalls: IntCounter,
+    session_drives: IntCounter,
     keyframe_requests: IntCounter,
     keyframe_requests_throttled: IntCounter,
     nacks: IntCounter,
@@ -667,6 +668,10 @@ impl WorkerFamilies {
                 "callrelay_media_send_syscalls_total",
                 "Send system calls made by the media workers (sendmmsg: many datagrams, many destinations each).",
             )?,
+            session_drives: IntCounter::new(
+                "callrelay_media_session_drives_total",
+                "Times the media workers drove a participant's WebRTC session (timers, then its output): with callrelay_packets_forwarded_total, the copies one drive sends.",
+            )?,
             keyframe_requests: IntCounter::new(
                 "callrelay_keyframe_requests_total",
                 "Keyframe requests (PLI/FIR) sent to publishers after throttling.",
@@ -683,7 +688,7 @@ impl WorkerFamilies {
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 11] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
             &self.packets_received,
             &self.bytes_received,
@@ -692,6 +697,7 @@ impl WorkerFamilies {
             &self.datagrams_dropped,
             &self.datagrams_sent,
             &self.send_syscalls,
+            &self.session_drives,
             &self.keyframe_requests,
             &self.keyframe_requests_throttled,
             &self.nacks,
@@ -744,6 +750,7 @@ impl WorkerFamilies {
         }
         set(self.datagrams_sent.clone(), c.sends.datagrams);
         set(self.send_syscalls.clone(), c.sends.syscalls);
+        set(self.session_drives.clone(), s.rtc_drives);
         set(self.keyframe_requests.clone(), s.keyframe_requests_relayed);
         set(
             self.keyframe_requests_throttled.clone(),
@@ -821,6 +828,7 @@ impl WorkerCounts {
         t.keyframe_requests_throttled += s.keyframe_requests_throttled;
         t.nacks_received += s.nacks_received;
         t.ice_restarts += s.ice_restarts;
+        t.rtc_drives += s.rtc_drives;
         self.sends.datagrams += o.sends.datagrams;
         self.sends.syscalls += o.sends.syscalls;
         self.send_failed += o.send_failed;
@@ -1181,12 +1189,14 @@ mod tests {
             a.sfu.dropped_runt = 1;
             a.sfu.dropped_malformed = 1;
             a.sends.syscalls = 4;
+            a.sfu.rtc_drives = 7;
         }
         {
             let mut b = b.lock().unwrap();
             b.sfu.audio_forwarded = 5;
             b.send_failed = 2;
             b.sends.syscalls = 6;
+            b.sfu.rtc_drives = 8;
         }
         let text = render(&registry);
         for line in [
@@ -1195,6 +1205,7 @@ mod tests {
             r#"callrelay_datagrams_dropped_total{reason="runt"} 2"#,
             r#"callrelay_datagrams_dropped_total{reason="send_failed"} 2"#,
             "callrelay_media_send_syscalls_total 10",
+            "callrelay_media_session_drives_total 15",
             "# TYPE callrelay_nacks_total counter",
         ] {
             assert!(text.contains(&format!("{line}\n")), "{line}\n{text}");

@@ -95,6 +95,7 @@ async fn sendmmsg_is_used_when_copies_go_to_many_destinations() {
 
     let datagrams_before = counter(&relay, "callrelay_media_datagrams_sent_total").await;
     let syscalls_before = counter(&relay, "callrelay_media_send_syscalls_total").await;
+    let drives_before = counter(&relay, "callrelay_media_session_drives_total").await;
     let received_before: Vec<usize> = subscribers
         .iter()
         .map(|s| s.received_intact(&from, TrackKind::Video, 1))
@@ -108,9 +109,15 @@ async fn sendmmsg_is_used_when_copies_go_to_many_destinations() {
     let datagrams =
         counter(&relay, "callrelay_media_datagrams_sent_total").await - datagrams_before;
     let syscalls = counter(&relay, "callrelay_media_send_syscalls_total").await - syscalls_before;
+    let drives = counter(&relay, "callrelay_media_session_drives_total").await - drives_before;
     eprintln!(
-        "{datagrams} datagrams in {syscalls} send syscalls: {:.2} per call",
+        "{datagrams} datagrams in {syscalls} send syscalls: {:.2} per call; {drives} session drives",
         datagrams / syscalls.max(1.0)
+    );
+    // Every copy left through a drive of its subscriber's session, and the scrape counts them.
+    assert!(
+        drives >= SUBSCRIBERS as f64,
+        "the subscribers' sessions were driven and counted: {drives}"
     );
     // At least the copies of the measured phase: 2 packets × 5 subscribers per tick.
     assert!(
