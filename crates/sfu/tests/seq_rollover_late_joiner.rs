@@ -24,6 +24,8 @@ fn late_joiner_after_sequence_wrap_receives_audio() {
         w.run_for(Duration::from_millis(20));
     }
     assert!(w.clients[a].audio_seq > 65_536, "the publisher wrapped");
+    // What is still in flight lands before the late joiner subscribes.
+    w.run_for(Duration::from_millis(200));
 
     let b = w
         .join(2, 31, RoomKind::Voice, true, false)
