@@ -10,6 +10,7 @@ use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::{Protocol, TcpType};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Output, Rtc};
 
 use crate::ingress::IngressBudget;
@@ -239,6 +240,7 @@ impl Sfu {
             .set_crypto_provider(self.crypto.clone())
             .enable_bwe(bwe.map(Bitrate::bps))
             .set_send_buffer_video(self.config.send_buffer_video)
+            .set_extension_map(header_extensions(room_kind))
             // Once-a-second stats carry the NACK counts behind `SfuStats::nacks_received`.
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
@@ -544,6 +546,33 @@ pub(crate) fn random_token(rng: &mut StdRng, len: usize) -> String {
 /// Whether an SDP offers transport-wide congestion control feedback: the transport-wide
 /// sequence number header extension and `transport-cc` RTCP feedback (RFC 8888's predecessor,
 /// draft-holmer-rmcat-transport-wide-cc-extensions), as browsers do.
+/// The RTP header extensions a session negotiates: str0m's standard set, less transport-wide
+/// sequence numbers (TWCC) in a voice room.
+///
+/// TWCC feeds a bandwidth estimate. A voice room has none on either side of the relay: its
+/// sessions are built without BWE (nothing to choose between), and an audio sender has no
+/// layers to adapt. Negotiated anyway, it costs per copy and per session for nothing: str0m
+/// numbers every packet it sends and keeps 1,000 send records per session (~88 KiB) to match
+/// the feedback against, the client sends that feedback every ~100 ms and the relay parses it,
+/// and the relay sends the same feedback to every publisher. A video room keeps it: the
+/// subscribers' estimates choose their layers, and a publisher's own estimate (how many
+/// layers it sends) rests on the relay's feedback.
+pub(crate) fn header_extensions(kind: RoomKind) -> ExtensionMap {
+    let standard = ExtensionMap::standard();
+    match kind {
+        RoomKind::Video => standard,
+        RoomKind::Voice => {
+            let mut exts = ExtensionMap::empty();
+            for (id, ext) in standard.iter() {
+                if *ext != Extension::TransportSequenceNumber {
+                    exts.set(id, ext.clone());
+                }
+            }
+            exts
+        }
+    }
+}
+
 pub(crate) fn offers_twcc(sdp: &str) -> bool {
     let (mut ext, mut fb) = (false, false);
     for line in sdp.lines() {

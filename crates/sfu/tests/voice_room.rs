@@ -8,6 +8,7 @@ use std::time::Duration;
 use callrelay_sfu::{ParticipantId, RoomKind, SfuConfig, SfuError, DEFAULT_BWE_INITIAL_BITRATE};
 use common::World;
 use str0m::media::{Direction, MediaKind};
+use str0m::rtp::Extension;
 
 #[test]
 fn voice_room_refuses_video_offer_on_join() {
@@ -70,4 +71,39 @@ fn voice_participants_run_no_bandwidth_estimation_where_video_ones_do() {
             "the video room's participants have an estimate"
         );
     }
+}
+
+#[test]
+fn voice_participants_negotiate_no_transport_wide_feedback_where_video_ones_do() {
+    let mut config = SfuConfig::new(common::SFU_ADDR);
+    config.bwe_initial_bitrate = Some(DEFAULT_BWE_INITIAL_BITRATE);
+    let mut w = World::with_config(config);
+    // Every client offers the transport sequence number extension (str0m's standard set).
+    let voice = w.join(1, 3, RoomKind::Voice, true, false).expect("voice a");
+    w.join(2, 3, RoomKind::Voice, true, false).expect("voice b");
+    let video = w.join(3, 4, RoomKind::Video, true, true).expect("video c");
+    w.join(4, 4, RoomKind::Video, true, true).expect("video d");
+    w.run_until(Duration::from_secs(5), |w| w.settled(1));
+    w.pump(10);
+    assert_eq!(w.received_from(0, 1, 0xA0), 10, "voice audio flows");
+    assert_eq!(w.received_from(1, 0, 0xA0), 10);
+
+    let twcc_id = |w: &World, client: usize| {
+        let c = &w.clients[client];
+        let mid = c.audio_mid.expect("publishes audio");
+        c.rtc
+            .media(mid)
+            .expect("the audio m-line")
+            .remote_extmap()
+            .id_of(Extension::TransportSequenceNumber)
+    };
+    assert_eq!(
+        twcc_id(&w, voice),
+        None,
+        "the relay's answer in a voice room leaves out transport-cc"
+    );
+    assert!(
+        twcc_id(&w, video).is_some(),
+        "a video room keeps it: the estimates choose layers"
+    );
 }
