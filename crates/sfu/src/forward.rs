@@ -6,7 +6,7 @@
 //! copy into each subscriber's `Rtc` and marks it dirty; `Sfu::flush` (`timers.rs`) then
 //! drives each dirty `Rtc`, whose datagrams come out of [`Sfu::poll_transmit`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
 use str0m::format::{
@@ -274,6 +274,14 @@ impl Sfu {
                         // Forwarded as it comes, video too (see `SfuConfig::bwe_initial_bitrate`):
                         // the publisher paced it already.
                         tx.set_unpaced(true);
+                        if !nackable {
+                            // Audio is never resent (not nackable, see above): no RTX cache
+                            // (an age of zero makes it inert) and no resend-ratio cap, whose
+                            // history str0m otherwise keeps per packet sent, a second's worth
+                            // per stream: ~3 KiB per audio subscription at 50 packets/s and a
+                            // push per copy (see benches/README.md, "Where the heap goes").
+                            tx.set_rtx_cache(0, Duration::ZERO, None);
+                        }
                         tx.ssrc()
                     }
                     None => continue,
