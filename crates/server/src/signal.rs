@@ -37,6 +37,11 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest message the WebSocket layer buffers; frames over
 /// [`callrelay_proto::MAX_FRAME_BYTES`] are refused with close code 1009 by this module.
 const WS_BUFFER_LIMIT: usize = 256 * 1024;
+/// What each signaling connection allocates up front to read into (tungstenite's default is
+/// 128 KiB, allocated per connection, i.e. per participant: the largest share of a voice
+/// participant's heap in the capacity run). Signaling frames are a few KiB; an offer or
+/// answer with many m-lines is read in several calls, up to `WS_BUFFER_LIMIT`.
+const WS_READ_BUFFER: usize = 16 * 1024;
 
 /// Close code for a message that is too big (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -116,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn upgrade(State(s): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(WS_BUFFER_LIMIT)
         .max_frame_size(WS_BUFFER_LIMIT)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| session(s, socket))
 }
 

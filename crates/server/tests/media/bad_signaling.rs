@@ -67,6 +67,17 @@ async fn bad_signaling_gets_the_right_error_or_close() {
     assert_eq!(outcome(&mut ws).await.0.as_deref(), Some("invalid_grant"));
     assert_eq!(errors(&relay, "invalid_grant"), 1);
 
+    // A frame larger than a connection's read buffer (16 KiB) and within the 64 KiB limit is
+    // read whole: this 40 KiB forged grant gets the grant's error, not a close.
+    let mut ws = open(&relay).await;
+    let long = format!(
+        r#"{{"join":{{"grant":"{}","sdp":"v=0"}}}}"#,
+        "x".repeat(40 * 1024)
+    );
+    ws.send(Message::Text(long.into())).await.unwrap();
+    assert_eq!(outcome(&mut ws).await.0.as_deref(), Some("invalid_grant"));
+    assert_eq!(errors(&relay, "invalid_grant"), 2);
+
     // Malformed JSON as the first frame.
     let mut ws = open(&relay).await;
     ws.send(Message::Text("{not json".into())).await.unwrap();
