@@ -355,6 +355,60 @@ impl Net {
     pub fn subscribers(&self) -> usize {
         self.peers.len() - 1
     }
+
+    /// A room of `size` where everyone publishes (audio, plus video in a video room) for
+    /// `seconds` of virtual time: audio every 20 ms, video at `video_pps`; each receives the
+    /// others. Returns the net at steady state (str0m's RTX cache keeps 3 s), clients and all.
+    pub fn publishing_room(
+        config: SfuConfig,
+        size: usize,
+        kind: RoomKind,
+        video_pps: u32,
+        seconds: u32,
+    ) -> Self {
+        let video = kind == RoomKind::Video;
+        let mut net = Net::new(config);
+        for _ in 0..size {
+            net.join(RoomKey(1), kind, true, video);
+        }
+        let expected = if video { 2 } else { 1 } * (size - 1);
+        net.drive_until(|n| {
+            n.peers.iter().all(|p| p.rtc.is_connected())
+                && n.peers.iter().all(|p| p.subscribed >= expected)
+        });
+        let tick = Duration::from_millis(20);
+        let video_per_tick = video_pps / 50;
+        let mut out = Vec::new();
+        for _ in 0..seconds * 50 {
+            let now = net.now;
+            for i in 0..size {
+                out.clear();
+                publish_from(&mut net.peers[i], now, Media::Audio, 1, &mut out);
+                if video {
+                    publish_from(
+                        &mut net.peers[i],
+                        now,
+                        Media::Video,
+                        video_per_tick as usize,
+                        &mut out,
+                    );
+                }
+                let from = net.peers[i].addr;
+                for d in &out {
+                    net.sfu.handle_datagram(now, from, SFU_ADDR, d);
+                }
+            }
+            net.run_for(tick);
+        }
+        assert_eq!(net.sfu.participant_count(), size);
+        let forwarded = net.sfu.stats().rtp_forwarded;
+        let per_tick = size * (size - 1) * (1 + if video { video_per_tick as usize } else { 0 });
+        assert!(
+            forwarded as usize >= per_tick * (seconds as usize * 50) * 9 / 10,
+            "media flowed: {forwarded} copies"
+        );
+        net
+    }
 }
 
 /// `peer` writes `count` RTP packets of `media` on its sending m-line at `now`; the SRTP
