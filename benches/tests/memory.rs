@@ -8,6 +8,7 @@
 //! One `#[test]` only: the counter is process-wide.
 
 use std::sync::atomic::Ordering;
+
 use callrelay_benches::rig::Net;
 use callrelay_sfu::RoomKind;
 
