@@ -38,14 +38,10 @@ def main():
         by_site[f"{frames[i][:90]}  <-  {caller[:70]}"] += n
     kib = lambda b: b / participants / 1024
     print(f"relay heap: {kib(total):.1f} KiB per participant ({participants} participants)")
-    shown = 0
-    for site, n in by_site.most_common():
-        if kib(n) < 0.5 or shown >= 30:
-            break
+    shown = [(site, n) for site, n in by_site.most_common(30) if kib(n) >= 0.5]
+    for site, n in shown:
         print(f"{kib(n):8.1f} KiB  {site}")
-        shown += n and 1
-    rest = total - sum(n for _, n in by_site.most_common(shown))
-    print(f"{kib(rest):8.1f} KiB  (the rest)")
+    print(f"{kib(total - sum(n for _, n in shown)):8.1f} KiB  (the rest)")
 
 
 if __name__ == "__main__":

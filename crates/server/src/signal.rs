@@ -38,9 +38,9 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 /// [`callrelay_proto::MAX_FRAME_BYTES`] are refused with close code 1009 by this module.
 const WS_BUFFER_LIMIT: usize = 256 * 1024;
 /// What each signaling connection allocates up front to read into (tungstenite's default is
-/// 128 KiB, allocated per connection, i.e. per participant: the largest share of a voice
-/// participant's heap in the capacity run). Signaling frames are a few KiB; an offer or
-/// answer with many m-lines is read in several calls, up to `WS_BUFFER_LIMIT`.
+/// 128 KiB, allocated per connection, i.e. per participant: the largest single allocation of
+/// a voice participant's heap in the capacity run, heaptrack 2026-12-07). Signaling frames are
+/// a few KiB; a larger one is read in several calls.
 const WS_READ_BUFFER: usize = 16 * 1024;
 
 /// Close code for a message that is too big (RFC 6455).
