@@ -16,11 +16,13 @@ Shapes (the issue's):
 Reported per shape: forwarded packets/s per relay core at the knee; relay CPU-us per forwarded
 packet at 25/50/80/100 % of the knee (interpolated between the measured steps, by forwarded/s);
 relay and wire p50/p99/p99.9; memory per participant (relay RSS peak during the step minus its
-RSS before the first join, over the participants); the load generator's CPU-us per packet it
-received. Writes capacity.json and one SVG chart per shape (forwarded/s against relay CPU and
+RSS before the first join, over the participants), and beside it what one more participant
+costs (the slope of that RSS growth across the steps, `memory_fit`) beyond a fixed part; the
+load generator's CPU-us per packet it received. Writes capacity.json and one SVG chart per shape (forwarded/s against relay CPU and
 p99) into the output directory.
 
 Only the Python standard library: the charts are plain SVG written here.
+`capacity.py --self-test` checks the arithmetic that needs no relay.
 """
 
 import argparse
@@ -403,6 +405,47 @@ def interpolate(steps, fraction, knee_rate, key):
     return pts[-1][1]
 
 
+def memory_fit(steps):
+    """The relay's RSS growth against the participants of the steps (each step a fresh relay;
+    least squares over the steps whose participants all joined and whose loadgen kept up): the
+    slope is what one more participant costs, the intercept what the relay touched for its
+    first joins whatever their number (the runtime threads' heaps and huge pages, receive
+    buffers, the first sessions' code paths). `kib_per_participant` of one step divides both
+    by its participants, so it falls as rooms are added; the slope does not. A step past the
+    knee counts: its memory does not depend on its latency. None with fewer than two sizes."""
+    pts = [(s["participants"], s["rss_peak_kib"] - s["rss_before_kib"]) for s in steps
+           if not s.get("invalid") and not s.get("failed_joins")
+           and s.get("rss_peak_kib") and s.get("rss_before_kib")]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    slope = (sum((x - mx) * (y - my) for x, y in pts)
+             / sum((x - mx) ** 2 for x, _ in pts))
+    return {"marginal_kib_per_participant": slope,
+            "fixed_mib": (my - slope * mx) / 1024, "steps": n}
+
+
+def self_test():
+    """Checks of the arithmetic that needs no relay (run by the CI's capacity smoke)."""
+    def step(participants, delta_kib, **kw):
+        return {"participants": participants, "rss_before_kib": 30_000,
+                "rss_peak_kib": 30_000 + delta_kib, **kw}
+    # 8 MiB touched anyway, 500 KiB per participant: the slope finds both, where the
+    # per-step division gives 773 and 637 KiB.
+    fit = memory_fit([step(30, 8192 + 15_000), step(60, 8192 + 30_000)])
+    assert abs(fit["marginal_kib_per_participant"] - 500) < 1e-6, fit
+    assert abs(fit["fixed_mib"] - 8) < 1e-6, fit
+    # Steps whose loadgen saturated or whose joins failed do not count; one size is no fit.
+    assert memory_fit([step(30, 20_000), step(60, 90_000, invalid=True)]) is None
+    assert memory_fit([step(30, 20_000), step(60, 90_000, failed_joins=3)]) is None
+    assert memory_fit([step(30, 20_000), step(30, 21_000)]) is None
+    assert interpolate([{"forwarded_per_s": 100.0, "k": 10.0},
+                        {"forwarded_per_s": 200.0, "k": 6.0}], 0.75, 200.0, "k") == 8.0
+    print("capacity.py: self-test passed")
+
+
 def search(target, shape, seconds, loadgen_core, outdir, max_steps, deadline):
     steps = []
     knee = None
@@ -428,6 +471,11 @@ def search(target, shape, seconds, loadgen_core, outdir, max_steps, deadline):
             break
         knee = s
     result = {"shape": shape, "target": target.name, "steps": steps, "knee_status": status}
+    fit = memory_fit(steps)
+    if fit:
+        result["memory"] = fit
+        log(f"  {target.name} {shape}: relay RSS grows {fit['marginal_kib_per_participant']:,.0f} "
+            f"KiB per participant beyond {fit['fixed_mib']:,.1f} MiB (over {fit['steps']} steps)")
     if knee:
         rate = knee["forwarded_per_s"]
         result["knee"] = {
@@ -442,6 +490,8 @@ def search(target, shape, seconds, loadgen_core, outdir, max_steps, deadline):
             "wire_p99_ms": knee["wire_p99_ms"],
             "wire_p999_ms": knee["wire_p999_ms"],
             "kib_per_participant": knee["kib_per_participant"],
+            "marginal_kib_per_participant": fit and fit["marginal_kib_per_participant"],
+            "fixed_mib": fit and fit["fixed_mib"],
             "loadgen_cpu_us_per_received": knee["loadgen_cpu_us_per_received"],
             "forwarded_per_cpu_second": (rate / knee["relay_cpu_util"]
                                          if knee["relay_cpu_util"] else None),
@@ -539,7 +589,8 @@ def chart(results, shape, path):
 def table(results):
     lines = []
     head = ("| shape | target | knee | forwarded/s per core | relay CPU-µs/pkt at 25/50/80/100 % "
-            "| relay p50/p99/p99.9 ms | wire p50/p99/p99.9 ms | KiB per participant "
+            "| relay p50/p99/p99.9 ms | wire p50/p99/p99.9 ms | RSS KiB per participant (each "
+            "one more, beyond MiB) "
             "| loadgen CPU-µs per received pkt |")
     lines.append(head)
     lines.append("|" + " --- |" * 9)
@@ -555,7 +606,8 @@ def table(results):
             + " / ".join(fmt(at[p], 2) for p in ("25%", "50%", "80%", "100%")) + " | "
             + " / ".join(fmt(k[f"relay_{q}_ms"], 2) for q in ("p50", "p99", "p999")) + " | "
             + " / ".join(fmt(k[f"wire_{q}_ms"], 1) for q in ("p50", "p99", "p999")) + " | "
-            + f"{fmt(k['kib_per_participant'], 0)} | {fmt(k['loadgen_cpu_us_per_received'], 2)} |")
+            + f"{fmt(k['kib_per_participant'], 0)} ({fmt(k.get('marginal_kib_per_participant'), 0)}"
+            + f" beyond {fmt(k.get('fixed_mib'), 1)}) | {fmt(k['loadgen_cpu_us_per_received'], 2)} |")
     return "\n".join(lines)
 
 
@@ -622,6 +674,9 @@ def median_of_runs(dirs, out):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--self-test":
+        self_test()
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--median":
         if len(sys.argv) < 4:
             sys.exit("usage: capacity.py --median OUT RUN_DIR...")
