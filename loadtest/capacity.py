@@ -407,15 +407,22 @@ def interpolate(steps, fraction, knee_rate, key):
 
 def memory_fit(steps):
     """The relay's RSS growth against the participants of the steps (each step a fresh relay;
-    least squares over the steps whose participants all joined and whose loadgen kept up): the
-    slope is what one more participant costs, the intercept what the relay touched for its
-    first joins whatever their number (the runtime threads' heaps and huge pages, receive
-    buffers, the first sessions' code paths). `kib_per_participant` of one step divides both
-    by its participants, so it falls as rooms are added; the slope does not. A step past the
-    knee counts: its memory does not depend on its latency. None with fewer than two sizes."""
-    pts = [(s["participants"], s["rss_peak_kib"] - s["rss_before_kib"]) for s in steps
-           if not s.get("invalid") and not s.get("failed_joins")
-           and s.get("rss_peak_kib") and s.get("rss_before_kib")]
+    least squares): the slope is what one more participant costs, the intercept what the relay
+    touched for its first joins whatever their number (the runtime threads' heaps and huge
+    pages, receive buffers, the first sessions' code paths). `kib_per_participant` of one step
+    divides both by its participants, so it falls as rooms are added; the slope does not.
+
+    Steps count if their participants all joined and their loadgen kept up; of those, the ones
+    up to the knee, because past it the relay's queues hold more. When they have fewer than two
+    sizes (a knee at the first step), the step past the knee is taken too, and the fit says so.
+    None with fewer than two sizes even then."""
+    usable = [s for s in steps
+              if not s.get("invalid") and not s.get("failed_joins")
+              and s.get("rss_peak_kib") and s.get("rss_before_kib")]
+    under = [s for s in usable if not s.get("over_knee")]
+    past_knee = len({s["participants"] for s in under}) < 2
+    pts = [(s["participants"], s["rss_peak_kib"] - s["rss_before_kib"])
+           for s in (usable if past_knee else under)]
     if len({x for x, _ in pts}) < 2:
         return None
     n = len(pts)
@@ -424,7 +431,8 @@ def memory_fit(steps):
     slope = (sum((x - mx) * (y - my) for x, y in pts)
              / sum((x - mx) ** 2 for x, _ in pts))
     return {"marginal_kib_per_participant": slope,
-            "fixed_mib": (my - slope * mx) / 1024, "steps": n}
+            "fixed_mib": (my - slope * mx) / 1024, "steps": n,
+            "includes_step_past_knee": past_knee}
 
 
 def self_test():
@@ -437,6 +445,14 @@ def self_test():
     fit = memory_fit([step(30, 8192 + 15_000), step(60, 8192 + 30_000)])
     assert abs(fit["marginal_kib_per_participant"] - 500) < 1e-6, fit
     assert abs(fit["fixed_mib"] - 8) < 1e-6, fit
+    # A step past the knee counts only when the steps under it have one size.
+    past = step(90, 8192 + 60_000, over_knee=["loss"])
+    fit = memory_fit([step(30, 8192 + 15_000), step(60, 8192 + 30_000), past])
+    assert abs(fit["marginal_kib_per_participant"] - 500) < 1e-6, fit
+    assert not fit["includes_step_past_knee"], fit
+    fit = memory_fit([step(30, 8192 + 15_000), step(60, 8192 + 40_000, over_knee=["p99"])])
+    assert abs(fit["marginal_kib_per_participant"] - 25_000 / 30) < 1e-6, fit
+    assert fit["includes_step_past_knee"], fit
     # Steps whose loadgen saturated or whose joins failed do not count; one size is no fit.
     assert memory_fit([step(30, 20_000), step(60, 90_000, invalid=True)]) is None
     assert memory_fit([step(30, 20_000), step(60, 90_000, failed_joins=3)]) is None
@@ -475,7 +491,8 @@ def search(target, shape, seconds, loadgen_core, outdir, max_steps, deadline):
     if fit:
         result["memory"] = fit
         log(f"  {target.name} {shape}: relay RSS grows {fit['marginal_kib_per_participant']:,.0f} "
-            f"KiB per participant beyond {fit['fixed_mib']:,.1f} MiB (over {fit['steps']} steps)")
+            f"KiB per participant beyond {fit['fixed_mib']:,.1f} MiB (over {fit['steps']} steps"
+            + (", one past the knee)" if fit["includes_step_past_knee"] else ")"))
     if knee:
         rate = knee["forwarded_per_s"]
         result["knee"] = {
