@@ -18,8 +18,8 @@ packet at 25/50/80/100 % of the knee (interpolated between the measured steps, b
 relay and wire p50/p99/p99.9; memory per participant (relay RSS peak during the step minus its
 RSS before the first join, over the participants), and beside it what one more participant
 costs (the slope of that RSS growth across the steps, `memory_fit`) beyond a fixed part; the
-load generator's CPU-us per packet it received. Writes capacity.json and one SVG chart per shape (forwarded/s against relay CPU and
-p99) into the output directory.
+load generator's CPU-us per packet it received. Writes capacity.json and one SVG chart per
+shape (forwarded/s against relay CPU and p99) into the output directory.
 
 Only the Python standard library: the charts are plain SVG written here.
 `capacity.py --self-test` checks the arithmetic that needs no relay.

@@ -23,7 +23,7 @@ use callrelay_loadgen::{run, Auth, Options, Report, Target, Thresholds};
 use clap::Parser;
 
 /// mimalloc, as the relay: with glibc's allocator, `malloc`/`free` were ~6 % of the loadgen's
-/// CPU in the meeting shape (hundreds of sessions' packet buffers on one thread), and the
+/// CPU in the meeting shape (hundreds of sessions' packet buffers on one pinned core), and the
 /// loadgen's cost per packet bounds what the capacity runs can measure of the relay.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
