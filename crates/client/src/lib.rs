@@ -79,11 +79,12 @@ const LEAVE_GRACE: Duration = Duration::from_secs(2);
 /// Most datagrams a sampled session reads from its socket per wake-up.
 const RECV_BATCH: usize = 64;
 
-/// What a client publishes and where it listens. At least one of `audio` and `video` must be
-/// set: the join offer needs an m-line.
+/// What a client publishes and where it listens.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Publish an audio track (Opus).
+    /// Publish an audio track (Opus). With neither `audio` nor `video` the client publishes
+    /// nothing: its join offer carries one receive-only audio line (an offer needs an m-line),
+    /// and what it receives comes on the lines the relay offers, as for everyone.
     pub audio: bool,
     /// Publish a video track (VP8).
     pub video: bool,
@@ -470,9 +471,15 @@ impl Offering {
             });
             api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
         });
-        let (offer, pending) = api.apply().ok_or(ClientError::Sdp(
-            "nothing to offer: enable audio or video".into(),
-        ))?;
+        if audio_mid.is_none() && video_mid.is_none() {
+            // Publishes nothing: the one line of the offer only receives, so the relay opens
+            // no subscription for it in anyone else's session (a send-only line without a
+            // track would be a published track that never sends).
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api
+            .apply()
+            .ok_or(ClientError::Sdp("str0m made no offer".into()))?;
         session.audio_mid = audio_mid;
         session.video_mid = video_mid;
         Ok((Offering { session, pending }, offer))

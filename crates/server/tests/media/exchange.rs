@@ -95,3 +95,56 @@ async fn six_clients_each_receive_the_five_others() {
     drop(peers);
     relay.stop().await;
 }
+
+/// A participant that publishes nothing (a listener: `audio` and `video` off) joins with one
+/// receive-only line. It receives the others like anyone, and it publishes no track: the
+/// relay announces none to the others and opens no subscription for it in their sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_receives_everyone_and_publishes_no_track() {
+    let relay = Relay::start(&[]).await;
+    let link = relay.create_link("alice", "video").await;
+    let alice = relay.join("alice", &link, ClientConfig::default()).await;
+    let listener = ClientConfig {
+        audio: false,
+        video: false,
+        ..ClientConfig::default()
+    };
+    let lena = relay.join("lena", &link, listener).await;
+    let mut peers = [alice, lena];
+    // Both are asked to send; the listener has no line to send on.
+    exchange(&mut peers, Duration::from_secs(2)).await;
+    let [alice, lena] = &mut peers;
+    let alice_id = alice.id();
+    lena.until("50 audio and 50 video packets from alice", |p| {
+        p.received_intact(&alice_id, TrackKind::Audio, 1) >= 50
+            && p.received_intact(&alice_id, TrackKind::Video, 1) >= 50
+    })
+    .await;
+    let lena_id = lena.id();
+    alice
+        .until("participant_joined(lena)", |p| {
+            p.signals.iter().any(|(_, m)| {
+                matches!(m, Msg::ParticipantJoined(j)
+                    if j.participant.as_ref().is_some_and(|x| x.participant_id == lena_id))
+            })
+        })
+        .await;
+    alice.drain();
+    let announced: Vec<_> = alice
+        .signals
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Msg::TrackPublished(t) if t.participant_id == lena_id => Some(t.kind.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        announced.is_empty(),
+        "alice was told of lena's tracks: {announced:?}"
+    );
+    assert!(alice.media.keys().all(|(from, _)| from != &lena_id));
+    let [alice, lena] = peers;
+    drop(alice);
+    drop(lena);
+    relay.stop().await;
+}
