@@ -870,8 +870,10 @@ async fn participant(
     // two connections).
     let counts = RtpCounts::new();
     let config = ClientConfig {
-        // A join must offer an m-line: a receive-only participant offers audio and never sends.
-        audio: !p.publish || traffic.audio,
+        // A subscriber publishes nothing: its join offers one receive-only line (as Janus's
+        // subscribers, which only subscribe), not a send-only audio line that never sends,
+        // which the relay would publish as a track and subscribe everyone else to.
+        audio: p.publish && traffic.audio,
         video: !layers.is_empty(),
         simulcast: layers.len() > 1,
         decrypt_sample,
