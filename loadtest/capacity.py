@@ -141,6 +141,10 @@ class Callrelay:
             "CALLRELAY_MEDIA_PORTS": "0",
             "CALLRELAY_MEDIA_BIND_IP": "127.0.0.1",
             "CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE": "1000000",
+            # Every participant of the loadgen comes from 127.0.0.1 and holds a signaling
+            # WebSocket: the default cap of 256 connections per address would hold the 257th
+            # join back until others leave (the webinar's 11-room step, 341 people).
+            "CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP": "0",
             "CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE": "1000000",
             "CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE": "1000000",
             "CALLRELAY_LOG_LEVEL": os.environ.get("CALLRELAY_LOG_LEVEL", "warn"),

@@ -126,7 +126,8 @@ trunk_env() {
   fi
 }
 # Node NAME on 127.0.0.1:PORT, advertised as URL. Join and create limits are per minute and far
-# below a load test's pace; media on a free UDP port of 127.0.0.1 (the node announces the port it
+# below a load test's pace, and every participant comes from 127.0.0.1, past the default 256
+# connections per address; media on a free UDP port of 127.0.0.1 (the node announces the port it
 # bound). `exec`: the background job's pid is the node's.
 start_node() {
   local n="$1" port="$2" url="$3"
@@ -143,6 +144,7 @@ start_node() {
     CALLRELAY_MEDIA_BIND_IP=127.0.0.1 \
     CALLRELAY_DRAIN_DEADLINE=5s \
     CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE=100000 \
+    CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP=0 \
     CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE=100000 \
     CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE=100000 \
     CALLRELAY_ROOMS_MAX_SEATS_PER_USER=1000 \

@@ -32,10 +32,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Join and create limits are per minute and far below a load test's pace; free UDP ports.
+# Join and create limits are per minute and far below a load test's pace; every participant
+# comes from 127.0.0.1 with its own WebSocket, past the default 256 connections per address;
+# free UDP ports.
 CALLRELAY_MEDIA_PORTS=0 \
 CALLRELAY_MEDIA_BIND_IP=127.0.0.1 \
 CALLRELAY_LIMITS_JOIN_PER_IP_PER_MINUTE=100000 \
+CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP=0 \
 CALLRELAY_LIMITS_JOIN_PER_USER_PER_MINUTE=100000 \
 CALLRELAY_LIMITS_CREATE_PER_USER_PER_MINUTE=100000 \
 CALLRELAY_LOG_LEVEL="${CALLRELAY_LOG_LEVEL:-warn}" \
