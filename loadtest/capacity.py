@@ -379,6 +379,9 @@ def figures(r, shape, rooms, participants, rss_before, rss_peak, wall):
         f["loadgen_to_relay_cpu_ratio"] = (f["loadgen_cpu_us_per_received"]
                                            / f["relay_cpu_us_per_forwarded"])
     f["invalid"] = (f["loadgen_cpu_util"] or 0) >= LOADGEN_SATURATED or r.get("valid") is False
+    # Why, in the loadgen's words (its CPU, or connections the relay refused at its cap).
+    f["invalid_reasons"] = (r.get("invalid") or ["the load generator saturated"]) \
+        if f["invalid"] else []
     reasons = []
     if (f["loss"] or 0) >= MAX_LOSS:
         reasons.append(f"loss {f['loss']:.4%}")
@@ -481,10 +484,12 @@ def search(target, shape, seconds, loadgen_core, outdir, max_steps, deadline):
             f"{fmt_pct(s['relay_cpu_util'])}, {fmt(s['relay_cpu_us_per_forwarded'], 2)} us/pkt, "
             f"relay p99 {fmt(s['relay_p99_ms'], 2)} ms, wire p99 {fmt(s['wire_p99_ms'], 1)} ms, "
             f"loss {fmt_pct(s['loss'], 3)}, loadgen core {fmt_pct(s['loadgen_cpu_util'])}"
-            + (" INVALID (loadgen saturated)" if s["invalid"] else "")
+            + (f" INVALID ({'; '.join(s['invalid_reasons'])})" if s["invalid"] else "")
             + (f" OVER: {', '.join(s['over_knee'])}" if s["over_knee"] else ""))
         if s["invalid"]:
-            status = "not reached (the load generator saturated first)"
+            status = ("not reached (the load generator saturated first)"
+                      if (s["loadgen_cpu_util"] or 0) >= LOADGEN_SATURATED
+                      else f"not reached (invalid step: {'; '.join(s['invalid_reasons'])})")
             break
         if s["over_knee"]:
             status = "reached"

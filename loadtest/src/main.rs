@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Exit codes: 0 passed (or no thresholds), 1 error, 2 a `--max-p99`/`--max-loss` threshold
-//! failed, 3 the run is invalid (the loadgen's CPU was saturated) and `--require-valid` was
-//! given.
+//! failed, 3 the run is invalid (the loadgen's CPU was saturated, or the relay refused its
+//! connections at `http.max_connections_per_ip`) and `--require-valid` was given.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -141,7 +141,8 @@ struct Cli {
     #[arg(long, default_value_t = DEFAULT_DECRYPT_SAMPLE, value_name = "N")]
     decrypt_sample: u32,
     /// Exit 3 when the run is invalid: the loadgen's CPU was saturated (90 % of the cores it
-    /// may use over the traffic), so its figures are not the relay's.
+    /// may use over the traffic), or the relay refused connections at its per-address cap
+    /// (`http.max_connections_per_ip`), so its figures are not the relay's.
     #[arg(long)]
     require_valid: bool,
     /// Do not read the relay's metrics.

@@ -47,9 +47,10 @@ pub struct Report {
     /// The loadgen's cost against the relay's, and whether its cores were saturated.
     #[serde(default)]
     pub loadgen: LoadgenReport,
-    /// False when the loadgen, not the relay, was the bottleneck (its CPU was saturated): the
-    /// latency, loss and throughput of such a run describe the loadgen, and are no relay
-    /// figures. `invalid` says why.
+    /// False when the loadgen, not the relay, was the bottleneck (its CPU was saturated), or
+    /// when the relay held joins back at its per-address connection cap: the latency, loss and
+    /// throughput of such a run describe the set-up, and are no relay figures. `invalid` says
+    /// why.
     #[serde(default = "yes")]
     pub valid: bool,
     /// Why the run is invalid (empty when valid).
@@ -531,6 +532,12 @@ pub struct RelayReport {
     pub forward_latency_ms_p999: Option<f64>,
     /// Observations in the delta.
     pub forward_latency_observations: Option<f64>,
+    /// `callrelay_http_connections_refused_total{reason="per_ip_limit"}`: connections the relay
+    /// closed at accept because `http.max_connections_per_ip` was reached. Every participant of
+    /// the loadgen comes from one address, so any of them makes the run invalid: those joins
+    /// were held back until others left.
+    #[serde(default)]
+    pub http_refused_per_ip: Option<f64>,
 }
 
 impl RelayReport {
@@ -549,6 +556,7 @@ impl RelayReport {
             forward_latency_ms_p99: None,
             forward_latency_ms_p999: None,
             forward_latency_observations: None,
+            http_refused_per_ip: None,
         }
     }
 
@@ -651,7 +659,7 @@ impl Thresholds {
 }
 
 impl Report {
-    /// Sets `valid` and `invalid` from the loadgen's figures.
+    /// Sets `valid` and `invalid` from the loadgen's figures and the connections the relay refused.
     pub fn judge_validity(&mut self) {
         self.invalid.clear();
         let l = &self.loadgen;
@@ -667,6 +675,15 @@ impl Report {
                 l.cores,
                 if l.cores == 1 { "" } else { "s" },
                 SATURATED * 100.0
+            ));
+        }
+        let refused = self.relay.as_ref().and_then(|r| r.http_refused_per_ip);
+        if let Some(n) = refused.filter(|&n| n > 0.0) {
+            self.invalid.push(format!(
+                "the relay refused {n:.0} connection{} at http.max_connections_per_ip: every \
+                 participant comes from one address, so joins waited until others left \
+                 (start the relay with CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP=0)",
+                if n == 1.0 { "" } else { "s" }
             ));
         }
         self.valid = self.invalid.is_empty();
@@ -935,7 +952,7 @@ impl Report {
         for why in &self.invalid {
             let _ = writeln!(
                 s,
-                "INVALID RUN   {why}: the figures above describe the loadgen, not the relay"
+                "INVALID RUN   {why}: the figures above are not the relay's"
             );
         }
         if let Some(v) = &self.thresholds {
@@ -1349,6 +1366,33 @@ mod tests {
         r.loadgen = LoadgenReport::new(&r, 2, Some(busy), None, None);
         r.judge_validity();
         assert!(r.valid);
+    }
+
+    #[test]
+    fn connections_refused_at_the_per_address_cap_make_the_run_invalid() {
+        let mut r = report("callrelay", 8000, Some(0.4), 1.0, 0);
+        // A report written before the field existed: unknown, and valid.
+        assert_eq!(r.relay.as_ref().unwrap().http_refused_per_ip, None);
+        r.judge_validity();
+        assert!(r.valid);
+        r.relay.as_mut().unwrap().http_refused_per_ip = Some(0.0);
+        r.judge_validity();
+        assert!(r.valid && r.invalid.is_empty());
+        r.relay.as_mut().unwrap().http_refused_per_ip = Some(87.0);
+        r.judge_validity();
+        assert!(!r.valid);
+        assert_eq!(r.invalid.len(), 1);
+        assert!(
+            r.invalid[0]
+                .starts_with("the relay refused 87 connections at http.max_connections_per_ip")
+                && r.invalid[0]
+                    .ends_with("(start the relay with CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP=0)"),
+            "{:?}",
+            r.invalid
+        );
+        assert!(r
+            .table()
+            .contains("INVALID RUN   the relay refused 87 connections"));
     }
 
     #[test]

@@ -1654,6 +1654,20 @@ pub fn relay_report(before: &Scrape, after: &Scrape) -> RelayReport {
         forward_latency_ms_p99: q(0.99),
         forward_latency_ms_p999: q(0.999),
         forward_latency_observations: buckets.last().map(|b| b.1),
+        http_refused_per_ip: after
+            .get(
+                "callrelay_http_connections_refused_total",
+                "reason",
+                "per_ip_limit",
+            )
+            .map(|a| {
+                let b = before.get(
+                    "callrelay_http_connections_refused_total",
+                    "reason",
+                    "per_ip_limit",
+                );
+                a - b.unwrap_or(0.0)
+            }),
     }
 }
 

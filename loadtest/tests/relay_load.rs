@@ -189,6 +189,8 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
         "{r:?}"
     );
     assert!(r.forward_latency_ms_p99.is_some_and(|v| v > 0.0), "{r:?}");
+    assert_eq!(r.http_refused_per_ip, Some(0.0), "{r:?}");
+    assert!(report.valid, "{:?}", report.invalid);
 
     // `callrelay_signaling_errors_total{code}` has no label value before the first error (the
     // relay does not pre-create its codes), so provoke one: an unparseable signaling message.
@@ -230,6 +232,73 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     assert!(scrape.sum("process_cpu_seconds_total").is_some());
 
     relay.stop().await;
+}
+
+/// A relay whose per-address connection cap is lower than the loadgen's participants: it
+/// refuses the signaling connections past the cap at accept, those joins wait (retried) until
+/// others leave, and the report calls the run invalid and says what to change, instead of
+/// passing it off as missing streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_held_back_by_the_per_address_connection_cap_is_invalid() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let relay = start_relay_in(
+        dir.path(),
+        &[
+            ("CALLRELAY_MEDIA_WORKERS", "1"),
+            ("CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP", "3"),
+        ],
+    )
+    .await;
+    let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        urls: vec![relay.base.clone()],
+        metrics_urls: vec![format!("{}/metrics", relay.base)],
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 1,
+        publishers: 4,
+        subscribers: 0,
+        traffic: TrafficConfig {
+            video_layers: 0,
+            ..TrafficConfig::default()
+        },
+        duration: Duration::from_secs(2),
+        join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
+        seed: 7,
+        progress: false,
+        relay_pids: vec![std::process::id()],
+        rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
+        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(90), run(opts))
+        .await
+        .expect("the run stops by itself")
+        .expect("the run completes");
+    eprintln!("{}", report.table());
+    let refused = report
+        .relay
+        .as_ref()
+        .and_then(|r| r.http_refused_per_ip)
+        .expect("the relay's refusals were read");
+    assert!(refused >= 1.0, "{:?}", report.relay);
+    // The report's figure is the relay's counter, read before and after the run (a signaling
+    // socket may still be closing then, so later attempts can add a few refusals).
+    let total = counter(&relay.base, "callrelay_http_connections_refused_total").await;
+    assert!(total >= refused, "{total} < {refused}");
+    assert!(!report.valid);
+    assert!(
+        report
+            .invalid
+            .iter()
+            .any(|w| w.contains("at http.max_connections_per_ip")
+                && w.contains("CALLRELAY_HTTP_MAX_CONNECTIONS_PER_IP=0")),
+        "{:?}",
+        report.invalid
+    );
+    relay.stop(Duration::from_secs(15)).await;
 }
 
 /// A counter's increase over a run.
