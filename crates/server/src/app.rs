@@ -260,6 +260,7 @@ async fn serve_http(
         open: Mutex::new(HashMap::new()),
         gauge: metrics.http_connections.clone(),
     });
+    let mut refusals = RefusalLog::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -282,7 +283,19 @@ async fn serve_http(
                 .http_connections_refused
                 .with_label_values(&["per_ip_limit"])
                 .inc();
-            tracing::debug!("HTTP connection refused: http.max_connections_per_ip reached");
+            if let Some(refused) = refusals.refused(Instant::now()) {
+                // An operator behind a proxy with the default cap turns users away here: say
+                // so where it is seen, at most once a minute.
+                tracing::warn!(
+                    address = %PerIp::key(remote.ip()),
+                    refused,
+                    cap = limits.max_connections_per_ip,
+                    "HTTP connections refused: http.max_connections_per_ip reached (behind a \
+                     proxy every client has the proxy's address: raise the cap or set 0)"
+                );
+            } else {
+                tracing::debug!("HTTP connection refused: http.max_connections_per_ip reached");
+            }
             drop(stream);
             continue;
         };
@@ -563,6 +576,33 @@ impl PerIp {
     }
 }
 
+/// When to warn of connections refused at `http.max_connections_per_ip`: at the first refusal,
+/// then at most once per [`RefusalLog::EVERY`], with the count since the last warning (the
+/// metric `callrelay_http_connections_refused_total` has every one). Time is passed in.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last_warned: Option<Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// One more refusal at `now`: `Some(refusals since the last warning, this one included)`
+    /// when a warning is due.
+    fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        if self
+            .last_warned
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last_warned = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 /// One connection's place under the cap; given back when dropped.
 struct ConnPermit {
     per_ip: Arc<PerIp>,
@@ -620,5 +660,23 @@ async fn maintenance(state: Arc<AppState>) {
                 state.seats.sweep(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_warned_of_at_the_first_then_once_a_minute_with_the_count() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.refused(t0), Some(1));
+        assert_eq!(log.refused(t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.refused(t0 + Duration::from_secs(59)), None);
+        // A minute after the last warning: the three since it, this one included.
+        assert_eq!(log.refused(t0 + Duration::from_secs(60)), Some(3));
+        assert_eq!(log.refused(t0 + Duration::from_secs(61)), None);
+        assert_eq!(log.refused(t0 + Duration::from_secs(600)), Some(2));
     }
 }

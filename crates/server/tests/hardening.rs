@@ -343,7 +343,25 @@ async fn connections_over_the_per_address_cap_are_closed_at_accept() {
         .await
             >= 1.0
     );
-    relay.stop();
+    // The operator is told once (the refusals of the same minute go into the counter only),
+    // with the cap and what to change behind a proxy.
+    let log = relay.stop();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HTTP connections refused"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    let w: serde_json::Value = serde_json::from_str(warnings[0]).expect("a JSON log line");
+    assert_eq!(w["level"], "WARN", "{w}");
+    assert_eq!(w["fields"]["cap"], 3, "{w}");
+    assert_eq!(w["fields"]["address"], "127.0.0.1", "{w}");
+    assert!(w["fields"]["refused"].as_u64() >= Some(1), "{w}");
+    assert!(
+        w["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("raise the cap or set 0")),
+        "{w}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
