@@ -420,6 +420,59 @@ test('invite from the call (the URL with its key, as text and a QR code), and sw
   }
 });
 
+test('a listener without camera or microphone publishes nothing, and joins again with a microphone picked later', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const lena = await newPerson(browser, relay.base);
+  // Lena's page finds no device until the test plugs one in (window.noDevices = false).
+  await lena.addInitScript(() => {
+    window.noDevices = true;
+    const md = navigator.mediaDevices;
+    const gum = md.getUserMedia.bind(md);
+    md.getUserMedia = (c) => (window.noDevices
+      ? Promise.reject(new DOMException('Requested device not found', 'NotFoundError'))
+      : gum(c));
+  });
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await lena.goto(link.url);
+  await lena.getByText('you can still join to listen').waitFor();
+  await lena.getByTestId('name').fill('Lena');
+  await lena.getByTestId('join').click();
+  await inCall(lena);
+  // Lena hears and sees Alice (E2EE on); her one line is receive-only and she sends nothing.
+  await waitDecoding(lena, 1);
+  assert.equal(await lena.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
+  const directions = (page) => page.evaluate(() => window.callrelay.pc.getTransceivers()
+    .filter((x) => !x.stopped).map((x) => `${x.receiver.track.kind}:${x.direction}`));
+  assert.ok(!(await directions(lena)).some((d) => d.endsWith('sendonly')), JSON.stringify(await directions(lena)));
+  // Alice sees Lena in the call, but the relay gave her nothing to receive from Lena: no line
+  // besides her own two, no inbound stream.
+  await alice.waitForFunction(() => document.querySelectorAll('[data-testid=tile]').length === 1);
+  await sleep(1500);
+  assert.deepEqual((await directions(alice)).sort(), ['audio:sendonly', 'video:sendonly']);
+  assert.deepEqual(await inbound(alice), { audio: [], video: [] });
+
+  // A microphone appears; Lena picks it: her page joins again with it, and Alice hears her.
+  await lena.evaluate(() => { window.noDevices = false; });
+  await lena.getByTestId('devices').click();
+  const mic = lena.getByTestId('device-mic');
+  await mic.waitFor();
+  await mic.selectOption({ index: 0 });
+  await lena.waitForFunction(() => window.callrelay.pc.getTransceivers()
+    .some((x) => x.direction === 'sendonly' && x.sender.track?.kind === 'audio'), null, { timeout: 15000 });
+  await inCall(lena);
+  await waitDecoding(alice, 1, { video: false });
+  await waitDecoding(lena, 1);
+  assert.equal(await lena.getByTestId('e2ee-status').getAttribute('data-state'), 'on');
+  assert.ok((await directions(alice)).includes('audio:recvonly'), JSON.stringify(await directions(alice)));
+  for (const p of [alice, lena]) {
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  }
+});
+
 test('screen sharing: the other side sees a screen tile (E2EE on), a second sharer is told who shares, stopping removes the tile', { timeout: 90000 }, async (t) => {
   if (needsMedia(t)) return;
   const alice = await newPerson(browser, relay.base);

@@ -415,7 +415,8 @@ export class Call {
     }
     const old = audio ? this.audioTrack : this.videoTrack;
     track.enabled = !(audio ? this.audioMuted : this.videoMuted);
-    const sender = this.conn?.senders?.[audio ? 'audio' : 'video'];
+    const conn = this.conn;
+    const sender = conn?.senders?.[audio ? 'audio' : 'video'];
     if (sender && this.e2ee.state !== 'failed') await sender.replaceTrack(track);
     if (audio) this.audioTrack = track;
     else this.videoTrack = track;
@@ -429,6 +430,13 @@ export class Call {
     if (!audio) {
       this.selfTile.video.srcObject = new MediaStream([track]);
       this.selfTile.el.classList.toggle('no-video', this.videoMuted);
+    }
+    // Joined without this kind of device (a listener, or no camera): the session has no line to
+    // send it on, and the relay adds none to a running session. Join again: the new connection
+    // offers it, as a rejoin after a move does (same tracks, same E2EE worker and key).
+    if (conn && !sender && !this.ended) {
+      this.notify(`Joining again with your ${audio ? 'microphone' : 'camera'}…`);
+      this.reconnect('devices');
     }
   }
 
@@ -621,10 +629,20 @@ export class Call {
     // After the bypass guard fired, we send nothing (transceivers without a track).
     const sending = this.e2ee.state !== 'failed';
     const streams = this.stream ? [this.stream] : [];
-    const ta = pc.addTransceiver((sending && this.audioTrack) || 'audio', { direction: 'sendonly', streams });
-    this.attachSender(ta.sender, 'audio');
-    conn.senders = { audio: ta.sender };
-    if (this.video) {
+    conn.senders = {};
+    if (this.audioTrack) {
+      const ta = pc.addTransceiver((sending && this.audioTrack) || 'audio', { direction: 'sendonly', streams });
+      this.attachSender(ta.sender, 'audio');
+      conn.senders.audio = ta.sender;
+    } else {
+      // A listener (no microphone) offers one receive-only line and publishes nothing: the relay
+      // then subscribes nobody to it (a send-only line without a track was published as a
+      // microphone, and every other session carried a subscription to it that never sent).
+      // Picking a microphone later joins again with it (`switchDevice`).
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+    // No camera: no video line either (picking one later joins again with it).
+    if (this.video && this.videoTrack) {
       // Simulcast l/m/h (quarter, half, full size): the relay forwards to each subscriber the layer
       // its `video_preference` asks for. One sender transform sees the frames of every layer.
       const tv = pc.addTransceiver((sending && this.videoTrack) || 'video', { direction: 'sendonly', streams, sendEncodings: SIMULCAST });
