@@ -473,6 +473,58 @@ test('a listener without camera or microphone publishes nothing, and joins again
   }
 });
 
+test('a muted microphone sends next to nothing: the relay asks for Opus DTX', { timeout: 90000 }, async (t) => {
+  if (needsMedia(t)) return;
+  const alice = await newPerson(browser, relay.base);
+  const bob = await newPerson(browser, relay.base);
+  const link = await createLink(alice, { name: 'Alice' });
+  await joinCall(alice, link.url, 'Alice');
+  await inCall(alice);
+  await joinCall(bob, link.url, 'Bob');
+  await inCall(bob);
+  await waitDecoding(bob, 1);
+  // The relay's answer asks Alice's browser for DTX.
+  const opus = await alice.evaluate(() => window.callrelay.pc.remoteDescription.sdp
+    .split('\r\n').filter((l) => /^a=fmtp:111 /.test(l)));
+  assert.ok(opus.length > 0 && opus.every((l) => l.includes('usedtx=1')), JSON.stringify(opus));
+  const sent = () => alice.evaluate(async () => {
+    let n = 0;
+    (await window.callrelay.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') n += s.packetsSent || 0;
+    });
+    return n;
+  });
+  const rate = async () => {
+    const a = await sent();
+    await sleep(2000);
+    return ((await sent()) - a) / 2;
+  };
+  // The fake microphone beeps: Alice sends audio at the full rate.
+  const talking = await rate();
+  assert.ok(talking > 30, `unmuted: ${talking} packets/s`);
+  // Muted (the track encodes silence): a packet every 400 ms or so.
+  await alice.getByTestId('mic').click();
+  await sleep(500);
+  const muted = await rate();
+  assert.ok(muted < 10, `muted: ${muted} packets/s (unmuted ${talking})`);
+  t.diagnostic(`Alice's audio packets/s: ${talking} unmuted, ${muted} muted`);
+  // Unmuted again: Bob hears her at the full rate, E2EE on, nothing failed to decrypt.
+  await alice.getByTestId('mic').click();
+  await sleep(500);
+  assert.ok((await rate()) > 30);
+  const heard = async () => (await inbound(bob)).audio.reduce((n, s) => n + s.packetsReceived, 0);
+  const h0 = await heard();
+  await sleep(1000);
+  assert.ok((await heard()) > h0 + 30, 'Bob receives her audio again');
+  await bob.waitForFunction(() => window.callrelay.call.workerStats?.decrypted > 0, null, { timeout: 3000 });
+  const ws = await bob.evaluate(() => window.callrelay.call.workerStats);
+  assert.equal(ws.decryptFailed, 0, JSON.stringify(ws));
+  for (const p of [alice, bob]) {
+    assert.deepEqual(p.errors, []);
+    await p.context().close();
+  }
+});
+
 test('screen sharing: the other side sees a screen tile (E2EE on), a second sharer is told who shares, stopping removes the tile', { timeout: 90000 }, async (t) => {
   if (needsMedia(t)) return;
   const alice = await newPerson(browser, relay.base);

@@ -233,7 +233,9 @@ impl Sfu {
             ufrag: ufrag.clone(),
             pass: random_token(&mut self.rng, 24),
         };
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        opus_with_dtx(builder.codec_config());
+        let mut rtc = builder
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_local_ice_credentials(creds)
@@ -557,6 +559,29 @@ pub(crate) fn random_token(rng: &mut StdRng, len: usize) -> String {
 /// and the relay sends the same feedback to every publisher. A video room keeps it: the
 /// subscribers' estimates choose their layers, and a publisher's own estimate (how many
 /// layers it sends) rests on the relay's feedback.
+/// Asks senders for Opus DTX (`usedtx=1` in our Opus `fmtp`, RFC 7587): a browser whose answer
+/// or offer from us says so sends one packet per 400 ms instead of fifty a second while its
+/// microphone is silent or muted (`track.enabled = false` encodes silence). In a call where one
+/// person talks, the others' silence then costs the relay, and every receiver, next to nothing.
+/// The relay itself forwards what comes, DTX or not.
+pub(crate) fn opus_with_dtx(config: &mut str0m::format::CodecConfig) {
+    for p in config.iter_mut() {
+        let mut spec = p.spec();
+        // (A RED payload type folded onto Opus could not be carried over: none is configured.)
+        if spec.codec != str0m::format::Codec::Opus || p.red().is_some() {
+            continue;
+        }
+        spec.format.use_dtx = Some(true);
+        let mut with = str0m::format::PayloadParams::new(p.pt(), p.resend(), spec);
+        with.set_fb_transport_cc(p.fb_transport_cc());
+        with.set_fb_nack(p.fb_nack());
+        with.set_fb_pli(p.fb_pli());
+        with.set_fb_fir(p.fb_fir());
+        with.set_fb_remb(p.fb_remb());
+        *p = with;
+    }
+}
+
 pub(crate) fn header_extensions(kind: RoomKind) -> ExtensionMap {
     let standard = ExtensionMap::standard();
     match kind {
