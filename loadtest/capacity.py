@@ -65,6 +65,13 @@ SHAPES = {
         "per_room": 30,
         "rooms": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
     },
+    # Not in the default set: voice rooms as they are, 3 of 30 talking and the others' silent
+    # microphones at the DTX rate (~5 packets/s) the relay asks browsers for.
+    "voice-3-talking": {
+        "args": ["--publishers", "30", "--audio-only", "--talkers", "3"],
+        "per_room": 30,
+        "rooms": [1, 2, 4, 6, 8, 11, 15, 20, 25, 33],
+    },
 }
 
 

@@ -12,7 +12,9 @@
 #   python3 loadtest/capacity.py --median OUT RUN1 RUN2 RUN3   # medians over repeated runs
 #
 # Environment:
-#   CAPACITY_SHAPES       comma-separated shapes (default meeting,webinar,voice)
+#   CAPACITY_SHAPES       comma-separated shapes (default meeting,webinar,voice; also
+#                         voice-3-talking: 30 audio-only, 3 talking, the others silent at the
+#                         DTX rate)
 #   CAPACITY_TARGETS      callrelay, janus or both (default callrelay,janus)
 #   CAPACITY_STEP_SECONDS traffic per step (default 8)
 #   CAPACITY_MAX_STEPS    steps per shape at most (default: until the knee)

@@ -73,6 +73,10 @@ struct Cli {
     /// Publish audio only (voice links).
     #[arg(long)]
     audio_only: bool,
+    /// Publishers per room that talk (0: all). The others' microphones are silent: their audio
+    /// leaves as Chromium sends it when the relay asks for Opus DTX, ~5 small packets a second.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    talkers: usize,
     /// Simulcast video layers per publisher (1 = l, 2 = l+m, 3 = l+m+h).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     video_layers: u8,
@@ -227,6 +231,8 @@ fn main() -> ExitCode {
             keyframe_interval: cli.keyframe_interval,
             screen_kbps: cli.screen_kbps,
             pace: cli.pace,
+            talkers: cli.talkers,
+            silent: false,
         },
         duration: cli.duration,
         join_rate: cli.join_rate,

@@ -278,6 +278,10 @@ pub struct RunConfig {
     /// as every run before 2026-12-07 did).
     #[serde(default)]
     pub pace: f64,
+    /// Publishers per room that talked (`--talkers`; 0: all); the others' audio left at the DTX
+    /// rate of a silent microphone.
+    #[serde(default)]
+    pub talkers: usize,
 }
 
 /// Who joined.
@@ -701,8 +705,14 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "target {}  rooms {}  publishers/room {}  subscribers/room {}  audio {}  video layers {}  duration {}s  seed {}{}",
-            c.target, c.rooms, c.publishers, c.subscribers, c.audio, c.video_layers, c.duration_s, c.seed,
+            "target {}  rooms {}  publishers/room {}{}  subscribers/room {}  audio {}  video layers {}  duration {}s  seed {}{}",
+            c.target, c.rooms, c.publishers,
+            if c.talkers > 0 {
+                format!(" ({} talking, the others silent: DTX)", c.talkers)
+            } else {
+                String::new()
+            },
+            c.subscribers, c.audio, c.video_layers, c.duration_s, c.seed,
             if c.video_layers > 0 && c.pace > 0.0 {
                 format!("  video paced at {}×", c.pace)
             } else if c.video_layers > 0 {

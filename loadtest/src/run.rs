@@ -168,6 +168,12 @@ impl Options {
         if self.traffic.video_layers > 3 {
             return Err("--video-layers is 0 to 3".into());
         }
+        if self.traffic.talkers > self.publishers {
+            return Err(format!(
+                "--talkers {} is more than the {} publishers per room",
+                self.traffic.talkers, self.publishers
+            ));
+        }
         let layer = match self.subscribe_layer {
             Stream::VideoL => 1,
             Stream::VideoM => 2,
@@ -362,6 +368,8 @@ struct Participant {
     link: String,
     token: String,
     publish: bool,
+    /// Its microphone is silent (`TrafficConfig::talkers`): audio at the DTX rate.
+    silent: bool,
     /// Shares a screen once connected (callrelay only).
     screen: bool,
 }
@@ -458,6 +466,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 link: link.clone(),
                 token,
                 publish: slot < opts.publishers,
+                silent: opts.traffic.talkers > 0 && slot >= opts.traffic.talkers,
                 screen: slot == 0 && opts.traffic.screen_kbps > 0 && janus.is_none(),
             });
         }
@@ -613,6 +622,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         decrypt_sample: opts.decrypt_sample,
         screen_kbps: opts.traffic.screen_kbps,
         pace: opts.traffic.pace,
+        talkers: opts.traffic.talkers,
     };
     // CPU from /proc: per pid, and their sum when every pid was read both times.
     let pid_cpu: Vec<Option<f64>> = relay_cpu_before
@@ -965,6 +975,7 @@ async fn participant(
             TrafficConfig {
                 audio: traffic.audio,
                 screen_kbps,
+                silent: p.silent,
                 ..traffic.clone()
             },
             p.index,

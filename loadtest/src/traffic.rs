@@ -22,6 +22,10 @@ pub const MAX_PAYLOAD: usize = 1_200;
 const VP8_PREFIX: usize = callrelay_client::VP8_KEYFRAME_PREFIX;
 /// Audio frame interval (20 ms Opus frames).
 pub const AUDIO_INTERVAL_NS: u64 = 20_000_000;
+/// A silent microphone's audio interval: Chromium, asked for Opus DTX by the relay, sent ~5
+/// packets a second with its microphone muted (`tests/browser/call.test.mjs`, "a muted
+/// microphone sends next to nothing").
+pub const SILENT_AUDIO_INTERVAL_NS: u64 = 200_000_000;
 /// Frame rate of a shared screen (slides and documents change seldom).
 pub const SCREEN_FPS: u32 = 5;
 const SCREEN_INTERVAL_NS: u64 = 1_000_000_000 / SCREEN_FPS as u64;
@@ -56,6 +60,12 @@ pub struct TrafficConfig {
     /// Video is paced at this multiple of its total bitrate, in bursts every
     /// [`PACE_TICK_NS`]; 0 sends each frame at once.
     pub pace: f64,
+    /// Publishers per room that talk (0: all of them). The others' microphones are silent:
+    /// see `silent`.
+    pub talkers: usize,
+    /// This participant's microphone is silent: its audio leaves as Opus DTX sends it, one
+    /// small packet every [`SILENT_AUDIO_INTERVAL_NS`] (set per participant from `talkers`).
+    pub silent: bool,
 }
 
 impl Default for TrafficConfig {
@@ -68,11 +78,22 @@ impl Default for TrafficConfig {
             keyframe_interval: Duration::from_secs(2),
             screen_kbps: 0,
             pace: DEFAULT_PACE,
+            talkers: 0,
+            silent: false,
         }
     }
 }
 
 impl TrafficConfig {
+    /// Time between two audio packets: 20 ms, or [`SILENT_AUDIO_INTERVAL_NS`] when silent.
+    pub fn audio_interval_ns(&self) -> u64 {
+        if self.silent {
+            SILENT_AUDIO_INTERVAL_NS
+        } else {
+            AUDIO_INTERVAL_NS
+        }
+    }
+
     /// The video layers published, lowest first.
     pub fn layers(&self) -> &'static [Stream] {
         let all: &'static [Stream] = &[Stream::VideoL, Stream::VideoM, Stream::VideoH];
@@ -81,7 +102,11 @@ impl TrafficConfig {
 
     /// Mean packets per second one publisher sends (keyframes included).
     pub fn packets_per_second(&self) -> f64 {
-        let mut pps = if self.audio { 50.0 } else { 0.0 };
+        let mut pps = if self.audio {
+            1e9 / self.audio_interval_ns() as f64
+        } else {
+            0.0
+        };
         let kf_per_s = 1.0 / self.keyframe_interval.as_secs_f64().max(0.001);
         for i in 0..self.layers().len() {
             let frame = f64::from(self.layer_kbps[i]) * 1000.0 / 8.0 / f64::from(self.fps.max(1));
@@ -166,7 +191,7 @@ impl Schedule {
     pub fn new(config: TrafficConfig, sender: u32, seed: u64, start_ns: u64) -> Schedule {
         let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(sender) << 32 | u64::from(sender)));
         let frame_interval_ns = 1_000_000_000 / u64::from(config.fps.max(1));
-        let next_audio_ns = start_ns + rng.gen_range(0..AUDIO_INTERVAL_NS);
+        let next_audio_ns = start_ns + rng.gen_range(0..config.audio_interval_ns());
         let next_frame_ns = start_ns + rng.gen_range(0..frame_interval_ns);
         let next_screen_ns = start_ns + rng.gen_range(0..SCREEN_INTERVAL_NS);
         let period = (config.keyframe_interval.as_nanos() as u64).max(1);
@@ -299,13 +324,19 @@ impl Schedule {
         }
         if self.config.audio {
             let mut n = 0;
+            let interval = self.config.audio_interval_ns();
             while self.next_audio_ns <= now_ns {
                 if n < MAX_CATCH_UP {
-                    let len = self.rng.gen_range(100..=160);
+                    // A DTX frame is a few bytes of Opus; ours carries the payload header.
+                    let len = if self.config.silent {
+                        self.rng.gen_range(HEADER_LEN..=HEADER_LEN + 6)
+                    } else {
+                        self.rng.gen_range(100..=160)
+                    };
                     out.push(self.packet(Stream::Audio, false, false, len));
                 }
                 n += 1;
-                self.next_audio_ns += AUDIO_INTERVAL_NS;
+                self.next_audio_ns += interval;
             }
         }
         let layers = self.config.layers();
@@ -429,6 +460,34 @@ mod tests {
         // Without a screen rate, no screen.
         let none = run(TrafficConfig::default(), 2, 3);
         assert!(none.iter().all(|x| x.stream != Stream::Screen));
+    }
+
+    #[test]
+    fn a_silent_microphone_sends_five_small_audio_packets_a_second() {
+        let config = TrafficConfig {
+            video_layers: 0,
+            silent: true,
+            ..TrafficConfig::default()
+        };
+        let p = run(config.clone(), 10, 5);
+        assert!(p.iter().all(|x| x.stream == Stream::Audio));
+        assert!((49..=51).contains(&p.len()), "{} packets in 10 s", p.len());
+        assert!(p
+            .iter()
+            .all(|x| (HEADER_LEN..=HEADER_LEN + 6).contains(&x.len)));
+        // Each still carries the payload header, with dense sequence numbers (loss is counted).
+        assert!(p
+            .iter()
+            .all(|x| crate::header::find(&x.payload(9), false).map(|h| h.sent_ns) == Some(9)));
+        let seqs: Vec<u32> = p.iter().map(|x| x.header.seq).collect();
+        assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
+        assert_eq!(config.packets_per_second(), 5.0);
+        // A talking one: fifty.
+        let talking = TrafficConfig {
+            silent: false,
+            ..config
+        };
+        assert_eq!(run(talking, 10, 5).len(), 500);
     }
 
     #[test]

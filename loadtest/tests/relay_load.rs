@@ -612,6 +612,60 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
     b.stop(Duration::from_secs(15)).await;
 }
 
+/// `--talkers 1` of 3 publishers: the two silent microphones send audio at the DTX rate (~5
+/// packets a second) and still deliver every stream, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_microphones_send_at_the_dtx_rate_and_every_stream_arrives() {
+    let relay = start_relay().await;
+    let opts = Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        urls: vec![relay.base.clone()],
+        metrics_urls: vec![format!("{}/metrics", relay.base)],
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 1,
+        publishers: 3,
+        subscribers: 0,
+        traffic: TrafficConfig {
+            video_layers: 0,
+            talkers: 1,
+            ..TrafficConfig::default()
+        },
+        duration: Duration::from_secs(4),
+        join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
+        seed: 7,
+        progress: false,
+        relay_pids: vec![std::process::id()],
+        rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
+        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
+        .await
+        .expect("the run stops by itself")
+        .expect("the run completes");
+    eprintln!("{}", report.table());
+    assert_eq!(report.config.talkers, 1);
+    assert!(report
+        .table()
+        .contains("publishers/room 3 (1 talking, the others silent: DTX)"));
+    assert_eq!(report.participants.joined, 3);
+    assert_eq!(report.packets.missing_streams, 0, "{:?}", report.packets);
+    assert_eq!(report.loss.lost, 0, "{:?}", report.loss);
+    // 6 audio streams; per second of traffic the talker's two carry ~100 packets and the four
+    // silent ones ~20, where six talking would carry ~300.
+    let a = &report.streams["audio"];
+    assert_eq!(a.streams, 6);
+    let per_s = a.received as f64 / report.traffic_seconds;
+    assert!(
+        (60.0..170.0).contains(&per_s),
+        "{per_s} audio packets/s received"
+    );
+    relay.stop().await;
+}
+
 /// Pointed at a port nobody listens on, the load generator exits non-zero and says that the
 /// relay is unreachable (it said "GET …/metrics: error sending request").
 #[test]
@@ -635,4 +689,20 @@ fn a_relay_that_is_down_is_reported_as_unreachable() {
         "{stderr}"
     );
     assert!(!stderr.contains("error sending request"), "{stderr}");
+}
+
+/// More talkers than publishers is refused before anything is contacted.
+#[test]
+fn more_talkers_than_publishers_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callrelay-loadgen"))
+        .args(["--url", "http://127.0.0.1:9", "--dev", "--audio-only"])
+        .args(["--publishers", "2", "--talkers", "3", "--duration", "1s"])
+        .output()
+        .expect("run callrelay-loadgen");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--talkers 3 is more than the 2 publishers per room"),
+        "{stderr}"
+    );
 }
