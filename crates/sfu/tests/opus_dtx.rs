@@ -1,5 +1,5 @@
-//! The relay asks senders for Opus DTX (RFC 7587 `usedtx=1`): a browser then sends one packet per
-//! 400 ms instead of fifty a second while its microphone is silent or muted. The answer to a
+//! The relay asks senders for Opus DTX (RFC 7587 `usedtx=1`): a browser then sends a few packets
+//! a second (Chromium: ~5) instead of fifty while its microphone is silent or muted. The answer to a
 //! client's offer carries it on Opus (and only there); audio still flows between two clients
 //! that did not ask for it themselves. The browser's side (a muted microphone's packet rate) is
 //! in `tests/browser/call.test.mjs`.
