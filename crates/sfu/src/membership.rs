@@ -545,20 +545,6 @@ pub(crate) fn random_token(rng: &mut StdRng, len: usize) -> String {
         .collect()
 }
 
-/// Whether an SDP offers transport-wide congestion control feedback: the transport-wide
-/// sequence number header extension and `transport-cc` RTCP feedback (RFC 8888's predecessor,
-/// draft-holmer-rmcat-transport-wide-cc-extensions), as browsers do.
-/// The RTP header extensions a session negotiates: str0m's standard set, less transport-wide
-/// sequence numbers (TWCC) in a voice room.
-///
-/// TWCC feeds a bandwidth estimate. A voice room has none on either side of the relay: its
-/// sessions are built without BWE (nothing to choose between), and an audio sender has no
-/// layers to adapt. Negotiated anyway, it costs per copy and per session for nothing: str0m
-/// numbers every packet it sends and keeps 1,000 send records per session (~88 KiB) to match
-/// the feedback against, the client sends that feedback every ~100 ms and the relay parses it,
-/// and the relay sends the same feedback to every publisher. A video room keeps it: the
-/// subscribers' estimates choose their layers, and a publisher's own estimate (how many
-/// layers it sends) rests on the relay's feedback.
 /// Asks senders for Opus DTX (`usedtx=1` in our Opus `fmtp`, RFC 7587): a browser whose answer
 /// or offer from us says so sends a few packets a second (Chromium: ~5) instead of fifty while
 /// its microphone is silent or muted (`track.enabled = false` encodes silence). In a call where one
@@ -582,6 +568,17 @@ pub(crate) fn opus_with_dtx(config: &mut str0m::format::CodecConfig) {
     }
 }
 
+/// The RTP header extensions a session negotiates: str0m's standard set, less transport-wide
+/// sequence numbers (TWCC) in a voice room.
+///
+/// TWCC feeds a bandwidth estimate. A voice room has none on either side of the relay: its
+/// sessions are built without BWE (nothing to choose between), and an audio sender has no
+/// layers to adapt. Negotiated anyway, it costs per copy and per session for nothing: str0m
+/// numbers every packet it sends and keeps 1,000 send records per session (~88 KiB) to match
+/// the feedback against, the client sends that feedback every ~100 ms and the relay parses it,
+/// and the relay sends the same feedback to every publisher. A video room keeps it: the
+/// subscribers' estimates choose their layers, and a publisher's own estimate (how many
+/// layers it sends) rests on the relay's feedback.
 pub(crate) fn header_extensions(kind: RoomKind) -> ExtensionMap {
     let standard = ExtensionMap::standard();
     match kind {
@@ -598,6 +595,9 @@ pub(crate) fn header_extensions(kind: RoomKind) -> ExtensionMap {
     }
 }
 
+/// Whether an SDP offers transport-wide congestion control feedback: the transport-wide
+/// sequence number header extension and `transport-cc` RTCP feedback (RFC 8888's predecessor,
+/// draft-holmer-rmcat-transport-wide-cc-extensions), as browsers do.
 pub(crate) fn offers_twcc(sdp: &str) -> bool {
     let (mut ext, mut fb) = (false, false);
     for line in sdp.lines() {
