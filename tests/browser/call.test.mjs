@@ -410,7 +410,10 @@ test('invite from the call (the URL with its key, as text and a QR code), and sw
   const frames = async () => (await inbound(bob)).video.reduce((n, s) => n + s.framesDecoded, 0);
   const audio = async () => (await inbound(bob)).audio.reduce((n, s) => n + s.packetsReceived, 0);
   const [f0, a0] = [await frames(), await audio()];
-  await sleep(2000);
+  // The new camera starts with a keyframe that Bob's layer may have to ask for: allow a few
+  // seconds on a loaded machine (a CI run once saw fewer than 10 frames in the first 2 s).
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && !((await frames()) > f0 + 10 && (await audio()) > a0 + 20)) await sleep(250);
   assert.ok((await frames()) > f0 + 10, 'Bob still decodes Alice\'s video after the switch');
   assert.ok((await audio()) > a0 + 20, 'and receives her audio');
   assert.equal(await alice.getByTestId('e2ee-status').getAttribute('data-state'), 'on', 'E2EE stays on');
