@@ -15,9 +15,16 @@
 //!
 //! Linux only for `sendmmsg`; other Unix systems get the same API, sending one `sendto` per
 //! datagram and refusing GSO entries (as if the kernel had refused them, see [`gso_refused`]).
+//!
+//! The other direction, for the load generator's receivers: a [`Receiver`] takes everything
+//! queued on a socket (up to [`MAX_RECEIVE`] datagrams) in one `recvmmsg(2)`, each with the
+//! kernel's receive timestamp (`SO_TIMESTAMPNS`, see [`enable_receive_timestamps`]). A
+//! receiver that reads in batches, some milliseconds after its datagrams arrived, still knows
+//! when each one arrived: its latency figures do not grow with its own reading delay.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -180,6 +187,146 @@ fn gso_errno(code: Option<i32>) -> bool {
 #[cfg(not(unix))]
 fn gso_errno(_: Option<i32>) -> bool {
     false
+}
+
+/// Datagrams one [`Receiver::receive`] takes off the socket at most.
+pub const MAX_RECEIVE: usize = 32;
+
+/// Bytes of room for each datagram a [`Receiver`] reads: a longer datagram is cut by the kernel,
+/// then dropped and counted ([`ReceiveStats::truncated`]), never handed on cut short.
+pub const RECEIVE_SLOT: usize = 2048;
+
+/// What a [`Receiver`] has read since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveStats {
+    /// Receive system calls made (`recvmmsg`, or `recvfrom` where there is none), those that
+    /// found nothing queued included.
+    pub syscalls: u64,
+    /// Datagrams taken off the socket, truncated ones included.
+    pub datagrams: u64,
+    /// Datagrams longer than [`RECEIVE_SLOT`], dropped.
+    pub truncated: u64,
+}
+
+/// One datagram a [`Receiver`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received<'a> {
+    /// Its bytes.
+    pub data: &'a [u8],
+    /// Who sent it.
+    pub source: SocketAddr,
+    /// When the kernel received it (`CLOCK_REALTIME`), if timestamps are on for the socket
+    /// ([`enable_receive_timestamps`]).
+    pub timestamp: Option<SystemTime>,
+}
+
+/// What the kernel said of one datagram it handed over.
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(unix), allow(dead_code))]
+struct Meta {
+    len: usize,
+    /// `None` for an address family other than IPv4 and IPv6 (not on a UDP socket).
+    source: Option<SocketAddr>,
+    truncated: bool,
+    /// Seconds and nanoseconds since the Unix epoch.
+    timestamp: Option<(i64, i64)>,
+}
+
+/// Reads what is queued on a UDP socket in batches: [`MAX_RECEIVE`] buffers of
+/// [`RECEIVE_SLOT`] bytes (64 KiB), kept from call to call, so reading allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    buf: Vec<u8>,
+    meta: [Meta; MAX_RECEIVE],
+    /// Datagrams the last call read.
+    count: usize,
+    stats: ReceiveStats,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver::new()
+    }
+}
+
+impl Receiver {
+    /// A receiver with its buffers.
+    pub fn new() -> Receiver {
+        Receiver {
+            buf: vec![0; MAX_RECEIVE * RECEIVE_SLOT],
+            meta: [Meta::default(); MAX_RECEIVE],
+            count: 0,
+            stats: ReceiveStats::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ReceiveStats {
+        self.stats
+    }
+
+    /// Takes the datagrams queued on `socket`, up to [`MAX_RECEIVE`], in one system call that
+    /// never waits, replacing what the last call read.
+    ///
+    /// `Ok(n)`: `n ≥ 1` datagrams were taken off the queue; [`Receiver::datagrams`] gives those
+    /// that were not truncated. Fewer than [`MAX_RECEIVE`] means the queue was empty after them
+    /// (as far as this call saw). `Err(WouldBlock)`: nothing was queued. Other errors are the
+    /// socket's (an ICMP error reported on it, say); nothing was read.
+    #[cfg(unix)]
+    pub fn receive(&mut self, socket: &impl std::os::fd::AsFd) -> io::Result<usize> {
+        self.count = 0;
+        loop {
+            match sys::receive(
+                socket.as_fd(),
+                &mut self.buf,
+                &mut self.meta,
+                &mut self.stats.syscalls,
+            ) {
+                Ok(n) => {
+                    let n = n.min(MAX_RECEIVE);
+                    self.count = n;
+                    self.stats.datagrams += n as u64;
+                    self.stats.truncated +=
+                        self.meta[..n].iter().filter(|m| m.truncated).count() as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The datagrams the last [`Receiver::receive`] read, in the order they were queued,
+    /// without the truncated ones.
+    pub fn datagrams(&self) -> impl Iterator<Item = Received<'_>> {
+        self.meta[..self.count]
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.truncated)
+            .filter_map(|(i, m)| {
+                let start = i * RECEIVE_SLOT;
+                Some(Received {
+                    data: self.buf.get(start..start + m.len.min(RECEIVE_SLOT))?,
+                    source: m.source?,
+                    timestamp: m.timestamp.and_then(system_time),
+                })
+            })
+    }
+}
+
+/// A `timespec` from the kernel as a time; `None` before the epoch or out of range.
+fn system_time((secs, nanos): (i64, i64)) -> Option<SystemTime> {
+    let secs = u64::try_from(secs).ok()?;
+    let nanos = u32::try_from(nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// Asks the kernel to timestamp every datagram `socket` receives (`SO_TIMESTAMPNS`), which a
+/// [`Receiver`] then reports. `Ok(false)` where the system has no such option (then datagrams
+/// come without timestamps).
+#[cfg(unix)]
+pub fn enable_receive_timestamps(socket: &impl std::os::fd::AsFd) -> io::Result<bool> {
+    sys::enable_timestamps(socket.as_fd())
 }
 
 /// An entry checked against its buffer: the bytes, where, and the segment size to pass on.
@@ -551,6 +698,161 @@ mod tests {
         };
         assert_eq!(sender.send(&tx, b"abc", &[entry]).unwrap(), 1);
         assert_eq!(read(&a, 1), vec![b"abc".to_vec()]);
+    }
+
+    /// A non-blocking socket on `ip` with kernel receive timestamps.
+    fn timestamped(ip: &str) -> UdpSocket {
+        let s = UdpSocket::bind((ip, 0)).unwrap();
+        s.set_nonblocking(true).unwrap();
+        assert!(enable_receive_timestamps(&s).unwrap());
+        s
+    }
+
+    /// Waits (bounded) until what was sent to `s` has been queued on it: loopback delivers in
+    /// the sender's own system call unless the kernel's softirq thread has taken over (a busy
+    /// machine), so the wait is for the first datagram, then for the queue to stop growing.
+    fn queued(s: &UdpSocket) {
+        let peek = s.try_clone().unwrap();
+        peek.set_nonblocking(false).unwrap();
+        peek.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        peek.peek(&mut [0u8; 1]).expect("a datagram within 2 s");
+        peek.set_nonblocking(true).unwrap();
+        let mut last = queue_bytes(s);
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = queue_bytes(s);
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// The receive queue of `s` in bytes of kernel memory, from `/proc/net/udp{,6}`.
+    fn queue_bytes(s: &UdpSocket) -> usize {
+        let port = s.local_addr().unwrap().port();
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default()
+            + &std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+        for line in table.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                return f
+                    .get(4)
+                    .and_then(|q| q.split(':').nth(1))
+                    .and_then(|b| usize::from_str_radix(b, 16).ok())
+                    .unwrap_or(0);
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn a_burst_is_read_in_one_call_with_sources_and_kernel_timestamps() {
+        let rx = timestamped("127.0.0.1");
+        let to = rx.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = SystemTime::now();
+        let sizes = [10usize, 1200, 20, 1500, 30];
+        for (k, &len) in sizes.iter().enumerate() {
+            let from = if k % 2 == 0 { &a } else { &b };
+            from.send_to(&vec![k as u8; len], to).unwrap();
+        }
+        queued(&rx);
+        let mut r = Receiver::new();
+        assert_eq!(r.receive(&rx).unwrap(), 5, "all five in one call");
+        let after = SystemTime::now();
+        let got: Vec<Received<'_>> = r.datagrams().collect();
+        assert_eq!(got.len(), 5);
+        let mut last = before;
+        for (k, d) in got.iter().enumerate() {
+            assert_eq!(d.data, &vec![k as u8; sizes[k]][..], "datagram {k}");
+            let from = if k % 2 == 0 { &a } else { &b };
+            assert_eq!(d.source, from.local_addr().unwrap());
+            let t = d.timestamp.expect("a kernel timestamp");
+            assert!(
+                t >= last && t <= after,
+                "arrival times in order, within the test"
+            );
+            last = t;
+        }
+        assert_eq!(
+            r.receive(&rx).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing left"
+        );
+        assert_eq!(
+            r.stats(),
+            ReceiveStats {
+                syscalls: 2,
+                datagrams: 5,
+                truncated: 0
+            }
+        );
+        assert_eq!(
+            r.datagrams().count(),
+            0,
+            "a failed call leaves nothing to read"
+        );
+    }
+
+    #[test]
+    fn a_long_queue_takes_several_calls_of_max_receive() {
+        let rx = timestamped("127.0.0.1");
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let n = MAX_RECEIVE + 8;
+        for k in 0..n {
+            tx.send_to(&[k as u8; 100], rx.local_addr().unwrap())
+                .unwrap();
+        }
+        queued(&rx);
+        let mut r = Receiver::new();
+        assert_eq!(r.receive(&rx).unwrap(), MAX_RECEIVE);
+        let mut seen: Vec<u8> = r.datagrams().map(|d| d.data[0]).collect();
+        assert_eq!(
+            r.receive(&rx).unwrap(),
+            8,
+            "fewer than MAX_RECEIVE: drained"
+        );
+        seen.extend(r.datagrams().map(|d| d.data[0]));
+        assert_eq!(seen, (0..n).map(|k| k as u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_datagram_longer_than_a_slot_is_dropped_and_counted() {
+        let rx = timestamped("127.0.0.1");
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[1u8; RECEIVE_SLOT + 1], rx.local_addr().unwrap())
+            .unwrap();
+        tx.send_to(b"short", rx.local_addr().unwrap()).unwrap();
+        queued(&rx);
+        let mut r = Receiver::new();
+        assert_eq!(r.receive(&rx).unwrap(), 2);
+        let got: Vec<&[u8]> = r.datagrams().map(|d| d.data).collect();
+        assert_eq!(got, vec![&b"short"[..]]);
+        assert_eq!(r.stats().truncated, 1);
+    }
+
+    #[test]
+    fn without_timestamps_datagrams_come_without_and_ipv6_sources_are_read() {
+        let Ok(rx) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("::1 is not bindable here; skipping");
+            return;
+        };
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("[::1]:0").unwrap();
+        tx.send_to(b"v6", rx.local_addr().unwrap()).unwrap();
+        queued(&rx);
+        let mut r = Receiver::new();
+        assert_eq!(r.receive(&rx).unwrap(), 1);
+        let d = r.datagrams().next().unwrap();
+        assert_eq!(d.data, b"v6");
+        assert_eq!(d.source, tx.local_addr().unwrap());
+        assert_eq!(d.timestamp, None);
     }
 
     #[test]
