@@ -18,6 +18,36 @@ use callrelay_server::testing::{self, InProcess};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// What every run here has unless it says otherwise: callrelay at `base` (its metrics beside
+/// it), dev tokens, one room of one publisher for 5 s, sampled receivers, this process's CPU as
+/// the relay's (it runs in-process).
+fn options(base: &str) -> Options {
+    Options {
+        target: callrelay_loadgen::Target::Callrelay,
+        urls: vec![base.to_owned()],
+        metrics_urls: vec![format!("{base}/metrics")],
+        auth: Auth::Dev,
+        admin_token: None,
+        links: Vec::new(),
+        rooms: 1,
+        publishers: 1,
+        subscribers: 0,
+        traffic: TrafficConfig::default(),
+        duration: Duration::from_secs(5),
+        join_rate: 20.0,
+        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
+        seed: 7,
+        progress: false,
+        // The relay runs in this process: its CPU from /proc (10 ms steps). The prometheus
+        // crate's process_cpu_seconds_total counts whole seconds, and a light 5 s run can cross
+        // no second boundary (the figure was then 0 and a check on it failed now and then).
+        relay_pids: vec![std::process::id()],
+        rejoin_deadline: Duration::from_secs(30),
+        hostile: false,
+        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+    }
+}
+
 /// The relay in-process, as `callrelay serve --dev` runs it, with a temporary store.
 struct Relay {
     base: String,
@@ -90,15 +120,8 @@ fn metric_names_in_source() -> BTreeSet<String> {
 async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
     let relay = start_relay().await;
     let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
-        urls: vec![relay.base.clone()],
-        metrics_urls: vec![format!("{}/metrics", relay.base)],
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
         rooms: 2,
         publishers: 3,
-        subscribers: 0,
         // Audio and one video layer: light enough for an unoptimised build sharing 2 cores.
         // The first publisher of each room shares a screen too.
         traffic: TrafficConfig {
@@ -107,18 +130,9 @@ async fn two_rooms_of_three_for_five_seconds_lose_nothing() {
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(5),
-        join_rate: 20.0,
-        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
-        seed: 7,
-        progress: false,
-        // The relay runs in this process: its CPU from /proc (10 ms steps). The prometheus
-        // crate's process_cpu_seconds_total counts whole seconds, and a light 5 s run can cross
-        // no second boundary (the figure was then 0 and the check below failed now and then).
-        relay_pids: vec![std::process::id()],
-        rejoin_deadline: Duration::from_secs(30),
-        hostile: false,
         // Every packet through str0m, loss from the payload header.
         decrypt_sample: 1,
+        ..options(&relay.base)
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
@@ -250,28 +264,14 @@ async fn a_run_held_back_by_the_per_address_connection_cap_is_invalid() {
     )
     .await;
     let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
-        urls: vec![relay.base.clone()],
-        metrics_urls: vec![format!("{}/metrics", relay.base)],
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
         rooms: 1,
         publishers: 4,
-        subscribers: 0,
         traffic: TrafficConfig {
             video_layers: 0,
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(2),
-        join_rate: 20.0,
-        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
-        seed: 7,
-        progress: false,
-        relay_pids: vec![std::process::id()],
-        rejoin_deadline: Duration::from_secs(30),
-        hostile: false,
-        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+        ..options(&relay.base)
     };
     let report = tokio::time::timeout(Duration::from_secs(90), run(opts))
         .await
@@ -320,15 +320,8 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
     let relay = start_relay().await;
     let nacks_before = counter(&relay.base, "callrelay_nacks_total").await;
     let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
-        urls: vec![relay.base.clone()],
-        metrics_urls: vec![format!("{}/metrics", relay.base)],
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
         rooms: 2,
         publishers: 3,
-        subscribers: 0,
         // Two layers, receivers ask for m: each subscription switches from l to m once, on
         // one SSRC and one run of sequence numbers.
         // A screen share per room is counted the same way.
@@ -338,14 +331,10 @@ async fn a_sampled_run_counts_every_packet_and_decrypts_one_in_sixteen() {
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(5),
-        join_rate: 20.0,
         subscribe_layer: callrelay_loadgen::header::Stream::VideoM,
         seed: 5,
-        progress: false,
-        relay_pids: vec![std::process::id()],
-        rejoin_deadline: Duration::from_secs(30),
-        hostile: false,
         decrypt_sample: 16,
+        ..options(&relay.base)
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
@@ -466,15 +455,9 @@ async fn receivers_get_the_layer_they_ask_for_and_the_time_it_took() {
     for decrypt_sample in [DEFAULT_DECRYPT_SAMPLE, 1] {
         let relay = start_relay().await;
         let opts = Options {
-            target: callrelay_loadgen::Target::Callrelay,
-            urls: vec![relay.base.clone()],
             metrics_urls: Vec::new(),
-            auth: Auth::Dev,
-            admin_token: None,
-            links: Vec::new(),
             rooms: 1,
             publishers: 2,
-            subscribers: 0,
             // Layers l, m and h (light, for an unoptimised build sharing 2 cores); each
             // receiver sends a video_preference for h on its first video packet.
             traffic: TrafficConfig {
@@ -483,14 +466,11 @@ async fn receivers_get_the_layer_they_ask_for_and_the_time_it_took() {
                 ..TrafficConfig::default()
             },
             duration: Duration::from_secs(5),
-            join_rate: 20.0,
             seed: 3,
-            progress: false,
             relay_pids: Vec::new(),
-            rejoin_deadline: Duration::from_secs(30),
-            hostile: false,
             subscribe_layer: callrelay_loadgen::header::Stream::VideoH,
             decrypt_sample,
+            ..options(&relay.base)
         };
         let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
             .await
@@ -543,29 +523,21 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
     let a = start_relay_in(dir.path(), &env).await;
     let b = start_relay_in(dir.path(), &env).await;
     let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
         urls: vec![a.base.clone(), b.base.clone()],
         metrics_urls: vec![format!("{}/metrics", a.base), format!("{}/metrics", b.base)],
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
         rooms: 2,
         publishers: 3,
-        subscribers: 0,
         traffic: TrafficConfig {
             video_layers: 1,
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(6),
-        join_rate: 20.0,
-        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
         seed: 11,
-        progress: false,
         relay_pids: Vec::new(),
         rejoin_deadline: Duration::from_secs(10),
-        hostile: false,
         // Sampled: the counts of the sessions before and after the rejoin add up.
         decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+        ..options(&a.base)
     };
     let run = tokio::spawn(run(opts));
     // Every join is done after 0.3 s; A then drains: its room's three participants get
@@ -618,29 +590,15 @@ async fn joins_spread_over_the_urls_and_participants_of_a_draining_node_join_aga
 async fn silent_microphones_send_at_the_dtx_rate_and_every_stream_arrives() {
     let relay = start_relay().await;
     let opts = Options {
-        target: callrelay_loadgen::Target::Callrelay,
-        urls: vec![relay.base.clone()],
-        metrics_urls: vec![format!("{}/metrics", relay.base)],
-        auth: Auth::Dev,
-        admin_token: None,
-        links: Vec::new(),
         rooms: 1,
         publishers: 3,
-        subscribers: 0,
         traffic: TrafficConfig {
             video_layers: 0,
             talkers: 1,
             ..TrafficConfig::default()
         },
         duration: Duration::from_secs(4),
-        join_rate: 20.0,
-        subscribe_layer: callrelay_loadgen::header::Stream::VideoL,
-        seed: 7,
-        progress: false,
-        relay_pids: vec![std::process::id()],
-        rejoin_deadline: Duration::from_secs(30),
-        hostile: false,
-        decrypt_sample: DEFAULT_DECRYPT_SAMPLE,
+        ..options(&relay.base)
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(opts))
         .await
