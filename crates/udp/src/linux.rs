@@ -4,9 +4,6 @@
 //! message: the relay sends with ECN not-ECT (quinn-udp's TOS 0, the socket default) from the
 //! socket's own address.
 //!
-//! And the `recvmmsg(2)` call of a [`Receiver`](super::Receiver): one `mmsghdr` per slot of
-//! its buffer, each with room for the source address and an `SCM_TIMESTAMPNS` control message.
-//!
 //! The crate's lints deny `unsafe` (lowered from the workspace's `forbid`, see Cargo.toml); this
 //! module is the one place allowed to use it: zeroed C structs, the `CMSG_*` pointer helpers and
 //! the syscall itself. Every pointer handed to the kernel points into `msgs` (borrowed for the
@@ -20,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
-use super::{Message, Meta, MAX_ENTRIES, MAX_RECEIVE, RECEIVE_SLOT};
+use super::{Message, MAX_ENTRIES};
 
 /// Bytes of control message space per entry: one `UDP_SEGMENT` (a `u16`).
 const CONTROL: usize = 32;
@@ -28,24 +25,6 @@ const CONTROL: usize = 32;
 // SAFETY: CMSG_SPACE only computes a size.
 const _: () =
     assert!(unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize <= CONTROL);
-
-/// Bytes of control message space per received datagram: one `SCM_TIMESTAMPNS` (a
-/// `timespec`), with room to spare for anything else the socket is set to report.
-const RECEIVE_CONTROL: usize = 64;
-
-// SAFETY: CMSG_SPACE only computes a size.
-const _: () = assert!(
-    unsafe { libc::CMSG_SPACE(mem::size_of::<libc::timespec>() as u32) } as usize
-        <= RECEIVE_CONTROL
-);
-
-/// Receive control message space, aligned for a `cmsghdr`.
-#[derive(Clone, Copy)]
-#[repr(C)]
-union ReceiveControl {
-    _align: libc::cmsghdr,
-    _bytes: [u8; RECEIVE_CONTROL],
-}
 
 /// A destination in the form the kernel reads for the socket's family.
 #[derive(Clone, Copy)]
@@ -167,155 +146,4 @@ fn write_address(a: &mut Address, to: SocketAddr, ipv6_socket: bool) -> libc::so
             mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
-}
-
-/// One `recvmmsg` (`MSG_DONTWAIT`) into `buf`, [`RECEIVE_SLOT`] bytes per datagram (counted in
-/// `syscalls`): the number of datagrams read, described in `meta[..n]`.
-pub(super) fn receive(
-    socket: BorrowedFd<'_>,
-    buf: &mut [u8],
-    meta: &mut [Meta; MAX_RECEIVE],
-    syscalls: &mut u64,
-) -> io::Result<usize> {
-    let n = MAX_RECEIVE.min(buf.len() / RECEIVE_SLOT);
-    if n == 0 {
-        return Ok(0);
-    }
-    // SAFETY (all four): all-zero bytes are a valid value of these plain C structs.
-    let mut addrs: [libc::sockaddr_storage; MAX_RECEIVE] = unsafe { mem::zeroed() };
-    let mut iovs: [libc::iovec; MAX_RECEIVE] = unsafe { mem::zeroed() };
-    let mut controls: [ReceiveControl; MAX_RECEIVE] = unsafe { mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; MAX_RECEIVE] = unsafe { mem::zeroed() };
-
-    // As in `send`: the values first, then the pointers to them.
-    for (iov, slot) in iovs
-        .iter_mut()
-        .zip(buf.chunks_exact_mut(RECEIVE_SLOT))
-        .take(n)
-    {
-        *iov = libc::iovec {
-            iov_base: slot.as_mut_ptr().cast(),
-            iov_len: RECEIVE_SLOT,
-        };
-    }
-    let addrs_p = addrs.as_mut_ptr();
-    let iovs_p = iovs.as_mut_ptr();
-    let controls_p = controls.as_mut_ptr();
-    for (i, hdr) in hdrs.iter_mut().take(n).enumerate() {
-        let h = &mut hdr.msg_hdr;
-        // SAFETY: `i < n <= MAX_RECEIVE`, in bounds of each array.
-        unsafe {
-            h.msg_name = addrs_p.add(i).cast();
-            h.msg_iov = iovs_p.add(i);
-            h.msg_control = controls_p.add(i).cast();
-        }
-        h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_iovlen = 1;
-        h.msg_controllen = RECEIVE_CONTROL as _;
-    }
-    // SAFETY: `hdrs[..n]` are complete headers whose pointers (address, iovec, control space)
-    // are valid for writes of the lengths they give until this returns: the iovecs point into
-    // `buf`, borrowed mutably for the call, one `RECEIVE_SLOT` chunk each. The kernel writes
-    // the datagrams, addresses, control messages and each header's lengths and flags.
-    *syscalls += 1;
-    let r = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT as _,
-            ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let got = (r as usize).min(n);
-    for (hdr, (m, addr)) in hdrs.iter().zip(meta.iter_mut().zip(&addrs)).take(got) {
-        let h = &hdr.msg_hdr;
-        *m = Meta {
-            len: (hdr.msg_len as usize).min(RECEIVE_SLOT),
-            source: read_address(addr, h.msg_namelen),
-            truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-            timestamp: if h.msg_flags & libc::MSG_CTRUNC != 0 {
-                None
-            } else {
-                timestamp(h)
-            },
-        };
-    }
-    Ok(got)
-}
-
-/// The `SCM_TIMESTAMPNS` control message of a received header, as seconds and nanoseconds.
-fn timestamp(h: &libc::msghdr) -> Option<(i64, i64)> {
-    // SAFETY: `h` is a header the kernel filled: `msg_control` points to its control space
-    // (still alive, in `receive`'s frame) and `msg_controllen` says how much of it the kernel
-    // wrote, so CMSG_FIRSTHDR/CMSG_NXTHDR return headers inside it or null; a timestamp's data
-    // is one `timespec`, read unaligned.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(h);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET
-                && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-                && (*c).cmsg_len as usize
-                    >= libc::CMSG_LEN(mem::size_of::<libc::timespec>() as u32) as usize
-            {
-                let ts = ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                return Some((ts.tv_sec as i64, ts.tv_nsec as i64));
-            }
-            c = libc::CMSG_NXTHDR(h, c);
-        }
-    }
-    None
-}
-
-/// The source address the kernel wrote, `None` for another family or a short length.
-fn read_address(a: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match i32::from(a.ss_family) {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a `sockaddr_in`; `sockaddr_storage`
-            // is large and aligned enough for it.
-            let v4 = unsafe {
-                ptr::read((a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>())
-            };
-            Some(SocketAddr::from((
-                std::net::Ipv4Addr::from(v4.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(v4.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for a `sockaddr_in6`.
-            let v6 = unsafe {
-                ptr::read((a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>())
-            };
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr),
-                u16::from_be(v6.sin6_port),
-                v6.sin6_flowinfo,
-                v6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// `SO_TIMESTAMPNS` on.
-pub(super) fn enable_timestamps(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    let on: libc::c_int = 1;
-    // SAFETY: the option value is a live `c_int` of the length given; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(true)
 }

@@ -3,10 +3,6 @@
 //! No GSO here: an entry with segments is refused as `Unsupported`, which
 //! [`gso_refused`](super::gso_refused) reads as "send its datagrams one by one".
 //!
-//! Receiving is one `recvfrom` per call, through a duplicate of the descriptor as a standard
-//! library socket (no `unsafe` needed); no timestamps, and a datagram longer than a slot is
-//! cut short without being known as such.
-//!
 //! Not the relay's production path (it runs on Linux); it keeps the crate and the worker
 //! building and behaving the same elsewhere, at one syscall per datagram.
 
@@ -15,7 +11,7 @@ use std::os::fd::BorrowedFd;
 
 use socket2::{SockAddr, SockRef};
 
-use super::{Message, Meta, MAX_ENTRIES, MAX_RECEIVE, RECEIVE_SLOT};
+use super::{Message, MAX_ENTRIES};
 
 /// Sends `msgs[..MAX_ENTRIES]` one by one; the number sent, or the error of the first. Adds the
 /// `sendto` calls made to `syscalls`.
@@ -57,31 +53,4 @@ fn family(to: std::net::SocketAddr, ipv6_socket: bool) -> std::net::SocketAddr {
         },
         _ => to,
     }
-}
-
-/// One `recvfrom` into the first slot of `buf`: 1, described in `meta[0]`, or the error.
-pub(super) fn receive(
-    socket: BorrowedFd<'_>,
-    buf: &mut [u8],
-    meta: &mut [Meta; MAX_RECEIVE],
-    syscalls: &mut u64,
-) -> io::Result<usize> {
-    let Some(slot) = buf.get_mut(..RECEIVE_SLOT) else {
-        return Ok(0);
-    };
-    let s = std::net::UdpSocket::from(socket.try_clone_to_owned()?);
-    *syscalls += 1;
-    let (len, source) = s.recv_from(slot)?;
-    meta[0] = Meta {
-        len,
-        source: Some(source),
-        truncated: false,
-        timestamp: None,
-    };
-    Ok(1)
-}
-
-/// No `SO_TIMESTAMPNS` here.
-pub(super) fn enable_timestamps(_: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(false)
 }
