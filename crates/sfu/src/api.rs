@@ -16,6 +16,9 @@ use str0m::media::{Mid, Rid};
 /// (delay- and loss-based, within about a second).
 pub const DEFAULT_BWE_INITIAL_BITRATE: u64 = 5_000_000;
 
+/// The default [`SfuConfig::send_history_video`].
+pub const DEFAULT_SEND_HISTORY_VIDEO: Duration = Duration::from_secs(1);
+
 /// Configuration of one [`Sfu`][crate::Sfu] (one worker socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SfuConfig {
@@ -80,12 +83,20 @@ pub struct SfuConfig {
     /// Mbit/s) leaves room for a screen share. `None` turns the cap off.
     pub max_ingress_bitrate: Option<u64>,
     /// Packets str0m keeps per sending video stream to answer NACKs (and to pad with when it
-    /// probes), at most 3 s old. str0m's default (1,000) is ~4 s of a 2.5 Mbit/s layer, and
+    /// probes), at most [`SfuConfig::send_history_video`] old. str0m's default (1,000) is ~4 s of a 2.5 Mbit/s layer, and
     /// at ~1.3 KB a packet it made the relay hold ~1 MB per video subscription. 256 is ~1 s of
     /// that layer, well beyond any round trip a NACK needs. Measured by
     /// `benches/tests/memory.rs` (5 people each sending 2 Mbit/s of video, BWE on): 2,770 KiB
     /// of relay heap per participant with 1,000, 2,060 with 256, 1,759 with 128.
     pub send_buffer_video: usize,
+    /// How long a forwarded video packet stays in its subscription's RTX cache to answer
+    /// NACKs (at most [`SfuConfig::send_buffer_video`] packets). A NACK comes a round trip
+    /// after the copy left, and a receiver asks again about once per round trip: 1 s answers
+    /// three asks at a 300 ms round trip. str0m's own is 3 s; the cache grows only to what it
+    /// holds within this age, so a shorter one makes a subscription cost less (~0.42 KiB per
+    /// cached packet, and the payloads it keeps alive; `benches/tests/memory.rs`) and a
+    /// long-RTT subscriber recover less.
+    pub send_history_video: Duration,
     /// ICE-TCP (RFC 6544): every participant's `Rtc` also announces a passive TCP host
     /// candidate at each of [`SfuConfig::local_addrs`] (same IP and port number, TCP), and
     /// the IO layer must accept TCP connections there and feed their RFC 4571 frames to
@@ -112,6 +123,7 @@ impl SfuConfig {
             max_ssrcs_per_participant: 32,
             max_ingress_bitrate: Some(10_000_000),
             send_buffer_video: 256,
+            send_history_video: DEFAULT_SEND_HISTORY_VIDEO,
             tcp_candidates: false,
         }
     }

@@ -24,6 +24,10 @@ use crate::{Event, LegId, RoomKind, Sfu, TrackKind, TrunkPacket, TrunkRtp};
 /// extensions, SRTP tag, UDP and IP headers. The bandwidth estimate counts them.
 const PACKET_OVERHEAD: u64 = 60;
 
+/// Resends queued for a video subscription are dropped while they would make more than this
+/// share of what it sends (str0m's default, kept for video).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
 impl Sfu {
     /// The hot path: one RTP packet from a publisher to all subscribers of its track. Costs
     /// one hash probe for the track and, per subscriber, one for its sending stream; nothing
@@ -274,7 +278,14 @@ impl Sfu {
                         // Forwarded as it comes, video too (see `SfuConfig::bwe_initial_bitrate`):
                         // the publisher paced it already.
                         tx.set_unpaced(true);
-                        if !nackable {
+                        if nackable {
+                            // Kept for NACKs as long as the operator asked (str0m: 3 s).
+                            tx.set_rtx_cache(
+                                self.config.send_buffer_video,
+                                self.config.send_history_video,
+                                RTX_RATIO_CAP,
+                            );
+                        } else {
                             // Audio is never resent (not nackable, see above): no RTX cache
                             // (an age of zero makes it inert) and no resend-ratio cap, whose
                             // history str0m otherwise keeps per packet sent, a second's worth

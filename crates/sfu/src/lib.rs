@@ -70,7 +70,7 @@ use str0m::crypto::CryptoProvider;
 
 pub use api::{
     Event, MediaBitrate, ParticipantId, RemoveReason, RoomKey, RoomKind, SfuConfig, SfuError,
-    SfuStats, SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE,
+    SfuStats, SubscriberLayer, TrackKind, DEFAULT_BWE_INITIAL_BITRATE, DEFAULT_SEND_HISTORY_VIDEO,
 };
 pub use str0m::media::{Mid, Pt, Rid};
 pub use str0m::net::Protocol;

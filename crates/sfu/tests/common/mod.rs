@@ -93,6 +93,8 @@ pub struct World {
     pub clients: Vec<Client>,
     pub net: VecDeque<InFlight>,
     pub loss: f64,
+    /// When not empty, `loss` applies only to UDP datagrams to these addresses.
+    pub lossy_destinations: Vec<SocketAddr>,
     rng: StdRng,
     /// Every event the relay emitted except the SDP offers the harness answers itself.
     pub events: Vec<(Instant, Event)>,
@@ -143,6 +145,7 @@ impl World {
             clients: Vec::new(),
             net: VecDeque::new(),
             loss: 0.0,
+            lossy_destinations: Vec::new(),
             rng: StdRng::seed_from_u64(42),
             events: Vec::new(),
             sfu_transmits: 0,
@@ -481,7 +484,12 @@ impl World {
             return;
         }
         // TCP retransmits what is lost: no loss on an ICE-TCP connection.
-        if proto == Protocol::Udp && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+        if proto == Protocol::Udp
+            && self.loss > 0.0
+            && (self.lossy_destinations.is_empty()
+                || self.lossy_destinations.contains(&destination))
+            && self.rng.gen_bool(self.loss)
+        {
             return;
         }
         if self.block_dtls && contents.first().is_some_and(|b| (20..64).contains(b)) {
