@@ -88,6 +88,11 @@ pub struct MediaConfig {
     /// Estimate each subscriber's bandwidth (TWCC) and choose its simulcast layer from it,
     /// under the size it asked for. Off: each subscriber gets the layer it asked for.
     pub bandwidth_estimation: bool,
+    /// How long each forwarded video packet is kept to answer a subscriber's NACK (100ms to
+    /// 10s). Longer repairs loss for subscribers far away (a NACK comes a round trip after the
+    /// packet, and again about once per round trip); shorter costs less memory: ~0.42 KiB per
+    /// kept packet per video subscription, at most 256 packets (~1 s of a 2.5 Mbit/s layer).
+    pub video_resend_history: String,
     /// ICE-TCP (RFC 6544): each worker also listens on TCP on its UDP port number and every
     /// join's answer carries a passive TCP candidate there, for clients on networks that block
     /// UDP. On by default: its candidates rank below UDP, so clients that have UDP still use it.
@@ -106,6 +111,7 @@ impl Default for MediaConfig {
             mtu: 1500,
             idle_timeout: "30s".into(),
             bandwidth_estimation: true,
+            video_resend_history: "1s".into(),
             tcp: true,
             tcp_max_connections: 256,
         }
@@ -763,6 +769,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// `media.bandwidth_estimation`
     pub bandwidth_estimation: bool,
+    /// `media.video_resend_history`
+    pub video_resend_history: Duration,
     /// `media.tcp_max_connections` when `media.tcp` is on; `None`: no ICE-TCP.
     pub tcp_max_connections: Option<usize>,
     /// `[ice]`: STUN and TURN servers offered with each join.
@@ -1134,6 +1142,7 @@ impl Config {
             mtu: media.mtu,
             idle_timeout: media.idle_timeout,
             bandwidth_estimation: self.media.bandwidth_estimation,
+            video_resend_history: media.video_resend_history,
             tcp_max_connections: media.tcp_max_connections,
             ice,
             drain_deadline,
@@ -1334,6 +1343,7 @@ struct MediaSettings {
     announce_ips: Vec<IpAddr>,
     mtu: usize,
     idle_timeout: Duration,
+    video_resend_history: Duration,
     tcp_max_connections: Option<usize>,
 }
 
@@ -1402,6 +1412,13 @@ fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
             "must be at least 1s",
         ));
     }
+    let video_resend_history = duration("media.video_resend_history", &m.video_resend_history)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(10)).contains(&video_resend_history) {
+        return Err(ConfigError::new(
+            "media.video_resend_history",
+            "must be between 100ms and 10s",
+        ));
+    }
     if m.tcp && !(1..=65_536).contains(&m.tcp_max_connections) {
         return Err(ConfigError::new(
             "media.tcp_max_connections",
@@ -1417,6 +1434,7 @@ fn validate_media(m: &MediaConfig) -> Result<MediaSettings, ConfigError> {
         announce_ips,
         mtu: m.mtu as usize,
         idle_timeout,
+        video_resend_history,
     })
 }
 
@@ -1736,6 +1754,20 @@ mod tests {
             bad(&[("CALLRELAY_DRAIN_DEADLINE", "never")]),
             "drain.deadline"
         );
+    }
+
+    #[test]
+    fn media_video_resend_history_is_a_bounded_duration() {
+        let s = |pairs: &[(&str, &str)]| {
+            Config::load(None, env(pairs)).and_then(|c| c.validate(&Overrides::default(), true))
+        };
+        assert_eq!(s(&[]).unwrap().video_resend_history, Duration::from_secs(1));
+        let half = s(&[("CALLRELAY_MEDIA_VIDEO_RESEND_HISTORY", "500ms")]).unwrap();
+        assert_eq!(half.video_resend_history, Duration::from_millis(500));
+        for bad in ["0s", "50ms", "11s", "soon"] {
+            let e = s(&[("CALLRELAY_MEDIA_VIDEO_RESEND_HISTORY", bad)]).expect_err("refused");
+            assert_eq!(e.key, "media.video_resend_history", "{bad}");
+        }
     }
 
     #[test]

@@ -285,6 +285,7 @@ impl MediaPlane {
             config.mtu = settings.mtu;
             config.max_participants = settings.max_participants;
             config.idle_timeout = settings.idle_timeout;
+            config.send_history_video = settings.video_resend_history;
             config.tcp_candidates = listener.is_some();
             let tcp = listener.zip(tcp_limits);
             // Subscribers' simulcast layers follow their bandwidth estimate (str0m TWCC), capped
