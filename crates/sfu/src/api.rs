@@ -92,7 +92,9 @@ pub struct SfuConfig {
     /// How long a forwarded video packet stays in its subscription's RTX cache to answer
     /// NACKs (at most [`SfuConfig::send_buffer_video`] packets). A NACK comes a round trip
     /// after the copy left, and a receiver asks again about once per round trip: 1 s answers
-    /// three asks at a 300 ms round trip. str0m's own is 3 s; the cache grows only to what it
+    /// three asks at a 300 ms round trip, and is the least a browser keeps of what it sent
+    /// itself (libwebrtc's `RtpPacketHistory`: max(1 s, 3 × RTT)). str0m's own is 3 s; the
+    /// cache grows only to what it
     /// holds within this age, so a shorter one makes a subscription cost less (~0.42 KiB per
     /// cached packet, and the payloads it keeps alive; `benches/tests/memory.rs`) and a
     /// long-RTT subscriber recover less.
