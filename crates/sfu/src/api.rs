@@ -83,9 +83,9 @@ pub struct SfuConfig {
     /// Mbit/s) leaves room for a screen share. `None` turns the cap off.
     pub max_ingress_bitrate: Option<u64>,
     /// Packets str0m keeps per sending video stream to answer NACKs (and to pad with when it
-    /// probes), at most [`SfuConfig::send_history_video`] old. str0m's default (1,000) is ~4 s of a 2.5 Mbit/s layer, and
-    /// at ~1.3 KB a packet it made the relay hold ~1 MB per video subscription. 256 is ~1 s of
-    /// that layer, well beyond any round trip a NACK needs. Measured by
+    /// probes), at most [`SfuConfig::send_history_video`] old. str0m's default (1,000) is ~4 s
+    /// of a 2.5 Mbit/s layer, and at ~1.3 KB a packet it made the relay hold ~1 MB per video
+    /// subscription. 256 is ~1 s of that layer, well beyond any round trip a NACK needs. Measured by
     /// `benches/tests/memory.rs` (5 people each sending 2 Mbit/s of video, BWE on): 2,770 KiB
     /// of relay heap per participant with 1,000, 2,060 with 256, 1,759 with 128.
     pub send_buffer_video: usize,
@@ -94,10 +94,9 @@ pub struct SfuConfig {
     /// after the copy left, and a receiver asks again about once per round trip: 1 s answers
     /// three asks at a 300 ms round trip, and is the least a browser keeps of what it sent
     /// itself (libwebrtc's `RtpPacketHistory`: max(1 s, 3 × RTT)). str0m's own is 3 s; the
-    /// cache grows only to what it
-    /// holds within this age, so a shorter one makes a subscription cost less (~0.42 KiB per
-    /// cached packet, and the payloads it keeps alive; `benches/tests/memory.rs`) and a
-    /// long-RTT subscriber recover less.
+    /// cache grows only to what it holds within this age, so a shorter one makes a
+    /// subscription cost less (~0.42 KiB per cached packet, and the payloads it keeps alive;
+    /// `benches/tests/memory.rs`) and a long-RTT subscriber recover less.
     pub send_history_video: Duration,
     /// ICE-TCP (RFC 6544): every participant's `Rtc` also announces a passive TCP host
     /// candidate at each of [`SfuConfig::local_addrs`] (same IP and port number, TCP), and
